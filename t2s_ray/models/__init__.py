@@ -1,0 +1,1 @@
+"""Networks: the video DiT (size registry in `sizes.py`) and the text encoder wrapper."""
