@@ -1,0 +1,599 @@
+"""Experiment dir -> DataFrames -> comparison tables and a text report.
+
+The reading layer opens the trial folders Ray Tune wrote (params.json, result.json,
+error.txt) directly, so `t2s-ray analyze` needs neither Ray nor a running cluster.
+Everything after it is a pure pandas function of its arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+TABLE_CSV = "comparison_table.csv"
+TABLE_MD = "comparison_table.md"
+REPORT_TXT = "ABLATION_RESULTS_REPORT.txt"
+CURVES_CSV = "training_curves.csv"
+FORMATS = ("csv", "md", "both")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How one final metric is labelled and compared."""
+
+    label: str
+    """Column header in the Markdown table."""
+    better: str | None = None
+    """"lower", "higher", "one" (closer to 1 is better) or None (not ranked)."""
+    delta: bool = False
+    """Whether the summary gets a Δ% vs baseline column for it."""
+
+
+# Known final metrics, in display order; any other numeric final key follows, sorted.
+METRICS: dict[str, MetricInfo] = {
+    "eval/fvd": MetricInfo("FVD", "lower", True),
+    "eval/fvd_synthsign": MetricInfo("FVD-SynthSign", "lower", True),
+    "eval/lpips": MetricInfo("LPIPS", "lower", True),
+    "eval/temporal_consistency": MetricInfo("Temporal cons.", "higher", True),
+    "eval/motion_ratio": MetricInfo("Motion ratio", "one", True),
+    "eval/text_alignment": MetricInfo("Text align.", "higher", True),
+    "final_loss": MetricInfo("Final loss", "lower"),
+    "val_loss": MetricInfo("Val loss", "lower"),
+    "train_time_h": MetricInfo("Train time (h)", "lower", True),
+    "mem/gpu_peak_gb": MetricInfo("GPU peak (GB)", "lower", True),
+    "mem/cpu_rss_peak_gb": MetricInfo("CPU RSS peak (GB)", "lower"),
+    "eval/inference_ms_per_video": MetricInfo("Inference (ms/video)", "lower"),
+    "eval/inference_peak_mem_gb": MetricInfo("Inference peak (GB)", "lower"),
+    "params/total_m": MetricInfo("Params (M)"),
+    "params/trainable_m": MetricInfo("Trainable (M)"),
+    "eval/num_videos": MetricInfo("N videos"),
+}
+ARROWS = {"lower": "↓", "higher": "↑", "one": "→1"}
+
+# Keys of the final row that are Tune bookkeeping or per-step snapshots, not final metrics.
+TUNE_KEYS = frozenset({
+    "training_iteration", "trial_id", "timestamp", "time_this_iter_s", "time_total_s",
+    "time_since_restore", "iterations_since_restore", "timesteps_total", "episodes_total",
+    "timesteps_since_restore", "done", "pid", "hostname", "node_ip", "date", "config",
+    "experiment_id", "experiment_tag", "checkpoint_dir_name", "should_checkpoint",
+})
+STEP_KEYS = frozenset({
+    "final", "step", "epoch", "loss", "lr", "samples_per_s", "step_time_ms", "data_time_ms",
+    "mem/gpu_allocated_gb", "mem/gpu_reserved_gb", "mem/gpu_util", "mem/cpu_rss_gb",
+    "elapsed_s",
+})
+# Columns of load_trials/select_trials that describe a trial rather than measure it.
+META_COLUMNS = frozenset({
+    "ablation", "seed", "trial_dir", "status", "trial_id", "last_time", "n_reports", "error",
+    "scale", "data", "n_attempts", "other_dirs",
+})
+
+EXPERIMENT_DIR_HELP = (
+    "An experiment dir is the folder Ray Tune wrote for one sweep (<storage>/<name>/): "
+    "it holds tuner.pkl, experiment_state-*.json and one sub-folder per trial with "
+    "params.json and result.json."
+)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    folder: Path
+    params: dict
+    rows: list[dict]
+    error: str | None
+
+
+def _trial_folders(exp_dir: Path) -> list[Path]:
+    """Sub-folders holding params.json; raises when there are none."""
+    if not exp_dir.is_dir():
+        raise ValueError(f"Experiment dir {exp_dir} does not exist. {EXPERIMENT_DIR_HELP}")
+    folders = sorted(p for p in exp_dir.iterdir() if (p / "params.json").is_file())
+    if folders:
+        return folders
+    nested = sorted(p.name for p in exp_dir.iterdir() if p.is_dir() and _trial_like(p))
+    hint = f" It contains experiment dirs: {', '.join(nested)}; pass one of them." if nested else ""
+    raise ValueError(f"{exp_dir} holds no trial folders (none has params.json).{hint} "
+                     f"{EXPERIMENT_DIR_HELP}")
+
+
+def _trial_like(folder: Path) -> bool:
+    return any((p / "params.json").is_file() for p in folder.iterdir() if p.is_dir())
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """JSON lines of result.json; a truncated last line (a killed trial) is dropped."""
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if i == len(lines) - 1:  # the writer died mid-line
+                break
+            raise ValueError(f"{path}: line {i + 1} is not valid JSON ({err}); only the last "
+                             "line of result.json may be truncated") from err
+    return rows
+
+
+def _read_error(path: Path) -> str | None:
+    """Last non-empty line of error.txt (the exception message), or None."""
+    if not path.is_file():
+        return None
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line]
+    return lines[-1][:300] if lines else "error.txt is empty"
+
+
+def _read_attempt(folder: Path) -> _Attempt:
+    try:
+        params = json.loads((folder / "params.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{folder / 'params.json'} is not valid JSON ({err})") from err
+    missing = {"ablation", "seed"} - set(params)
+    if missing:
+        raise ValueError(f"{folder / 'params.json'} lacks {sorted(missing)}: expected the "
+                         "param_space of `t2s-ray sweep` ({'ablation': ..., 'seed': ...}).")
+    return _Attempt(folder, params, _read_rows(folder / "result.json"),
+                    _read_error(folder / "error.txt"))
+
+
+def _scan(exp_dir: str | os.PathLike) -> list[_Attempt]:
+    attempts = [_read_attempt(f) for f in _trial_folders(Path(exp_dir))]
+    # Tune's trial ids end in the grid counter: sorting by them restores the sweep's order.
+    ids = [a.rows[-1].get("trial_id") if a.rows else None for a in attempts]
+    order = sorted(range(len(attempts)), key=lambda i: (ids[i] is None, str(ids[i])))
+    return [attempts[i] for i in order]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _final_values(row: dict) -> dict:
+    """Numeric final metrics and their `*_status` strings from the final report."""
+    values = {}
+    for key, value in row.items():
+        if key in TUNE_KEYS or key in STEP_KEYS or key in META_COLUMNS:
+            continue
+        if _is_number(value):
+            values[key] = float(value)
+        elif key.endswith("_status") and isinstance(value, str):
+            values[key] = value
+    return values
+
+
+def _trial_record(att: _Attempt) -> dict:
+    final = next((r for r in reversed(att.rows) if r.get("final")), None)
+    status = "finished" if final else "errored" if att.error is not None else "unfinished"
+    last = att.rows[-1] if att.rows else {}
+    record = {
+        "ablation": str(att.params["ablation"]), "seed": int(att.params["seed"]),
+        "trial_dir": str(att.folder), "status": status, "trial_id": last.get("trial_id"),
+        "last_time": float(last.get("timestamp", att.folder.stat().st_mtime)),
+        "n_reports": len(att.rows), "error": att.error,
+        "scale": att.params.get("scale"), "data": att.params.get("data"),
+    }
+    return record | (_final_values(final) if final else {})
+
+
+def _trials_frame(attempts: list[_Attempt]) -> pd.DataFrame:
+    df = pd.DataFrame([_trial_record(a) for a in attempts])
+    statuses = sorted(c for c in df.columns if c.endswith("_status"))
+    meta = [c for c in df.columns if c in META_COLUMNS]
+    return df[meta + metric_columns(df) + statuses].reset_index(drop=True)
+
+
+def _history_frame(attempts: list[_Attempt]) -> pd.DataFrame:
+    records = [
+        {"ablation": str(a.params["ablation"]), "seed": int(a.params["seed"]),
+         "trial_dir": str(a.folder)}
+        | {k: v for k, v in row.items() if _is_number(v) or isinstance(v, str)}
+        for a in attempts for row in a.rows if not row.get("final")
+    ]
+    return pd.DataFrame(records, columns=None if records else ["ablation", "seed", "trial_dir"])
+
+
+def load_trials(exp_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per trial folder (attempt) of an experiment dir.
+
+    Columns: ablation, seed, trial_dir, status ("finished" when a final report exists,
+    "errored" when error.txt exists without one, else "unfinished"), trial_id, last_time,
+    n_reports, error, scale, data, then every numeric final metric and `*_status` string.
+    Raises ValueError when exp_dir is missing or holds no trial folders.
+    """
+    return _trials_frame(_scan(exp_dir))
+
+
+def load_history(exp_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every non-final report of every attempt, with ablation, seed and trial_dir columns."""
+    return _history_frame(_scan(exp_dir))
+
+
+# --------------------------------------------------------------------------- pure tables
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """Numeric metric columns of a trials frame: known ones in display order, then sorted."""
+    numeric = [
+        c for c in df.columns
+        if c not in META_COLUMNS and not c.endswith("_status")
+        and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+    ]
+    known = [m for m in METRICS if m in numeric]
+    return known + sorted(set(numeric) - set(known))
+
+
+def metric_info(metric: str) -> MetricInfo:
+    """Display/comparison info of a metric; unknown `eval/*` metrics count as quality (Δ%)."""
+    return METRICS.get(metric, MetricInfo(metric, None, metric.startswith("eval/")))
+
+
+def _best_attempt(group: pd.DataFrame) -> pd.Series:
+    finished = group[group["status"] == "finished"]
+    pool = finished if len(finished) else group
+    if "last_time" in pool and pool["last_time"].notna().any():
+        return pool.loc[pool["last_time"].idxmax()]
+    return pool.iloc[-1]
+
+
+def select_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per (ablation, seed), never per folder, in order of first appearance.
+
+    Keeps the finished attempt (the newest by last_time if several); an (ablation, seed)
+    with no finished attempt keeps its newest attempt, so errored/unfinished trials stay
+    visible through `status`. Adds n_attempts and other_dirs ("; "-joined folders not kept).
+    """
+    rows = []
+    for _, group in trials.groupby(["ablation", "seed"], sort=False):
+        best = _best_attempt(group).copy()
+        others = [d for d in group["trial_dir"] if d != best["trial_dir"]]
+        best["n_attempts"] = len(group)
+        best["other_dirs"] = "; ".join(map(str, others))
+        rows.append(best)
+    return pd.DataFrame(rows, columns=[*trials.columns, "n_attempts", "other_dirs"]
+                        ).reset_index(drop=True)
+
+
+def _ablation_order(ablations: pd.Series, baseline: str) -> list[str]:
+    order = list(dict.fromkeys(ablations))
+    return ([baseline] + [a for a in order if a != baseline]) if baseline in order else order
+
+
+def delta_pct(mean: float, base: float) -> float:
+    """100·(mean − base)/|base|; NaN when base is NaN or zero."""
+    if base is None or math.isnan(base) or base == 0:
+        return math.nan
+    return 100.0 * (mean - base) / abs(base)
+
+
+def _check_unique(trials: pd.DataFrame) -> None:
+    dup = trials[trials.duplicated(["ablation", "seed"], keep=False)]
+    if len(dup):
+        pairs = sorted(set(zip(dup["ablation"], dup["seed"])))
+        raise ValueError(f"Several rows for (ablation, seed) {pairs}: pass the trials through "
+                         "select_trials() first (a restarted trial has several folders).")
+
+
+def summarize(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
+    """One row per ablation (baseline first, then first appearance) with per-metric statistics.
+
+    `trials` has one row per (ablation, seed) (see select_trials); when it has a `status`
+    column only finished rows enter the statistics. Columns: ablation, n_seeds (finished),
+    n_incomplete (seeds without a finished attempt), then per metric `<m>_mean`, `<m>_std`
+    (ddof=1, NaN for one value), `<m>_n` (non-NaN values) and, for quality/cost metrics,
+    `<m>_delta_pct` vs the baseline's mean (NaN when the baseline is missing, zero or NaN).
+    """
+    _check_unique(trials)
+    metrics = metric_columns(trials)
+    done = trials[trials["status"] == "finished"] if "status" in trials else trials
+    base = done[done["ablation"] == baseline]
+    rows = []
+    for ablation in _ablation_order(trials["ablation"], baseline):
+        vals = done[done["ablation"] == ablation]
+        row = {"ablation": ablation, "n_seeds": len(vals),
+               "n_incomplete": int((trials["ablation"] == ablation).sum()) - len(vals)}
+        for m in metrics:
+            col = vals[m]
+            row |= {f"{m}_mean": col.mean(), f"{m}_std": col.std(), f"{m}_n": int(col.count())}
+            if metric_info(m).delta:
+                row[f"{m}_delta_pct"] = delta_pct(col.mean(), base[m].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary_metrics(summary: pd.DataFrame) -> list[str]:
+    """The metrics a summary frame holds, in its column order."""
+    return [c.removesuffix("_mean") for c in summary.columns if c.endswith("_mean")]
+
+
+def best_per_metric(summary: pd.DataFrame) -> pd.DataFrame:
+    """Best ablation by mean for every ranked metric, with the runner-up.
+
+    `gap` is |best − runner-up| of the means; `within_std` is True when the gap is no more
+    than the larger known std of the two (the ranking is within seed noise), NaN when
+    neither std is known (single seeds).
+    """
+    rows = []
+    for m in summary_metrics(summary):
+        better = metric_info(m).better
+        ranked = summary.dropna(subset=[f"{m}_mean"])
+        if better is None or ranked.empty:
+            continue
+        mean = ranked[f"{m}_mean"]
+        key = {"lower": mean, "higher": -mean, "one": (mean - 1).abs()}[better]
+        ranked = ranked.loc[key.sort_values(kind="stable").index]
+        best = ranked.iloc[0]
+        row = {"metric": m, "better": better, "ablation": best["ablation"],
+               "mean": best[f"{m}_mean"], "std": best[f"{m}_std"], "runner_up": None,
+               "gap": math.nan, "within_std": math.nan}
+        if len(ranked) > 1:
+            second = ranked.iloc[1]
+            noise = pd.Series([best[f"{m}_std"], second[f"{m}_std"]]).max()  # skips NaN
+            gap = abs(best[f"{m}_mean"] - second[f"{m}_mean"])
+            row |= {"runner_up": second["ablation"], "gap": gap,
+                    "within_std": math.nan if math.isnan(noise) else bool(gap <= noise)}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["metric", "better", "ablation", "mean", "std",
+                                       "runner_up", "gap", "within_std"])
+
+
+def training_curves(history: pd.DataFrame, metric: str = "loss") -> pd.DataFrame:
+    """`metric` by step per ablation: mean, std and count over seeds.
+
+    Where attempts of one (ablation, seed) overlap (a restart rolled back), the newest
+    report of each step wins (by Tune's `timestamp`).
+    """
+    columns = ["ablation", "step", f"{metric}_mean", f"{metric}_std", "n_seeds"]
+    if history.empty or metric not in history or "step" not in history:
+        return pd.DataFrame(columns=columns)
+    h = history.dropna(subset=[metric, "step"])
+    if "timestamp" in h:
+        h = h.sort_values("timestamp", kind="stable")
+    h = h.drop_duplicates(["ablation", "seed", "step"], keep="last")
+    stats = h.groupby(["ablation", "step"])[metric].agg(["mean", "std", "count"]).reset_index()
+    stats.columns = columns
+    order = {a: i for i, a in enumerate(dict.fromkeys(history["ablation"]))}
+    stats = stats.assign(_order=stats["ablation"].map(order))
+    return stats.sort_values(["_order", "step"]).drop(columns="_order").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _decimals(x: float, digits: int) -> int:
+    if not math.isfinite(x) or x == 0:
+        return digits - 1
+    return max(digits - 1 - math.floor(math.log10(abs(x))), 0)
+
+
+def column_decimals(summary: pd.DataFrame, metric: str, digits: int = 4) -> int:
+    """Decimals shared by a metric's column: `digits` significant digits of its largest mean,
+    none when every mean is a whole number with zero/unknown std (counts)."""
+    means, stds = summary[f"{metric}_mean"].dropna(), summary[f"{metric}_std"].dropna()
+    if means.empty or (means.map(float.is_integer).all() and (stds == 0).all()):
+        return 0
+    return _decimals(means.abs().max(), digits)
+
+
+def mean_std_text(mean: float, std: float, decimals: int) -> str:
+    """`mean ± std` with fixed decimals; just the mean when std is NaN; "n/a" when mean is."""
+    if math.isnan(mean):
+        return "n/a"
+    text = f"{mean:.{decimals}f}"
+    return text if math.isnan(std) else f"{text} ± {std:.{decimals}f}"
+
+
+def _cell(row: pd.Series, m: str, decimals: int) -> str:
+    n = row[f"{m}_n"]
+    if n == 0:
+        return "n/a"
+    text = mean_std_text(row[f"{m}_mean"], row[f"{m}_std"], decimals)
+    return text if n >= row["n_seeds"] else f"{text} (n={n}/{row['n_seeds']})"
+
+
+def _delta_cell(row: pd.Series, m: str, baseline: str) -> str:
+    if row["ablation"] == baseline:
+        return "—"
+    d = row[f"{m}_delta_pct"]
+    return "n/a" if math.isnan(d) else f"{round(d, 1) + 0.0:+.1f}%"  # no "-0.0%"
+
+
+def _seeds_cell(row: pd.Series) -> str:
+    missing = row.get("n_incomplete", 0)
+    return f"{row['n_seeds']}" + (f" ({missing} not finished)" if missing else "")
+
+
+def header_label(metric: str) -> str:
+    """Table header for a metric: its label and an arrow saying which direction is better."""
+    info = metric_info(metric)
+    return f"{info.label} {ARROWS[info.better]}" if info.better else info.label
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def to_markdown(summary: pd.DataFrame, metrics: list[str] | None = None,
+                baseline: str = "baseline", digits: int = 4) -> str:
+    """Paper-style pipe table: one row per ablation, `mean ± std` per metric, Δ% columns.
+
+    A column shows `digits` significant digits of its largest mean, with the same decimals
+    in every row (see column_decimals); a metric with fewer values than finished seeds
+    shows `(n=k/N)`; arrows say which direction is better.
+    """
+    metrics = summary_metrics(summary) if metrics is None else metrics
+    decimals = {m: column_decimals(summary, m, digits) for m in metrics}
+    header, align = ["Ablation", "Seeds"], [":---", "---:"]
+    for m in metrics:
+        header.append(header_label(m))
+        align.append("---:")
+        if f"{m}_delta_pct" in summary:
+            header.append("Δ%")
+            align.append("---:")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    for _, row in summary.iterrows():
+        cells = [_md_escape(row["ablation"]), _seeds_cell(row)]
+        for m in metrics:
+            cells.append(_cell(row, m, decimals[m]))
+            if f"{m}_delta_pct" in summary:
+                cells.append(_delta_cell(row, m, baseline))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def to_csv(summary: pd.DataFrame) -> str:
+    """The summary as CSV text, full float precision (machine-readable)."""
+    return summary.to_csv(index=False)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _trials_section(selected: pd.DataFrame) -> list[str]:
+    counts = selected["status"].value_counts()
+    lines = [f"(ablation, seed) pairs: {len(selected)}: finished {counts.get('finished', 0)}, "
+             f"errored {counts.get('errored', 0)}, unfinished {counts.get('unfinished', 0)}"]
+    for _, r in selected[selected["status"] != "finished"].iterrows():
+        reason = f"\n      {r['error']}" if isinstance(r.get("error"), str) else ""
+        lines.append(f"  {r['status'].upper()}: ({r['ablation']}, seed {r['seed']}) "
+                     f"in {r['trial_dir']}{reason}")
+    for _, r in selected[selected["n_attempts"] > 1].iterrows():
+        lines.append(f"  RESTARTED: ({r['ablation']}, seed {r['seed']}) had {r['n_attempts']} "
+                     f"attempts; kept {r['trial_dir']}\n      other attempts: {r['other_dirs']}")
+    return lines
+
+
+def _best_section(summary: pd.DataFrame) -> list[str]:
+    lines = []
+    for _, b in best_per_metric(summary).iterrows():
+        line = f"  {header_label(b['metric'])} [{b['metric']}]: {b['ablation']} " \
+               f"{mean_std_text(b['mean'], b['std'], column_decimals(summary, b['metric']))}"
+        if pd.isna(b["runner_up"]):
+            pass
+        elif b["gap"] == 0:
+            line += f" (tied with {b['runner_up']})"
+        elif pd.isna(b["within_std"]):
+            line += f" (std unknown: cannot tell it from {b['runner_up']})"
+        elif b["within_std"]:
+            line += f" (within 1 std of {b['runner_up']}: not a clear winner)"
+        lines.append(line)
+    return lines or ["  no ranked metric has a value"]
+
+
+def nan_notes(selected: pd.DataFrame) -> list[str]:
+    """One line per metric that is NaN in some finished trials, with its status strings."""
+    done = selected[selected["status"] == "finished"]
+    lines = []
+    for m in metric_columns(done):
+        missing = done[done[m].isna()]
+        if missing.empty:
+            continue
+        status = f"{m}_status"
+        reasons = (missing[status] if status in missing else pd.Series(index=missing.index))
+        lines.append(f"  {m}: NaN in {len(missing)}/{len(done)} finished trials")
+        for reason, n in reasons.fillna("no status given").value_counts(sort=False).items():
+            lines.append(f"      {n}x {reason}")
+    return lines or ["  none: every finished trial reported every metric"]
+
+
+def _sample_count_section(selected: pd.DataFrame) -> list[str]:
+    lines = ["  Fréchet distances (FVD and variants) are biased by the number of generated",
+             "  videos: compare them only between rows with equal sample count (eval/num_videos)."]
+    done = selected[selected["status"] == "finished"]
+    if "eval/num_videos" not in done or done["eval/num_videos"].isna().all():
+        return lines + ["  eval/num_videos was not reported: check the sample count yourself."]
+    counts = done.groupby("ablation", sort=False)["eval/num_videos"].unique()
+    listed = ", ".join(f"{a}: {'/'.join(f'{v:g}' for v in vals)}" for a, vals in counts.items())
+    equal = done["eval/num_videos"].nunique(dropna=False) == 1
+    verdict = "equal" if equal else "UNEQUAL: do not compare Fréchet distances across them"
+    return lines + [f"  Here: {listed} ({verdict})."]
+
+
+def _notes_section(selected: pd.DataFrame, summary: pd.DataFrame, baseline: str) -> list[str]:
+    lines = []
+    base = summary[summary["ablation"] == baseline]
+    if base.empty or base["n_seeds"].iloc[0] == 0:
+        lines.append(f"  Baseline '{baseline}' has no finished seed: every Δ% is n/a.")
+    single = summary.loc[summary["n_seeds"] == 1, "ablation"].tolist()
+    if single:
+        lines.append(f"  One finished seed only (no std): {', '.join(single)}.")
+    settings = {c: sorted(selected[c].dropna().astype(str).unique())
+                for c in ("scale", "data") if c in selected}
+    for c, vals in settings.items():
+        if len(vals) > 1:
+            lines.append(f"  Trials mix several {c} values ({', '.join(vals)}): rows may not "
+                         "be comparable.")
+    return lines
+
+
+def render_report(exp_dir: str | os.PathLike, selected: pd.DataFrame, summary: pd.DataFrame,
+                  baseline: str = "baseline") -> str:
+    """ABLATION_RESULTS_REPORT.txt text from select_trials() and summarize() outputs."""
+    scales = ", ".join(sorted(selected["scale"].dropna().astype(str).unique())) \
+        if "scale" in selected else "?"
+    parts = [
+        "ABLATION RESULTS REPORT", "=" * 23, f"Experiment: {Path(exp_dir).resolve()}",
+        f"Scale: {scales or '?'}    Baseline: {baseline}", "",
+        "1. TRIALS", *_trials_section(selected), "",
+        "2. RESULTS (mean ± std over finished seeds; Δ% vs baseline)",
+        to_markdown(summary, baseline=baseline), "",
+        "3. BEST ABLATION PER METRIC (by mean)", *_best_section(summary), "",
+        "4. METRICS WITH NaN VALUES", *nan_notes(selected), "",
+        "5. SAMPLE COUNT", *_sample_count_section(selected),
+    ]
+    notes = _notes_section(selected, summary, baseline)
+    return "\n".join(parts + (["", "6. NOTES", *notes] if notes else [])) + "\n"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    """Write text to a temp file beside path, then os.replace it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                  fmt: str = "both", baseline: str = "baseline") -> dict[str, Path]:
+    """Analyze an experiment dir and write its tables and report into out_dir (default exp_dir).
+
+    Writes comparison_table.csv (fmt csv/both), comparison_table.md (fmt md/both),
+    ABLATION_RESULTS_REPORT.txt and training_curves.csv, each atomically. Returns
+    {"csv", "md", "report", "curves"} -> path for the files written.
+    """
+    fmt = getattr(fmt, "value", fmt)  # a str Enum from the CLI
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    attempts = _scan(exp_dir)
+    selected = select_trials(_trials_frame(attempts))
+    summary = summarize(selected, baseline)
+    out = Path(exp_dir if out_dir is None else out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    texts = {}
+    if fmt in ("csv", "both"):
+        texts["csv"] = (TABLE_CSV, to_csv(summary))
+    if fmt in ("md", "both"):
+        texts["md"] = (TABLE_MD, to_markdown(summary, baseline=baseline) + "\n")
+    texts["report"] = (REPORT_TXT, render_report(exp_dir, selected, summary, baseline))
+    texts["curves"] = (CURVES_CSV, training_curves(_history_frame(attempts)).to_csv(index=False))
+    return {key: _write_atomic(out / name, text) for key, (name, text) in texts.items()}

@@ -1,0 +1,362 @@
+"""analysis.py: pure tables on hand-made frames, then a fake experiment dir end to end."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from t2s_ray import analysis as an
+
+NAN = float("nan")
+
+
+def frame(rows):
+    """Trials frame from (ablation, seed, {metric: value}) tuples."""
+    return pd.DataFrame([{"ablation": a, "seed": s, **m} for a, s, m in rows])
+
+
+# --------------------------------------------------------------------------- summarize
+
+
+def test_summarize_mean_std_and_delta_exact():
+    trials = frame([
+        ("baseline", 0, {"eval/fvd": 10.0, "params/total_m": 5.0}),
+        ("baseline", 1, {"eval/fvd": 12.0, "params/total_m": 5.0}),
+        ("baseline", 2, {"eval/fvd": 14.0, "params/total_m": 5.0}),
+        ("no_ema", 0, {"eval/fvd": 15.0, "params/total_m": 5.0}),
+        ("no_ema", 1, {"eval/fvd": 18.0, "params/total_m": 5.0}),
+    ])
+    s = an.summarize(trials).set_index("ablation")
+    assert s.loc["baseline", "eval/fvd_mean"] == 12.0
+    assert s.loc["baseline", "eval/fvd_std"] == 2.0
+    assert s.loc["no_ema", "eval/fvd_mean"] == 16.5
+    assert s.loc["no_ema", "eval/fvd_std"] == pytest.approx(math.sqrt(4.5))
+    assert s.loc["no_ema", "eval/fvd_delta_pct"] == pytest.approx(100 * 4.5 / 12)
+    assert s.loc["baseline", "eval/fvd_delta_pct"] == 0.0
+    assert list(s["n_seeds"]) == [3, 2]
+    assert "params/total_m_delta_pct" not in s  # not a quality/cost metric
+
+
+def test_summarize_single_seed_std_is_nan():
+    s = an.summarize(frame([("baseline", 0, {"eval/lpips": 0.3})]))
+    assert s["eval/lpips_mean"][0] == 0.3
+    assert math.isnan(s["eval/lpips_std"][0])
+
+
+def test_summarize_nan_excluded_and_counted():
+    trials = frame([
+        ("baseline", 0, {"eval/fvd": 10.0, "eval/lpips": 0.2}),
+        ("baseline", 1, {"eval/fvd": NAN, "eval/lpips": 0.4}),
+        ("baseline", 2, {"eval/fvd": 20.0, "eval/lpips": NAN}),
+    ])
+    s = an.summarize(trials)
+    assert s["eval/fvd_mean"][0] == 15.0 and s["eval/fvd_n"][0] == 2
+    assert s["eval/lpips_mean"][0] == pytest.approx(0.3) and s["eval/lpips_n"][0] == 2
+    assert s["n_seeds"][0] == 3
+    assert "(n=2/3)" in an.to_markdown(s)
+
+
+def test_summarize_all_nan_metric_has_zero_count():
+    trials = frame([("baseline", 0, {"eval/fvd": NAN}), ("baseline", 1, {"eval/fvd": NAN})])
+    s = an.summarize(trials)
+    assert s["eval/fvd_n"][0] == 0 and math.isnan(s["eval/fvd_mean"][0])
+    assert "| n/a |" in an.to_markdown(s)
+
+
+def test_summarize_baseline_missing_zero_or_negative():
+    trials = frame([("a", 0, {"eval/fvd": 10.0}), ("b", 0, {"eval/fvd": 20.0})])
+    s = an.summarize(trials)
+    assert list(s["ablation"]) == ["a", "b"]
+    assert s["eval/fvd_delta_pct"].isna().all()
+    s = an.summarize(trials, baseline="a")
+    assert list(s["eval/fvd_delta_pct"]) == [0.0, 100.0]
+    zero = an.summarize(frame([("baseline", 0, {"eval/x": 0.0}), ("b", 0, {"eval/x": 1.0})]))
+    assert zero["eval/x_delta_pct"].isna().all()
+    neg = an.summarize(frame([("baseline", 0, {"eval/x": -2.0}), ("b", 0, {"eval/x": -1.0})]))
+    assert neg["eval/x_delta_pct"][1] == 50.0  # divides by |baseline|
+
+
+def test_summarize_baseline_first_then_first_appearance():
+    trials = frame([("z", 0, {"val_loss": 1.0}), ("baseline", 0, {"val_loss": 1.0}),
+                    ("a", 0, {"val_loss": 1.0}), ("z", 1, {"val_loss": 1.0})])
+    assert list(an.summarize(trials)["ablation"]) == ["baseline", "z", "a"]
+
+
+def test_summarize_metric_list_is_data_driven_and_ordered():
+    trials = frame([("baseline", 0, {"zzz_custom": 1.0, "eval/new_metric": 2.0,
+                                     "params/total_m": 3.0, "eval/fvd": 4.0, "eval/lpips": 5.0})])
+    s = an.summarize(trials)
+    assert an.summary_metrics(s) == ["eval/fvd", "eval/lpips", "params/total_m",
+                                     "eval/new_metric", "zzz_custom"]
+    assert "eval/new_metric_delta_pct" in s  # unknown eval/* counts as quality
+    assert "zzz_custom_delta_pct" not in s
+
+
+def test_summarize_uses_finished_rows_only_and_keeps_empty_ablations():
+    trials = frame([("baseline", 0, {"eval/fvd": 10.0}), ("baseline", 1, {"eval/fvd": NAN}),
+                    ("dit_s", 0, {"eval/fvd": NAN})])
+    trials["status"] = ["finished", "errored", "unfinished"]
+    s = an.summarize(trials).set_index("ablation")
+    assert s.loc["baseline", "n_seeds"] == 1 and s.loc["baseline", "n_incomplete"] == 1
+    assert s.loc["dit_s", "n_seeds"] == 0 and s.loc["dit_s", "n_incomplete"] == 1
+    assert math.isnan(s.loc["dit_s", "eval/fvd_mean"])
+
+
+def test_summarize_rejects_duplicate_ablation_seed():
+    trials = frame([("baseline", 0, {"eval/fvd": 1.0}), ("baseline", 0, {"eval/fvd": 2.0})])
+    with pytest.raises(ValueError, match="select_trials"):
+        an.summarize(trials)
+
+
+# --------------------------------------------------------------------------- select_trials
+
+
+def attempts_frame():
+    return pd.DataFrame([
+        # a restarted trial: an errored attempt, then a finished one
+        {"ablation": "baseline", "seed": 0, "trial_dir": "b0_old", "status": "errored",
+         "last_time": 1.0, "eval/fvd": NAN},
+        {"ablation": "baseline", "seed": 0, "trial_dir": "b0_new", "status": "finished",
+         "last_time": 2.0, "eval/fvd": 10.0},
+        # two finished attempts: the newest wins, wherever it sits in the frame
+        {"ablation": "no_ema", "seed": 0, "trial_dir": "n0_new", "status": "finished",
+         "last_time": 9.0, "eval/fvd": 30.0},
+        {"ablation": "no_ema", "seed": 0, "trial_dir": "n0_old", "status": "finished",
+         "last_time": 5.0, "eval/fvd": 20.0},
+        # a finished attempt beats a newer errored one
+        {"ablation": "no_ema", "seed": 1, "trial_dir": "n1_ok", "status": "finished",
+         "last_time": 3.0, "eval/fvd": 40.0},
+        {"ablation": "no_ema", "seed": 1, "trial_dir": "n1_err", "status": "errored",
+         "last_time": 4.0, "eval/fvd": NAN},
+        # never finished: kept, visible as errored (newest attempt)
+        {"ablation": "dit_s", "seed": 0, "trial_dir": "d0_a", "status": "unfinished",
+         "last_time": 1.0, "eval/fvd": NAN},
+        {"ablation": "dit_s", "seed": 0, "trial_dir": "d0_b", "status": "errored",
+         "last_time": 2.0, "eval/fvd": NAN},
+    ])
+
+
+def test_select_trials_one_row_per_ablation_seed():
+    sel = an.select_trials(attempts_frame())
+    assert list(zip(sel["ablation"], sel["seed"])) == [
+        ("baseline", 0), ("no_ema", 0), ("no_ema", 1), ("dit_s", 0)]
+    assert list(sel["trial_dir"]) == ["b0_new", "n0_new", "n1_ok", "d0_b"]
+    assert list(sel["status"]) == ["finished", "finished", "finished", "errored"]
+    assert list(sel["n_attempts"]) == [2, 2, 2, 2]
+    assert sel["other_dirs"][0] == "b0_old"
+
+
+def test_select_then_summarize():
+    s = an.summarize(an.select_trials(attempts_frame())).set_index("ablation")
+    assert s.loc["no_ema", "eval/fvd_mean"] == 35.0  # 30 (newest of seed 0) and 40
+    assert s.loc["no_ema", "eval/fvd_delta_pct"] == 250.0
+    assert s.loc["dit_s", "n_seeds"] == 0
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def test_to_markdown_exact_table():
+    trials = frame([("baseline", 0, {"eval/fvd": 10.0, "eval/text_alignment": 0.25}),
+                    ("baseline", 1, {"eval/fvd": 14.0, "eval/text_alignment": 0.35}),
+                    ("no|ema", 0, {"eval/fvd": 18.0, "eval/text_alignment": 0.3})])
+    md = an.to_markdown(an.summarize(trials))
+    assert md.splitlines() == [
+        "| Ablation | Seeds | FVD ↓ | Δ% | Text align. ↑ | Δ% |",
+        "|:---|---:|---:|---:|---:|---:|",
+        "| baseline | 2 | 12.00 ± 2.83 | — | 0.3000 ± 0.0707 | — |",
+        "| no\\|ema | 1 | 18.00 | +50.0% | 0.3000 | +0.0% |",
+    ]
+
+
+def test_to_markdown_counts_without_decimals():
+    trials = frame([("baseline", s, {"eval/num_videos": 64}) for s in (0, 1)])
+    assert an.to_markdown(an.summarize(trials)).splitlines()[2] == "| baseline | 2 | 64 ± 0 |"
+
+
+def test_report_flags_unequal_sample_count_and_missing_baseline():
+    trials = frame([("a", 0, {"eval/fvd": 10.0, "eval/num_videos": 64}),
+                    ("b", 0, {"eval/fvd": 12.0, "eval/num_videos": 128})])
+    trials = trials.assign(status="finished", trial_dir=["d0", "d1"], error=None)
+    selected = an.select_trials(trials)
+    report = an.render_report("exp", selected, an.summarize(selected))
+    assert "a: 64, b: 128 (UNEQUAL" in report
+    assert "Baseline 'baseline' has no finished seed" in report
+    assert "FVD ↓ [eval/fvd]: a 10 (std unknown: cannot tell it from b)" in report
+
+
+def test_best_per_metric_directions_and_noise():
+    trials = frame([
+        ("baseline", 0, {"eval/fvd": 10.0, "eval/text_alignment": 0.2, "eval/motion_ratio": 0.5}),
+        ("baseline", 1, {"eval/fvd": 12.0, "eval/text_alignment": 0.2, "eval/motion_ratio": 0.5}),
+        ("b", 0, {"eval/fvd": 11.5, "eval/text_alignment": 0.9, "eval/motion_ratio": 1.2}),
+        ("b", 1, {"eval/fvd": 11.5, "eval/text_alignment": 0.9, "eval/motion_ratio": 1.2}),
+    ])
+    best = an.best_per_metric(an.summarize(trials)).set_index("metric")
+    assert best.loc["eval/fvd", "ablation"] == "baseline"
+    assert best.loc["eval/fvd", "within_std"]  # 11 vs 11.5, std 1.41
+    assert best.loc["eval/text_alignment", "ablation"] == "b"
+    assert best.loc["eval/motion_ratio", "ablation"] == "b"  # |1.2-1| < |0.5-1|
+
+
+def test_training_curves_dedupes_restarts_and_averages_seeds():
+    history = pd.DataFrame([
+        {"ablation": "baseline", "seed": 0, "step": 10, "loss": 9.0, "timestamp": 1},
+        {"ablation": "baseline", "seed": 0, "step": 10, "loss": 1.0, "timestamp": 5},  # rerun
+        {"ablation": "baseline", "seed": 1, "step": 10, "loss": 3.0, "timestamp": 2},
+        {"ablation": "no_ema", "seed": 0, "step": 10, "loss": 4.0, "timestamp": 2},
+    ])
+    c = an.training_curves(history)
+    assert list(c.columns) == ["ablation", "step", "loss_mean", "loss_std", "n_seeds"]
+    assert list(c["loss_mean"]) == [2.0, 4.0] and list(c["n_seeds"]) == [2, 1]
+    assert list(an.training_curves(pd.DataFrame()).columns) == list(c.columns)
+
+
+# --------------------------------------------------------------------------- fake experiment
+
+
+def train_row(step, ts, loss=1.0):
+    return {"step": step, "epoch": 0, "loss": loss, "lr": 1e-4, "samples_per_s": 10.0,
+            "mem/gpu_peak_gb": 0.0, "training_iteration": step, "trial_id": "x", "timestamp": ts,
+            "time_total_s": 1.0, "done": False}
+
+
+def final_row(ts, fvd, lpips, train_time_h=0.5):
+    return {"final": 1, "final_loss": 0.5, "val_loss": 0.6, "params/total_m": 1.5,
+            "params/trainable_m": 1.0, "train_time_h": train_time_h, "mem/gpu_peak_gb": 2.0,
+            "mem/cpu_rss_peak_gb": 3.0, "eval/fvd": NAN,
+            "eval/fvd_status": "no I3D weights: pass --i3d PATH",
+            "eval/fvd_synthsign": fvd, "eval/lpips": lpips, "eval/num_videos": 8,
+            "step": 20, "seed": 99, "trial_id": "x", "timestamp": ts, "done": True,
+            "config": {"seed": 0}}
+
+
+def make_trial(exp, name, ablation, seed, rows, error=None, tail="", trial_id=None):
+    d = exp / name
+    d.mkdir()
+    params = {"ablation": ablation, "seed": seed, "scale": "smoke", "overrides": [],
+              "data": "synthsign"}
+    (d / "params.json").write_text(json.dumps(params))
+    rows = [r | {"trial_id": trial_id} for r in rows] if trial_id else rows
+    lines = "".join(json.dumps(r) + "\n" for r in rows)  # json.dumps writes NaN like Tune
+    (d / "result.json").write_text(lines + tail)
+    if error:
+        (d / "error.txt").write_text(f"Traceback (most recent call last):\n  ...\n{error}\n")
+    return d
+
+
+@pytest.fixture
+def exp(tmp_path):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "tuner.pkl").write_bytes(b"\x80")
+    (exp / "experiment_state-2025.json").write_text("{}")
+    (exp / "basic-variant-state-2025.json").write_text("{}")
+    make_trial(exp, "baseline_seed0_a", "baseline", 0,
+               [train_row(10, 1, 2.0), final_row(2, fvd=10.0, lpips=0.2)], trial_id="t_00000")
+    # restarted: errored attempt with a half-written line, then a finished attempt
+    make_trial(exp, "baseline_seed1_b", "baseline", 1, [train_row(10, 3, 9.0)],
+               error="RuntimeError: CUDA out of memory", tail='{"step": 20, "lo',
+               trial_id="t_00001")
+    make_trial(exp, "baseline_seed1_c", "baseline", 1,
+               [train_row(10, 5, 4.0), final_row(6, fvd=14.0, lpips=0.4)], trial_id="t_00001")
+    make_trial(exp, "no_ema_seed0_d", "no_ema", 0,
+               [train_row(10, 7, 3.0), final_row(8, fvd=18.0, lpips=0.3, train_time_h=1.0)],
+               trial_id="t_00002")
+    make_trial(exp, "no_ema_seed1_e", "no_ema", 1, [train_row(10, 9)],
+               error="ValueError: bad batch", trial_id="t_00003")
+    make_trial(exp, "dit_s_seed0_f", "dit_s", 0, [train_row(10, 9)], tail='{"ste',
+               trial_id="t_00004")
+    return exp
+
+
+def test_load_trials_statuses_and_metrics(exp):
+    t = an.load_trials(exp)
+    assert len(t) == 6
+    by_dir = t.set_index(t["trial_dir"].map(lambda p: Path(p).name))
+    assert by_dir["status"].to_dict() == {
+        "baseline_seed0_a": "finished", "baseline_seed1_b": "errored",
+        "baseline_seed1_c": "finished", "no_ema_seed0_d": "finished",
+        "no_ema_seed1_e": "errored", "dit_s_seed0_f": "unfinished"}
+    assert by_dir.loc["baseline_seed1_b", "error"] == "RuntimeError: CUDA out of memory"
+    assert by_dir.loc["baseline_seed0_a", "eval/fvd_synthsign"] == 10.0
+    assert by_dir.loc["baseline_seed0_a", "eval/fvd_status"] == "no I3D weights: pass --i3d PATH"
+    metrics = an.metric_columns(t)
+    assert metrics[:3] == ["eval/fvd", "eval/fvd_synthsign", "eval/lpips"]
+    assert not {"step", "loss", "training_iteration", "timestamp", "done", "seed"} & set(metrics)
+    assert list(dict.fromkeys(t["ablation"])) == ["baseline", "no_ema", "dit_s"]
+
+
+def test_load_history_excludes_final_rows(exp):
+    h = an.load_history(exp)
+    assert len(h) == 6 and "final_loss" not in h
+    assert set(h["ablation"]) == {"baseline", "no_ema", "dit_s"}
+
+
+def test_select_trials_on_experiment(exp):
+    sel = an.select_trials(an.load_trials(exp))
+    assert list(zip(sel["ablation"], sel["seed"], sel["status"])) == [
+        ("baseline", 0, "finished"), ("baseline", 1, "finished"),
+        ("no_ema", 0, "finished"), ("no_ema", 1, "errored"), ("dit_s", 0, "unfinished")]
+    row = sel.iloc[1]
+    assert Path(row["trial_dir"]).name == "baseline_seed1_c" and row["n_attempts"] == 2
+
+
+def test_write_outputs_end_to_end(exp, tmp_path):
+    out = tmp_path / "out"
+    paths = an.write_outputs(exp, out)
+    assert set(paths) == {"csv", "md", "report", "curves"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [an.TABLE_CSV, an.TABLE_MD, an.REPORT_TXT, an.CURVES_CSV])  # no temp files left
+    table = pd.read_csv(paths["csv"]).set_index("ablation")
+    assert list(table.index) == ["baseline", "no_ema", "dit_s"]
+    assert table.loc["baseline", "eval/fvd_synthsign_mean"] == 12.0
+    assert table.loc["no_ema", "eval/fvd_synthsign_delta_pct"] == 50.0
+    assert table.loc["no_ema", "train_time_h_delta_pct"] == 100.0
+    assert table.loc["baseline", "eval/lpips_mean"] == (0.2 + 0.4) / 2  # full precision
+    assert table.loc["no_ema", "n_incomplete"] == 1 and table.loc["dit_s", "n_seeds"] == 0
+    assert "| FVD ↓ |" in paths["md"].read_text()
+    report = paths["report"].read_text()
+    for expected in ["ERRORED: (no_ema, seed 1)", "ValueError: bad batch",
+                     "UNFINISHED: (dit_s, seed 0)", "RESTARTED: (baseline, seed 1)",
+                     "eval/fvd: NaN in 3/3 finished trials", "3x no I3D weights: pass --i3d PATH",
+                     "eval/num_videos", "(equal)", str(exp.resolve()), "One finished seed only"]:
+        assert expected in report, expected
+    curves = pd.read_csv(paths["curves"])
+    assert curves.loc[curves["ablation"] == "baseline", "loss_mean"].tolist() == [3.0]
+
+
+def test_write_outputs_format_filter_and_default_dir(exp):
+    paths = an.write_outputs(exp, fmt="csv")
+    assert set(paths) == {"csv", "report", "curves"}
+    assert paths["csv"].parent == exp and not (exp / an.TABLE_MD).exists()
+    with pytest.raises(ValueError, match="fmt"):
+        an.write_outputs(exp, fmt="xlsx")
+
+
+def test_not_an_experiment_dir(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        an.load_trials(tmp_path / "nope")
+    with pytest.raises(ValueError, match="no trial folders.*params.json"):
+        an.load_trials(tmp_path)
+
+
+def test_storage_dir_hints_at_experiments(exp):
+    with pytest.raises(ValueError, match="contains experiment dirs: exp"):
+        an.load_trials(exp.parent)
+
+
+def test_corrupt_middle_line_raises(tmp_path):
+    d = make_trial(tmp_path, "t", "baseline", 0, [train_row(1, 1)])
+    (d / "result.json").write_text('{"bad\n' + json.dumps(train_row(2, 2)) + "\n")
+    with pytest.raises(ValueError, match="line 1"):
+        an.load_trials(tmp_path)
+
+
+def test_params_without_ablation_raises(tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "params.json").write_text('{"lr": 1}')
+    with pytest.raises(ValueError, match="ablation"):
+        an.load_trials(tmp_path)
