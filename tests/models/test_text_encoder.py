@@ -1,0 +1,109 @@
+"""Text encoder and T2SModel contracts: outputs, frozen vs finetuned, optimizer groups."""
+
+import pytest
+import torch
+
+from t2s_ray.config import resolve
+from t2s_ray.models.t2s import build_model
+from t2s_ray.models.text_encoder import TextEncoder, TextOutput, default_text_encoder_path, masked_mean
+
+CAPTIONS = ["hello", "the weather tomorrow will be sunny and warm in the north"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_path(tmp_path_factory):
+    """A 1-layer BERT with the bundled tokenizer: a fast encoder to finetune (and a non-default path)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(default_text_encoder_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def tiny_cfg(freeze: bool, path: str = ""):
+    return resolve(overrides=[f"text_encoder.freeze={freeze}", f"text_encoder.path={path}", "data.frames=2",
+                              "data.height=8", "data.width=8"])
+
+
+def test_output_shapes_and_pooling(text_encoder):
+    out = text_encoder(CAPTIONS)
+    B, L, D = out.tokens.shape
+    assert (B, D) == (2, 384) and text_encoder.hidden_size == 384
+    assert out.mask.dtype == torch.bool and out.mask.shape == (B, L)
+    assert out.mask[0].sum() == 3 and out.mask[1].all()  # [CLS] hello [SEP]; the long caption sets L
+    assert out.pooled.shape == (B, D)
+    torch.testing.assert_close(out.pooled[0], out.tokens[0, :3].mean(0))
+    torch.testing.assert_close(masked_mean(out.tokens, out.mask), out.pooled)
+
+
+def test_truncates_to_max_length(text_encoder):
+    out = text_encoder(["sign " * 100, ""])
+    assert out.tokens.shape[1] == text_encoder.max_length == 32
+    assert out.mask[1].sum() == 2  # the empty caption is [CLS] [SEP]
+
+
+def test_frozen_encoder_gets_no_gradient_and_stays_in_eval(text_encoder):
+    model = build_model(tiny_cfg(freeze=True), text_encoder=text_encoder)
+    model.train()
+    assert model.dit.training and not model.text_encoder.model.training
+    assert not any(p.requires_grad for p in model.text_encoder.parameters())
+    out = model.encode(CAPTIONS)
+    assert not out.tokens.requires_grad and not out.pooled.requires_grad
+
+
+def test_finetuned_encoder_gets_gradients(tiny_bert_path):
+    model = build_model(tiny_cfg(freeze=False, path=tiny_bert_path))
+    model.train()
+    assert model.text_encoder.model.training and model.text_encoder.hidden_size == 16
+    text = model.encode(CAPTIONS)
+    x, t = torch.randn(2, 3, 2, 8, 8), torch.tensor([5, 600])
+    torch.nn.init.normal_(model.dit.final.linear.weight)  # let gradient reach the text path
+    torch.nn.init.normal_(model.dit.blocks[0].cross.proj.weight)
+    model(x, t, text).square().mean().backward()
+    grads = [p.grad for p in model.text_encoder.parameters()]
+    assert all(g is not None for g in grads) and all(g.abs().sum() > 0 for g in grads)
+
+
+def test_param_groups(text_encoder, tiny_bert_path):
+    frozen = build_model(tiny_cfg(freeze=True), text_encoder=text_encoder)
+    groups = frozen.param_groups(lr=1e-3, text_lr=1e-5, weight_decay=0.0)
+    assert [g["name"] for g in groups] == ["dit"]
+    assert sum(p.numel() for p in groups[0]["params"]) == sum(p.numel() for p in frozen.dit.parameters())
+    total, trainable = frozen.count_params()
+    assert trainable == sum(p.numel() for p in frozen.dit.parameters())
+    assert total - trainable == 22_713_216 - 384 * 384 - 384  # all-MiniLM-L6-v2 without its unused pooler
+
+    tuned = build_model(tiny_cfg(freeze=False, path=tiny_bert_path))
+    groups = {g["name"]: g for g in tuned.param_groups(lr=1e-3, text_lr=1e-5, weight_decay=0.01)}
+    assert set(groups) == {"dit", "text_encoder"}
+    assert groups["text_encoder"]["lr"] == 1e-5 and groups["dit"]["lr"] == 1e-3
+    assert {id(p) for p in groups["text_encoder"]["params"]} == {id(p) for p in tuned.text_encoder.parameters()}
+    torch.optim.AdamW(list(groups.values()))  # the groups are valid optimizer input
+    assert tuned.count_params()[0] == tuned.count_params()[1]
+
+
+def test_build_model_rejects_mismatched_encoder(text_encoder):
+    with pytest.raises(ValueError, match="frozen=True but text_encoder.freeze=False"):
+        build_model(tiny_cfg(freeze=False), text_encoder=text_encoder)
+
+
+def test_missing_path_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="/no/such/model"):
+        TextEncoder("/no/such/model")
+    with pytest.raises(ValueError, match=str(tmp_path)):
+        TextEncoder(str(tmp_path))  # a directory, but not a model
+
+
+def test_cat_pads_to_longest():
+    a = TextOutput(torch.ones(1, 2, 4), torch.ones(1, 2, dtype=torch.bool), torch.ones(1, 4))
+    b = TextOutput(torch.full((2, 5, 4), 2.0), torch.ones(2, 5, dtype=torch.bool), torch.full((2, 4), 2.0))
+    out = TextOutput.cat([a, b])
+    assert out.tokens.shape == (3, 5, 4) and out.mask.shape == (3, 5) and out.pooled.shape == (3, 4)
+    assert out.mask[0].tolist() == [True, True, False, False, False] and out.mask[1:].all()
+    assert (out.tokens[0, 2:] == 0).all() and (out.tokens[1:] == 2).all()
+    assert len(out) == 3 and out.to("cpu").tokens.device.type == "cpu"
