@@ -84,5 +84,174 @@ def config_cmd(
                   highlight=False)
 
 
-def main() -> None:  # pragma: no cover - console-script entry
+@app.command("train")
+def train_cmd(
+    ablation: Annotated[str, typer.Argument(help="Ablation to train, e.g. baseline.")],
+    scale: ScaleOpt = Scale.smoke,
+    seed: Annotated[int, typer.Option(min=0, help="Trial seed (model init, data order, noise).")] = 0,
+    steps: Annotated[Optional[int], typer.Option(
+        help="Stop after step N. Below training.steps this pauses the run (the LR schedule still spans "
+             "training.steps; run again with a larger N to continue); above it, it raises training.steps.")] = None,
+    set_: SetOpt = None,
+    ablation_file: AblationFileOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder; resumed from if it holds a checkpoint. "
+                                                     "Default: runs/<ablation>_seed<k>.")] = None,
+) -> None:
+    """Train one (ablation, seed) in this process, without Ray, and checkpoint it like a sweep trial."""
+    from t2s_ray.checkpoint import CheckpointError
+    from t2s_ray.local import train_local
+    from t2s_ray.training import TrainingError
+
+    if steps is not None and steps < 1:
+        raise fail(f"--steps {steps}: must be >= 1", code=2)
+    overrides = list(set_ or [])
+    try:
+        cfg = resolve(ablation, scale.value, seed, overrides, extra_ablations=_user_ablations(ablation_file))
+        if steps is not None and steps > cfg.training.steps:
+            cfg = resolve(ablation, scale.value, seed, overrides + [f"training.steps={steps}"],
+                          extra_ablations=_user_ablations(ablation_file))
+    except ConfigError as e:
+        raise fail(str(e), code=2) from None
+    out = (out or Path("runs") / f"{ablation}_seed{seed}").resolve()
+    stop = min(steps or cfg.training.steps, cfg.training.steps)
+    console.print(f"training [bold]{ablation}[/] seed {seed} @ {scale.value} → {out}", highlight=False)
+    try:
+        run = _with_progress(lambda progress: train_local(cfg, out, stop_at=stop, progress=progress), stop)
+    except (ConfigError, CheckpointError, TrainingError) as e:
+        raise fail(str(e)) from None
+    _print_train_summary(run, stop)
+
+
+def _with_progress(fn, total: int):
+    """Run `fn(progress_callback)` under a rich progress bar counting optimizer steps."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("step"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("train", total=total)
+        return fn(lambda step: bar.update(task, completed=step))
+
+
+def _print_train_summary(run, stop: int) -> None:
+    s, m = run.state, run.last_metrics
+    total, trainable = s.model.count_params()
+    if run.resumed_from:
+        console.print(f"resumed from {run.resumed_from} (step {run.start_step})", highlight=False)
+    if not m:
+        console.print(f"nothing to do: already at step {s.step} (asked to stop at {stop})", highlight=False)
+        return
+    console.print(
+        f"step {s.step}/{s.cfg.training.steps}  loss {m['loss']:.4f}  {m['step_time_ms']:.0f} ms/step  "
+        f"params {total / 1e6:.2f}M total, {trainable / 1e6:.2f}M trainable", highlight=False)
+    console.print(f"checkpoints: {run.out / 'checkpoints'}", highlight=False)
+
+
+class Fmt(str, enum.Enum):
+    csv = "csv"
+    md = "md"
+    both = "both"
+
+
+def _split_csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@app.command("sweep")
+def sweep_cmd(
+    gpus: Annotated[Optional[float], typer.Option(help="GPUs to use (default: all detected; 0 runs trials on CPU).")] = None,
+    gpus_per_trial: Annotated[float, typer.Option(help="GPUs per trial; fractions such as 0.5 pack trials onto one GPU.")] = 1.0,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs reserved per trial.")] = 1.0,
+    ablations: Annotated[str, typer.Option(help="Comma-separated ablations to run.")] = "baseline,text_finetuned,no_ema",
+    seeds: Annotated[int, typer.Option(help="Seeds per ablation (seeds 0..K-1).")] = 1,
+    scale: ScaleOpt = Scale.smoke,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps per trial (overrides training.steps).")] = None,
+    data: Annotated[str, typer.Option(help="Dataset spec: synthsign, how2sign:ROOT, phoenix:ROOT, manifest:FILE.csv.")] = "synthsign",
+    storage: Annotated[Path, typer.Option(help="Folder that holds experiments (resolved to an absolute path).")] = Path("results"),
+    name: Annotated[Optional[str], typer.Option(help="Experiment name (default t2s-<date>-<time>).")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster instead of starting one.")] = None,
+    max_failures: Annotated[int, typer.Option(help="Retries per trial after a crash (from its last checkpoint).")] = 2,
+    max_concurrent: Annotated[Optional[int], typer.Option(help="Cap on trials running at once.")] = None,
+    set_: SetOpt = None,
+    ablation_file: AblationFileOpt = None,
+    quiet: Annotated[bool, typer.Option(help="Only start, end and errors.")] = False,
+) -> None:
+    """Run every ablation x seed as a Ray Tune grid, one GPU per trial, then print the comparison table."""
+    from t2s_ray.sweep import SweepError, SweepSpec, run_sweep
+
+    if steps is not None and steps < 1:
+        raise fail(f"--steps {steps}: must be >= 1", code=2)
+    try:
+        extra = _user_ablations(ablation_file) or {}
+        spec = SweepSpec(ablations=_split_csv(ablations), seeds=seeds, scale=scale.value, steps=steps, data=data,
+                         overrides=tuple(set_ or []), user_ablations=extra, gpus=gpus, gpus_per_trial=gpus_per_trial,
+                         cpus_per_trial=cpus_per_trial, storage=storage, name=name or "", address=address,
+                         max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet)
+        console.print(f"experiment [bold]{spec.experiment_dir}[/]: {len(spec.ablations)} ablation(s) x "
+                      f"{spec.seeds} seed(s) at scale {spec.scale}", highlight=False)
+        outcome = run_sweep(spec)
+    except (ConfigError, SweepError) as e:
+        raise fail(str(e), code=2) from None
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; continue with: t2s-ray resume {spec.experiment_dir}", code=130) from None
+    _finish(outcome)
+
+
+@app.command("resume")
+def resume_cmd(
+    experiment_dir: Annotated[Path, typer.Argument(help="Experiment folder printed by `t2s-ray sweep`.")],
+    restart_errored: Annotated[bool, typer.Option(help="Start errored trials over instead of resuming them from their last checkpoint.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Only start, end and errors.")] = False,
+) -> None:
+    """Continue an interrupted or partly failed sweep: unfinished and errored trials resume from checkpoints."""
+    from t2s_ray.sweep import SweepError, resume_sweep
+
+    try:
+        outcome = resume_sweep(experiment_dir, restart_errored=restart_errored, quiet=quiet)
+    except SweepError as e:
+        raise fail(str(e), code=2) from None
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; continue with: t2s-ray resume {experiment_dir}", code=130) from None
+    _finish(outcome)
+
+
+def _finish(outcome) -> None:
+    """End-of-sweep summary: path, counts, the comparison table, and the resume command on errors."""
+    exp = outcome.experiment_dir
+    console.print(f"\nexperiment: {exp}\ntrials: {outcome.num_terminated} finished, {outcome.num_errors} errored "
+                  f"(of {outcome.num_trials}); wall {outcome.wall_s:.0f} s, Ray start-up {outcome.ray_start_s:.1f} s",
+                  highlight=False)
+    try:
+        _print_tables(exp, None, "both")
+    except ValueError as e:
+        err_console.print(f"no comparison table: {e}", highlight=False)
+    console.print(f"TensorBoard: tensorboard --logdir {exp}", highlight=False)
+    if outcome.num_errors:
+        raise fail(f"{outcome.num_errors} trial(s) errored (see error.txt in their folders); "
+                   f"continue with: t2s-ray resume {exp}", code=1)
+
+
+def _print_tables(exp: Path, out: Optional[Path], fmt: str) -> None:
+    from t2s_ray.analysis import write_outputs
+
+    paths = write_outputs(exp, out, fmt)
+    if "comparison_table.md" in {p.name for p in paths.values()}:
+        md = next(p for p in paths.values() if p.name == "comparison_table.md")
+        console.print(md.read_text(), highlight=False, markup=False)
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
+
+
+@app.command("analyze")
+def analyze_cmd(
+    experiment_dir: Annotated[Path, typer.Argument(help="Experiment folder (works without a running cluster).")],
+    out: Annotated[Optional[Path], typer.Option(help="Where to write the tables (default: the experiment folder).")] = None,
+    fmt: Annotated[Fmt, typer.Option("--format", help="Table formats to write; the text report is always written.")] = Fmt.both,
+) -> None:
+    """Turn an experiment's results into comparison tables: mean ± std over seeds, Δ% vs baseline."""
+    try:
+        _print_tables(experiment_dir.expanduser().resolve(), out, fmt.value)
+    except ValueError as e:
+        raise fail(str(e), code=2) from None
+
+
+if __name__ == "__main__":
     app()

@@ -1,0 +1,111 @@
+"""Checkpoint directories on disk: atomic writes, a checksum, `weights_only` loads.
+
+A checkpoint is one directory holding `state.pt` (one state dict of tensors and plain values)
+and `meta.json` (format version, step, sha256 of `state.pt`, resolved config). It is written
+into a temporary sibling directory and renamed into place, so a crash never leaves a
+half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+CHECKPOINT_PREFIX = "checkpoint_"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, corrupt or of another format; the message names its path."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_checkpoint(directory: str | Path, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write `state` + `meta` into `directory` atomically (temp dir, fsync, rename); return it."""
+    final = Path(directory)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        torch.save(state, tmp / STATE_FILE)
+        full_meta = {**meta, "format_version": FORMAT_VERSION, "sha256": _sha256(tmp / STATE_FILE)}
+        (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
+        for f in (tmp / STATE_FILE, tmp / META_FILE):
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():  # same step written again (e.g. after a restore): replace it whole
+            trash = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """The checkpoint's `meta.json`, checked for format version."""
+    path = Path(directory) / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {Path(directory)} has no readable {META_FILE} ({e})") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {Path(directory)} has format version {meta.get('format_version')!r}, "
+                              f"this t2s-ray reads version {FORMAT_VERSION}")
+    return meta
+
+
+def read_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """Verify the checksum and load `(state, meta)` with `torch.load(weights_only=True)`."""
+    d = Path(directory)
+    meta = read_meta(d)
+    state_path = d / STATE_FILE
+    if not state_path.is_file():
+        raise CheckpointError(f"checkpoint {d} is missing {STATE_FILE}")
+    digest = _sha256(state_path)
+    if digest != meta.get("sha256"):
+        raise CheckpointError(f"checkpoint {d} is corrupt: {STATE_FILE} checksum {digest[:12]}… "
+                              f"does not match the recorded {str(meta.get('sha256'))[:12]}…")
+    state = torch.load(state_path, map_location=map_location, weights_only=True)
+    return state, meta
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Checkpoint directories directly under `root` (named `checkpoint_*`), oldest step first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for d in root.iterdir():
+        if d.is_dir() and d.name.startswith(CHECKPOINT_PREFIX) and (d / META_FILE).exists():
+            try:
+                found.append((int(read_meta(d).get("step", -1)), d.name, d))
+            except CheckpointError:
+                found.append((-1, d.name, d))  # unreadable meta: sorts first, reported when loaded
+    return [d for _, _, d in sorted(found)]
+
+
+def prune_checkpoints(root: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints under `root`."""
+    for d in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(d, ignore_errors=True)

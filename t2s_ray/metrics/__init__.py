@@ -1,0 +1,1 @@
+"""Metrics, one per file; feature networks are passed in so tests can use tiny ones."""

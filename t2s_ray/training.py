@@ -1,0 +1,380 @@
+"""One trial's training, without Ray: `TrainState`, `train_step`, the loop, checkpoint state.
+
+Fresh and resumed runs go through the same `TrainState.load_state_dict`; the step, epoch and
+data position live inside the checkpoint. All randomness after initialisation (data order,
+timesteps, noise, caption dropout) comes from state the checkpoint carries, so resuming from
+step k and training to N gives the same weights, bit for bit on CPU, as training straight to N.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from t2s_ray.checkpoint import CheckpointError, list_checkpoints, read_checkpoint, write_checkpoint
+from t2s_ray.config import Config
+from t2s_ray.data.video import to_model_input
+from t2s_ray.diffusion import GaussianDiffusion
+from t2s_ray.ema import EMA
+from t2s_ray.metrics.memory import memory_metrics
+from t2s_ray.models.t2s import T2SModel, build_model
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (divergence, out of memory, no usable device); the message says what to do."""
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def pick_device(requested: str) -> torch.device:
+    """`cpu`, `cuda` (must exist) or `auto` (CUDA when available)."""
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    if requested == "cuda":
+        raise TrainingError(f"device=cuda but CUDA is not available (torch {torch.__version__}, "
+                            f"CUDA build: {torch.version.cuda or 'no'}); use --set device=cpu")
+    return torch.device("cpu")
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """LR multiplier at `step`: linear warm-up, then cosine decay to `min_ratio` (or constant)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """bf16 autocast on CUDA under `auto`, or wherever `bf16` is asked; None means fp32."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def drop_captions(texts: list[str], p: float, generator: torch.Generator) -> list[str]:
+    """Replace each caption by the empty (null) caption with probability `p` (CFG training)."""
+    drop = torch.rand(len(texts), generator=generator) < p
+    return ["" if d else t for t, d in zip(texts, drop.tolist())]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (model initialisation)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --- state ------------------------------------------------------------------------------------
+
+@dataclass
+class TrainState:
+    """Everything a trial needs to continue training: weights, optimiser, schedules, RNG, position."""
+
+    cfg: Config
+    model: T2SModel
+    diffusion: GaussianDiffusion
+    ema: Optional[EMA]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    device: torch.device
+    step: int = 0
+    epoch: int = 0
+    data_pos: int = 0
+    train_time_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def autocast(self):
+        dtype = autocast_dtype(self.cfg.training.precision, self.device)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        """One dict of tensors and plain values (loadable with `weights_only=True`)."""
+        return {
+            "model": _model_state(self.model),
+            "ema": self.ema.state_dict() if self.ema else {},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(self.generator),
+            "progress": {"step": self.step, "epoch": self.epoch, "data_pos": self.data_pos,
+                         "train_time_s": self.train_time_s},
+            "config": self.cfg.to_json(),
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Restore every component; the saved config must match this state's config."""
+        saved = Config.from_dict(json.loads(sd["config"]))
+        if saved.to_dict() != self.cfg.to_dict():
+            raise CheckpointError("checkpoint was written with a different config; resume with the same "
+                                  "ablation, scale, seed and --set overrides, or use a fresh output folder")
+        _load_model_state(self.model, sd["model"])
+        if self.ema:
+            self.ema.load_state_dict(sd["ema"])
+        self.optimizer.load_state_dict(sd["optimizer"])
+        self.scheduler.load_state_dict(sd["scheduler"])
+        self.scaler.load_state_dict(sd["scaler"])
+        _set_rng_state(sd["rng"], self.generator)
+        p = sd["progress"]
+        self.step, self.epoch, self.data_pos = int(p["step"]), int(p["epoch"]), int(p["data_pos"])
+        self.train_time_s = float(p["train_time_s"])
+
+
+def _model_state(model: T2SModel) -> dict[str, torch.Tensor]:
+    """Model weights; a frozen text encoder is omitted (it is reloaded from its path)."""
+    sd = model.state_dict()
+    if model.text_encoder.frozen:
+        sd = {k: v for k, v in sd.items() if not k.startswith("text_encoder.")}
+    return sd
+
+
+def _load_model_state(model: T2SModel, sd: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    allowed = model.text_encoder.frozen
+    bad_missing = [k for k in missing if not (allowed and k.startswith("text_encoder."))]
+    if bad_missing or unexpected:
+        raise CheckpointError(f"checkpoint does not fit the model: missing {bad_missing[:3]}, "
+                              f"unexpected {list(unexpected)[:3]}")
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {
+        "generator": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "numpy_pos": int(np.random.get_state()[2]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def build_state(cfg: Config, device: torch.device | None = None, text_encoder=None) -> TrainState:
+    """A fresh `TrainState` for `cfg` (model initialised from `cfg.seed`)."""
+    device = device or pick_device(cfg.device)
+    seed_everything(cfg.seed)
+    model = build_model(cfg, text_encoder=text_encoder).to(device)
+    t = cfg.training
+    groups = model.param_groups(lr=t.lr, text_lr=cfg.text_encoder.lr, weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, t.warmup_steps, t.steps, t.lr_schedule, t.min_lr_ratio))
+    # bf16 needs no loss scaling; the scaler is kept (disabled) so that the state layout never changes.
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
+    generator = torch.Generator().manual_seed(cfg.seed)
+    return TrainState(cfg, model, GaussianDiffusion.from_config(cfg.diffusion), ema, optimizer, scheduler,
+                      scaler, generator, device)
+
+
+# --- one step ---------------------------------------------------------------------------------
+
+def next_batch(state: TrainState, dataset) -> tuple[np.ndarray, list[str]]:
+    """The next batch in this epoch's seeded permutation (the position is part of the state)."""
+    b, n = state.cfg.training.batch_size, len(dataset)
+    if b > n:
+        raise TrainingError(f"training.batch_size={b} is larger than the {n} training clips; lower it")
+    if state.data_pos + b > n:
+        state.epoch, state.data_pos = state.epoch + 1, 0
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(state.cfg.seed * 100_003 + state.epoch))
+    idx = order[state.data_pos:state.data_pos + b].tolist()
+    state.data_pos += b
+    return dataset.get_batch(idx)
+
+
+def train_step(state: TrainState, videos: np.ndarray, texts: list[str]) -> torch.Tensor:
+    """Forward, loss, backward, clip, step, EMA. Returns the (detached) loss on the device."""
+    x0 = to_model_input(videos).to(state.device, non_blocking=True)
+    texts = drop_captions(texts, state.cfg.diffusion.caption_dropout, state.generator)
+    with state.autocast:
+        text = state.model.encode(texts)
+        loss = state.diffusion.training_loss(lambda x, t: state.model(x, t, text), x0, state.generator)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    state.scaler.unscale_(state.optimizer)
+    if state.cfg.training.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.cfg.training.grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    if state.ema:
+        state.ema.update(state.model)
+    state.step += 1
+    return loss.detach()
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+ReportFn = Callable[[dict[str, Any], bool], None]
+"""Called with (metrics, checkpoint_now) every `report_every` steps and at checkpoint steps."""
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_loop(state: TrainState, dataset, report: ReportFn, progress: Callable[[int], None] | None = None,
+               stop_at: int | None = None) -> None:
+    """Train until `stop_at` (default `cfg.training.steps`), calling `report` on the report/checkpoint cadence.
+
+    `stop_at` below `training.steps` pauses a run: the LR schedule still spans `training.steps`.
+    """
+    t = state.cfg.training
+    end = min(t.steps, stop_at) if stop_at is not None else t.steps
+    losses: list[torch.Tensor] = []
+    window_start, data_time, samples = time.perf_counter(), 0.0, 0
+    state.model.train()
+    while state.step < end:
+        t0 = time.perf_counter()
+        videos, texts = next_batch(state, dataset)
+        data_time += time.perf_counter() - t0
+        losses.append(_guarded_step(state, videos, texts))
+        samples += len(texts)
+        if progress:
+            progress(state.step)
+        ckpt_due = state.step % t.checkpoint_every == 0 or state.step == end
+        if state.step % t.report_every == 0 or ckpt_due:
+            _sync(state.device)
+            elapsed = time.perf_counter() - window_start
+            state.train_time_s += elapsed
+            metrics = _window_metrics(state, losses, elapsed, data_time, samples)
+            report(metrics, ckpt_due)
+            losses, data_time, samples = [], 0.0, 0
+            window_start = time.perf_counter()
+
+
+def _guarded_step(state: TrainState, videos, texts) -> torch.Tensor:
+    """`train_step` with out-of-memory turned into an actionable message."""
+    try:
+        return train_step(state, videos, texts)
+    except torch.OutOfMemoryError:
+        c = state.cfg
+        raise TrainingError(
+            f"CUDA out of memory at step {state.step + 1} (ablation {c.ablation}, training.batch_size="
+            f"{c.training.batch_size}, model.size={c.model.size}, model.grad_checkpointing="
+            f"{c.model.grad_checkpointing}); lower --set training.batch_size or set "
+            f"--set model.grad_checkpointing=true") from None
+
+
+def _window_metrics(state: TrainState, losses, elapsed: float, data_time: float, samples: int) -> dict[str, Any]:
+    loss = torch.stack(losses).float().mean().item()
+    if not math.isfinite(loss):
+        c = state.cfg
+        raise TrainingError(f"loss became {loss} by step {state.step} (ablation {c.ablation}, seed {c.seed}); "
+                            f"lower training.lr (now {c.training.lr}) or resume from the last checkpoint")
+    n = len(losses)
+    return {
+        "step": state.step,
+        "epoch": state.epoch,
+        "loss": loss,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "samples_per_s": samples / elapsed if elapsed > 0 else math.nan,
+        "step_time_ms": 1000 * (elapsed - data_time) / n,
+        "data_time_ms": 1000 * data_time / n,
+        **memory_metrics(state.device),
+        "elapsed_s": state.train_time_s,
+    }
+
+
+# --- evaluation helpers (no sampling: see evaluation.py) ------------------------------------
+
+@torch.no_grad()
+def validation_loss(state: TrainState, dataset, max_clips: int = 64, seed: int = 0) -> float:
+    """Mean diffusion loss on the first `max_clips` clips of `dataset`, with a fixed generator.
+
+    Uses the weights the ablation evaluates (EMA when enabled). No caption dropout.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n = min(max_clips, len(dataset))
+    b = state.cfg.training.batch_size
+    total, count = 0.0, 0
+    with eval_weights(state):
+        for start in range(0, n, b):
+            videos, texts = dataset.get_batch(list(range(start, min(n, start + b))))
+            x0 = to_model_input(videos).to(state.device)
+            with state.autocast:
+                text = state.model.encode(texts)
+                loss = state.diffusion.training_loss(lambda x, t: state.model(x, t, text), x0, gen)
+            total += loss.item() * len(texts)
+            count += len(texts)
+    return total / count
+
+
+@contextlib.contextmanager
+def eval_weights(state: TrainState):
+    """Model in eval mode with the weights this ablation evaluates: EMA when enabled, else raw."""
+    was_training = state.model.training
+    state.model.eval()
+    try:
+        if state.ema:
+            with state.ema.applied_to(state.model):
+                yield state.model
+        else:
+            yield state.model
+    finally:
+        state.model.train(was_training)
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+def save_state(state: TrainState, directory) -> None:
+    """Write the full training state as a checkpoint directory (atomic, checksummed)."""
+    meta = {"step": state.step, "epoch": state.epoch, "ablation": state.cfg.ablation, "seed": state.cfg.seed,
+            "config": state.cfg.to_dict()}
+    write_checkpoint(directory, state.state_dict(), meta)
+
+
+def load_state(state: TrainState, directory) -> None:
+    """Load a checkpoint directory into `state` (checksum verified, `weights_only=True`)."""
+    sd, _ = read_checkpoint(directory, map_location=state.device)
+    state.load_state_dict(sd)
+
+
+def restore_latest(state: TrainState, root) -> Optional[str]:
+    """Load the newest valid checkpoint under `root`; corrupt ones are reported and skipped.
+
+    Returns the directory loaded, or None when `root` holds no checkpoint at all. Raises when
+    checkpoints exist but none is valid (never silently starts over).
+    """
+    candidates = list_checkpoints(root)
+    errors = []
+    for d in reversed(candidates):
+        try:
+            load_state(state, d)
+            return str(d)
+        except CheckpointError as e:
+            log.warning("skipping checkpoint: %s", e)
+            errors.append(str(e))
+    if candidates:
+        raise CheckpointError(f"no valid checkpoint under {root}: " + "; ".join(errors))
+    return None
