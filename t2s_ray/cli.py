@@ -236,7 +236,7 @@ def _print_tables(exp: Path, out: Optional[Path], fmt: str) -> None:
     paths = write_outputs(exp, out, fmt)
     if "comparison_table.md" in {p.name for p in paths.values()}:
         md = next(p for p in paths.values() if p.name == "comparison_table.md")
-        console.print(md.read_text(), highlight=False, markup=False)
+        typer.echo(md.read_text())  # plain: a Markdown table must not be re-wrapped
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
 
 
@@ -251,6 +251,25 @@ def analyze_cmd(
         _print_tables(experiment_dir.expanduser().resolve(), out, fmt.value)
     except ValueError as e:
         raise fail(str(e), code=2) from None
+
+
+@app.command("check")
+def check_cmd(
+    data: Annotated[str, typer.Option(help="Dataset spec to build.")] = "synthsign",
+    storage: Annotated[Path, typer.Option(help="Storage folder to test for writing.")] = Path("results"),
+    scale: ScaleOpt = Scale.smoke,
+) -> None:
+    """Preflight checklist: ablations resolve, text encoder loads offline, dataset builds, torch/GPUs, Ray, storage."""
+    from t2s_ray.preflight import run_checks
+
+    failed = 0
+    for c in run_checks(data, storage, scale.value):
+        mark = "[green]✓[/]" if c.ok else "[red]✗[/]"
+        console.print(f"{mark} {c.name}: ", end="")
+        console.print(c.detail, highlight=False, markup=False)
+        failed += not c.ok
+    if failed:
+        raise fail(f"{failed} check(s) failed")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,296 @@
+"""Building, running and restoring the Ray Tune experiment: grid, resources, storage, failures.
+
+Everything here runs in the driver. Validation happens before Ray starts, so a bad option
+costs nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation
+from t2s_ray.config import ConfigError, resolve
+
+TRAINABLE_NAME = "t2s_trial"
+
+
+class SweepError(ValueError):
+    """A sweep option is invalid or the environment cannot run it; the message names the fix."""
+
+
+@dataclass
+class SweepSpec:
+    """What the user asked for, before anything runs."""
+
+    ablations: tuple[str, ...] = DEFAULT_ABLATIONS
+    seeds: int = 1
+    scale: str = "smoke"
+    steps: Optional[int] = None
+    data: str = "synthsign"
+    overrides: tuple[str, ...] = ()
+    user_ablations: dict[str, Ablation] = field(default_factory=dict)
+    gpus: Optional[float] = None
+    gpus_per_trial: float = 1.0
+    cpus_per_trial: float = 1.0
+    storage: Path = Path("results")
+    name: str = ""
+    address: Optional[str] = None
+    max_failures: int = 2
+    max_concurrent: Optional[int] = None
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        self.storage = Path(self.storage).expanduser().resolve()
+        self.name = self.name or datetime.now().strftime("t2s-%Y%m%d-%H%M%S")
+
+    @property
+    def experiment_dir(self) -> Path:
+        return self.storage / self.name
+
+    @property
+    def all_overrides(self) -> list[str]:
+        return list(self.overrides) + ([f"training.steps={self.steps}"] if self.steps is not None else [])
+
+    def param_space(self) -> dict[str, Any]:
+        """Grid over ablation x seed; everything else constant, so params.json says what a trial was."""
+        from ray import tune
+
+        space: dict[str, Any] = {
+            "ablation": tune.grid_search(list(self.ablations)),
+            "seed": tune.grid_search(list(range(self.seeds))),
+            "scale": self.scale,
+            "data": self.data,
+            "overrides": self.all_overrides,
+        }
+        if self.user_ablations:
+            space["user_ablations"] = {a.name: {"description": a.description, "overrides": dict(a.overrides)}
+                                       for a in self.user_ablations.values() if a.name in self.ablations}
+        return space
+
+
+# --- validation (no Ray, nothing written) -----------------------------------------------------
+
+def detect_local_gpus() -> int:
+    """NVIDIA GPUs visible on this machine (NVML, else torch), 0 when none."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no driver / no NVML library: ask torch instead
+        pass
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def validate(spec: SweepSpec, available_gpus: Optional[float] = None) -> list:
+    """Check every option; return the resolved configs. Raises `SweepError`/`ConfigError`."""
+    if spec.seeds < 1:
+        raise SweepError(f"--seeds {spec.seeds}: must be >= 1 (seeds 0..K-1 are run)")
+    if not spec.ablations:
+        raise SweepError("--ablations is empty; e.g. --ablations baseline,no_ema")
+    if spec.gpus_per_trial < 0 or (spec.gpus_per_trial > 1 and not float(spec.gpus_per_trial).is_integer()):
+        raise SweepError(f"--gpus-per-trial {spec.gpus_per_trial}: use a fraction in (0, 1] or a whole number")
+    if spec.gpus_per_trial == 0 and (spec.gpus or 0) > 0:
+        raise SweepError("--gpus-per-trial 0 with --gpus > 0: trials would get no GPU; use --gpus 0 for CPU")
+    if spec.cpus_per_trial <= 0:
+        raise SweepError(f"--cpus-per-trial {spec.cpus_per_trial}: must be > 0")
+    if spec.max_failures < -1:
+        raise SweepError("--max-failures must be >= 0 (or -1 for unlimited retries)")
+    if spec.max_concurrent is not None and spec.max_concurrent < 1:
+        raise SweepError("--max-concurrent must be >= 1")
+    _validate_gpus(spec, available_gpus)
+    configs = [resolve(a, spec.scale, s, spec.all_overrides, extra_ablations=spec.user_ablations)
+               for a in spec.ablations for s in range(spec.seeds)]
+    _validate_storage(spec)
+    return configs
+
+
+def _validate_gpus(spec: SweepSpec, available: Optional[float]) -> None:
+    if spec.gpus is None:
+        return
+    if spec.gpus < 0:
+        raise SweepError(f"--gpus {spec.gpus}: must be >= 0 (0 runs trials on CPU)")
+    where = "on this machine" if spec.address is None else f"in the cluster at {spec.address}"
+    if available is not None and spec.gpus > available:
+        raise SweepError(f"--gpus {spec.gpus:g} requested but {available:g} GPU(s) detected {where}; "
+                         f"use --gpus {available:g} or --gpus 0 to run on CPU")
+    if spec.gpus > 0 and spec.gpus_per_trial > spec.gpus:
+        raise SweepError(f"--gpus-per-trial {spec.gpus_per_trial:g} exceeds --gpus {spec.gpus:g}")
+
+
+def _validate_storage(spec: SweepSpec) -> None:
+    exp = spec.experiment_dir
+    if exp.exists():
+        raise SweepError(f"experiment {exp} already exists; continue it with `t2s-ray resume {exp}` "
+                         f"or choose another --name")
+    anchor = _nearest_existing(spec.storage)
+    if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
+        raise SweepError(f"--storage {spec.storage} is not writable ({anchor} is not a writable folder); "
+                         f"choose another --storage")
+
+
+# --- Ray ----------------------------------------------------------------------------------
+
+def keep_ray_on_loopback() -> None:
+    """Make a local Ray bind and advertise 127.0.0.1 only (call before Ray starts).
+
+    Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is imported; workers inherit the variable.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if "ray" in sys.modules:  # imported earlier in this process: update the constant it read
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def init_ray(spec: SweepSpec) -> float:
+    """Start (or join) Ray; return the cluster's GPU count. Reuses an already-initialised Ray."""
+    if spec.address is None and not _ray_running():
+        keep_ray_on_loopback()  # single machine: nothing to expose
+    import ray
+
+    if ray.is_initialized():
+        return float(ray.cluster_resources().get("GPU", 0))
+    if spec.address is None:
+        gpus = spec.gpus if spec.gpus is not None else detect_local_gpus()
+        ray.init(address="local", num_gpus=int(math.ceil(gpus)), include_dashboard=False,
+                 log_to_driver=not spec.quiet, configure_logging=True, logging_level="WARNING")
+    else:
+        ray.init(address=spec.address, log_to_driver=not spec.quiet, logging_level="WARNING")
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+def _trial_dirname(trial) -> str:
+    return f"{trial.config['ablation']}_seed{trial.config['seed']}_{trial.trial_id}"
+
+
+def _resources(spec: SweepSpec) -> dict[str, float]:
+    gpus = 0.0 if spec.gpus == 0 else spec.gpus_per_trial
+    return {"cpu": spec.cpus_per_trial, "gpu": gpus}
+
+
+def trainable_with_resources(resources: dict[str, float]):
+    from ray import tune
+
+    from t2s_ray.trainables import t2s_trial
+
+    return tune.with_resources(t2s_trial, resources)
+
+
+def _reporter(quiet: bool):
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        parameter_columns={"ablation": "ablation", "seed": "seed"},
+        metric_columns={"step": "step", "loss": "loss", "samples_per_s": "samples/s",
+                        "mem/gpu_peak_gb": "gpu_peak_gb", "mem/cpu_rss_gb": "rss_gb"},
+        max_report_frequency=60 if quiet else 15,
+        print_intermediate_tables=not quiet,
+        max_column_length=14,
+    )
+
+
+def build_tuner(spec: SweepSpec, keep_checkpoints: int):
+    """The `Tuner` for a new experiment."""
+    from ray import tune
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # legacy reporter: a table with our columns
+    return tune.Tuner(
+        trainable_with_resources(_resources(spec)),
+        param_space=spec.param_space(),
+        tune_config=tune.TuneConfig(
+            num_samples=1,
+            max_concurrent_trials=spec.max_concurrent,
+            trial_dirname_creator=_trial_dirname,
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=spec.storage.as_posix(),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            progress_reporter=_reporter(spec.quiet),
+            verbose=1,
+        ),
+    )
+
+
+@dataclass
+class SweepOutcome:
+    """What a finished (or interrupted) `fit()` left behind."""
+
+    experiment_dir: Path
+    num_trials: int
+    num_errors: int
+    num_terminated: int
+    wall_s: float
+    ray_start_s: float
+
+
+def run_sweep(spec: SweepSpec) -> SweepOutcome:
+    """Validate, start Ray, run the grid, return counts. Raises before writing anything if invalid."""
+    existing = _existing_cluster_gpus()
+    available = existing if existing is not None else (None if spec.address else detect_local_gpus())
+    configs = validate(spec, available_gpus=available)
+    t0 = time.perf_counter()
+    cluster_gpus = init_ray(spec)
+    ray_start_s = time.perf_counter() - t0
+    if spec.gpus is None:
+        spec.gpus = cluster_gpus  # default: every GPU the cluster has (0 -> CPU trials)
+    _validate_gpus(spec, cluster_gpus)
+    if spec.address and spec.gpus and spec.max_concurrent is None and spec.gpus_per_trial > 0:
+        # A shared cluster may have more GPUs than asked for: cap the trials running at once.
+        spec.max_concurrent = max(1, int(spec.gpus // spec.gpus_per_trial))
+    tuner = build_tuner(spec, configs[0].training.keep_checkpoints)
+    grid = tuner.fit()
+    return SweepOutcome(Path(grid.experiment_path), len(grid), grid.num_errors, grid.num_terminated,
+                        time.perf_counter() - t0, ray_start_s)
+
+
+def _ray_running() -> bool:
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def _existing_cluster_gpus() -> Optional[float]:
+    return float(sys.modules["ray"].cluster_resources().get("GPU", 0)) if _ray_running() else None
+
+
+def resume_sweep(experiment_dir: Path, restart_errored: bool = False, quiet: bool = False) -> SweepOutcome:
+    """`Tuner.restore` unfinished and errored trials of an existing experiment and run them."""
+    from ray import tune
+
+    exp = Path(experiment_dir).expanduser().resolve()
+    if not (exp / "tuner.pkl").is_file():
+        raise SweepError(f"{exp} is not a t2s-ray experiment (no tuner.pkl); pass the folder that "
+                         f"`t2s-ray sweep` printed, e.g. results/<name>")
+    t0 = time.perf_counter()
+    init_ray(SweepSpec(storage=exp.parent, name=exp.name, quiet=quiet))
+    ray_start_s = time.perf_counter() - t0
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    try:
+        tuner = tune.Tuner.restore(exp.as_posix(), trainable=trainable_with_resources({"cpu": 1, "gpu": 0}),
+                                   resume_unfinished=True, resume_errored=not restart_errored,
+                                   restart_errored=restart_errored)
+    except (EOFError, ValueError, RuntimeError, OSError) as e:
+        raise SweepError(f"cannot restore {exp}: {type(e).__name__}: {e} (tuner.pkl or experiment state may be "
+                         f"corrupt)") from None
+    grid = tuner.fit()
+    return SweepOutcome(exp, len(grid), grid.num_errors, grid.num_terminated, time.perf_counter() - t0, ray_start_s)

@@ -1,0 +1,95 @@
+"""The function trainable: one (ablation, seed) per trial, reported and checkpointed through Tune."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from t2s_ray.ablations import Ablation
+from t2s_ray.config import Config, resolve
+from t2s_ray.metrics.memory import cpu_rss_peak_gb
+from t2s_ray.training import TrainingError, TrainState, build_state, load_state, save_state, train_loop, \
+    validation_loss
+
+
+def config_from_params(params: dict[str, Any]) -> Config:
+    """Resolve the trial's config from its Tune params (ablation, seed, scale, data, overrides)."""
+    extra = {name: Ablation(name, body["description"], body["overrides"])
+             for name, body in params.get("user_ablations", {}).items()}
+    overrides = [f"data.spec={params['data']}", *params.get("overrides", [])]
+    return resolve(params["ablation"], params["scale"], int(params["seed"]), overrides, extra_ablations=extra)
+
+
+def trial_device(cfg: Config, gpu_ids: list) -> torch.device:
+    """The device Ray assigned: its GPU under `auto`/`cuda`, CPU under `device=cpu` or with no GPU."""
+    if cfg.device == "cpu":
+        return torch.device("cpu")
+    if gpu_ids and not torch.cuda.is_available():
+        raise TrainingError(
+            f"trial {cfg.ablation} seed {cfg.seed} was assigned GPU {','.join(map(str, gpu_ids))} but CUDA is not "
+            f"available in the worker (torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+            f"install a CUDA build of torch, or run on CPU with --gpus 0 or --set device=cpu")
+    if cfg.device == "cuda" and not gpu_ids:
+        raise TrainingError("device=cuda but Ray assigned this trial no GPU; use --gpus-per-trial > 0")
+    return torch.device("cuda", 0) if gpu_ids else torch.device("cpu")
+
+
+def _final_metrics(state: TrainState, last_loss: float) -> dict[str, Any]:
+    """Metrics of the finished trial: losses, size, time and memory (evaluation adds eval/*)."""
+    from t2s_ray.data import build_dataset
+
+    total, trainable = state.model.count_params()
+    val = build_dataset(state.cfg.data, "val")
+    peak_gpu = torch.cuda.max_memory_allocated(state.device) / 2**30 if state.device.type == "cuda" else math.nan
+    return {
+        "final": 1,
+        "final_loss": last_loss,
+        "val_loss": validation_loss(state, val, max_clips=state.cfg.eval.num_videos * 4),
+        "params/total_m": total / 1e6,
+        "params/trainable_m": trainable / 1e6,
+        "train_time_h": state.train_time_s / 3600,
+        "mem/gpu_peak_gb": peak_gpu,
+        "mem/cpu_rss_peak_gb": cpu_rss_peak_gb(),
+    }
+
+
+def t2s_trial(params: dict[str, Any]) -> None:
+    """Ray Tune function trainable: train, report every `report_every` steps, checkpoint, evaluate."""
+    from t2s_ray.data import build_dataset
+
+    started_at = time.time()
+    cfg = config_from_params(params)
+    gpu_ids = ray.get_gpu_ids()
+    device = trial_device(cfg, gpu_ids)
+    node = {"node/hostname": socket.gethostname(), "node/gpu_ids": ",".join(map(str, gpu_ids)),
+            "node/device": str(device), "node/pid": os.getpid(), "node/started_at": started_at}
+    dataset = build_dataset(cfg.data, "train")
+    state = build_state(cfg, device)
+    if (ckpt := tune.get_checkpoint()) is not None:
+        with ckpt.as_directory() as d:
+            load_state(state, d)
+
+    def report(metrics: dict[str, Any], checkpoint_now: bool) -> None:
+        metrics = {**metrics, **node}
+        if state.step >= cfg.training.steps:
+            metrics.update(_final_metrics(state, metrics["loss"]))
+        if not checkpoint_now:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            save_state(state, Path(tmp) / "ckpt")
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(Path(tmp) / "ckpt")))
+
+    if state.step >= cfg.training.steps:  # restored from the final checkpoint: only the final report is missing
+        report({"step": state.step, "epoch": state.epoch, "loss": math.nan}, True)
+        return
+    train_loop(state, dataset, report)

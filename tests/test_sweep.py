@@ -1,0 +1,143 @@
+"""The sweep end to end on a local Ray with fake GPUs, and its validation through the CLI."""
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from t2s_ray.cli import app
+from t2s_ray.sweep import SweepError, SweepSpec, run_sweep, validate
+
+TINY = ("data.frames=4", "data.height=16", "data.width=16", "data.train_clips=16", "data.eval_clips=4",
+        "training.batch_size=2", "training.steps=6", "training.warmup_steps=2", "training.report_every=2",
+        "training.checkpoint_every=3", "eval.num_videos=2", "device=cpu")
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def fake_gpu_ray():
+    """A fresh local Ray (loopback only) with 3 fake GPUs; shut down after the module."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+
+    ray.init(address="local", num_cpus=2, num_gpus=3, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(fake_gpu_ray, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    spec = SweepSpec(seeds=1, scale="smoke", overrides=TINY + (f"data.cache_dir={root / 'cache'}",), gpus=3,
+                     gpus_per_trial=1, cpus_per_trial=0.5, storage=root / "results", name="fake3", quiet=True)
+    outcome = run_sweep(spec)
+    return outcome
+
+
+def _rows(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_three_trials_run_concurrently_on_distinct_fake_gpus(finished_sweep):
+    o = finished_sweep
+    assert (o.num_trials, o.num_terminated, o.num_errors) == (3, 3, 0)
+    trial_dirs = sorted(p for p in o.experiment_dir.iterdir() if p.is_dir() and "_seed0_" in p.name)
+    assert sorted(d.name.split("_seed")[0] for d in trial_dirs) == ["baseline", "no_ema", "text_finetuned"]
+    spans, gpu_ids = [], set()
+    for d in trial_dirs:
+        params = json.loads((d / "params.json").read_text())
+        assert d.name.startswith(f"{params['ablation']}_seed{params['seed']}_")
+        rows = _rows(d)
+        assert len(rows) >= 3
+        for key in ("loss", "lr", "samples_per_s", "mem/gpu_peak_gb", "mem/cpu_rss_gb", "step_time_ms"):
+            assert key in rows[0], key
+        assert rows[-1]["final"] == 1 and rows[-1]["step"] == 6
+        assert rows[-1]["node/device"] == "cpu"
+        gpu_ids.add(rows[-1]["node/gpu_ids"])
+        start = rows[-1]["node/started_at"]
+        spans.append((start, start + rows[-1]["time_total_s"]))
+        assert list(d.glob("checkpoint_*/state.pt")), f"no checkpoint in {d}"
+        assert "loss" in pd.read_csv(d / "progress.csv").columns
+    assert len(gpu_ids) == 3 and "" not in gpu_ids  # each trial held its own (fake) GPU
+    latest_start, earliest_end = max(s for s, _ in spans), min(e for _, e in spans)
+    assert latest_start <= earliest_end, f"trials did not overlap in time: {spans}"
+
+
+@pytest.mark.slow
+def test_analyze_writes_one_row_per_ablation(finished_sweep, tmp_path):
+    r = runner.invoke(app, ["analyze", str(finished_sweep.experiment_dir), "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(tmp_path / "comparison_table.csv")
+    assert list(table["ablation"]) == ["baseline", "text_finetuned", "no_ema"]
+    assert (table["n_seeds"] == 1).all()
+    assert table["val_loss_mean"].notna().all()
+    assert (tmp_path / "comparison_table.md").read_text().count("\n| ") >= 3
+    assert "baseline" in (tmp_path / "ABLATION_RESULTS_REPORT.txt").read_text()
+
+
+def test_validation_too_many_gpus(tmp_path):
+    spec = SweepSpec(gpus=4, storage=tmp_path, name="x")
+    with pytest.raises(SweepError, match=r"--gpus 4 requested but 0 GPU\(s\) detected.*--gpus 0"):
+        validate(spec, available_gpus=0)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gpus", "64"], "--gpus 64 requested"),
+    (["--ablations", "baseline,nope"], "unknown ablation 'nope'"),
+    (["--set", "training.lr=0"], "training.lr"),
+    (["--set", "training.lrr=1"], "training.lrr"),
+    (["--seeds", "0"], "--seeds 0"),
+    (["--gpus-per-trial", "1.5", "--gpus", "0"], "--gpus-per-trial 1.5"),
+    (["--steps", "0"], "--steps 0"),
+])
+def test_sweep_cli_rejects_bad_input_before_writing(tmp_path, args, message):
+    r = runner.invoke(app, ["sweep", "--storage", str(tmp_path / "s"), "--name", "n", *args])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_cli_refuses_existing_experiment(tmp_path):
+    (tmp_path / "s" / "taken").mkdir(parents=True)
+    r = runner.invoke(app, ["sweep", "--gpus", "0", "--storage", str(tmp_path / "s"), "--name", "taken"])
+    assert r.exit_code == 2
+    assert "already exists" in r.output and "t2s-ray resume" in r.output
+
+
+def test_sweep_cli_refuses_unwritable_storage(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    r = runner.invoke(app, ["sweep", "--gpus", "0", "--storage", str(blocker / "sub")])
+    assert r.exit_code == 2 and "not writable" in r.output
+    assert blocker.read_text() == "not a folder"
+
+
+def test_analyze_and_resume_reject_a_non_experiment_folder(tmp_path):
+    r = runner.invoke(app, ["analyze", str(tmp_path)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    r = runner.invoke(app, ["resume", str(tmp_path)])
+    assert r.exit_code == 2 and "not a t2s-ray experiment" in r.output
+
+
+def test_check_passes_on_this_machine(tmp_path, monkeypatch):
+    import t2s_ray.preflight as pf
+
+    monkeypatch.setattr(pf, "_ray", lambda: "skipped in this test (covered by the sweep tests)")
+    r = runner.invoke(app, ["check", "--storage", str(tmp_path / "store")])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("✓") == 6 and "✗" not in r.output
+
+
+def test_check_fails_with_a_cross_on_bad_data(tmp_path, monkeypatch):
+    import t2s_ray.preflight as pf
+
+    monkeypatch.setattr(pf, "_ray", lambda: "skipped")
+    r = runner.invoke(app, ["check", "--data", "nosuchdata", "--storage", str(tmp_path)])
+    assert r.exit_code == 1
+    assert "✗ dataset" in r.output
