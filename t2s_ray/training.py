@@ -213,7 +213,7 @@ def next_batch(state: TrainState, dataset) -> tuple[np.ndarray, list[str]]:
 
 def train_step(state: TrainState, videos: np.ndarray, texts: list[str]) -> torch.Tensor:
     """Forward, loss, backward, clip, step, EMA. Returns the (detached) loss on the device."""
-    x0 = to_model_input(videos).to(state.device, non_blocking=True)
+    x0 = to_model_input(videos, device=state.device)  # uint8 to the device, then float: 4x fewer bytes moved
     texts = drop_captions(texts, state.cfg.diffusion.caption_dropout, state.generator)
     with state.autocast:
         text = state.model.encode(texts)

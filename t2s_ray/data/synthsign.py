@@ -29,7 +29,7 @@ from t2s_ray.config import DataConfig
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 """Bump whenever rendering, captions or the sentence pool change: it invalidates every cache."""
 
 # --- vocabulary -------------------------------------------------------------------------------

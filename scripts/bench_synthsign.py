@@ -1,0 +1,66 @@
+"""Benchmark SynthSign: clips/s rendered into a fresh cache (cold) and read back via get_batch (warm).
+
+    python scripts/bench_synthsign.py --clips 512 --out bench_synthsign.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+from t2s_ray.config import DataConfig
+from t2s_ray.data.synthsign import RENDER_VERSION, SynthSign
+
+SHAPES = {"smoke": (8, 32, 32), "full": (16, 64, 64)}  # (frames, height, width) of the scales
+
+
+def bench_shape(name: str, shape: tuple[int, int, int], clips: int, batch_size: int, cache_dir: str) -> dict:
+    """Cold build, warm open and a shuffled pass of get_batch over one split of `clips` clips."""
+    frames, height, width = shape
+    cfg = DataConfig(frames=frames, height=height, width=width, train_clips=clips, cache_dir=cache_dir)
+    t0 = time.perf_counter()
+    SynthSign(cfg, "train")
+    cold_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ds = SynthSign(cfg, "train")
+    open_s = time.perf_counter() - t0
+    order = np.random.default_rng(0).permutation(clips)
+    t0 = time.perf_counter()
+    for i in range(0, clips, batch_size):
+        ds.get_batch(order[i:i + batch_size].tolist())
+    read_s = time.perf_counter() - t0
+    return {"shape": name, "frames": frames, "height": height, "width": width, "clips": clips,
+            "cold_s": cold_s, "cold_clips_per_s": clips / cold_s, "warm_open_ms": open_s * 1e3,
+            "warm_batch_size": batch_size, "warm_clips_per_s": clips / read_s,
+            "cache_mb": ds.videos.nbytes / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=512, help="clips rendered per shape")
+    parser.add_argument("--batch-size", type=int, default=32, help="clips per get_batch call (warm pass)")
+    parser.add_argument("--out", default="bench_synthsign.json", help="where to write the JSON results")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-synthsign-") as cache_dir:
+        rows = [bench_shape(name, shape, args.clips, args.batch_size, cache_dir) for name, shape in SHAPES.items()]
+    print(f"{'shape':<6} {'T x H x W':<10} {'clips':>6} {'cold clips/s':>13} {'warm open ms':>13} "
+          f"{'warm clips/s':>13} {'cache MB':>9}")
+    for r in rows:
+        print(f"{r['shape']:<6} {r['frames']}x{r['height']}x{r['width']:<5} {r['clips']:>6} "
+              f"{r['cold_clips_per_s']:>13.0f} {r['warm_open_ms']:>13.1f} {r['warm_clips_per_s']:>13.0f} "
+              f"{r['cache_mb']:>9.1f}")
+    result = {"benchmark": "synthsign", "render_version": RENDER_VERSION, "machine": platform.machine(),
+              "python": platform.python_version(), "numpy": np.__version__,
+              "note": "warm reads follow the cold write, so the page cache holds the file", "results": rows}
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
