@@ -500,9 +500,9 @@ def nan_notes(selected: pd.DataFrame) -> list[str]:
         if missing.empty:
             continue
         status = f"{m}_status"
-        reasons = (missing[status] if status in missing else pd.Series(index=missing.index))
+        reasons = (missing[status] if status in missing else pd.Series(index=missing.index, dtype=object))
         lines.append(f"  {m}: NaN in {len(missing)}/{len(done)} finished trials")
-        for reason, n in reasons.fillna("no status given").value_counts(sort=False).items():
+        for reason, n in reasons.astype(object).fillna("no status given").value_counts(sort=False).items():
             lines.append(f"      {n}x {reason}")
     return lines or ["  none: every finished trial reported every metric"]
 

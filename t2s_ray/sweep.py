@@ -49,6 +49,9 @@ class SweepSpec:
     def __post_init__(self) -> None:
         self.storage = Path(self.storage).expanduser().resolve()
         self.name = self.name or datetime.now().strftime("t2s-%Y%m%d-%H%M%S")
+        # Tune runs each trial in its own working directory: every path the trials read must be absolute.
+        self.overrides = tuple(absolutize_override(o) for o in self.overrides)
+        self.data = absolutize_spec(self.data)
 
     @property
     def experiment_dir(self) -> Path:
@@ -73,6 +76,29 @@ class SweepSpec:
             space["user_ablations"] = {a.name: {"description": a.description, "overrides": dict(a.overrides)}
                                        for a in self.user_ablations.values() if a.name in self.ablations}
         return space
+
+
+PATH_KEYS = ("data.cache_dir", "eval.fvd_detector", "text_encoder.path")
+
+
+def _abs(path: str) -> str:
+    return str(Path(path).expanduser().resolve()) if path else path
+
+
+def absolutize_override(item: str) -> str:
+    """`data.cache_dir=rel` -> `data.cache_dir=/abs/rel` (and the other path keys); others unchanged."""
+    key, sep, value = item.partition("=")
+    if key.strip() in PATH_KEYS and sep:
+        return f"{key.strip()}={_abs(value.strip())}"
+    if key.strip() == "data.spec" and sep:
+        return f"data.spec={absolutize_spec(value.strip())}"
+    return item
+
+
+def absolutize_spec(spec: str) -> str:
+    """`how2sign:rel/root` -> `how2sign:/abs/rel/root`; `synthsign` unchanged."""
+    name, sep, arg = spec.partition(":")
+    return f"{name}:{_abs(arg)}" if sep and arg else spec
 
 
 # --- validation (no Ray, nothing written) -----------------------------------------------------
