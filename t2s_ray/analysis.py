@@ -164,8 +164,8 @@ def _final_values(row: dict) -> dict:
     """Numeric final metrics and their `*_status` strings from the final report."""
     values = {}
     for key, value in row.items():
-        if key in TUNE_KEYS or key in STEP_KEYS or key in META_COLUMNS:
-            continue
+        if key in TUNE_KEYS or key in STEP_KEYS or key in META_COLUMNS or key.startswith("node/"):
+            continue  # node/* says where a trial ran, not how well
         if _is_number(value):
             values[key] = float(value)
         elif key.endswith("_status") and isinstance(value, str):

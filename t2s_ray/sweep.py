@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -188,20 +189,67 @@ def keep_ray_on_loopback() -> None:
 
 
 def init_ray(spec: SweepSpec) -> float:
-    """Start (or join) Ray; return the cluster's GPU count. Reuses an already-initialised Ray."""
-    if spec.address is None and not _ray_running():
+    """Start (or join) Ray; return the cluster's GPU count. Reuses an already-initialised Ray.
+
+    Ray reads its network and auth settings from the environment when it is imported, so they
+    are set here, before the first `import ray`.
+    """
+    if _ray_running():
+        return float(sys.modules["ray"].cluster_resources().get("GPU", 0))
+    token_note = ""
+    if spec.address is None:
         keep_ray_on_loopback()  # single machine: nothing to expose
+    else:
+        _check_reachable(spec.address)
+        if spec.address.split(":")[0] in ("127.0.0.1", "localhost"):
+            keep_ray_on_loopback()  # else Ray rewrites a loopback address to the machine's network address
+        token_note = prepare_cluster_auth()
     import ray
 
-    if ray.is_initialized():
-        return float(ray.cluster_resources().get("GPU", 0))
     if spec.address is None:
         gpus = spec.gpus if spec.gpus is not None else detect_local_gpus()
         ray.init(address="local", num_gpus=int(math.ceil(gpus)), include_dashboard=False,
                  log_to_driver=not spec.quiet, configure_logging=True, logging_level="WARNING")
     else:
-        ray.init(address=spec.address, log_to_driver=not spec.quiet, logging_level="WARNING")
+        try:
+            ray.init(address=spec.address, log_to_driver=not spec.quiet, logging_level="WARNING")
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            hint = f"; {token_note}" if token_note else ""
+            raise SweepError(f"cannot join the Ray cluster at --address {spec.address}: "
+                             f"{type(e).__name__}: {str(e).splitlines()[0]}{hint}") from None
     return float(ray.cluster_resources().get("GPU", 0))
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (Ray itself retries for minutes) when nothing listens at a host:port address."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return  # "auto", ray:// client addresses: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise SweepError(f"--address {address}: nothing answers there ({e.strerror or e}); start the head with "
+                         f"`ray start --head --port {port}` or check the address") from None
+
+
+def auth_token_path() -> Path:
+    """Where Ray keeps the cluster token (RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
+
+
+def prepare_cluster_auth() -> str:
+    """Before joining an existing cluster: switch the client to token auth when a token is at hand.
+
+    Returns "" when a token was found (or auth is explicitly disabled), else a note saying what is
+    missing, for the error message if joining fails.
+    """
+    if os.environ.get("RAY_AUTH_MODE") == "disabled":
+        return ""
+    if os.environ.get("RAY_AUTH_TOKEN") or auth_token_path().is_file():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        return ""
+    return (f"if the cluster uses token auth, put its token in {auth_token_path()} or RAY_AUTH_TOKEN "
+            f"(it is ~/.ray/auth_token on the head node)")
 
 
 def _trial_dirname(trial) -> str:

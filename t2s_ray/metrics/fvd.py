@@ -10,6 +10,7 @@ any other feature network must be reported under another name (e.g. `fvd_synthsi
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,9 @@ def load_i3d(path: str) -> torch.jit.ScriptModule:
         raise FileNotFoundError(
             f"I3D detector not found at {path!r}: expected StyleGAN-V's i3d_torchscript.pt, "
             "passed as eval.fvd_detector (--fvd-detector)")
-    return torch.jit.load(str(path), map_location="cpu").eval()
+    with warnings.catch_warnings():  # the detector only exists as TorchScript, which recent torch deprecates
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated", category=FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu").eval()
 
 
 def _check_videos(x: torch.Tensor, name: str) -> None:
@@ -92,7 +95,8 @@ def fvd(real: torch.Tensor, fake: torch.Tensor, detector_path: str, device="cpu"
     _check_videos(real, "real")
     _check_videos(fake, "fake")
     if real.shape[1:] != fake.shape[1:]:
-        raise ValueError(f"real and fake clips must share (C, T, H, W), got {tuple(real.shape)} and {tuple(fake.shape)}")
+        raise ValueError(
+            f"real and fake clips must share (C, T, H, W), got {tuple(real.shape)} and {tuple(fake.shape)}")
     why = _unavailable(real, fake, detector_path)
     if why is not None:
         return math.nan, why

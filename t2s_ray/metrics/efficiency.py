@@ -1,0 +1,63 @@
+"""Inference time, inference peak memory and parameter counts."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from t2s_ray.metrics.memory import GIB
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued kernels so wall-clock time covers the work, not just its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_inference(fn: Callable[[], Any], device: torch.device, warmup: int = 1, runs: int = 3) -> dict:
+    """Wall-clock milliseconds of `fn()`: `warmup` untimed calls, then `runs` timed ones.
+
+    Returns {"ms_median": median, "ms_all": [ms per timed run]}; on CUDA each run is bracketed by synchronize.
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"ms_median": statistics.median(times), "ms_all": times}
+
+
+def peak_inference_memory_gb(fn: Callable[[], Any], device: torch.device) -> tuple[float, str]:
+    """(peak GiB allocated by torch on `device` while `fn()` runs, status); NaN with a status off CUDA.
+
+    The peak includes what was already allocated (e.g. the weights). It resets CUDA's peak counter, so read any
+    training peak (`mem/gpu_peak_gb`) before calling this.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return math.nan, "CPU run: no accelerator memory to measure"
+    if device.type != "cuda":
+        return math.nan, f"{device.type} device: peak memory is measured on CUDA only"
+    _sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    _sync(device)
+    return torch.cuda.max_memory_allocated(device) / GIB, "ok"
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts; shared parameters count once."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
