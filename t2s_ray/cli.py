@@ -188,7 +188,7 @@ def sweep_cmd(
                          max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet)
         console.print(f"experiment [bold]{spec.experiment_dir}[/]: {len(spec.ablations)} ablation(s) x "
                       f"{spec.seeds} seed(s) at scale {spec.scale}", highlight=False)
-        outcome = run_sweep(spec)
+        outcome = run_sweep(spec, say=lambda m: console.print(m, highlight=False))
     except (ConfigError, SweepError) as e:
         raise fail(str(e), code=2) from None
     except KeyboardInterrupt:
@@ -270,6 +270,53 @@ def check_cmd(
         failed += not c.ok
     if failed:
         raise fail(f"{failed} check(s) failed")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (state.pt + meta.json).")],
+    fvd_detector: Annotated[Optional[Path], typer.Option(help="StyleGAN-V i3d_torchscript.pt for eval/fvd.")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Videos to generate (eval.num_videos).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    out: Annotated[Optional[Path], typer.Option(help="JSON file to write (default eval_<ablation>_seed<k>_step<N>.json).")] = None,
+) -> None:
+    """Sample the fixed caption set from a checkpoint's evaluated weights and compute every metric."""
+    from t2s_ray.local import evaluate_checkpoint
+
+    overrides = [f"device={device}"]
+    if fvd_detector:
+        overrides.append(f"eval.fvd_detector={fvd_detector.expanduser().resolve()}")
+    if n:
+        overrides.append(f"eval.num_videos={n}")
+    try:
+        with console.status("evaluating (sampling, then metrics)…"):
+            metrics, path = evaluate_checkpoint(checkpoint, overrides, out)
+    except (ConfigError, ValueError, RuntimeError) as e:
+        raise fail(str(e)) from None
+    for key, value in metrics.items():
+        console.print(f"  {key:<36} {value}", highlight=False, markup=False)
+    console.print(f"wrote {path}", highlight=False)
+
+
+@app.command("train-evaluator")
+def train_evaluator_cmd(
+    scale: ScaleOpt = Scale.smoke,
+    set_: SetOpt = None,
+) -> None:
+    """Train (or find cached) the SynthSign gloss classifier behind eval/fvd_synthsign and eval/text_alignment."""
+    from t2s_ray.evaluator import EvaluatorUnavailable, evaluator_config, train_evaluator
+
+    try:
+        cfg = resolve("baseline", scale.value, 0, set_ or [])
+        console.print(f"gloss evaluator for {cfg.data.frames}x{cfg.data.height}x{cfg.data.width} SynthSign",
+                      highlight=False)
+        report = train_evaluator(cfg.data, evaluator_config(cfg.eval), progress=lambda p: console.print(
+            "  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in p.items()),
+            highlight=False))
+    except (ConfigError, EvaluatorUnavailable) as e:
+        raise fail(str(e), code=2) from None
+    for key, value in report.to_dict().items():
+        console.print(f"  {key}: {value}", highlight=False, markup=False)
 
 
 if __name__ == "__main__":

@@ -193,8 +193,14 @@ class EvalConfig:
     """Path to StyleGAN-V's `i3d_torchscript.pt`; empty = `eval/fvd` is NaN with a status."""
     seed: int = 1234
     """Seed of the caption choice and the sampling noise (fixed across ablations)."""
+    evaluator_clips: int = 4096
+    """SynthSign gloss classifier (fvd_synthsign, text_alignment): fresh training clips per epoch."""
+    evaluator_epochs: int = 8
+    """SynthSign gloss classifier: training epochs (trained once per data config, then cached)."""
 
     def __post_init__(self) -> None:
+        _check(self.evaluator_clips >= 1, "eval.evaluator_clips", "must be >= 1")
+        _check(self.evaluator_epochs >= 1, "eval.evaluator_epochs", "must be >= 1")
         _check(self.num_videos >= 1, "eval.num_videos", f"must be >= 1, got {self.num_videos}")
         _check(self.sampling_steps >= 1, "eval.sampling_steps", "must be >= 1")
         _check(self.guidance_scale >= 0, "eval.guidance_scale", "must be >= 0")

@@ -97,3 +97,27 @@ def train_local(cfg: Config, out: Path, stop_at: int | None = None, dataset=None
 
     train_loop(state, dataset, report, progress=progress, stop_at=stop_at)
     return LocalRun(out, resumed, start, state, last)
+
+
+def evaluate_checkpoint(checkpoint: Path, overrides: list[str], out: Optional[Path]) -> tuple[dict, Path]:
+    """Load a checkpoint (any of `t2s-ray train`'s or a sweep's), evaluate it, write the metrics as JSON."""
+    from t2s_ray.checkpoint import read_meta
+    from t2s_ray.config import merge, parse_override
+    from t2s_ray.data import build_dataset
+    from t2s_ray.evaluation import evaluate
+    from t2s_ray.training import load_state
+
+    meta = read_meta(checkpoint)
+    d = meta["config"]
+    for item in overrides:
+        d = merge(d, parse_override(item))
+    cfg = Config.from_dict(d)
+    state = build_state(cfg)
+    load_state(state, checkpoint)
+    result = evaluate(state, build_dataset(cfg.data, "val"))
+    metrics = {"ablation": cfg.ablation, "seed": cfg.seed, "step": state.step, **result.metrics}
+    path = out or Path(f"eval_{cfg.ablation}_seed{cfg.seed}_step{state.step}.json")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, default=str))
+    os.replace(tmp, path)
+    return metrics, path

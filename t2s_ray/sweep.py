@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation
 from t2s_ray.config import ConfigError, resolve
@@ -319,11 +319,36 @@ class SweepOutcome:
     ray_start_s: float
 
 
-def run_sweep(spec: SweepSpec) -> SweepOutcome:
+def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
+    """Train (or find cached) the SynthSign gloss evaluator of each data config once, in the driver.
+
+    Otherwise the first trial would train it on its one CPU while the others wait on its lock.
+    """
+    from t2s_ray.evaluator import evaluator_config, evaluator_dir, train_evaluator
+
+    seen = set()
+    for cfg in configs:
+        if cfg.data.spec != "synthsign" or cfg.data.frames < 3:
+            continue
+        ecfg = evaluator_config(cfg.eval)
+        folder = evaluator_dir(cfg.data, ecfg)
+        if folder in seen:
+            continue
+        seen.add(folder)
+        if not (folder / "report.json").exists():
+            say(f"training the SynthSign gloss evaluator for eval/fvd_synthsign and eval/text_alignment "
+                f"(once per data config, cached in {folder})")
+        report = train_evaluator(cfg.data, ecfg)
+        say(f"gloss evaluator: exact-sentence accuracy {report.exact_accuracy:.2f} on SynthSign test clips")
+
+
+def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutcome:
     """Validate, start Ray, run the grid, return counts. Raises before writing anything if invalid."""
     existing = _existing_cluster_gpus()
     available = existing if existing is not None else (None if spec.address else detect_local_gpus())
     configs = validate(spec, available_gpus=available)
+    if spec.address is None:  # a remote cluster's workers may not share this machine's cache
+        prepare_evaluators(configs, say)
     t0 = time.perf_counter()
     cluster_gpus = init_ray(spec)
     ray_start_s = time.perf_counter() - t0

@@ -124,7 +124,7 @@ class TrainState:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         """Restore every component; the saved config must match this state's config."""
         saved = Config.from_dict(json.loads(sd["config"]))
-        if saved.to_dict() != self.cfg.to_dict():
+        if _training_fields(saved) != _training_fields(self.cfg):
             raise CheckpointError("checkpoint was written with a different config; resume with the same "
                                   "ablation, scale, seed and --set overrides, or use a fresh output folder")
         _load_model_state(self.model, sd["model"])
@@ -137,6 +137,14 @@ class TrainState:
         p = sd["progress"]
         self.step, self.epoch, self.data_pos = int(p["step"]), int(p["epoch"]), int(p["data_pos"])
         self.train_time_s = float(p["train_time_s"])
+
+
+def _training_fields(cfg: Config) -> dict[str, Any]:
+    """The config fields a checkpoint must agree on: all but where it runs and how it is evaluated."""
+    d = cfg.to_dict()
+    for key in ("device", "eval"):
+        d.pop(key)
+    return d
 
 
 def _model_state(model: T2SModel) -> dict[str, torch.Tensor]:

@@ -13,7 +13,8 @@ from t2s_ray.sweep import SweepError, SweepSpec, run_sweep, validate
 
 TINY = ("data.frames=4", "data.height=16", "data.width=16", "data.train_clips=16", "data.eval_clips=4",
         "training.batch_size=2", "training.steps=6", "training.warmup_steps=2", "training.report_every=2",
-        "training.checkpoint_every=3", "eval.num_videos=2", "device=cpu")
+        "training.checkpoint_every=3", "eval.num_videos=2", "eval.sampling_steps=2",
+        "eval.evaluator_clips=64", "eval.evaluator_epochs=1", "device=cpu")
 
 runner = CliRunner()
 
@@ -58,6 +59,10 @@ def test_three_trials_run_concurrently_on_distinct_fake_gpus(finished_sweep):
             assert key in rows[0], key
         assert rows[-1]["final"] == 1 and rows[-1]["step"] == 6
         assert rows[-1]["node/device"] == "cpu"
+        for key in ("eval/fvd_synthsign", "eval/text_alignment", "eval/motion_ratio", "eval/inference_ms_per_video"):
+            assert key in rows[-1], key
+        assert rows[-1]["eval/fvd_status"].startswith("no I3D detector")
+        assert (d / "samples.gif").is_file() or list(d.glob("checkpoint_*/samples.gif"))
         gpu_ids.add(rows[-1]["node/gpu_ids"])
         start = rows[-1]["node/started_at"]
         spans.append((start, start + rows[-1]["time_total_s"]))

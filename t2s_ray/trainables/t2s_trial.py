@@ -43,14 +43,16 @@ def trial_device(cfg: Config, gpu_ids: list) -> torch.device:
     return torch.device("cuda", 0) if gpu_ids else torch.device("cpu")
 
 
-def _final_metrics(state: TrainState, last_loss: float) -> dict[str, Any]:
-    """Metrics of the finished trial: losses, size, time and memory (evaluation adds eval/*)."""
+def _final_metrics(state: TrainState, last_loss: float) -> tuple[dict[str, Any], Any]:
+    """Metrics of the finished trial: losses, size, time, memory and every `eval/*` metric."""
     from t2s_ray.data import build_dataset
+    from t2s_ray.evaluation import evaluate
 
     total, trainable = state.model.count_params()
     val = build_dataset(state.cfg.data, "val")
+    # read the training peak before evaluation resets the CUDA peak counter
     peak_gpu = torch.cuda.max_memory_allocated(state.device) / 2**30 if state.device.type == "cuda" else math.nan
-    return {
+    metrics = {
         "final": 1,
         "final_loss": last_loss,
         "val_loss": validation_loss(state, val, max_clips=state.cfg.eval.num_videos * 4),
@@ -60,6 +62,17 @@ def _final_metrics(state: TrainState, last_loss: float) -> dict[str, Any]:
         "mem/gpu_peak_gb": peak_gpu,
         "mem/cpu_rss_peak_gb": cpu_rss_peak_gb(),
     }
+    result = evaluate(state, val)
+    metrics.update(result.metrics)
+    return metrics, result
+
+
+def _save_samples(result, folder: Path) -> None:
+    """The evaluation's generated clips with their captions, as a GIF."""
+    from t2s_ray.data.video import save_gif
+
+    n = min(8, len(result.texts))
+    save_gif(folder / "samples.gif", result.videos[:n], result.texts[:n])
 
 
 def t2s_trial(params: dict[str, Any]) -> None:
@@ -79,14 +92,18 @@ def t2s_trial(params: dict[str, Any]) -> None:
             load_state(state, d)
 
     def report(metrics: dict[str, Any], checkpoint_now: bool) -> None:
-        metrics = {**metrics, **node}
+        metrics, result = {**metrics, **node}, None
         if state.step >= cfg.training.steps:
-            metrics.update(_final_metrics(state, metrics["loss"]))
+            final, result = _final_metrics(state, metrics["loss"])
+            metrics.update(final)
+            _save_samples(result, Path(tune.get_context().get_trial_dir()))
         if not checkpoint_now:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
             save_state(state, Path(tmp) / "ckpt")
+            if result is not None:  # also inside the checkpoint: it reaches storage from any node
+                _save_samples(result, Path(tmp) / "ckpt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(Path(tmp) / "ckpt")))
 
     if state.step >= cfg.training.steps:  # restored from the final checkpoint: only the final report is missing

@@ -1,0 +1,150 @@
+"""Evaluate given weights: sample a fixed caption set and compute every metric. No Ray here.
+
+Every ablation samples the same captions (a seeded choice of validation clips) with the same
+noise, N = `eval.num_videos`, so Fréchet distances compare at equal sample count. A metric that
+cannot be computed is NaN with an `eval/<name>_status` string saying why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from t2s_ray.data.video import to_model_input, to_uint8
+from t2s_ray.metrics.efficiency import peak_inference_memory_gb, time_inference
+from t2s_ray.metrics.frechet import frechet_from_features
+from t2s_ray.metrics.fvd import fvd
+from t2s_ray.metrics.lpips import load_lpips, lpips_video
+from t2s_ray.metrics.temporal import motion_ratio, temporal_consistency
+from t2s_ray.metrics.text_alignment import gloss_accuracy, text_alignment
+from t2s_ray.training import TrainState, eval_weights
+
+
+@dataclass
+class EvalSet:
+    """The fixed prompts: captions, their real clips (uint8 `(N, T, H, W, 3)`) and gloss labels if any."""
+
+    texts: list[str]
+    real: np.ndarray
+    glosses: Optional[list[tuple[int, ...]]]
+
+
+@dataclass
+class EvalResult:
+    """Flat `eval/*` metrics (+ `*_status` strings) and the generated clips, uint8 `(N, T, H, W, 3)`."""
+
+    metrics: dict[str, Any]
+    videos: np.ndarray
+    texts: list[str]
+
+
+def eval_set(dataset, n: int, seed: int) -> EvalSet:
+    """A seeded choice of `n` clips of `dataset` (with repetition only when it has fewer than `n`)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(dataset), size=n, replace=n > len(dataset)).tolist()
+    videos, texts = dataset.get_batch(idx)
+    glosses = [tuple(dataset.glosses[i]) for i in idx] if hasattr(dataset, "glosses") else None
+    return EvalSet(texts, videos, glosses)
+
+
+@torch.no_grad()
+def sample(state: TrainState, texts: list[str], seed: int) -> torch.Tensor:
+    """DDIM + classifier-free guidance for `texts` with the evaluated weights; float `(N, C, T, H, W)` on CPU."""
+    c, e = state.cfg, state.cfg.eval
+    shape = (3, c.data.frames, c.data.height, c.data.width)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    with eval_weights(state) as model, state.autocast:
+        uncond = model.encode([""])
+        for start in range(0, len(texts), e.batch_size):
+            batch = texts[start:start + e.batch_size]
+            x = state.diffusion.ddim_sample(model, (len(batch), *shape), model.encode(batch), uncond,
+                                            e.sampling_steps, e.guidance_scale, gen, state.device)
+            out.append(x.float().cpu())
+    return torch.cat(out)
+
+
+def _nan(name: str, status: str) -> dict[str, Any]:
+    return {f"eval/{name}": math.nan, f"eval/{name}_status": status}
+
+
+def _cost_metrics(state: TrainState, text: str) -> dict[str, Any]:
+    """Inference time per video (median of 3 after a warm-up) and peak inference memory."""
+    def one() -> torch.Tensor:
+        return sample(state, [text], seed=0)
+
+    timing = time_inference(one, state.device, warmup=1, runs=3)
+    peak, status = peak_inference_memory_gb(one, state.device)
+    return {"eval/inference_ms_per_video": timing["ms_median"], "eval/inference_peak_mem_gb": peak,
+            "eval/inference_peak_mem_gb_status": status}
+
+
+def _lpips_metrics(fake: torch.Tensor, real: torch.Tensor, lpips_model, lpips_status: str) -> dict[str, Any]:
+    out = (_nan("lpips", lpips_status) if lpips_model is None else
+           {"eval/lpips": lpips_video(lpips_model, fake, real), "eval/lpips_status": lpips_status})
+    value, name, status = temporal_consistency(fake, lpips_model)
+    out.update({f"eval/{name}": value, f"eval/{name}_status": status})
+    if name != "temporal_consistency":
+        out.update(_nan("temporal_consistency", f"LPIPS unavailable ({lpips_status}); see eval/{name}"))
+    ratio, status = motion_ratio(fake, real)
+    out.update({"eval/motion_ratio": ratio, "eval/motion_ratio_status": status})
+    return out
+
+
+def default_evaluator_fn(eval_cfg) -> Callable:
+    """The cached (or trained once) SynthSign gloss classifier with the settings of `eval_cfg`."""
+    from t2s_ray.evaluator import evaluator_config, load_or_train_evaluator
+
+    return lambda data_cfg, device: load_or_train_evaluator(data_cfg, device, evaluator_config(eval_cfg))
+
+
+def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, evaluator_fn) -> dict[str, Any]:
+    """`fvd_synthsign` and `text_alignment` with the SynthSign gloss classifier."""
+    from t2s_ray.evaluator import EvaluatorUnavailable, clip_features, recognise
+
+    names = ("fvd_synthsign", "text_alignment", "gloss_accuracy")
+    if prompts.glosses is None:
+        return {k: v for n in names for k, v in _nan(n, "the dataset has no gloss labels").items()}
+    try:
+        classifier, _ = evaluator_fn(state.cfg.data, state.device)
+    except EvaluatorUnavailable as e:
+        return {k: v for n in names for k, v in _nan(n, str(e)).items()}
+    out: dict[str, Any] = {}
+    n = len(prompts.texts)
+    if n >= 2:
+        out["eval/fvd_synthsign"] = frechet_from_features(clip_features(classifier, prompts.real),
+                                                          clip_features(classifier, fake_u8))
+        out["eval/fvd_synthsign_status"] = f"ok (N={n} real, {n} fake; gloss-classifier features)"
+    else:
+        out.update(_nan("fvd_synthsign", "needs eval.num_videos >= 2"))
+    predicted = recognise(classifier, fake_u8)
+    out["eval/text_alignment"] = text_alignment(predicted, prompts.glosses)
+    out["eval/gloss_accuracy"] = gloss_accuracy(predicted, prompts.glosses)
+    return out
+
+
+def evaluate(state: TrainState, dataset, evaluator_fn: Optional[Callable] = None,
+             lpips: Optional[tuple] = None) -> EvalResult:
+    """Sample the fixed prompts of `dataset` with the evaluated weights and compute every metric.
+
+    `evaluator_fn(data_cfg, device) -> (classifier, report)` gives the gloss classifier (default:
+    the cached/trained SynthSign one); `lpips` = `(model_or_None, status)` (default: `load_lpips()`).
+    """
+    e = state.cfg.eval
+    prompts = eval_set(dataset, e.num_videos, e.seed)
+    fake = sample(state, prompts.texts, e.seed)
+    fake_u8 = to_uint8(fake)
+    real = to_model_input(prompts.real)
+    lpips_model, lpips_status = lpips if lpips is not None else load_lpips()
+    if lpips_model is not None:
+        lpips_model = lpips_model.to(state.device)
+    metrics: dict[str, Any] = {"eval/num_videos": len(prompts.texts)}
+    metrics.update(zip(("eval/fvd", "eval/fvd_status"), fvd(real, fake, e.fvd_detector, state.device)))
+    metrics.update(_gloss_metrics(state, prompts, fake_u8, evaluator_fn or default_evaluator_fn(e)))
+    metrics.update(_lpips_metrics(fake, real, lpips_model, lpips_status))
+    metrics.update(_cost_metrics(state, prompts.texts[0]))
+    return EvalResult(metrics, fake_u8, prompts.texts)
