@@ -41,6 +41,8 @@ METRICS: dict[str, MetricInfo] = {
     "eval/fvd_synthsign": MetricInfo("FVD-SynthSign", "lower", True),
     "eval/lpips": MetricInfo("LPIPS", "lower", True),
     "eval/temporal_consistency": MetricInfo("Temporal cons.", "higher", True),
+    "eval/temporal_consistency_ssim": MetricInfo("Temporal cons. (SSIM)", "higher", True),
+    "eval/gloss_accuracy": MetricInfo("Gloss acc.", "higher", True),
     "eval/motion_ratio": MetricInfo("Motion ratio", "one", True),
     "eval/text_alignment": MetricInfo("Text align.", "higher", True),
     "final_loss": MetricInfo("Final loss", "lower"),
@@ -571,6 +573,20 @@ def _write_atomic(path: Path, text: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+HEADLINE = ("eval/fvd", "eval/fvd_synthsign", "eval/text_alignment", "eval/lpips", "eval/temporal_consistency",
+            "eval/temporal_consistency_ssim", "eval/motion_ratio", "val_loss", "train_time_h", "mem/gpu_peak_gb",
+            "params/trainable_m")
+"""The columns of the short table a terminal shows (the files hold every metric)."""
+
+
+def headline_markdown(exp_dir: str | os.PathLike, baseline: str = "baseline") -> str:
+    """A short comparison table of the headline metrics, for the terminal (NaN-only columns left out:
+    the report says why they are NaN)."""
+    summary = summarize(select_trials(_trials_frame(_scan(exp_dir))), baseline)
+    present = {m for m in summary_metrics(summary) if summary[f"{m}_mean"].notna().any()}
+    return to_markdown(summary, metrics=[m for m in HEADLINE if m in present], baseline=baseline)
 
 
 def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,

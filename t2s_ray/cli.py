@@ -231,12 +231,11 @@ def _finish(outcome) -> None:
 
 
 def _print_tables(exp: Path, out: Optional[Path], fmt: str) -> None:
-    from t2s_ray.analysis import write_outputs
+    from t2s_ray.analysis import headline_markdown, write_outputs
 
     paths = write_outputs(exp, out, fmt)
-    if "comparison_table.md" in {p.name for p in paths.values()}:
-        md = next(p for p in paths.values() if p.name == "comparison_table.md")
-        typer.echo(md.read_text())  # plain: a Markdown table must not be re-wrapped
+    typer.echo(headline_markdown(exp))  # plain: a Markdown table must not be re-wrapped
+    console.print("all metrics, and why any is NaN: comparison_table.md, ABLATION_RESULTS_REPORT.txt", highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
 
 

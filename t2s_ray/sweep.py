@@ -252,6 +252,12 @@ def prepare_cluster_auth() -> str:
             f"(it is ~/.ray/auth_token on the head node)")
 
 
+def quiet_tune_env() -> None:
+    """Tune's legacy reporter (a table with our columns) and no warnings about routine snapshots."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
 def _trial_dirname(trial) -> str:
     return f"{trial.config['ablation']}_seed{trial.config['seed']}_{trial.trial_id}"
 
@@ -286,7 +292,7 @@ def build_tuner(spec: SweepSpec, keep_checkpoints: int):
     """The `Tuner` for a new experiment."""
     from ray import tune
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # legacy reporter: a table with our columns
+    quiet_tune_env()
     return tune.Tuner(
         trainable_with_resources(_resources(spec)),
         param_space=spec.param_space(),
@@ -383,7 +389,7 @@ def resume_sweep(experiment_dir: Path, restart_errored: bool = False, quiet: boo
     t0 = time.perf_counter()
     init_ray(SweepSpec(storage=exp.parent, name=exp.name, quiet=quiet))
     ray_start_s = time.perf_counter() - t0
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    quiet_tune_env()
     try:
         tuner = tune.Tuner.restore(exp.as_posix(), trainable=trainable_with_resources({"cpu": 1, "gpu": 0}),
                                    resume_unfinished=True, resume_errored=not restart_errored,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -60,6 +61,7 @@ def _final_metrics(state: TrainState, last_loss: float) -> tuple[dict[str, Any],
         "params/trainable_m": trainable / 1e6,
         "train_time_h": state.train_time_s / 3600,
         "mem/gpu_peak_gb": peak_gpu,
+        "mem/gpu_peak_gb_status": "ok" if state.device.type == "cuda" else "CPU run: no GPU memory to measure",
         "mem/cpu_rss_peak_gb": cpu_rss_peak_gb(),
     }
     result = evaluate(state, val)
@@ -80,6 +82,7 @@ def t2s_trial(params: dict[str, Any]) -> None:
     from t2s_ray.data import build_dataset
 
     started_at = time.time()
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per persisted checkpoint
     cfg = config_from_params(params)
     gpu_ids = ray.get_gpu_ids()
     device = trial_device(cfg, gpu_ids)
