@@ -47,7 +47,8 @@ def eval_set(dataset, n: int, seed: int) -> EvalSet:
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(dataset), size=n, replace=n > len(dataset)).tolist()
     videos, texts = dataset.get_batch(idx)
-    glosses = [tuple(dataset.glosses[i]) for i in idx] if hasattr(dataset, "glosses") else None
+    labels = getattr(dataset, "glosses", None)
+    glosses = [tuple(labels[i]) for i in idx] if labels is not None else None
     return EvalSet(texts, videos, glosses)
 
 
@@ -107,12 +108,12 @@ def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, eva
     from t2s_ray.evaluator import EvaluatorUnavailable, clip_features, recognise
 
     names = ("fvd_synthsign", "text_alignment", "gloss_accuracy")
-    if prompts.glosses is None:
-        return {k: v for n in names for k, v in _nan(n, "the dataset has no gloss labels").items()}
     try:
         classifier, _ = evaluator_fn(state.cfg.data, state.device)
     except EvaluatorUnavailable as e:
         return {k: v for n in names for k, v in _nan(n, str(e)).items()}
+    if not prompts.glosses or not all(prompts.glosses):
+        return {k: v for n in names for k, v in _nan(n, "the evaluation clips have no gloss labels").items()}
     out: dict[str, Any] = {}
     n = len(prompts.texts)
     if n >= 2:
