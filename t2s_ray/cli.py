@@ -225,9 +225,12 @@ def _finish(outcome) -> None:
     except ValueError as e:
         err_console.print(f"no comparison table: {e}", highlight=False)
     console.print(f"TensorBoard: tensorboard --logdir {exp}", highlight=False)
-    if outcome.num_errors:
-        raise fail(f"{outcome.num_errors} trial(s) errored (see error.txt in their folders); "
-                   f"continue with: t2s-ray resume {exp}", code=1)
+    unfinished = outcome.num_trials - outcome.num_terminated - outcome.num_errors
+    if outcome.num_errors or unfinished:
+        what = ", ".join(p for p in (f"{outcome.num_errors} trial(s) errored (see error.txt in their folders)"
+                                     if outcome.num_errors else "",
+                                     f"{unfinished} trial(s) unfinished (interrupted)" if unfinished else "") if p)
+        raise fail(f"{what}; continue with: t2s-ray resume {exp}", code=1)
 
 
 def _print_tables(exp: Path, out: Optional[Path], fmt: str) -> None:

@@ -133,10 +133,9 @@ def validate(spec: SweepSpec, available_gpus: Optional[float] = None) -> list:
         raise SweepError(f"--seeds {spec.seeds}: must be >= 1 (seeds 0..K-1 are run)")
     if not spec.ablations:
         raise SweepError("--ablations is empty; e.g. --ablations baseline,no_ema")
-    if spec.gpus_per_trial < 0 or (spec.gpus_per_trial > 1 and not float(spec.gpus_per_trial).is_integer()):
-        raise SweepError(f"--gpus-per-trial {spec.gpus_per_trial}: use a fraction in (0, 1] or a whole number")
-    if spec.gpus_per_trial == 0 and (spec.gpus or 0) > 0:
-        raise SweepError("--gpus-per-trial 0 with --gpus > 0: trials would get no GPU; use --gpus 0 for CPU")
+    if spec.gpus_per_trial <= 0 or (spec.gpus_per_trial > 1 and not float(spec.gpus_per_trial).is_integer()):
+        raise SweepError(f"--gpus-per-trial {spec.gpus_per_trial:g}: use a fraction in (0, 1] (e.g. 0.5 packs two "
+                         f"trials per GPU) or a whole number; for CPU trials use --gpus 0")
     if spec.cpus_per_trial <= 0:
         raise SweepError(f"--cpus-per-trial {spec.cpus_per_trial}: must be > 0")
     if spec.max_failures < -1:

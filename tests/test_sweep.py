@@ -20,17 +20,6 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def fake_gpu_ray():
-    """A fresh local Ray (loopback only) with 3 fake GPUs; shut down after the module."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray
-
-    ray.init(address="local", num_cpus=2, num_gpus=3, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def finished_sweep(fake_gpu_ray, tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     spec = SweepSpec(seeds=1, scale="smoke", overrides=TINY + (f"data.cache_dir={root / 'cache'}",), gpus=3,

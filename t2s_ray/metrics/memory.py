@@ -6,6 +6,7 @@ import math
 import os
 import resource
 from functools import lru_cache
+from typing import Any
 
 import torch
 
@@ -29,18 +30,35 @@ def cpu_rss_peak_gb() -> float:
 @lru_cache(maxsize=1)
 def _nvml_handle(index: int):
     """NVML handle of the CUDA device `index` as this process sees it, or None without NVML."""
+    return nvml_handle_or_reason(index)[0]
+
+
+@lru_cache(maxsize=1)
+def nvml_handle_or_reason(index: int) -> tuple[Any, str]:
+    """(NVML handle, "") of CUDA device `index` as this process sees it, or (None, why NVML is unusable).
+
+    CUDA_VISIBLE_DEVICES entries are NVML indices or full `GPU-` UUIDs; the CUDA index picks one.
+    """
     try:
         import pynvml
-
+    except ImportError:
+        return None, "nvidia-ml-py not installed"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    ids = [v.strip() for v in visible.split(",") if v.strip()]
+    physical = ids[index] if index < len(ids) else str(index)
+    try:
         pynvml.nvmlInit()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        ids = [v.strip() for v in visible.split(",") if v.strip()]
-        physical = ids[index] if index < len(ids) else str(index)
         if physical.startswith("GPU-"):
-            return pynvml.nvmlDeviceGetHandleByUUID(physical)
-        return pynvml.nvmlDeviceGetHandleByIndex(int(physical))
-    except Exception:  # noqa: BLE001 - NVML missing/failing only means no utilisation figure
-        return None
+            return pynvml.nvmlDeviceGetHandleByUUID(physical), ""
+        return pynvml.nvmlDeviceGetHandleByIndex(int(physical)), ""
+    except pynvml.NVMLError_LibraryNotFound:
+        return None, "driver library missing"
+    except pynvml.NVMLError as exc:
+        return None, f"NVML error for CUDA device {index} (NVML id {physical}): {exc}"
+    except ValueError:
+        return None, f"CUDA_VISIBLE_DEVICES entry {physical!r} is neither an NVML index nor a GPU- UUID"
+    except Exception as exc:  # noqa: BLE001 - NVML failing only means no NVML figures
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def gpu_util(device: torch.device) -> float:

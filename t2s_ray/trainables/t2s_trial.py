@@ -18,8 +18,11 @@ from ray import tune
 from t2s_ray.ablations import Ablation
 from t2s_ray.config import Config, resolve
 from t2s_ray.metrics.memory import cpu_rss_peak_gb
-from t2s_ray.training import TrainingError, TrainState, build_state, load_state, save_state, train_loop, \
-    validation_loss
+from t2s_ray.checkpoint import list_checkpoints
+from t2s_ray.training import TrainingError, TrainState, build_state, load_state, restore_latest, save_state, \
+    train_loop, validation_loss
+
+log = logging.getLogger(__name__)
 
 
 def config_from_params(params: dict[str, Any]) -> Config:
@@ -77,6 +80,33 @@ def _save_samples(result, folder: Path) -> None:
     save_gif(folder / "samples.gif", result.videos[:n], result.texts[:n])
 
 
+def trial_storage_dir() -> Path | None:
+    """This trial's persistent folder when storage is a local/shared filesystem, else None."""
+    import pyarrow.fs
+
+    storage = tune.get_context().get_storage()
+    if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return None
+    return Path(storage.trial_fs_path)
+
+
+def _restore(state: TrainState, ckpt) -> None:
+    """Resume from the newest valid checkpoint of this trial.
+
+    Tune's own choice (`ckpt`) can be older than what is on disk after a driver kill (its
+    experiment state is snapshotted every ~10 s) and may be corrupt; the trial folder is scanned
+    so neither costs progress. Corrupt checkpoints are reported and skipped, never loaded.
+    """
+    folder = trial_storage_dir()
+    if folder is not None and list_checkpoints(folder):
+        loaded = restore_latest(state, folder)
+        log.warning("resumed %s seed %s at step %d from %s (Tune offered %s)", state.cfg.ablation,
+                    state.cfg.seed, state.step, loaded, ckpt.path if ckpt else None)
+    elif ckpt is not None:
+        with ckpt.as_directory() as d:
+            load_state(state, d)
+
+
 def t2s_trial(params: dict[str, Any]) -> None:
     """Ray Tune function trainable: train, report every `report_every` steps, checkpoint, evaluate."""
     from t2s_ray.data import build_dataset
@@ -90,9 +120,7 @@ def t2s_trial(params: dict[str, Any]) -> None:
             "node/device": str(device), "node/pid": os.getpid(), "node/started_at": started_at}
     dataset = build_dataset(cfg.data, "train")
     state = build_state(cfg, device)
-    if (ckpt := tune.get_checkpoint()) is not None:
-        with ckpt.as_directory() as d:
-            load_state(state, d)
+    _restore(state, tune.get_checkpoint())
 
     def report(metrics: dict[str, Any], checkpoint_now: bool) -> None:
         metrics, result = {**metrics, **node}, None

@@ -1,0 +1,171 @@
+"""Nothing lost: a SIGKILLed trial and a SIGKILLed driver both finish with the weights of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2s_ray.checkpoint import list_checkpoints, read_checkpoint
+from t2s_ray.sweep import SweepSpec, run_sweep
+
+pytestmark = pytest.mark.slow
+
+# Long enough (40 steps) that a kill lands between the first checkpoint and the end.
+OVERRIDES = ("data.frames=4", "data.height=32", "data.width=32", "data.train_clips=32", "data.eval_clips=4",
+             "training.batch_size=4", "training.steps=40", "training.warmup_steps=2", "training.report_every=5",
+             "training.checkpoint_every=5", "training.keep_checkpoints=3", "eval.num_videos=2",
+             "eval.sampling_steps=2", "eval.evaluator_clips=64", "eval.evaluator_epochs=1", "device=cpu")
+
+
+def _spec(root: Path, name: str, **kw) -> SweepSpec:
+    return SweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5, storage=root,
+                     name=name, quiet=True, overrides=OVERRIDES + (f"data.cache_dir={root / 'cache'}",), **kw)
+
+
+def _trial_dir(exp: Path, ablation="baseline") -> Path:
+    found = sorted(exp.glob(f"{ablation}_seed0_*"))
+    assert found, f"no {ablation} trial in {exp}"
+    return found[-1]
+
+
+def _rows(trial: Path) -> list[dict]:
+    text = (trial / "result.json").read_text() if (trial / "result.json").exists() else ""
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass  # a line being written
+    return rows
+
+
+def _final_weights(trial: Path) -> dict:
+    state, _ = read_checkpoint(list_checkpoints(trial)[-1])
+    assert state["progress"]["step"] == 40
+    return state["model"]
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def reference(fake_gpu_ray, tmp_path_factory):
+    """An uninterrupted run of the same (ablation, seed)."""
+    root = tmp_path_factory.mktemp("resume")
+    outcome = run_sweep(_spec(root, "reference"))
+    assert outcome.num_terminated == 1
+    trial = _trial_dir(outcome.experiment_dir)
+    return root, _final_weights(trial), _rows(trial)[-1]["final_loss"]
+
+
+def _wait_for(predicate, timeout_s: float, what: str):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference):
+    root, ref_weights, ref_loss = reference
+    exp = root / "killed"
+    killed = {}
+
+    def kill_first_attempt():
+        def checkpointed_pid():
+            trials = list(exp.glob("baseline_seed0_*"))
+            if not trials or not list(trials[0].glob("checkpoint_*/meta.json")):
+                return None
+            rows = _rows(trials[0])
+            return rows[-1]["node/pid"] if rows else None
+
+        pid = _wait_for(checkpointed_pid, 120, "the trial's first checkpoint")
+        killed["step"] = max(r["step"] for r in _rows(_trial_dir(exp)))
+        os.kill(pid, signal.SIGKILL)
+        killed["pid"] = pid
+
+    killer = threading.Thread(target=kill_first_attempt, daemon=True)
+    killer.start()
+    outcome = run_sweep(_spec(root, "killed", max_failures=2))
+    killer.join(5)
+    assert "pid" in killed, "the trial finished before it could be killed"
+    assert killed["step"] < 40
+    assert (outcome.num_terminated, outcome.num_errors) == (1, 0)
+    trial = _trial_dir(outcome.experiment_dir)
+    rows = _rows(trial)
+    restarts = [r for r in rows if r.get("iterations_since_restore") == 1]
+    assert len(restarts) == 2, "expected one start and one retry"
+    assert restarts[1]["step"] > 5, "the retry started over instead of resuming from its checkpoint"
+    assert restarts[1]["node/pid"] != killed["pid"]
+    _assert_same_weights(_final_weights(trial), ref_weights)
+    assert rows[-1]["final_loss"] == ref_loss
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (walks /proc), so the test stops exactly what it started."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "t2s_ray.cli", *args]
+
+
+def test_sigkilled_driver_then_resume_finishes_without_losing_progress(reference):
+    root, ref_weights, ref_loss = reference
+    sets = [a for o in OVERRIDES + (f"data.cache_dir={root / 'cache'}",) for a in ("--set", o)]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    driver = subprocess.Popen(_cli("sweep", "--gpus", "0", "--ablations", "baseline", "--cpus-per-trial", "0.5",
+                                   "--storage", str(root), "--name", "driver", "--quiet", *sets),
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    exp = root / "driver"
+    try:
+        _wait_for(lambda: list(exp.glob("baseline_seed0_*/checkpoint_*/meta.json"))
+                  and _rows(_trial_dir(exp)), 180, "a checkpoint and its report")
+        started = _descendants(driver.pid)
+        step_at_kill = max(r["step"] for r in _rows(_trial_dir(exp)))
+        driver.kill()
+        driver.wait(10)
+    finally:
+        for pid in _descendants(driver.pid) | locals().get("started", set()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert step_at_kill < 40, "the sweep finished before the driver could be killed"
+    checkpointed = max(read_checkpoint(c)[0]["progress"]["step"] for c in list_checkpoints(_trial_dir(exp)))
+    r = subprocess.run(_cli("resume", str(exp), "--quiet"), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "1 finished, 0 errored" in r.stdout
+    trial = _trial_dir(exp)
+    rows = _rows(trial)
+    restarts = [row for row in rows if row.get("iterations_since_restore") == 1]
+    assert len(restarts) >= 2
+    assert restarts[-1]["step"] > checkpointed, "resumed from an older checkpoint than the newest on disk"
+    _assert_same_weights(_final_weights(trial), ref_weights)
+    assert rows[-1]["final_loss"] == ref_loss
