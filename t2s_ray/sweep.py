@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import socket
 import sys
 import time
@@ -377,6 +378,16 @@ def _existing_cluster_gpus() -> Optional[float]:
     return float(sys.modules["ray"].cluster_resources().get("GPU", 0)) if _ray_running() else None
 
 
+def _check_tuner_pkl(path: Path) -> None:
+    """Refuse a truncated or corrupt `tuner.pkl` before Ray starts (Tune cannot rebuild it)."""
+    try:
+        with open(path, "rb") as f:
+            pickle.load(f)
+    except (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError, OSError) as e:
+        raise SweepError(f"cannot restore {path.parent}: {path.name} is corrupt or truncated ({type(e).__name__}: "
+                         f"{e}); the trial folders and checkpoints are intact, start a new sweep to continue") from None
+
+
 def resume_sweep(experiment_dir: Path, restart_errored: bool = False, quiet: bool = False) -> SweepOutcome:
     """`Tuner.restore` unfinished and errored trials of an existing experiment and run them."""
     from ray import tune
@@ -385,6 +396,7 @@ def resume_sweep(experiment_dir: Path, restart_errored: bool = False, quiet: boo
     if not (exp / "tuner.pkl").is_file():
         raise SweepError(f"{exp} is not a t2s-ray experiment (no tuner.pkl); pass the folder that "
                          f"`t2s-ray sweep` printed, e.g. results/<name>")
+    _check_tuner_pkl(exp / "tuner.pkl")
     t0 = time.perf_counter()
     init_ray(SweepSpec(storage=exp.parent, name=exp.name, quiet=quiet))
     ray_start_s = time.perf_counter() - t0
@@ -393,7 +405,7 @@ def resume_sweep(experiment_dir: Path, restart_errored: bool = False, quiet: boo
         tuner = tune.Tuner.restore(exp.as_posix(), trainable=trainable_with_resources({"cpu": 1, "gpu": 0}),
                                    resume_unfinished=True, resume_errored=not restart_errored,
                                    restart_errored=restart_errored)
-    except (EOFError, ValueError, RuntimeError, OSError) as e:
+    except (EOFError, pickle.UnpicklingError, ValueError, RuntimeError, OSError) as e:
         raise SweepError(f"cannot restore {exp}: {type(e).__name__}: {e} (tuner.pkl or experiment state may be "
                          f"corrupt)") from None
     grid = tuner.fit()

@@ -135,3 +135,29 @@ def test_check_fails_with_a_cross_on_bad_data(tmp_path, monkeypatch):
     r = runner.invoke(app, ["check", "--data", "nosuchdata", "--storage", str(tmp_path)])
     assert r.exit_code == 1
     assert "✗ dataset" in r.output
+
+
+def test_resume_with_a_corrupt_tuner_pkl_is_a_clear_error(tmp_path):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "tuner.pkl").write_bytes(b"\x80\x04garbage")
+    r = runner.invoke(app, ["resume", str(exp)])
+    assert r.exit_code == 2, r.output
+    assert "cannot restore" in r.output and "corrupt" in r.output and "Traceback" not in r.output
+    assert (exp / "tuner.pkl").read_bytes() == b"\x80\x04garbage"  # nothing overwritten
+
+
+def test_trial_assigned_a_gpu_without_cuda_fails_clearly():
+    import torch
+
+    from t2s_ray.config import resolve
+    from t2s_ray.trainables.t2s_trial import trial_device
+    from t2s_ray.training import TrainingError
+
+    cfg = resolve("baseline", "smoke")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(TrainingError, match=r"assigned GPU 1 but CUDA is not available.*--set device=cpu"):
+        trial_device(cfg, [1])
+    assert trial_device(resolve("baseline", "smoke", overrides=["device=cpu"]), [1]).type == "cpu"
+    assert trial_device(cfg, []).type == "cpu"

@@ -1,0 +1,258 @@
+"""Background memory sampler: a CSV row every few seconds per trial, and its peak/average figures.
+
+A reader returns some of `READINGS` (GiB, utilisation in %); what it leaves out is NaN. The default
+reader takes the torch allocator and NVML figures on CUDA and the process RSS always.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from t2s_ray.metrics.memory import GIB, cpu_rss_gb, nvml_handle_or_reason
+
+logger = logging.getLogger(__name__)
+
+Reader = Callable[[], dict[str, float]]
+
+CSV_NAME = "gpu_memory.csv"
+READINGS = ("gpu_allocated_gb", "gpu_reserved_gb", "gpu_used_gb", "gpu_total_gb", "gpu_util", "cpu_rss_gb")
+COLUMNS = ("time_s", "unix_time", "step", *READINGS)
+HEADER = ",".join(COLUMNS)
+GPU_STATUS = "gpu: torch allocator + NVML"
+# summary key -> (reading, statistic over the samples where it was measured)
+SUMMARY = {
+    "mem/sampled_gpu_allocated_peak_gb": ("gpu_allocated_gb", "peak"),
+    "mem/sampled_gpu_allocated_avg_gb": ("gpu_allocated_gb", "avg"),
+    "mem/sampled_gpu_used_peak_gb": ("gpu_used_gb", "peak"),
+    "mem/sampled_gpu_util_avg": ("gpu_util", "avg"),
+    "mem/sampled_cpu_rss_peak_gb": ("cpu_rss_gb", "peak"),
+    "mem/sampled_cpu_rss_avg_gb": ("cpu_rss_gb", "avg"),
+}
+# a reader stuck in a driver call must not hold the trial's exit for longer than this
+_JOIN_TIMEOUT_S = 5.0
+
+
+def cpu_reader() -> dict[str, float]:
+    """Process RSS only, for runs without a CUDA device."""
+    return {"cpu_rss_gb": cpu_rss_gb()}
+
+
+class CudaReader:
+    """Allocator figures of one CUDA device, NVML device figures when `nvml_handle` is set, process RSS.
+
+    An NVML query that fails (e.g. utilisation is not supported on MIG) leaves its columns NaN and is
+    logged once per query, not per sample.
+    """
+
+    def __init__(self, index: int, nvml_handle: Any = None):
+        self.index = index
+        self.nvml_handle = nvml_handle
+        self._warned: set[str] = set()
+
+    def __call__(self) -> dict[str, float]:
+        out = {
+            "gpu_allocated_gb": torch.cuda.memory_allocated(self.index) / GIB,
+            "gpu_reserved_gb": torch.cuda.memory_reserved(self.index) / GIB,
+            "cpu_rss_gb": cpu_rss_gb(),
+        }
+        if self.nvml_handle is not None:
+            out.update(self._nvml())
+        return out
+
+    def _nvml(self) -> dict[str, float]:
+        import pynvml
+
+        out: dict[str, float] = {}
+        try:
+            info = pynvml.nvmlDeviceGetMemoryInfo(self.nvml_handle)
+            out.update(gpu_used_gb=info.used / GIB, gpu_total_gb=info.total / GIB)
+        except pynvml.NVMLError as exc:
+            self._warn_once("memory", exc)
+        try:
+            out["gpu_util"] = float(pynvml.nvmlDeviceGetUtilizationRates(self.nvml_handle).gpu)
+        except pynvml.NVMLError as exc:
+            self._warn_once("utilisation", exc)
+        return out
+
+    def _warn_once(self, query: str, exc: Exception) -> None:
+        if query not in self._warned:
+            self._warned.add(query)
+            logger.warning("memory sampler: NVML %s query failed on cuda:%d (%s); NaN while it fails",
+                           query, self.index, exc)
+
+
+def default_reader(device: torch.device) -> tuple[Reader, str]:
+    """The reader for `device` and a one-line status saying what it records."""
+    if device.type != "cuda":
+        where = "" if device.type == "cpu" else f"{device.type} device; "
+        return cpu_reader, f"cpu only: no CUDA device ({where}CPU memory recorded)"
+    if not torch.cuda.is_available():
+        return cpu_reader, f"cpu only: {device} requested but CUDA is not available (CPU memory recorded)"
+    # resolve here: the current device is per thread, and the sampler thread's would be cuda:0
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    handle, reason = nvml_handle_or_reason(index)
+    if handle is None:
+        return CudaReader(index), f"no NVML ({reason}): allocator + CPU memory recorded"
+    return CudaReader(index, handle), GPU_STATUS
+
+
+def _fmt(value: float) -> str:
+    return format(value, ".6g")
+
+
+def _check_header(path: Path) -> None:
+    """Raise unless `path` is absent, empty or a CSV this sampler wrote (one it may append to)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as f:
+        first = f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+    if first != HEADER:
+        raise ValueError(f"{path} exists with header {first!r}, not the memory sampler's {HEADER!r}; "
+                         "move or delete it, or give the sampler another path")
+
+
+def _open_csv(path: Path) -> TextIO:
+    """Open `path` for appending rows: a header if new, a newline if a killed run left half a row."""
+    _check_header(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not path.exists() or path.stat().st_size == 0
+    torn = False
+    if not fresh:
+        with path.open("rb") as f:
+            f.seek(-1, 2)
+            torn = f.read(1) != b"\n"
+    f = path.open("a", encoding="utf-8")
+    f.write(HEADER + "\n" if fresh else "\n" if torn else "")
+    f.flush()
+    return f
+
+
+class MemorySampler:
+    """Samples memory on a daemon thread every `interval_s` into the CSV at `path` (appended to if present).
+
+    Use as a context manager around a trial, call `set_step` from the training loop and report
+    `summary()`. Sampling never raises into the trial: a failed sample is skipped, logged once.
+    A missing GPU or NVML is logged once, with `status`.
+    """
+
+    def __init__(self, path: Path | str, device: torch.device, interval_s: float = 5.0,
+                 reader: Reader | None = None):
+        if not interval_s > 0:
+            raise ValueError(f"interval_s must be > 0 seconds, got {interval_s}")
+        self.path = Path(path)
+        self.interval_s = float(interval_s)
+        if reader is None:
+            self._reader, self.status = default_reader(device)
+            self._degraded = self.status != GPU_STATUS
+        else:
+            self._reader, self.status, self._degraded = reader, "injected reader", False
+        _check_header(self.path)  # fail at construction, not later inside the trial
+        self.failed_samples = 0
+        self._step = 0
+        self._lock = threading.Lock()  # guards the file and the statistics
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._file: TextIO | None = None
+        self._stopped = False
+        self._t0 = math.nan
+        self._rows = 0
+        self._peak = dict.fromkeys(READINGS, math.nan)
+        self._sum = dict.fromkeys(READINGS, 0.0)
+        self._count = dict.fromkeys(READINGS, 0)
+
+    def set_step(self, step: int) -> None:
+        """The training step that the next rows are recorded against."""
+        self._step = int(step)
+
+    def start(self) -> MemorySampler:
+        """Open the CSV, take one sample now and sample every `interval_s` on a daemon thread."""
+        if self._thread is not None or self._stopped:
+            raise RuntimeError(f"MemorySampler for {self.path} already started; a sampler runs once, make a new one")
+        self._file = _open_csv(self.path)
+        if self._degraded:
+            logger.warning("memory sampler: %s", self.status)
+        self._t0 = time.monotonic()
+        self._sample()
+        self._thread = threading.Thread(target=self._run, name=f"memory-sampler:{self.path.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Take a final sample, join the thread and close the CSV; safe to call twice or before `start`."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=_JOIN_TIMEOUT_S)
+        if self._thread is not None and self._thread.is_alive():
+            logger.warning("memory sampler: thread still in a read after %.0f s; leaving it (daemon)",
+                           _JOIN_TIMEOUT_S)
+        elif self._file is not None:
+            self._sample()
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def __enter__(self) -> MemorySampler:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def summary(self) -> dict[str, float]:
+        """Peak and average of the samples taken so far (NaN where never measured), and their count."""
+        with self._lock:
+            out = {key: self._statistic(reading, stat) for key, (reading, stat) in SUMMARY.items()}
+            out["mem/samples"] = float(self._rows)
+        return out
+
+    def _statistic(self, reading: str, stat: str) -> float:
+        if stat == "peak":
+            return self._peak[reading]
+        return self._sum[reading] / self._count[reading] if self._count[reading] else math.nan
+
+    def _run(self) -> None:
+        while not self._wake.wait(self.interval_s):
+            self._sample()
+
+    def _sample(self) -> None:
+        try:
+            self._record(self._read())
+        except Exception:  # noqa: BLE001 - a failed sample must never take the trial down
+            self.failed_samples += 1
+            if self.failed_samples == 1:
+                logger.exception("memory sampler: a sample for %s failed; failed samples are skipped "
+                                 "(logged once)", self.path)
+
+    def _read(self) -> tuple[float, float, int, dict[str, float]]:
+        unix_time, time_s, step = time.time(), time.monotonic() - self._t0, self._step
+        raw = self._reader()
+        unknown = set(raw) - set(READINGS)
+        if unknown:
+            raise ValueError(f"memory reader returned unknown keys {sorted(unknown)}; expected some of {READINGS}")
+        return time_s, unix_time, step, {r: float(raw.get(r, math.nan)) for r in READINGS}
+
+    def _record(self, sample: tuple[float, float, int, dict[str, float]]) -> None:
+        time_s, unix_time, step, readings = sample
+        row = [f"{time_s:.3f}", f"{unix_time:.3f}", str(step), *(_fmt(readings[r]) for r in READINGS)]
+        with self._lock:
+            if self._file is None:  # stopped while this sample was being read
+                return
+            self._file.write(",".join(row) + "\n")
+            self._file.flush()  # a killed trial keeps its rows
+            self._rows += 1
+            for r, value in readings.items():
+                if math.isfinite(value):
+                    self._peak[r] = value if math.isnan(self._peak[r]) else max(self._peak[r], value)
+                    self._sum[r] += value
+                    self._count[r] += 1
