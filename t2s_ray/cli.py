@@ -174,6 +174,10 @@ def sweep_cmd(
     set_: SetOpt = None,
     ablation_file: AblationFileOpt = None,
     quiet: Annotated[bool, typer.Option(help="Only start, end and errors.")] = False,
+    dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard (needs the ray 'default' extra, installed with t2s-ray).")] = True,
+    dashboard_host: Annotated[str, typer.Option(help="Address the dashboard binds to.")] = "127.0.0.1",
+    dashboard_port: Annotated[Optional[int], typer.Option(help="Dashboard port (default 8265, or the next free one).")] = None,
+    expose_dashboard: Annotated[bool, typer.Option(help="Confirm binding the dashboard to a non-loopback address (anyone who reaches it can run code).")] = False,
 ) -> None:
     """Run every ablation x seed as a Ray Tune grid, one GPU per trial, then print the comparison table."""
     from t2s_ray.sweep import SweepError, SweepSpec, run_sweep
@@ -185,7 +189,12 @@ def sweep_cmd(
         spec = SweepSpec(ablations=_split_csv(ablations), seeds=seeds, scale=scale.value, steps=steps, data=data,
                          overrides=tuple(set_ or []), user_ablations=extra, gpus=gpus, gpus_per_trial=gpus_per_trial,
                          cpus_per_trial=cpus_per_trial, storage=storage, name=name or "", address=address,
-                         max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet)
+                         max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet,
+                         dashboard=dashboard, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
+                         expose_dashboard=expose_dashboard)
+        if dashboard and dashboard_host not in ("127.0.0.1", "localhost", "::1") and expose_dashboard:
+            err_console.print(f"[bold yellow]warning:[/] the Ray dashboard will listen on {dashboard_host}: anyone "
+                              f"who can reach it can run code on this machine", highlight=False)
         console.print(f"experiment [bold]{spec.experiment_dir}[/]: {len(spec.ablations)} ablation(s) x "
                       f"{spec.seeds} seed(s) at scale {spec.scale}", highlight=False)
         outcome = run_sweep(spec, say=lambda m: console.print(m, highlight=False))
@@ -206,7 +215,8 @@ def resume_cmd(
     from t2s_ray.sweep import SweepError, resume_sweep
 
     try:
-        outcome = resume_sweep(experiment_dir, restart_errored=restart_errored, quiet=quiet)
+        outcome = resume_sweep(experiment_dir, restart_errored=restart_errored, quiet=quiet,
+                               say=lambda m: console.print(m, highlight=False))
     except SweepError as e:
         raise fail(str(e), code=2) from None
     except KeyboardInterrupt:

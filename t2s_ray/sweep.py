@@ -47,6 +47,10 @@ class SweepSpec:
     max_failures: int = 2
     max_concurrent: Optional[int] = None
     quiet: bool = False
+    dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: Optional[int] = None
+    expose_dashboard: bool = False
 
     def __post_init__(self) -> None:
         self.storage = Path(self.storage).expanduser().resolve()
@@ -188,36 +192,70 @@ def keep_ray_on_loopback() -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def init_ray(spec: SweepSpec) -> float:
-    """Start (or join) Ray; return the cluster's GPU count. Reuses an already-initialised Ray.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class RayInfo:
+    """What the driver learnt when Ray started: GPUs and where the dashboard is."""
+
+    gpus: float
+    dashboard_url: Optional[str]
+    token_file: Optional[Path]
+
+
+def _validate_dashboard(spec: SweepSpec) -> None:
+    if spec.dashboard and spec.dashboard_host not in LOOPBACK and not spec.expose_dashboard:
+        raise SweepError(f"--dashboard-host {spec.dashboard_host} would let anyone who can reach this machine run "
+                         f"code on it through the Ray dashboard; add --expose-dashboard to confirm, or keep 127.0.0.1")
+
+
+def init_ray(spec: SweepSpec) -> RayInfo:
+    """Start (or join) Ray. Reuses an already-initialised Ray.
 
     Ray reads its network and auth settings from the environment when it is imported, so they
     are set here, before the first `import ray`.
     """
     if _ray_running():
-        return float(sys.modules["ray"].cluster_resources().get("GPU", 0))
+        ray = sys.modules["ray"]
+        return RayInfo(float(ray.cluster_resources().get("GPU", 0)), None, None)
     token_note = ""
-    if spec.address is None:
+    if spec.address is None and spec.dashboard_host in LOOPBACK:
         keep_ray_on_loopback()  # single machine: nothing to expose
-    else:
+    elif spec.address is not None:
         _check_reachable(spec.address)
-        if spec.address.split(":")[0] in ("127.0.0.1", "localhost"):
+        if spec.address.split(":")[0] in LOOPBACK:
             keep_ray_on_loopback()  # else Ray rewrites a loopback address to the machine's network address
         token_note = prepare_cluster_auth()
     import ray
 
     if spec.address is None:
         gpus = spec.gpus if spec.gpus is not None else detect_local_gpus()
-        ray.init(address="local", num_gpus=int(math.ceil(gpus)), include_dashboard=False,
-                 log_to_driver=not spec.quiet, configure_logging=True, logging_level="WARNING")
+        ctx = ray.init(address="local", num_gpus=int(math.ceil(gpus)), include_dashboard=spec.dashboard,
+                       dashboard_host=spec.dashboard_host, dashboard_port=spec.dashboard_port,
+                       log_to_driver=not spec.quiet, configure_logging=True, logging_level="WARNING")
     else:
         try:
-            ray.init(address=spec.address, log_to_driver=not spec.quiet, logging_level="WARNING")
+            ctx = ray.init(address=spec.address, log_to_driver=not spec.quiet, logging_level="WARNING")
         except (ConnectionError, RuntimeError, ValueError) as e:
             hint = f"; {token_note}" if token_note else ""
             raise SweepError(f"cannot join the Ray cluster at --address {spec.address}: "
                              f"{type(e).__name__}: {str(e).splitlines()[0]}{hint}") from None
-    return float(ray.cluster_resources().get("GPU", 0))
+    url = getattr(ctx, "dashboard_url", None) or None
+    token = auth_token_path() if os.environ.get("RAY_AUTH_MODE") != "disabled" and auth_token_path().is_file() else None
+    return RayInfo(float(ray.cluster_resources().get("GPU", 0)), f"http://{url}" if url else None, token)
+
+
+def dashboard_lines(info: RayInfo) -> list[str]:
+    """How to reach the dashboard: its URL and how to authenticate."""
+    if not info.dashboard_url:
+        return []
+    lines = [f"Ray dashboard: {info.dashboard_url}"]
+    if info.token_file:
+        lines.append(f"  token auth: the token is in {info.token_file}; log in with it in the browser, or send "
+                     f"'Authorization: Bearer <token>' (curl -H \"Authorization: Bearer $(cat {info.token_file})\" "
+                     f"{info.dashboard_url}/api/version)")
+    return lines
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -353,11 +391,15 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     existing = _existing_cluster_gpus()
     available = existing if existing is not None else (None if spec.address else detect_local_gpus())
     configs = validate(spec, available_gpus=available)
+    _validate_dashboard(spec)
     if spec.address is None:  # a remote cluster's workers may not share this machine's cache
         prepare_evaluators(configs, say)
     t0 = time.perf_counter()
-    cluster_gpus = init_ray(spec)
+    info = init_ray(spec)
+    cluster_gpus = info.gpus
     ray_start_s = time.perf_counter() - t0
+    for line in dashboard_lines(info):
+        say(line)
     if spec.gpus is None:
         spec.gpus = cluster_gpus  # default: every GPU the cluster has (0 -> CPU trials)
     _validate_gpus(spec, cluster_gpus)
@@ -388,7 +430,8 @@ def _check_tuner_pkl(path: Path) -> None:
                          f"{e}); the trial folders and checkpoints are intact, start a new sweep to continue") from None
 
 
-def resume_sweep(experiment_dir: Path, restart_errored: bool = False, quiet: bool = False) -> SweepOutcome:
+def resume_sweep(experiment_dir: Path, restart_errored: bool = False, quiet: bool = False,
+                 say: Callable[[str], None] = print) -> SweepOutcome:
     """`Tuner.restore` unfinished and errored trials of an existing experiment and run them."""
     from ray import tune
 
@@ -398,8 +441,10 @@ def resume_sweep(experiment_dir: Path, restart_errored: bool = False, quiet: boo
                          f"`t2s-ray sweep` printed, e.g. results/<name>")
     _check_tuner_pkl(exp / "tuner.pkl")
     t0 = time.perf_counter()
-    init_ray(SweepSpec(storage=exp.parent, name=exp.name, quiet=quiet))
+    info = init_ray(SweepSpec(storage=exp.parent, name=exp.name, quiet=quiet))
     ray_start_s = time.perf_counter() - t0
+    for line in dashboard_lines(info):
+        say(line)
     quiet_tune_env()
     try:
         tuner = tune.Tuner.restore(exp.as_posix(), trainable=trainable_with_resources({"cpu": 1, "gpu": 0}),

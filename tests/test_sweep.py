@@ -161,3 +161,20 @@ def test_trial_assigned_a_gpu_without_cuda_fails_clearly():
         trial_device(cfg, [1])
     assert trial_device(resolve("baseline", "smoke", overrides=["device=cpu"]), [1]).type == "cpu"
     assert trial_device(cfg, []).type == "cpu"
+
+
+@pytest.mark.slow
+def test_tensorboard_has_training_scalars_by_step_and_eval_values(finished_sweep):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trial = next(p for p in finished_sweep.experiment_dir.iterdir() if p.name.startswith("baseline_seed0_"))
+    acc = EventAccumulator(str(trial), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("ray/tune/loss", "ray/tune/lr", "ray/tune/samples_per_s", "ray/tune/mem/cpu_rss_gb",
+                "ray/tune/eval/fvd_synthsign", "ray/tune/eval/motion_ratio"):
+        assert tag in tags, (tag, sorted(tags)[:40])
+    steps = [e.step for e in acc.Scalars("ray/tune/loss")]
+    assert steps == sorted(steps) and steps[-1] == 6  # the training step, not Tune's iteration count
+    assert [e.step for e in acc.Scalars("ray/tune/eval/fvd_synthsign")] == [6]
+    assert "eval/samples" in acc.Tags()["images"]

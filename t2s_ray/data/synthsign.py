@@ -10,21 +10,20 @@ captions and gloss labels, and is memory-mapped from then on.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import operator
-import os
 import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from t2s_ray.config import DataConfig
+from t2s_ray.data.cache import atomic_path as _atomic_path
+from t2s_ray.data.cache import cache_root
+from t2s_ray.data.cache import locked as _locked
 
 log = logging.getLogger(__name__)
 
@@ -380,42 +379,11 @@ def render_clip(glosses: Sequence[int], frames: int, height: int, width: int,
 
 # --- cache ------------------------------------------------------------------------------------
 
-def cache_root(cfg: DataConfig) -> Path:
-    """`cfg.cache_dir`, else `$T2S_RAY_CACHE`, else `~/.cache/t2s-ray` (must be absolute)."""
-    root = Path(cfg.cache_dir or os.environ.get("T2S_RAY_CACHE") or "~/.cache/t2s-ray").expanduser()
-    if not root.is_absolute():
-        # Ray Tune runs each trial in its own working directory: a relative cache is per trial
-        raise ValueError(f"data.cache_dir must be an absolute path, got {str(root)!r}")
-    return root
-
-
 def cache_key(cfg: DataConfig) -> str:
     """Hash of everything that changes SynthSign's pixels, captions or labels."""
     fields = {"dataset": "synthsign", "version": RENDER_VERSION, "seed": cfg.seed,
               "frames": cfg.frames, "height": cfg.height, "width": cfg.width}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # one process renders a split while the others wait, instead of all rendering it at once
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@contextmanager
-def _atomic_path(final: Path, suffix: str) -> Iterator[Path]:
-    """A unique temp path next to `final` that replaces it on success and is removed on failure."""
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}{suffix}")  # not mkstemp: keep the umask's mode
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _load_cached(npy: Path, meta: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, dict] | None:

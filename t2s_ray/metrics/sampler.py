@@ -175,7 +175,8 @@ class MemorySampler:
     def start(self) -> MemorySampler:
         """Open the CSV, take one sample now and sample every `interval_s` on a daemon thread."""
         if self._thread is not None or self._stopped:
-            raise RuntimeError(f"MemorySampler for {self.path} already started; a sampler runs once, make a new one")
+            raise RuntimeError(f"MemorySampler for {self.path} was already started; a sampler runs once, "
+                               "so make a new one")
         self._file = _open_csv(self.path)
         if self._degraded:
             logger.warning("memory sampler: %s", self.status)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from ray import tune
@@ -72,12 +73,21 @@ def _final_metrics(state: TrainState, last_loss: float) -> tuple[dict[str, Any],
     return metrics, result
 
 
-def _save_samples(result, folder: Path) -> None:
-    """The evaluation's generated clips with their captions, as a GIF."""
+def _save_samples(result, folder: Path, step: int | None = None) -> None:
+    """The evaluation's generated clips with their captions as a GIF, and (given `step`) in TensorBoard."""
     from t2s_ray.data.video import save_gif
 
     n = min(8, len(result.texts))
     save_gif(folder / "samples.gif", result.videos[:n], result.texts[:n])
+    if step is not None:
+        from tensorboardX import SummaryWriter
+
+        # one row per clip, its frames left to right (TensorBoard video needs moviepy; an image does not)
+        grid = np.concatenate([np.concatenate(list(clip), axis=1) for clip in result.videos[:n]], axis=0)
+        with SummaryWriter(str(folder), filename_suffix=".samples") as writer:
+            writer.add_image("eval/samples", grid, global_step=step, dataformats="HWC")
+            writer.add_text("eval/sample_captions", "\n\n".join(f"{i}. {t}" for i, t in
+                                                                  enumerate(result.texts[:n])), global_step=step)
 
 
 def trial_storage_dir() -> Path | None:
@@ -123,11 +133,12 @@ def t2s_trial(params: dict[str, Any]) -> None:
     _restore(state, tune.get_checkpoint())
 
     def report(metrics: dict[str, Any], checkpoint_now: bool) -> None:
-        metrics, result = {**metrics, **node}, None
+        # timesteps_total puts the training step on TensorBoard's x axis (Tune's TBX logger reads it)
+        metrics, result = {**metrics, **node, "timesteps_total": state.step}, None
         if state.step >= cfg.training.steps:
             final, result = _final_metrics(state, metrics["loss"])
             metrics.update(final)
-            _save_samples(result, Path(tune.get_context().get_trial_dir()))
+            _save_samples(result, Path(tune.get_context().get_trial_dir()), step=state.step)
         if not checkpoint_now:
             tune.report(metrics)
             return

@@ -1,0 +1,51 @@
+"""Where datasets cache their preprocessed splits, and how they write them safely.
+
+Every dataset caches a split as a uint8 `.npy` (memory-mapped when read) plus a JSON sidecar.
+Writers hold a per-split file lock (one process builds while the others wait) and write through
+a temp file that replaces the final one only when complete, so a reader never sees half a cache.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from t2s_ray.config import DataConfig
+
+__all__ = ["atomic_path", "cache_root", "locked"]
+
+
+def cache_root(cfg: DataConfig) -> Path:
+    """`cfg.cache_dir`, else `$T2S_RAY_CACHE`, else `~/.cache/t2s-ray` (must be absolute)."""
+    root = Path(cfg.cache_dir or os.environ.get("T2S_RAY_CACHE") or "~/.cache/t2s-ray").expanduser()
+    if not root.is_absolute():
+        # Ray Tune runs each trial in its own working directory: a relative cache is per trial
+        raise ValueError(f"data.cache_dir must be an absolute path, got {str(root)!r}")
+    return root
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created if missing) for the duration of the block."""
+    # one process builds a split while the others wait, instead of all building it at once
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def atomic_path(final: Path, suffix: str) -> Iterator[Path]:
+    """A unique temp path next to `final` that replaces it on success and is removed on failure."""
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}{suffix}")  # not mkstemp: keep the umask's mode
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,334 @@
+"""The shared base of the real corpora (How2Sign, PHOENIX-2014T, CSV manifests).
+
+A corpus module only finds a split's annotation file (`locate`) and parses it into rows
+(`read`); this base turns the rows into a cached split: on first use every clip is decoded, sampled
+to T frames, resized and centre-cropped into `<cache>/<corpus>/<key>/<split>.npy` (uint8
+`(N, T, H, W, 3)`) plus `<split>.json` (captions, source ids, per-row info, skipped rows), and every
+later use (each trial of a sweep) memory-maps it. The key hashes the DataConfig fields that
+change the pixels, the spec and the annotation file's path, size and mtime, and `CACHE_VERSION`.
+
+Bad rows and unreadable clips are skipped with one warning, up to `max_skipped(rows)` =
+max(1, 5% of the split's rows); past that the build raises `ValueError` naming up to 3 of them.
+An empty train split raises; an empty val or test split is a 0-length dataset (with a warning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import operator
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from t2s_ray.config import DataConfig
+from t2s_ray.data import decode
+from t2s_ray.data.cache import atomic_path, cache_root, locked
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+"""Bump whenever decoding, sampling, resizing or the sidecar change: it invalidates every corpus cache."""
+MAX_SKIPPED_FRACTION = 0.05
+"""Fraction of a split's rows that may be skipped (bad row or unreadable clip) before the build fails."""
+SPLITS = ("train", "val", "test")
+
+
+def max_skipped(rows: int) -> int:
+    """How many of a split's `rows` may be skipped: 5% of them, and at least one."""
+    return max(1, int(MAX_SKIPPED_FRACTION * rows))
+
+
+def decode_workers() -> int:
+    """Threads decoding clips at once: `$T2S_RAY_DECODE_WORKERS`, else min(8, usable CPUs)."""
+    env = os.environ.get("T2S_RAY_DECODE_WORKERS", "")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"T2S_RAY_DECODE_WORKERS must be a positive integer, got {env!r}")
+        return int(env)
+    return min(8, len(os.sched_getaffinity(0)))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One clip of an annotation file."""
+
+    source: str
+    """Its id in the corpus (How2Sign SENTENCE_NAME, PHOENIX name, manifest `video` cell)."""
+    text: str
+    """Caption."""
+    path: Path
+    """Video file or frame folder."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Other annotation columns worth keeping (times, speaker, gloss string ...)."""
+
+
+@dataclass
+class SplitRows:
+    """What a corpus reads from a split's annotation file."""
+
+    rows: list[Row]
+    """Rows to decode, in file order."""
+    total: int
+    """Rows of the split in the file, bad ones included (the skip threshold's denominator)."""
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    """`(where, reason)` of each row rejected while parsing (missing cell, empty text ...)."""
+
+
+def spec_path(cfg: DataConfig, name: str, what: str) -> Path:
+    """The absolute path after `name:` in `cfg.spec` (`~` expanded); `what` names it in errors."""
+    prefix, _, arg = cfg.spec.partition(":")
+    if prefix != name or not arg.strip():
+        raise ValueError(f"data.spec must be '{name}:{what}', got {cfg.spec!r}")
+    path = Path(arg.strip()).expanduser()
+    if not path.is_absolute():
+        # Ray Tune runs each trial in its own working directory: a relative path means another folder there
+        raise ValueError(f"data.spec={cfg.spec!r}: {what} must be an absolute path, e.g. {name}:{Path.cwd() / path}")
+    return path
+
+
+def read_table(path: Path, delimiter: str, required: Sequence[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and `(line number, row dict)` of a delimited text file; raises if `required` columns are missing."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets prepend a BOM
+        reader = csv.reader(f, delimiter=delimiter)
+        header = [h.strip() for h in next(reader, [])]
+        missing = [c for c in required if c not in header]
+        if missing:
+            sep = {"\t": "tab", "|": "'|'", ",": "comma"}.get(delimiter, repr(delimiter))
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected a {sep}-separated header "
+                             f"with {', '.join(required)}, got {header[:10]}")
+        rows = []
+        for values in reader:
+            if not any(v.strip() for v in values):
+                continue  # blank line
+            cells = dict(zip(header, values)) if len(values) == len(header) else {}
+            rows.append((reader.line_num, cells))  # {} = wrong number of cells: the reader rejects it
+    return header, rows
+
+
+def annotation_stamp(path: Path) -> dict[str, Any]:
+    """Path, size and mtime of an annotation file: a change to any rebuilds the cache."""
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class Corpus:
+    """A cached split of a real corpus; implements the `ClipDataset` protocol.
+
+    Subclasses set `name` and `what` (the spec argument, for messages) and implement
+    `locate(root, split)` -> the annotation file and `read(root, annotation, split)` -> `SplitRows`.
+    """
+
+    name: ClassVar[str] = ""
+    what: ClassVar[str] = "ROOT"
+    num_glosses = 0
+    """Real corpora carry no SynthSign gloss ids (PHOENIX's gloss strings are in `info`)."""
+
+    def __init__(self, cfg: DataConfig, split: str):
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        self.cfg, self.split = cfg, split
+        self._open()
+
+    # --- what a corpus module provides ---------------------------------------------------------
+
+    @classmethod
+    def locate(cls, root: Path, split: str) -> Path:
+        """The annotation file of `split` under `root`; `ValueError` naming the expected layout if absent."""
+        raise NotImplementedError
+
+    @classmethod
+    def read(cls, root: Path, annotation: Path, split: str) -> SplitRows:
+        """The rows of `split` in `annotation`."""
+        raise NotImplementedError
+
+    # --- the ClipDataset protocol --------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = operator.index(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"clip {i} out of range for the {len(self)}-clip {self.name} {self.split} split")
+        i %= len(self)
+        return {"video": np.array(self.videos[i]), "text": self.texts[i], "glosses": (), "index": i,
+                "source": self.sources[i], "info": self.info[i]}
+
+    def get_batch(self, indices: Sequence[int]) -> tuple[np.ndarray, list[str]]:
+        """Videos `(B, T, H, W, 3)` uint8 (a writable copy) and their captions."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(self))):
+            raise IndexError(f"indices must be a flat list in [0, {len(self)}), got {indices!r}")
+        out = np.empty((len(idx), *self.videos.shape[1:]), np.uint8)
+        np.take(self.videos, idx, axis=0, out=out, mode="clip")  # one copy; indices checked above
+        return out, [self.texts[i] for i in idx]
+
+    # a memmap would pickle as its full contents: ship the config and re-open the cache
+    def __getstate__(self) -> dict[str, Any]:
+        return {"cfg": self.cfg, "split": self.split}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.cfg, self.split = state["cfg"], state["split"]
+        self._open()
+
+    # --- cache ---------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        root = spec_path(self.cfg, self.name, self.what)
+        self.videos, sidecar, self.path = load_split(type(self), self.cfg, root, self.split)
+        self.texts: list[str] = list(sidecar["texts"])
+        self.sources: list[str] = list(sidecar["sources"])
+        self.info: list[dict[str, Any]] = list(sidecar["info"])
+        self.skipped: list[tuple[str, str]] = [tuple(s) for s in sidecar["skipped"]]
+        self.glosses: list[tuple[int, ...]] = [()] * len(self.texts)
+        if not self.texts:
+            log.warning("%s %s split is empty (%s has no usable %s rows)", self.name, self.split,
+                        sidecar["annotation"]["path"], self.split)
+
+
+def cache_key(corpus: type[Corpus], cfg: DataConfig, annotation: Path) -> str:
+    """Hash of everything that changes a split's pixels or captions."""
+    fields = {"dataset": corpus.name, "version": CACHE_VERSION, "spec": cfg.spec, "frames": cfg.frames,
+              "height": cfg.height, "width": cfg.width, "annotation": annotation_stamp(annotation)}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_split(corpus: type[Corpus], cfg: DataConfig, root: Path, split: str) -> tuple[np.ndarray, dict, Path]:
+    """The split's memory-mapped clips, its sidecar and the `.npy` path, building them if needed."""
+    annotation = corpus.locate(root, split)
+    key = cache_key(corpus, cfg, annotation)
+    folder = cache_root(cfg) / corpus.name / key
+    folder.mkdir(parents=True, exist_ok=True)
+    npy, meta = folder / f"{split}.npy", folder / f"{split}.json"
+    clip_shape = (cfg.frames, cfg.height, cfg.width, 3)
+    cached = _load_cached(npy, meta, key, clip_shape)
+    if cached is None:
+        with locked(folder / f"{split}.lock"):
+            cached = _load_cached(npy, meta, key, clip_shape)  # another process may have built it meanwhile
+            if cached is None:
+                table = corpus.read(root, annotation, split)
+                _build(corpus, cfg, split, table, npy, meta, key, annotation)
+                cached = _load_cached(npy, meta, key, clip_shape)
+    if cached is None:
+        raise RuntimeError(f"{corpus.name} cache {npy} is unreadable right after building it")
+    return (*cached, npy)
+
+
+def _load_cached(npy: Path, meta: Path, key: str, clip_shape: tuple[int, ...]) -> tuple[np.ndarray, dict] | None:
+    """The memory-mapped split and its sidecar, or None (with the reason logged) if missing or unusable."""
+    if not (npy.exists() and meta.exists()):
+        if npy.exists() or meta.exists():
+            log.warning("cache %s lacks its .npy or .json half; rebuilding it", npy)
+        return None
+    try:
+        with open(meta) as f:
+            sidecar = json.load(f)
+        videos = np.load(npy, mmap_mode="r")
+    except (OSError, ValueError) as err:  # truncated or garbled file (JSONDecodeError is a ValueError)
+        log.warning("cache %s is unreadable (%s); rebuilding it", npy, err)
+        return None
+    n = len(videos)
+    good = (videos.dtype == np.uint8 and videos.shape[1:] == clip_shape and sidecar.get("key") == key
+            and sidecar.get("shape") == list(videos.shape)
+            and all(len(sidecar.get(k, ())) == n for k in ("texts", "sources", "info")))
+    if not good:
+        log.warning("cache %s does not match its sidecar or the config (shape %s); rebuilding it", npy, videos.shape)
+        return None
+    return videos, sidecar
+
+
+def _too_many(corpus: type[Corpus], split: str, skipped: list[tuple[str, str]], total: int) -> ValueError:
+    examples = "; ".join(f"{where}: {reason}" for where, reason in skipped[:3])
+    return ValueError(f"{corpus.name} {split}: {len(skipped)} of {total} rows are bad or unreadable, more than the "
+                      f"{max_skipped(total)} allowed ({MAX_SKIPPED_FRACTION:.0%}, at least 1); e.g. {examples}")
+
+
+def _decoded(rows: list[Row], cfg: DataConfig, workers: int) -> Iterator[tuple[Row, np.ndarray | None, str]]:
+    """`(row, clip or None, reason)` in row order, decoding up to `workers` clips at once."""
+    def one(row: Row) -> tuple[Row, np.ndarray | None, str]:
+        try:
+            return row, decode.decode_clip(row.path, cfg.frames, cfg.height, cfg.width), ""
+        except decode.ClipError as err:
+            return row, None, err.reason
+
+    if workers <= 1:
+        yield from map(one, rows)
+        return
+    with ThreadPoolExecutor(workers) as pool:  # PyAV and Pillow release the GIL while decoding
+        window = 4 * workers  # bounded look-ahead: decoded clips wait in memory only briefly
+        pending = [pool.submit(one, r) for r in rows[:window]]
+        for k in range(len(rows)):
+            if k + window < len(rows):
+                pending.append(pool.submit(one, rows[k + window]))
+            yield pending[k].result()
+            pending[k] = None  # type: ignore[call-overload]  # free the clip
+
+
+def _build(corpus: type[Corpus], cfg: DataConfig, split: str, table: SplitRows, npy: Path, meta: Path,
+           key: str, annotation: Path) -> None:
+    """Decode every row of `table` into `npy` (+ sidecar `meta`), skipping up to `max_skipped` rows."""
+    t0 = time.perf_counter()
+    skipped = list(table.bad)
+    if len(skipped) > max_skipped(table.total):
+        raise _too_many(corpus, split, skipped, table.total)
+    rows, clip_shape = table.rows, (cfg.frames, cfg.height, cfg.width, 3)
+    texts, sources, info = [], [], []
+    with atomic_path(npy, ".npy.tmp") as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), *clip_shape))
+        bar = tqdm(total=len(rows), desc=f"{corpus.name} {split}: decoding", unit="clip", disable=None,
+                   file=sys.stderr, dynamic_ncols=True)
+        with bar:
+            for row, clip, reason in _decoded(rows, cfg, decode_workers()):
+                bar.update()
+                if clip is None:
+                    skipped.append((str(row.path), reason))
+                    if len(skipped) > max_skipped(table.total):
+                        raise _too_many(corpus, split, skipped, table.total)
+                    continue
+                out[len(texts)] = clip
+                texts.append(row.text)
+                sources.append(row.source)
+                info.append(row.info)
+        if not texts and split == "train":
+            raise ValueError(f"{corpus.name} train split in {annotation} has no usable clips")
+        out.flush()
+        if len(texts) < len(rows):  # rows were skipped: keep only the clips written
+            out = _compact(out, tmp, len(texts))
+        shape = list(out.shape)
+        del out
+    sidecar = {"dataset": corpus.name, "version": CACHE_VERSION, "key": key, "split": split, "spec": cfg.spec,
+               "shape": shape, "annotation": annotation_stamp(annotation), "rows": table.total,
+               "texts": texts, "sources": sources, "info": info, "skipped": skipped}
+    with atomic_path(meta, ".json.tmp") as tmp, open(tmp, "w") as f:
+        json.dump(sidecar, f, ensure_ascii=False)
+    if skipped:
+        log.warning("%s %s: skipped %d of %d rows (bad row or unreadable clip), e.g. %s", corpus.name, split,
+                    len(skipped), table.total, "; ".join(f"{w}: {r}" for w, r in skipped[:3]))
+    tqdm.write(f"{corpus.name} {split}: kept {len(texts)} clips, skipped {len(skipped)} of {table.total} rows "
+               f"({time.perf_counter() - t0:.1f} s) -> {npy}", file=sys.stderr)
+
+
+def _compact(out: np.memmap, tmp: Path, n: int) -> np.memmap:
+    """Rewrite the temp `.npy` at `tmp` with only its first `n` clips; returns the new memmap."""
+    part = tmp.with_name(tmp.name + ".part")
+    try:
+        small = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint8, shape=(n, *out.shape[1:]))
+        for i in range(0, n, 256):
+            small[i:i + 256] = out[i:i + 256]
+        small.flush()
+        del out
+        os.replace(part, tmp)
+    finally:
+        part.unlink(missing_ok=True)
+    return small
