@@ -57,6 +57,9 @@ def test_three_trials_run_concurrently_on_distinct_fake_gpus(finished_sweep):
         spans.append((start, start + rows[-1]["time_total_s"]))
         assert list(d.glob("checkpoint_*/state.pt")), f"no checkpoint in {d}"
         assert "loss" in pd.read_csv(d / "progress.csv").columns
+        mem = pd.read_csv(d / "gpu_memory.csv")
+        assert len(mem) >= 2 and (mem["cpu_rss_gb"] > 0).all() and mem["gpu_allocated_gb"].isna().all()
+        assert rows[-1]["mem/sampled_cpu_rss_peak_gb"] > 0
     assert len(gpu_ids) == 3 and "" not in gpu_ids  # each trial held its own (fake) GPU
     latest_start, earliest_end = max(s for s, _ in spans), min(e for _, e in spans)
     assert latest_start <= earliest_end, f"trials did not overlap in time: {spans}"

@@ -21,7 +21,9 @@ import operator
 import os
 import sys
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
@@ -32,6 +34,7 @@ from tqdm import tqdm
 from t2s_ray.config import DataConfig
 from t2s_ray.data import decode
 from t2s_ray.data.cache import atomic_path, cache_root, locked
+from t2s_ray.data.synthsign import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,6 @@ CACHE_VERSION = 1
 """Bump whenever decoding, sampling, resizing or the sidecar change: it invalidates every corpus cache."""
 MAX_SKIPPED_FRACTION = 0.05
 """Fraction of a split's rows that may be skipped (bad row or unreadable clip) before the build fails."""
-SPLITS = ("train", "val", "test")
 
 
 def max_skipped(rows: int) -> int:
@@ -265,14 +267,16 @@ def _decoded(rows: list[Row], cfg: DataConfig, workers: int) -> Iterator[tuple[R
     if workers <= 1:
         yield from map(one, rows)
         return
-    with ThreadPoolExecutor(workers) as pool:  # PyAV and Pillow release the GIL while decoding
+    pool = ThreadPoolExecutor(workers)  # PyAV and Pillow release the GIL while decoding
+    try:
         window = 4 * workers  # bounded look-ahead: decoded clips wait in memory only briefly
-        pending = [pool.submit(one, r) for r in rows[:window]]
-        for k in range(len(rows)):
-            if k + window < len(rows):
-                pending.append(pool.submit(one, rows[k + window]))
-            yield pending[k].result()
-            pending[k] = None  # type: ignore[call-overload]  # free the clip
+        pending = deque(pool.submit(one, r) for r in rows[:window])
+        for k in range(window, len(rows) + window):
+            yield pending.popleft().result()
+            if k < len(rows):
+                pending.append(pool.submit(one, rows[k]))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a failed build stops decoding at once
 
 
 def _build(corpus: type[Corpus], cfg: DataConfig, split: str, table: SplitRows, npy: Path, meta: Path,
@@ -288,8 +292,8 @@ def _build(corpus: type[Corpus], cfg: DataConfig, split: str, table: SplitRows, 
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), *clip_shape))
         bar = tqdm(total=len(rows), desc=f"{corpus.name} {split}: decoding", unit="clip", disable=None,
                    file=sys.stderr, dynamic_ncols=True)
-        with bar:
-            for row, clip, reason in _decoded(rows, cfg, decode_workers()):
+        with bar, closing(_decoded(rows, cfg, decode_workers())) as clips:
+            for row, clip, reason in clips:
                 bar.update()
                 if clip is None:
                     skipped.append((str(row.path), reason))

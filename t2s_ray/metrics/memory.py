@@ -70,7 +70,10 @@ def gpu_util(device: torch.device) -> float:
         return math.nan
     import pynvml
 
-    return float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+    try:
+        return float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+    except pynvml.NVMLError:  # e.g. not supported on MIG slices, or the GPU fell off the bus
+        return math.nan
 
 
 def memory_metrics(device: torch.device) -> dict[str, float]:

@@ -19,6 +19,8 @@ from ray import tune
 from t2s_ray.ablations import Ablation
 from t2s_ray.config import Config, resolve
 from t2s_ray.metrics.memory import cpu_rss_peak_gb
+from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
+from t2s_ray.metrics.sampler import MemorySampler
 from t2s_ray.checkpoint import list_checkpoints
 from t2s_ray.training import TrainingError, TrainState, build_state, load_state, restore_latest, save_state, \
     train_loop, validation_loss
@@ -148,7 +150,13 @@ def t2s_trial(params: dict[str, Any]) -> None:
                 _save_samples(result, Path(tmp) / "ckpt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(Path(tmp) / "ckpt")))
 
-    if state.step >= cfg.training.steps:  # restored from the final checkpoint: only the final report is missing
-        report({"step": state.step, "epoch": state.epoch, "loss": math.nan}, True)
-        return
-    train_loop(state, dataset, report)
+    folder = trial_storage_dir() or Path(tune.get_context().get_trial_dir())
+    with MemorySampler(folder / SAMPLER_CSV, device) as sampler:
+        def report_with_memory(metrics: dict[str, Any], checkpoint_now: bool) -> None:
+            sampler.set_step(state.step)
+            report({**metrics, **sampler.summary()}, checkpoint_now)
+
+        if state.step >= cfg.training.steps:  # restored from the final checkpoint: only the final report is missing
+            report_with_memory({"step": state.step, "epoch": state.epoch, "loss": math.nan}, True)
+            return
+        train_loop(state, dataset, report_with_memory, progress=sampler.set_step)
