@@ -1,4 +1,8 @@
-"""Datasets: one file per corpus; `build_dataset(cfg, split)` picks one by the spec prefix."""
+"""Datasets: one file per corpus; `build_dataset(cfg, split)` picks one by the spec prefix.
+
+`synthsign` renders clips; `how2sign:ROOT`, `phoenix:ROOT` and `manifest:FILE.csv` decode real
+videos once into a cache (`corpus.py`) that every later use memory-maps.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from t2s_ray.config import DataConfig
+from t2s_ray.data.how2sign import How2Sign
+from t2s_ray.data.manifest import Manifest
+from t2s_ray.data.phoenix import Phoenix
 from t2s_ray.data.synthsign import SPLITS, SynthSign
 
 __all__ = ["DATASETS", "SPLITS", "ClipDataset", "build_dataset"]
@@ -31,7 +38,9 @@ class ClipDataset(Protocol):
     def get_batch(self, indices: Sequence[int]) -> tuple[np.ndarray, list[str]]: ...
 
 
-DATASETS: dict[str, Callable[[DataConfig, str], ClipDataset]] = {"synthsign": SynthSign}
+DATASETS: dict[str, Callable[[DataConfig, str], ClipDataset]] = {
+    "synthsign": SynthSign, "how2sign": How2Sign, "phoenix": Phoenix, "manifest": Manifest,
+}
 """Dataset constructors keyed by the part of `data.spec` before the first ':'."""
 
 

@@ -5,7 +5,7 @@ A corpus module only finds a split's annotation file (`locate`) and parses it in
 to T frames, resized and centre-cropped into `<cache>/<corpus>/<key>/<split>.npy` (uint8
 `(N, T, H, W, 3)`) plus `<split>.json` (captions, source ids, per-row info, skipped rows), and every
 later use (each trial of a sweep) memory-maps it. The key hashes the DataConfig fields that
-change the pixels, the spec and the annotation file's path, size and mtime, and `CACHE_VERSION`.
+change the pixels, the spec's path and the annotation file's path, size and mtime, and `CACHE_VERSION`.
 
 Bad rows and unreadable clips are skipped with one warning, up to `max_skipped(rows)` =
 max(1, 5% of the split's rows); past that the build raises `ValueError` naming up to 3 of them.
@@ -14,6 +14,7 @@ An empty train split raises; an empty val or test split is a 0-length dataset (w
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -99,8 +100,6 @@ def spec_path(cfg: DataConfig, name: str, what: str) -> Path:
 
 def read_table(path: Path, delimiter: str, required: Sequence[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Header and `(line number, row dict)` of a delimited text file; raises if `required` columns are missing."""
-    import csv
-
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets prepend a BOM
         reader = csv.reader(f, delimiter=delimiter)
         header = [h.strip() for h in next(reader, [])]
@@ -199,9 +198,9 @@ class Corpus:
                         sidecar["annotation"]["path"], self.split)
 
 
-def cache_key(corpus: type[Corpus], cfg: DataConfig, annotation: Path) -> str:
+def cache_key(corpus: type[Corpus], cfg: DataConfig, root: Path, annotation: Path) -> str:
     """Hash of everything that changes a split's pixels or captions."""
-    fields = {"dataset": corpus.name, "version": CACHE_VERSION, "spec": cfg.spec, "frames": cfg.frames,
+    fields = {"dataset": corpus.name, "version": CACHE_VERSION, "root": str(root.resolve()), "frames": cfg.frames,
               "height": cfg.height, "width": cfg.width, "annotation": annotation_stamp(annotation)}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -209,7 +208,7 @@ def cache_key(corpus: type[Corpus], cfg: DataConfig, annotation: Path) -> str:
 def load_split(corpus: type[Corpus], cfg: DataConfig, root: Path, split: str) -> tuple[np.ndarray, dict, Path]:
     """The split's memory-mapped clips, its sidecar and the `.npy` path, building them if needed."""
     annotation = corpus.locate(root, split)
-    key = cache_key(corpus, cfg, annotation)
+    key = cache_key(corpus, cfg, root, annotation)
     folder = cache_root(cfg) / corpus.name / key
     folder.mkdir(parents=True, exist_ok=True)
     npy, meta = folder / f"{split}.npy", folder / f"{split}.json"
@@ -329,7 +328,7 @@ def _compact(out: np.memmap, tmp: Path, n: int) -> np.memmap:
     try:
         small = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint8, shape=(n, *out.shape[1:]))
         for i in range(0, n, 256):
-            small[i:i + 256] = out[i:i + 256]
+            small[i:i + 256] = out[i:min(n, i + 256)]
         small.flush()
         del out
         os.replace(part, tmp)

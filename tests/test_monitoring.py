@@ -1,0 +1,89 @@
+"""The Ray dashboard of a running sweep: on loopback, token-protected, listing the live trial actors."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.test_resume import _descendants
+
+pytestmark = pytest.mark.slow
+
+OVERRIDES = ("data.frames=4", "data.height=32", "data.width=32", "data.train_clips=32", "data.eval_clips=4",
+             "training.batch_size=4", "training.steps=400", "training.report_every=20",
+             "training.checkpoint_every=200", "eval.num_videos=2", "eval.sampling_steps=2",
+             "eval.evaluator_clips=64", "eval.evaluator_epochs=1", "device=cpu")
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, ""  # not listening yet
+
+
+def _wait(predicate, timeout_s: float, what: str):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_dashboard_during_a_sweep_is_local_and_needs_the_token(tmp_path):
+    sets = [a for o in OVERRIDES + (f"data.cache_dir={tmp_path / 'cache'}",) for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "t2s_ray.cli", "sweep", "--gpus", "0", "--ablations", "baseline",
+           "--cpus-per-trial", "0.5", "--storage", str(tmp_path), "--name", "dash", "--quiet", *sets]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        url = _wait(lambda: next((m.group(1) for line in lines
+                                  if (m := re.search(r"Ray dashboard: (http://\S+)", line))), None), 120, "the URL")
+        assert url.startswith("http://127.0.0.1:")
+        token_line = next(line for line in lines[lines.index(next(x for x in lines if url in x)):]
+                          if "token auth" in line)
+        token_file = Path(re.search(r"the token is in (\S+);", token_line).group(1))
+        token = token_file.read_text().strip()
+        _wait(lambda: _get(url + "/api/gcs_healthz")[0] == 200, 60, "the dashboard")
+        status, body = _get(url + "/api/version", token)
+        assert status == 200 and json.loads(body)["ray_version"]
+        assert _get(url + "/api/version")[0] == 401
+        assert _get(url + "/api/v0/actors")[0] == 401
+
+        def trial_actors():
+            status, body = _get(url + "/api/v0/actors", token)
+            actors = json.loads(body)["data"]["result"]["result"] if status == 200 else []
+            return [a for a in actors if a["class_name"].endswith("ImplicitFunc") and a["state"] == "ALIVE"]
+
+        try:
+            assert _wait(trial_actors, 60, "a live trial actor")
+        except AssertionError:
+            print(_get(url + "/api/v0/actors", token)[1][:3000])
+            print("".join(lines[-40:]))
+            raise
+        assert proc.wait(300) == 0, "".join(lines[-30:])
+        assert any("tensorboard --logdir" in line for line in lines)
+    finally:
+        for pid in _descendants(proc.pid) | {proc.pid}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
