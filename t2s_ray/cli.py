@@ -102,9 +102,11 @@ def train_cmd(
     from t2s_ray.local import train_local
     from t2s_ray.training import TrainingError
 
+    from t2s_ray.sweep import absolutize_override
+
     if steps is not None and steps < 1:
         raise fail(f"--steps {steps}: must be >= 1", code=2)
-    overrides = list(set_ or [])
+    overrides = [absolutize_override(o) for o in set_ or []]
     try:
         cfg = resolve(ablation, scale.value, seed, overrides, extra_ablations=_user_ablations(ablation_file))
         if steps is not None and steps > cfg.training.steps:
@@ -273,6 +275,9 @@ def check_cmd(
 ) -> None:
     """Preflight checklist: ablations resolve, text encoder loads offline, dataset builds, torch/GPUs, Ray, storage."""
     from t2s_ray.preflight import run_checks
+    from t2s_ray.sweep import absolutize_spec
+
+    data = absolutize_spec(data)
 
     failed = 0
     for c in run_checks(data, storage, scale.value):

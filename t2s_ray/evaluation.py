@@ -44,6 +44,8 @@ class EvalResult:
 
 def eval_set(dataset, n: int, seed: int) -> EvalSet:
     """A seeded choice of `n` clips of `dataset` (with repetition only when it has fewer than `n`)."""
+    if len(dataset) == 0:
+        raise ValueError("the evaluation split is empty: evaluation samples its captions from val")
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(dataset), size=n, replace=n > len(dataset)).tolist()
     videos, texts = dataset.get_batch(idx)

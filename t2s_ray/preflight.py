@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from t2s_ray.ablations import ABLATIONS
-from t2s_ray.config import DataConfig, resolve
+from t2s_ray.config import resolve
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,16 @@ def _text_encoder() -> str:
             f"tokens {tuple(out.tokens.shape)}")
 
 
-def _dataset(spec: str, cache_dir: str) -> str:
+def _dataset(spec: str, scale: str, cache_dir: str) -> str:
+    """Build every split at the scale's frame shape (so the cache is the one a sweep will read)."""
     from t2s_ray.data import SPLITS, build_dataset
 
-    cfg = DataConfig(spec=spec, cache_dir=cache_dir, train_clips=16, eval_clips=4) if spec == "synthsign" \
-        else DataConfig(spec=spec, cache_dir=cache_dir)
+    overrides = [f"data.spec={spec}"] + ([f"data.cache_dir={cache_dir}", "data.train_clips=16", "data.eval_clips=4"]
+                                         if spec == "synthsign" else [])
+    cfg = resolve("baseline", scale, 0, overrides).data
     counts = {s: len(build_dataset(cfg, s)) for s in SPLITS}
-    return f"{spec}: " + ", ".join(f"{s} {n} clips" for s, n in counts.items())
+    return (f"{spec} at {cfg.frames}x{cfg.height}x{cfg.width}: "
+            + ", ".join(f"{s} {n} clips" for s, n in counts.items()))
 
 
 def _torch() -> str:
@@ -95,7 +98,7 @@ def run_checks(data: str = "synthsign", storage: Path = Path("results"), scale: 
     yield _run("text encoder", _text_encoder)
     with tempfile.TemporaryDirectory() as tmp:
         cache = tmp if data == "synthsign" else ""
-        yield _run("dataset", lambda: _dataset(data, cache))
+        yield _run("dataset", lambda: _dataset(data, scale, cache))
     yield _run("torch / GPUs", _torch)
     if with_ray:
         yield _run("ray", _ray)

@@ -65,7 +65,8 @@ class SweepSpec:
 
     @property
     def all_overrides(self) -> list[str]:
-        return list(self.overrides) + ([f"training.steps={self.steps}"] if self.steps is not None else [])
+        return ([f"data.spec={self.data}", *self.overrides]
+                + ([f"training.steps={self.steps}"] if self.steps is not None else []))
 
     def param_space(self) -> dict[str, Any]:
         """Grid over ablation x seed; everything else constant, so params.json says what a trial was."""
@@ -363,6 +364,30 @@ class SweepOutcome:
     ray_start_s: float
 
 
+def prepare_data(configs, say: Callable[[str], None]) -> None:
+    """Build (or find cached) the train and val splits once, in the driver, before any trial starts.
+
+    A bad dataset path fails here with its message instead of in every trial, and trials never
+    wait on each other to decode a corpus.
+    """
+    from t2s_ray.data import build_dataset
+
+    seen = set()
+    for cfg in configs:
+        if cfg.data in seen:
+            continue
+        seen.add(cfg.data)
+        try:
+            sizes = {split: len(build_dataset(cfg.data, split)) for split in ("train", "val")}
+        except (ValueError, OSError) as e:
+            raise SweepError(f"--data {cfg.data.spec}: {e}") from None
+        if sizes["val"] == 0:
+            raise SweepError(f"--data {cfg.data.spec}: the val split is empty; the evaluation samples its captions "
+                             f"from val (add val rows, e.g. a 'split' column in a manifest)")
+        say(f"data {cfg.data.spec}: {sizes['train']} train / {sizes['val']} val clips "
+            f"({cfg.data.frames}x{cfg.data.height}x{cfg.data.width})")
+
+
 def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
     """Train (or find cached) the SynthSign gloss evaluator of each data config once, in the driver.
 
@@ -393,6 +418,7 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     configs = validate(spec, available_gpus=available)
     _validate_dashboard(spec)
     if spec.address is None:  # a remote cluster's workers may not share this machine's cache
+        prepare_data(configs, say)
         prepare_evaluators(configs, say)
     t0 = time.perf_counter()
     info = init_ray(spec)

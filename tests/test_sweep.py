@@ -181,3 +181,11 @@ def test_tensorboard_has_training_scalars_by_step_and_eval_values(finished_sweep
     assert steps == sorted(steps) and steps[-1] == 6  # the training step, not Tune's iteration count
     assert [e.step for e in acc.Scalars("ray/tune/eval/fvd_synthsign")] == [6]
     assert "eval/samples" in acc.Tags()["images"]
+
+
+def test_sweep_cli_rejects_a_missing_dataset_before_ray_starts(tmp_path):
+    r = runner.invoke(app, ["sweep", "--gpus", "0", "--data", f"how2sign:{tmp_path / 'nope'}",
+                            "--storage", str(tmp_path / "s"), "--name", "n"])
+    assert r.exit_code == 2, r.output
+    assert "no such folder" in r.output and "how2sign_realigned_train.csv" in r.output
+    assert not (tmp_path / "s").exists()

@@ -32,8 +32,9 @@ def config_from_params(params: dict[str, Any]) -> Config:
     """Resolve the trial's config from its Tune params (ablation, seed, scale, data, overrides)."""
     extra = {name: Ablation(name, body["description"], body["overrides"])
              for name, body in params.get("user_ablations", {}).items()}
-    overrides = [f"data.spec={params['data']}", *params.get("overrides", [])]
-    return resolve(params["ablation"], params["scale"], int(params["seed"]), overrides, extra_ablations=extra)
+    # params["overrides"] starts with data.spec=params["data"] (see SweepSpec.all_overrides)
+    return resolve(params["ablation"], params["scale"], int(params["seed"]), params.get("overrides", []),
+                   extra_ablations=extra)
 
 
 def trial_device(cfg: Config, gpu_ids: list) -> torch.device:
