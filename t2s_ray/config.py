@@ -373,7 +373,7 @@ def parse_override(item: str) -> dict[str, Any]:
         if part not in types_:
             where = f"under {prefix}" if prefix else "at the top level"
             valid = ", ".join((prefix + "." if prefix else "") + k for k in types_)
-            raise ConfigError(f"--set {item!r}: unknown key {key!r} ({where} valid keys: {valid})")
+            raise ConfigError(f"--set {item!r}: unknown key {key!r} (valid keys {where}: {valid})")
         tp = types_[part]
         if i < len(parts) - 1:
             if not dataclasses.is_dataclass(tp):

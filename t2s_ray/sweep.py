@@ -162,8 +162,8 @@ def _validate_gpus(spec: SweepSpec, available: Optional[float]) -> None:
         raise SweepError(f"--gpus {spec.gpus}: must be >= 0 (0 runs trials on CPU)")
     where = "on this machine" if spec.address is None else f"in the cluster at {spec.address}"
     if available is not None and spec.gpus > available:
-        raise SweepError(f"--gpus {spec.gpus:g} requested but {available:g} GPU(s) detected {where}; "
-                         f"use --gpus {available:g} or --gpus 0 to run on CPU")
+        fix = f"use --gpus {available:g}, or --gpus 0 to run on CPU" if available else "use --gpus 0 to run on CPU"
+        raise SweepError(f"--gpus {spec.gpus:g} requested but {available:g} GPU(s) detected {where}; {fix}")
     if spec.gpus > 0 and spec.gpus_per_trial > spec.gpus:
         raise SweepError(f"--gpus-per-trial {spec.gpus_per_trial:g} exceeds --gpus {spec.gpus:g}")
 
@@ -380,7 +380,7 @@ def prepare_data(configs, say: Callable[[str], None]) -> None:
         try:
             sizes = {split: len(build_dataset(cfg.data, split)) for split in ("train", "val")}
         except (ValueError, OSError) as e:
-            raise SweepError(f"--data {cfg.data.spec}: {e}") from None
+            raise SweepError(str(e) if cfg.data.spec in str(e) else f"--data {cfg.data.spec}: {e}") from None
         if sizes["val"] == 0:
             raise SweepError(f"--data {cfg.data.spec}: the val split is empty; the evaluation samples its captions "
                              f"from val (add val rows, e.g. a 'split' column in a manifest)")

@@ -79,7 +79,7 @@ def test_analyze_writes_one_row_per_ablation(finished_sweep, tmp_path):
 
 def test_validation_too_many_gpus(tmp_path):
     spec = SweepSpec(gpus=4, storage=tmp_path, name="x")
-    with pytest.raises(SweepError, match=r"--gpus 4 requested but 0 GPU\(s\) detected.*--gpus 0"):
+    with pytest.raises(SweepError, match=r"--gpus 4 requested but 0 GPU\(s\) detected.*use --gpus 0 to run on CPU"):
         validate(spec, available_gpus=0)
     assert not (tmp_path / "x").exists()
 
