@@ -1,0 +1,87 @@
+"""Training-step time and parameter counts per DiT size (frozen and finetuned text encoder).
+
+Prints a table and writes JSON. No Ray: this is the per-step cost a trial pays.
+
+    python scripts/bench_train.py --scale smoke --steps 10 --out bench_train.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from t2s_ray.config import resolve
+from t2s_ray.data import build_dataset
+from t2s_ray.models.sizes import DIT_SIZES
+from t2s_ray.training import build_state, next_batch, train_step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: str | None) -> dict:
+    """Median step time (after 2 warm-up steps), throughput, peak memory and parameter counts."""
+    overrides = [f"model.size={size}", f"device={device}"] + ([f"data.cache_dir={cache}"] if cache else [])
+    cfg = resolve(ablation, scale, 0, overrides)
+    state = build_state(cfg)
+    data = build_dataset(cfg.data, "train")
+    for _ in range(2):
+        train_step(state, *next_batch(state, data))
+    if state.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(state.device)
+    times = []
+    for _ in range(steps):
+        batch = next_batch(state, data)
+        _sync(state.device)
+        t0 = time.perf_counter()
+        train_step(state, *batch)
+        _sync(state.device)
+        times.append(time.perf_counter() - t0)
+    total, trainable = state.model.count_params()
+    ms = 1000 * statistics.median(times)
+    return {
+        "size": size, "ablation": ablation, "scale": scale, "device": str(state.device),
+        "batch": cfg.training.batch_size, "clip": f"{cfg.data.frames}x{cfg.data.height}x{cfg.data.width}",
+        "step_ms_median": ms, "samples_per_s": cfg.training.batch_size / (ms / 1000),
+        "peak_gpu_gb": torch.cuda.max_memory_allocated(state.device) / 2**30 if state.device.type == "cuda" else None,
+        "params_total_m": total / 1e6, "params_trainable_m": trainable / 1e6,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", default="smoke")
+    p.add_argument("--sizes", default=",".join(DIT_SIZES))
+    p.add_argument("--ablations", default="baseline,text_finetuned")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--out", default="bench_train.json")
+    a = p.parse_args()
+    rows = [bench(size, a.scale, abl, a.steps, a.device, a.cache_dir)
+            for size in a.sizes.split(",") for abl in a.ablations.split(",")]
+    head = f"{'size':<9} {'ablation':<15} {'device':<7} {'clip':<9} {'B':>3} {'ms/step':>9} {'samples/s':>10} " \
+           f"{'peak GB':>8} {'total M':>8} {'train M':>8}"
+    print(head)
+    for r in rows:
+        peak = f"{r['peak_gpu_gb']:.2f}" if r["peak_gpu_gb"] is not None else "n/a"
+        print(f"{r['size']:<9} {r['ablation']:<15} {r['device']:<7} {r['clip']:<9} {r['batch']:>3} "
+              f"{r['step_ms_median']:>9.1f} {r['samples_per_s']:>10.1f} {peak:>8} {r['params_total_m']:>8.2f} "
+              f"{r['params_trainable_m']:>8.2f}")
+    meta = {"machine": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    with open(a.out, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
