@@ -10,15 +10,11 @@ Ray trials starting together train it once while the others wait and load it.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
 import math
-import os
 import time
-import uuid
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -28,6 +24,7 @@ import torch
 
 from t2s_ray.config import DataConfig
 from t2s_ray.data import build_dataset
+from t2s_ray.data.cache import atomic_path, locked
 from t2s_ray.data.synthsign import GLOSSES, cache_root, render_clip, split_sentences
 from t2s_ray.data.synthsign import cache_key as synthsign_key
 from t2s_ray.data.video import to_model_input
@@ -161,28 +158,6 @@ def build_classifier(data_cfg: DataConfig, ecfg: EvaluatorConfig, num_glosses: i
         return GlossClassifier(arch)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # one process trains while the others wait for it, instead of every trial training its own
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@contextmanager
-def _atomic_path(final: Path) -> Iterator[Path]:
-    """A unique temp path next to `final` that replaces it on success and is removed on failure."""
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # --- training and scoring ---------------------------------------------------------------------
 
 def _lr_factor(step: int, total: int) -> float:
@@ -293,10 +268,10 @@ def _save(folder: Path, model: GlossClassifier, report: EvaluatorReport) -> None
     """Write `model.pt` then `report.json`, each atomically (the report's presence marks a complete cache)."""
     state = {"version": EVALUATOR_VERSION, "key": report.key, "arch": model.arch.to_dict(),
              "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    with _atomic_path(folder / "model.pt") as tmp:
+    with atomic_path(folder / "model.pt", ".tmp") as tmp:
         torch.save(state, tmp)
     body = {k: v for k, v in report.to_dict().items() if k not in ("path", "cached")}
-    with _atomic_path(folder / "report.json") as tmp:
+    with atomic_path(folder / "report.json", ".tmp") as tmp:
         tmp.write_text(json.dumps(body, indent=2))
 
 
@@ -354,7 +329,7 @@ def train_evaluator(data_cfg: DataConfig, ecfg: EvaluatorConfig = EvaluatorConfi
     check_supported(data_cfg)
     folder = evaluator_dir(data_cfg, ecfg)
     folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder.with_name(folder.name + ".lock")):
+    with locked(folder.with_name(folder.name + ".lock")):
         cached = None if force else _read_report(folder)
         if cached is not None:
             return cached

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation
-from t2s_ray.config import ConfigError, resolve
+from t2s_ray.config import resolve
 
 TRAINABLE_NAME = "t2s_trial"
 

@@ -1,7 +1,6 @@
 """The sweep end to end on a local Ray with fake GPUs, and its validation through the CLI."""
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd

@@ -8,15 +8,18 @@ a temp file that replaces the final one only when complete, so a reader never se
 from __future__ import annotations
 
 import fcntl
+import operator
 import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
+
+import numpy as np
 
 from t2s_ray.config import DataConfig
 
-__all__ = ["atomic_path", "cache_root", "locked"]
+__all__ = ["atomic_path", "cache_root", "check_index", "locked", "take_batch"]
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -49,3 +52,21 @@ def atomic_path(final: Path, suffix: str) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_index(i: int, n: int, what: str) -> int:
+    """`i` as a non-negative index into `n` clips (negative counts from the end); IndexError naming `what`."""
+    i = operator.index(i)
+    if not -n <= i < n:
+        raise IndexError(f"clip {i} out of range for the {n}-clip {what}")
+    return i % n
+
+
+def take_batch(videos: np.ndarray, texts: list[str], indices: Sequence[int]) -> tuple[np.ndarray, list[str]]:
+    """Clips `(B, T, H, W, 3)` uint8 (one writable copy out of a memmap) and their captions."""
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(texts))):
+        raise IndexError(f"indices must be a flat list in [0, {len(texts)}), got {indices!r}")
+    out = np.empty((len(idx), *videos.shape[1:]), np.uint8)
+    np.take(videos, idx, axis=0, out=out, mode="clip")  # one copy; indices checked above
+    return out, [texts[i] for i in idx]

@@ -18,7 +18,6 @@ import csv
 import hashlib
 import json
 import logging
-import operator
 import os
 import sys
 import time
@@ -34,7 +33,7 @@ from tqdm import tqdm
 
 from t2s_ray.config import DataConfig
 from t2s_ray.data import decode
-from t2s_ray.data.cache import atomic_path, cache_root, locked
+from t2s_ray.data.cache import atomic_path, cache_root, check_index, locked, take_batch
 from t2s_ray.data.synthsign import SPLITS
 
 log = logging.getLogger(__name__)
@@ -159,21 +158,13 @@ class Corpus:
         return len(self.texts)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        i = operator.index(i)
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"clip {i} out of range for the {len(self)}-clip {self.name} {self.split} split")
-        i %= len(self)
+        i = check_index(i, len(self), f"{self.name} {self.split} split")
         return {"video": np.array(self.videos[i]), "text": self.texts[i], "glosses": (), "index": i,
                 "source": self.sources[i], "info": self.info[i]}
 
     def get_batch(self, indices: Sequence[int]) -> tuple[np.ndarray, list[str]]:
         """Videos `(B, T, H, W, 3)` uint8 (a writable copy) and their captions."""
-        idx = np.asarray(indices, dtype=np.int64)
-        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(self))):
-            raise IndexError(f"indices must be a flat list in [0, {len(self)}), got {indices!r}")
-        out = np.empty((len(idx), *self.videos.shape[1:]), np.uint8)
-        np.take(self.videos, idx, axis=0, out=out, mode="clip")  # one copy; indices checked above
-        return out, [self.texts[i] for i in idx]
+        return take_batch(self.videos, self.texts, indices)
 
     # a memmap would pickle as its full contents: ship the config and re-open the cache
     def __getstate__(self) -> dict[str, Any]:
