@@ -594,8 +594,9 @@ def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     """Analyze an experiment dir and write its tables and report into out_dir (default exp_dir).
 
     Writes comparison_table.csv (fmt csv/both), comparison_table.md (fmt md/both),
-    ABLATION_RESULTS_REPORT.txt and training_curves.csv, each atomically. Returns
-    {"csv", "md", "report", "curves"} -> path for the files written.
+    ABLATION_RESULTS_REPORT.txt, training_curves.csv and the figures training_curves.png and
+    metrics.png, each atomically. Returns {"csv", "md", "report", "curves", "curves_png",
+    "metrics_png"} -> path for the files written.
     """
     fmt = getattr(fmt, "value", fmt)  # a str Enum from the CLI
     if fmt not in FORMATS:
@@ -611,5 +612,17 @@ def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     if fmt in ("md", "both"):
         texts["md"] = (TABLE_MD, to_markdown(summary, baseline=baseline) + "\n")
     texts["report"] = (REPORT_TXT, render_report(exp_dir, selected, summary, baseline))
-    texts["curves"] = (CURVES_CSV, training_curves(_history_frame(attempts)).to_csv(index=False))
-    return {key: _write_atomic(out / name, text) for key, (name, text) in texts.items()}
+    curves = training_curves(_history_frame(attempts))
+    texts["curves"] = (CURVES_CSV, curves.to_csv(index=False))
+    paths = {key: _write_atomic(out / name, text) for key, (name, text) in texts.items()}
+    return {**paths, **_write_plots(curves, summary, out)}
+
+
+def _write_plots(curves: pd.DataFrame, summary: pd.DataFrame, out: Path) -> dict[str, Path]:
+    """training_curves.png and metrics.png (each only when there is something to draw)."""
+    from t2s_ray.plots import plot_metrics, plot_training_curves
+
+    labels = {m: header_label(m) for m in HEADLINE}
+    plots = {"curves_png": plot_training_curves(curves, out / "training_curves.png"),
+             "metrics_png": plot_metrics(summary, list(HEADLINE), labels, out / "metrics.png")}
+    return {k: v for k, v in plots.items() if v is not None}

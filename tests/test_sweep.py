@@ -74,6 +74,8 @@ def test_analyze_writes_one_row_per_ablation(finished_sweep, tmp_path):
     assert table["val_loss_mean"].notna().all()
     assert (tmp_path / "comparison_table.md").read_text().count("\n| ") >= 3
     assert "baseline" in (tmp_path / "ABLATION_RESULTS_REPORT.txt").read_text()
+    for png in ("training_curves.png", "metrics.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
 
 def test_validation_too_many_gpus(tmp_path):
