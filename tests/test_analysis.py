@@ -307,9 +307,10 @@ def test_select_trials_on_experiment(exp):
 def test_write_outputs_end_to_end(exp, tmp_path):
     out = tmp_path / "out"
     paths = an.write_outputs(exp, out)
-    assert set(paths) == {"csv", "md", "report", "curves"}
+    assert set(paths) == {"csv", "md", "report", "curves", "curves_png", "metrics_png"}
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [an.TABLE_CSV, an.TABLE_MD, an.REPORT_TXT, an.CURVES_CSV])  # no temp files left
+        [an.TABLE_CSV, an.TABLE_MD, an.REPORT_TXT, an.CURVES_CSV, "training_curves.png",
+         "metrics.png"])  # no temp files left
     table = pd.read_csv(paths["csv"]).set_index("ablation")
     assert list(table.index) == ["baseline", "no_ema", "dit_s"]
     assert table.loc["baseline", "eval/fvd_synthsign_mean"] == 12.0
@@ -330,7 +331,7 @@ def test_write_outputs_end_to_end(exp, tmp_path):
 
 def test_write_outputs_format_filter_and_default_dir(exp):
     paths = an.write_outputs(exp, fmt="csv")
-    assert set(paths) == {"csv", "report", "curves"}
+    assert set(paths) == {"csv", "report", "curves", "curves_png", "metrics_png"}
     assert paths["csv"].parent == exp and not (exp / an.TABLE_MD).exists()
     with pytest.raises(ValueError, match="fmt"):
         an.write_outputs(exp, fmt="xlsx")
