@@ -21,7 +21,8 @@ demo: $(STAMP)
 	$(BIN)/t2s-ray sweep --gpus 0 --scale smoke --storage ./results --name demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	@$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (a failure)" >&2; fi; exit $$rc
 
 clean:
 	rm -rf $(VENV) .pytest_cache results
