@@ -8,6 +8,8 @@ a temp file that replaces the final one only when complete, so a reader never se
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import operator
 import os
 import uuid
@@ -19,7 +21,9 @@ import numpy as np
 
 from t2s_ray.config import DataConfig
 
-__all__ = ["atomic_path", "cache_root", "check_index", "locked", "take_batch"]
+__all__ = ["atomic_path", "cache_root", "check_index", "locked", "read_cached", "take_batch"]
+
+log = logging.getLogger(__name__)
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -70,3 +74,22 @@ def take_batch(videos: np.ndarray, texts: list[str], indices: Sequence[int]) -> 
     out = np.empty((len(idx), *videos.shape[1:]), np.uint8)
     np.take(videos, idx, axis=0, out=out, mode="clip")  # one copy; indices checked above
     return out, [texts[i] for i in idx]
+
+
+def read_cached(npy: Path, meta: Path, label: str) -> tuple[np.ndarray, dict] | None:
+    """The memory-mapped clips and their JSON sidecar, or None (reason logged) if a half is missing or unreadable.
+
+    Callers still check that the contents match what they expect.
+    """
+    if not (npy.exists() and meta.exists()):
+        if npy.exists() or meta.exists():
+            log.warning("%s cache %s lacks its .npy or .json half; rebuilding it", label, npy)
+        return None
+    try:
+        with open(meta) as f:
+            sidecar = json.load(f)
+        videos = np.load(npy, mmap_mode="r")
+    except (OSError, ValueError) as err:  # truncated or garbled file (JSONDecodeError is a ValueError)
+        log.warning("%s cache %s is unreadable (%s); rebuilding it", label, npy, err)
+        return None
+    return videos, sidecar

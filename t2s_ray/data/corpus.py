@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from t2s_ray.config import DataConfig
 from t2s_ray.data import decode
-from t2s_ray.data.cache import atomic_path, cache_root, check_index, locked, take_batch
+from t2s_ray.data.cache import atomic_path, cache_root, check_index, locked, read_cached, take_batch
 from t2s_ray.data.synthsign import SPLITS
 
 log = logging.getLogger(__name__)
@@ -219,17 +219,9 @@ def load_split(corpus: type[Corpus], cfg: DataConfig, root: Path, split: str) ->
 
 def _load_cached(npy: Path, meta: Path, key: str, clip_shape: tuple[int, ...]) -> tuple[np.ndarray, dict] | None:
     """The memory-mapped split and its sidecar, or None (with the reason logged) if missing or unusable."""
-    if not (npy.exists() and meta.exists()):
-        if npy.exists() or meta.exists():
-            log.warning("cache %s lacks its .npy or .json half; rebuilding it", npy)
+    if (cached := read_cached(npy, meta, "corpus")) is None:
         return None
-    try:
-        with open(meta) as f:
-            sidecar = json.load(f)
-        videos = np.load(npy, mmap_mode="r")
-    except (OSError, ValueError) as err:  # truncated or garbled file (JSONDecodeError is a ValueError)
-        log.warning("cache %s is unreadable (%s); rebuilding it", npy, err)
-        return None
+    videos, sidecar = cached
     n = len(videos)
     good = (videos.dtype == np.uint8 and videos.shape[1:] == clip_shape and sidecar.get("key") == key
             and sidecar.get("shape") == list(videos.shape)

@@ -21,7 +21,7 @@ import numpy as np
 
 from t2s_ray.config import DataConfig
 from t2s_ray.data.cache import atomic_path as _atomic_path
-from t2s_ray.data.cache import cache_root, check_index, take_batch
+from t2s_ray.data.cache import cache_root, check_index, read_cached, take_batch
 from t2s_ray.data.cache import locked as _locked
 
 log = logging.getLogger(__name__)
@@ -387,17 +387,9 @@ def cache_key(cfg: DataConfig) -> str:
 
 def _load_cached(npy: Path, meta: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, dict] | None:
     """The memory-mapped split and its sidecar, or None (with the reason logged) if unusable."""
-    if not (npy.exists() and meta.exists()):
-        if npy.exists() or meta.exists():
-            log.warning("SynthSign cache %s lacks its .npy or .json half; rebuilding it", npy)
+    if (cached := read_cached(npy, meta, "SynthSign")) is None:
         return None
-    try:
-        with open(meta) as f:
-            sidecar = json.load(f)
-        videos = np.load(npy, mmap_mode="r")
-    except (OSError, ValueError) as err:  # truncated or garbled file (JSONDecodeError is a ValueError)
-        log.warning("SynthSign cache %s is unreadable (%s); rebuilding it", npy, err)
-        return None
+    videos, sidecar = cached
     good = (videos.shape == shape and videos.dtype == np.uint8 and sidecar.get("shape") == list(shape)
             and len(sidecar.get("texts", ())) == shape[0] and len(sidecar.get("glosses", ())) == shape[0])
     if not good:
