@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import av
-import numpy as np
 import PIL
+from benchkit import time_cached_dataset, write_results
 
 from t2s_ray.config import DataConfig
 from t2s_ray.data import build_dataset
@@ -44,26 +42,12 @@ def build_corpora(fx, root: Path, clips: int, frames: int) -> dict[str, str]:
 
 
 def bench(spec: str, shape: tuple[int, int, int], workers: int, cache: Path, batch_size: int) -> dict:
+    """Cold decode into a fresh cache, warm open, and 20 shuffled get_batch passes."""
     frames, height, width = shape
     cfg = DataConfig(spec=spec, frames=frames, height=height, width=width, cache_dir=str(cache))
     os.environ["T2S_RAY_DECODE_WORKERS"] = str(workers)
-    t0 = time.perf_counter()
-    ds = build_dataset(cfg, "train")
-    cold_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ds = build_dataset(cfg, "train")
-    open_s = time.perf_counter() - t0
-    n, passes = len(ds), 20
-    t0 = time.perf_counter()
-    for p in range(passes):
-        order = np.random.default_rng(p).permutation(n)
-        for i in range(0, n, batch_size):
-            ds.get_batch(order[i:i + batch_size].tolist())
-    read_s = time.perf_counter() - t0
-    return {"format": spec.split(":")[0], "workers": workers, "clips": n, "frames": frames, "height": height,
-            "width": width, "cold_s": cold_s, "cold_clips_per_s": n / cold_s, "warm_open_ms": open_s * 1e3,
-            "warm_batch_size": batch_size, "warm_clips_per_s": n * passes / read_s,
-            "cache_mb": ds.videos.nbytes / 2**20}
+    return {"format": spec.split(":")[0], "workers": workers, "frames": frames, "height": height, "width": width,
+            **time_cached_dataset(lambda: build_dataset(cfg, "train"), batch_size, passes=20)}
 
 
 def main() -> None:
@@ -93,16 +77,11 @@ def main() -> None:
         print(f"{r['format']:<9} {r['workers']:>7} {r['clips']:>6} {r['frames']}x{r['height']}x{r['width']:<4} "
               f"{r['cold_clips_per_s']:>13.1f} {r['warm_open_ms']:>13.1f} {r['warm_clips_per_s']:>13.0f} "
               f"{r['cache_mb']:>9.1f}")
-    result = {"benchmark": "decode", "cache_version": CACHE_VERSION, "machine": platform.machine(),
-              "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(), "av": av.__version__,
-              "pillow": PIL.__version__, "numpy": np.__version__, "fixture_build_s": fixture_s,
-              "sources": {"how2sign": f"H.264 mp4 320x240, {args.source_frames} frames",
-                          "phoenix": f"PNG 210x260, {args.source_frames} frames"},
-              "note": "warm reads follow the cold write, so the page cache holds the file", "results": rows}
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
-
+    write_results(args.out, "decode", rows, cache_version=CACHE_VERSION, av=av.__version__, pillow=PIL.__version__,
+                  fixture_build_s=fixture_s,
+                  sources={"how2sign": f"H.264 mp4 320x240, {args.source_frames} frames",
+                           "phoenix": f"PNG 210x260, {args.source_frames} frames"},
+                  note="warm reads follow the cold write, so the page cache holds the file")
 
 if __name__ == "__main__":
     main()

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import platform
 import tempfile
 import time
 
 import numpy as np
 import torch
+from benchkit import write_results
 
 from t2s_ray.config import DataConfig
 from t2s_ray.data import build_dataset
@@ -88,14 +87,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-evaluator-") as tmp:
         rows = [bench_shape(name, SHAPES[name], ecfg, args.cache_dir or tmp) for name in args.shapes]
     print_table(rows)
-    result = {"benchmark": "evaluator", "evaluator_version": EVALUATOR_VERSION,
-              "config": dataclasses.asdict(ecfg), "machine": platform.machine(),
-              "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
-              "note": "chance = always the commonest test gloss at that position", "results": rows}
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
-
+    write_results(args.out, "evaluator", rows, evaluator_version=EVALUATOR_VERSION, config=dataclasses.asdict(ecfg),
+                  torch_threads=torch.get_num_threads(), torch=torch.__version__,
+                  note="chance = always the commonest test gloss at that position")
 
 if __name__ == "__main__":
     main()

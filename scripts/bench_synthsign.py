@@ -6,12 +6,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
-import time
 
-import numpy as np
+from benchkit import time_cached_dataset, write_results
 
 from t2s_ray.config import DataConfig
 from t2s_ray.data.synthsign import RENDER_VERSION, SynthSign
@@ -23,21 +20,8 @@ def bench_shape(name: str, shape: tuple[int, int, int], clips: int, batch_size: 
     """Cold build, warm open and a shuffled pass of get_batch over one split of `clips` clips."""
     frames, height, width = shape
     cfg = DataConfig(frames=frames, height=height, width=width, train_clips=clips, cache_dir=cache_dir)
-    t0 = time.perf_counter()
-    SynthSign(cfg, "train")
-    cold_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ds = SynthSign(cfg, "train")
-    open_s = time.perf_counter() - t0
-    order = np.random.default_rng(0).permutation(clips)
-    t0 = time.perf_counter()
-    for i in range(0, clips, batch_size):
-        ds.get_batch(order[i:i + batch_size].tolist())
-    read_s = time.perf_counter() - t0
-    return {"shape": name, "frames": frames, "height": height, "width": width, "clips": clips,
-            "cold_s": cold_s, "cold_clips_per_s": clips / cold_s, "warm_open_ms": open_s * 1e3,
-            "warm_batch_size": batch_size, "warm_clips_per_s": clips / read_s,
-            "cache_mb": ds.videos.nbytes / 2**20}
+    return {"shape": name, "frames": frames, "height": height, "width": width,
+            **time_cached_dataset(lambda: SynthSign(cfg, "train"), batch_size)}
 
 
 def main() -> None:
@@ -54,13 +38,8 @@ def main() -> None:
         print(f"{r['shape']:<6} {r['frames']}x{r['height']}x{r['width']:<5} {r['clips']:>6} "
               f"{r['cold_clips_per_s']:>13.0f} {r['warm_open_ms']:>13.1f} {r['warm_clips_per_s']:>13.0f} "
               f"{r['cache_mb']:>9.1f}")
-    result = {"benchmark": "synthsign", "render_version": RENDER_VERSION, "machine": platform.machine(),
-              "python": platform.python_version(), "numpy": np.__version__,
-              "note": "warm reads follow the cold write, so the page cache holds the file", "results": rows}
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
-
+    write_results(args.out, "synthsign", rows, render_version=RENDER_VERSION,
+                  note="warm reads follow the cold write, so the page cache holds the file")
 
 if __name__ == "__main__":
     main()

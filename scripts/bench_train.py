@@ -8,12 +8,11 @@ Prints a table and writes JSON. No Ray: this is the per-step cost a trial pays.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 
 import torch
+from benchkit import write_results
 
 from t2s_ray.config import resolve
 from t2s_ray.data import build_dataset
@@ -26,9 +25,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: str | None) -> dict:
+def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: str | None,
+          extra: list[str]) -> dict:
     """Median step time (after 2 warm-up steps), throughput, peak memory and parameter counts."""
-    overrides = [f"model.size={size}", f"device={device}"] + ([f"data.cache_dir={cache}"] if cache else [])
+    overrides = [f"model.size={size}", f"device={device}", *extra] + ([f"data.cache_dir={cache}"] if cache else [])
     cfg = resolve(ablation, scale, 0, overrides)
     state = build_state(cfg)
     data = build_dataset(cfg.data, "train")
@@ -63,9 +63,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default=None)
+    p.add_argument("--set", action="append", default=[], help="config override, e.g. model.grad_checkpointing=true")
     p.add_argument("--out", default="bench_train.json")
     a = p.parse_args()
-    rows = [bench(size, a.scale, abl, a.steps, a.device, a.cache_dir)
+    rows = [bench(size, a.scale, abl, a.steps, a.device, a.cache_dir, a.set)
             for size in a.sizes.split(",") for abl in a.ablations.split(",")]
     head = f"{'size':<9} {'ablation':<15} {'device':<7} {'clip':<9} {'B':>3} {'ms/step':>9} {'samples/s':>10} " \
            f"{'peak GB':>8} {'total M':>8} {'train M':>8}"
@@ -75,13 +76,8 @@ def main() -> None:
         print(f"{r['size']:<9} {r['ablation']:<15} {r['device']:<7} {r['clip']:<9} {r['batch']:>3} "
               f"{r['step_ms_median']:>9.1f} {r['samples_per_s']:>10.1f} {peak:>8} {r['params_total_m']:>8.2f} "
               f"{r['params_trainable_m']:>8.2f}")
-    meta = {"machine": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    with open(a.out, "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    print(f"wrote {a.out}")
-
+    write_results(a.out, "train_step", rows, torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                  cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, overrides=a.set)
 
 if __name__ == "__main__":
     main()
