@@ -16,6 +16,7 @@ from benchkit import write_results
 
 from t2s_ray.config import resolve
 from t2s_ray.data import build_dataset
+from t2s_ray.metrics.efficiency import count_parameters
 from t2s_ray.models.sizes import DIT_SIZES
 from t2s_ray.training import build_state, next_batch, train_step
 
@@ -44,7 +45,7 @@ def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: 
         train_step(state, *batch)
         _sync(state.device)
         times.append(time.perf_counter() - t0)
-    total, trainable = state.model.count_params()
+    total, trainable = count_parameters(state.model)
     ms = 1000 * statistics.median(times)
     return {
         "size": size, "ablation": ablation, "scale": scale, "device": str(state.device),

@@ -98,20 +98,20 @@ def train_cmd(
                                                      "Default: runs/<ablation>_seed<k>.")] = None,
 ) -> None:
     """Train one (ablation, seed) in this process, without Ray, and checkpoint it like a sweep trial."""
+    import dataclasses
+
     from t2s_ray.checkpoint import CheckpointError
     from t2s_ray.local import train_local
-    from t2s_ray.training import TrainingError
-
     from t2s_ray.sweep import absolutize_override
+    from t2s_ray.training import TrainingError
 
     if steps is not None and steps < 1:
         raise fail(f"--steps {steps}: must be >= 1", code=2)
     overrides = [absolutize_override(o) for o in set_ or []]
     try:
         cfg = resolve(ablation, scale.value, seed, overrides, extra_ablations=_user_ablations(ablation_file))
-        if steps is not None and steps > cfg.training.steps:
-            cfg = resolve(ablation, scale.value, seed, overrides + [f"training.steps={steps}"],
-                          extra_ablations=_user_ablations(ablation_file))
+        if steps is not None and steps > cfg.training.steps:  # a longer run: the schedule spans it
+            cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, steps=steps))
     except ConfigError as e:
         raise fail(str(e), code=2) from None
     out = (out or Path("runs") / f"{ablation}_seed{seed}").resolve()
@@ -136,7 +136,9 @@ def _with_progress(fn, total: int):
 
 def _print_train_summary(run, stop: int) -> None:
     s, m = run.state, run.last_metrics
-    total, trainable = s.model.count_params()
+    from t2s_ray.metrics.efficiency import count_parameters
+
+    total, trainable = count_parameters(s.model)
     if run.resumed_from:
         console.print(f"resumed from {run.resumed_from} (step {run.start_step})", highlight=False)
     if not m:

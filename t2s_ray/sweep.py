@@ -203,6 +203,7 @@ class RayInfo:
     gpus: float
     dashboard_url: Optional[str]
     token_file: Optional[Path]
+    start_s: float = math.nan
 
 
 def _validate_dashboard(spec: SweepSpec) -> None:
@@ -217,9 +218,8 @@ def init_ray(spec: SweepSpec) -> RayInfo:
     Ray reads its network and auth settings from the environment when it is imported, so they
     are set here, before the first `import ray`.
     """
-    if _ray_running():
-        ray = sys.modules["ray"]
-        return RayInfo(float(ray.cluster_resources().get("GPU", 0)), None, None)
+    if (gpus := _existing_cluster_gpus()) is not None:
+        return RayInfo(gpus, None, None)
     token_note = ""
     if spec.address is None and spec.dashboard_host in LOOPBACK:
         keep_ray_on_loopback()  # single machine: nothing to expose
@@ -421,21 +421,29 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
         prepare_data(configs, say)
         prepare_evaluators(configs, say)
     t0 = time.perf_counter()
-    info = init_ray(spec)
-    cluster_gpus = info.gpus
-    ray_start_s = time.perf_counter() - t0
-    for line in dashboard_lines(info):
-        say(line)
+    info = _start_ray(spec, say)
     if spec.gpus is None:
-        spec.gpus = cluster_gpus  # default: every GPU the cluster has (0 -> CPU trials)
-    _validate_gpus(spec, cluster_gpus)
+        spec.gpus = info.gpus  # default: every GPU the cluster has (0 -> CPU trials)
+    _validate_gpus(spec, info.gpus)
     if spec.address and spec.gpus and spec.max_concurrent is None and spec.gpus_per_trial > 0:
         # A shared cluster may have more GPUs than asked for: cap the trials running at once.
         spec.max_concurrent = max(1, int(spec.gpus // spec.gpus_per_trial))
-    tuner = build_tuner(spec, configs[0].training.keep_checkpoints)
-    grid = tuner.fit()
-    return SweepOutcome(Path(grid.experiment_path), len(grid), grid.num_errors, grid.num_terminated,
-                        time.perf_counter() - t0, ray_start_s)
+    grid = build_tuner(spec, configs[0].training.keep_checkpoints).fit()
+    return _outcome(grid, Path(grid.experiment_path), t0, info.start_s)
+
+
+def _start_ray(spec: SweepSpec, say: Callable[[str], None]) -> RayInfo:
+    """`init_ray`, timed, then say where the dashboard is."""
+    t0 = time.perf_counter()
+    info = init_ray(spec)
+    info.start_s = time.perf_counter() - t0
+    for line in dashboard_lines(info):
+        say(line)
+    return info
+
+
+def _outcome(grid, exp: Path, t0: float, ray_start_s: float) -> SweepOutcome:
+    return SweepOutcome(exp, len(grid), grid.num_errors, grid.num_terminated, time.perf_counter() - t0, ray_start_s)
 
 
 def _ray_running() -> bool:
@@ -459,25 +467,22 @@ def _check_tuner_pkl(path: Path) -> None:
 def resume_sweep(experiment_dir: Path, restart_errored: bool = False, quiet: bool = False,
                  say: Callable[[str], None] = print) -> SweepOutcome:
     """`Tuner.restore` unfinished and errored trials of an existing experiment and run them."""
-    from ray import tune
-
     exp = Path(experiment_dir).expanduser().resolve()
     if not (exp / "tuner.pkl").is_file():
         raise SweepError(f"{exp} is not a t2s-ray experiment (no tuner.pkl); pass the folder that "
                          f"`t2s-ray sweep` printed, e.g. results/<name>")
     _check_tuner_pkl(exp / "tuner.pkl")
     t0 = time.perf_counter()
-    info = init_ray(SweepSpec(storage=exp.parent, name=exp.name, quiet=quiet))
-    ray_start_s = time.perf_counter() - t0
-    for line in dashboard_lines(info):
-        say(line)
+    info = _start_ray(SweepSpec(storage=exp.parent, name=exp.name, quiet=quiet), say)
+    from ray import tune  # after init_ray: Ray reads its network settings at import
+
     quiet_tune_env()
     try:
+        # trials keep the resources stored in the experiment state; these apply to none of them
         tuner = tune.Tuner.restore(exp.as_posix(), trainable=trainable_with_resources({"cpu": 1, "gpu": 0}),
                                    resume_unfinished=True, resume_errored=not restart_errored,
                                    restart_errored=restart_errored)
     except (EOFError, pickle.UnpicklingError, ValueError, RuntimeError, OSError) as e:
         raise SweepError(f"cannot restore {exp}: {type(e).__name__}: {e} (tuner.pkl or experiment state may be "
                          f"corrupt)") from None
-    grid = tuner.fit()
-    return SweepOutcome(exp, len(grid), grid.num_errors, grid.num_terminated, time.perf_counter() - t0, ray_start_s)
+    return _outcome(tuner.fit(), exp, t0, info.start_s)

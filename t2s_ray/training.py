@@ -9,6 +9,7 @@ step k and training to N gives the same weights, bit for bit on CPU, as training
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -206,6 +207,12 @@ def build_state(cfg: Config, device: torch.device | None = None, text_encoder=No
 
 # --- one step ---------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=2)
+def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+    """The clip order of one epoch: a permutation derived from (seed, epoch), so no state but the epoch."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+
+
 def next_batch(state: TrainState, dataset) -> tuple[np.ndarray, list[str]]:
     """The next batch in this epoch's seeded permutation (the position is part of the state)."""
     b, n = state.cfg.training.batch_size, len(dataset)
@@ -213,19 +220,23 @@ def next_batch(state: TrainState, dataset) -> tuple[np.ndarray, list[str]]:
         raise TrainingError(f"training.batch_size={b} is larger than the {n} training clips; lower it")
     if state.data_pos + b > n:
         state.epoch, state.data_pos = state.epoch + 1, 0
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(state.cfg.seed * 100_003 + state.epoch))
-    idx = order[state.data_pos:state.data_pos + b].tolist()
+    idx = epoch_order(state.cfg.seed, state.epoch, n)[state.data_pos:state.data_pos + b]
     state.data_pos += b
     return dataset.get_batch(idx)
 
 
-def train_step(state: TrainState, videos: np.ndarray, texts: list[str]) -> torch.Tensor:
-    """Forward, loss, backward, clip, step, EMA. Returns the (detached) loss on the device."""
+def diffusion_loss(state: TrainState, videos: np.ndarray, texts: list[str], generator: torch.Generator) -> torch.Tensor:
+    """The diffusion loss of uint8 clips `(B, T, H, W, 3)` with their captions (timesteps/noise from `generator`)."""
     x0 = to_model_input(videos, device=state.device)  # uint8 to the device, then float: 4x fewer bytes moved
-    texts = drop_captions(texts, state.cfg.diffusion.caption_dropout, state.generator)
     with state.autocast:
         text = state.model.encode(texts)
-        loss = state.diffusion.training_loss(lambda x, t: state.model(x, t, text), x0, state.generator)
+        return state.diffusion.training_loss(lambda x, t: state.model(x, t, text), x0, generator)
+
+
+def train_step(state: TrainState, videos: np.ndarray, texts: list[str]) -> torch.Tensor:
+    """Forward, loss, backward, clip, step, EMA. Returns the (detached) loss on the device."""
+    texts = drop_captions(texts, state.cfg.diffusion.caption_dropout, state.generator)
+    loss = diffusion_loss(state, videos, texts, state.generator)
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     state.scaler.unscale_(state.optimizer)
@@ -329,10 +340,7 @@ def validation_loss(state: TrainState, dataset, max_clips: int = 64, seed: int =
     with eval_weights(state):
         for start in range(0, n, b):
             videos, texts = dataset.get_batch(list(range(start, min(n, start + b))))
-            x0 = to_model_input(videos).to(state.device)
-            with state.autocast:
-                text = state.model.encode(texts)
-                loss = state.diffusion.training_loss(lambda x, t: state.model(x, t, text), x0, gen)
+            loss = diffusion_loss(state, videos, texts, gen)
             total += loss.item() * len(texts)
             count += len(texts)
     return total / count

@@ -35,12 +35,6 @@ class T2SModel(nn.Module):
             groups.append({"name": "text_encoder", "params": params, "lr": text_lr, "weight_decay": weight_decay})
         return groups
 
-    def count_params(self) -> tuple[int, int]:
-        """(total, trainable) parameter counts, text encoder included."""
-        total = sum(p.numel() for p in self.parameters())
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return total, trainable
-
 
 def build_model(cfg: Config, text_encoder: TextEncoder | None = None) -> T2SModel:
     """T2SModel from `cfg.model`, `cfg.data` and `cfg.text_encoder`; `text_encoder` reuses a loaded one."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -18,6 +19,7 @@ from ray import tune
 
 from t2s_ray.ablations import Ablation
 from t2s_ray.config import Config, resolve
+from t2s_ray.metrics.efficiency import count_parameters
 from t2s_ray.metrics.memory import cpu_rss_peak_gb
 from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
 from t2s_ray.metrics.sampler import MemorySampler
@@ -56,10 +58,9 @@ def _final_metrics(state: TrainState, last_loss: float) -> tuple[dict[str, Any],
     from t2s_ray.data import build_dataset
     from t2s_ray.evaluation import evaluate
 
-    total, trainable = state.model.count_params()
+    total, trainable = count_parameters(state.model)
     val = build_dataset(state.cfg.data, "val")
-    # read the training peak before evaluation resets the CUDA peak counter
-    peak_gpu = torch.cuda.max_memory_allocated(state.device) / 2**30 if state.device.type == "cuda" else math.nan
+    # mem/gpu_peak_gb (training peak) is already in the last training report: evaluation resets the counter
     metrics = {
         "final": 1,
         "final_loss": last_loss,
@@ -67,7 +68,6 @@ def _final_metrics(state: TrainState, last_loss: float) -> tuple[dict[str, Any],
         "params/total_m": total / 1e6,
         "params/trainable_m": trainable / 1e6,
         "train_time_h": state.train_time_s / 3600,
-        "mem/gpu_peak_gb": peak_gpu,
         "mem/gpu_peak_gb_status": "ok" if state.device.type == "cuda" else "CPU run: no GPU memory to measure",
         "mem/cpu_rss_peak_gb": cpu_rss_peak_gb(),
     }
@@ -76,21 +76,22 @@ def _final_metrics(state: TrainState, last_loss: float) -> tuple[dict[str, Any],
     return metrics, result
 
 
-def _save_samples(result, folder: Path, step: int | None = None) -> None:
-    """The evaluation's generated clips with their captions as a GIF, and (given `step`) in TensorBoard."""
+def _save_samples(result, folder: Path, step: int) -> Path:
+    """The evaluation's generated clips with their captions: a GIF (returned) and an image in TensorBoard."""
+    from tensorboardX import SummaryWriter
+
     from t2s_ray.data.video import save_gif
 
     n = min(8, len(result.texts))
-    save_gif(folder / "samples.gif", result.videos[:n], result.texts[:n])
-    if step is not None:
-        from tensorboardX import SummaryWriter
-
-        # one row per clip, its frames left to right (TensorBoard video needs moviepy; an image does not)
-        grid = np.concatenate([np.concatenate(list(clip), axis=1) for clip in result.videos[:n]], axis=0)
-        with SummaryWriter(str(folder), filename_suffix=".samples") as writer:
-            writer.add_image("eval/samples", grid, global_step=step, dataformats="HWC")
-            writer.add_text("eval/sample_captions", "\n\n".join(f"{i}. {t}" for i, t in
-                                                                  enumerate(result.texts[:n])), global_step=step)
+    gif = folder / "samples.gif"
+    save_gif(gif, result.videos[:n], result.texts[:n])
+    # one row per clip, its frames left to right (TensorBoard video needs moviepy; an image does not)
+    grid = np.concatenate([np.concatenate(list(clip), axis=1) for clip in result.videos[:n]], axis=0)
+    with SummaryWriter(str(folder), filename_suffix=".samples") as writer:
+        writer.add_image("eval/samples", grid, global_step=step, dataformats="HWC")
+        writer.add_text("eval/sample_captions", "\n\n".join(f"{i}. {t}" for i, t in enumerate(result.texts[:n])),
+                        global_step=step)
+    return gif
 
 
 def trial_storage_dir() -> Path | None:
@@ -103,14 +104,14 @@ def trial_storage_dir() -> Path | None:
     return Path(storage.trial_fs_path)
 
 
-def _restore(state: TrainState, ckpt) -> None:
+def _restore(state: TrainState, folder: Path | None, ckpt) -> None:
     """Resume from the newest valid checkpoint of this trial.
 
     Tune's own choice (`ckpt`) can be older than what is on disk after a driver kill (its
     experiment state is snapshotted every ~10 s) and may be corrupt; the trial folder is scanned
     so neither costs progress. Corrupt checkpoints are reported and skipped, never loaded.
+    `folder` is the trial's persistent folder (None for remote storage).
     """
-    folder = trial_storage_dir()
     if folder is not None and list_checkpoints(folder):
         loaded = restore_latest(state, folder)
         log.warning("resumed %s seed %s at step %d from %s (Tune offered %s)", state.cfg.ablation,
@@ -133,25 +134,26 @@ def t2s_trial(params: dict[str, Any]) -> None:
             "node/device": str(device), "node/pid": os.getpid(), "node/started_at": started_at}
     dataset = build_dataset(cfg.data, "train")
     state = build_state(cfg, device)
-    _restore(state, tune.get_checkpoint())
+    storage_dir = trial_storage_dir()
+    _restore(state, storage_dir, tune.get_checkpoint())
 
     def report(metrics: dict[str, Any], checkpoint_now: bool) -> None:
         # timesteps_total puts the training step on TensorBoard's x axis (Tune's TBX logger reads it)
-        metrics, result = {**metrics, **node, "timesteps_total": state.step}, None
+        metrics, gif = {**metrics, **node, "timesteps_total": state.step}, None
         if state.step >= cfg.training.steps:
             final, result = _final_metrics(state, metrics["loss"])
             metrics.update(final)
-            _save_samples(result, Path(tune.get_context().get_trial_dir()), step=state.step)
+            gif = _save_samples(result, Path(tune.get_context().get_trial_dir()), step=state.step)
         if not checkpoint_now:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
             save_state(state, Path(tmp) / "ckpt")
-            if result is not None:  # also inside the checkpoint: it reaches storage from any node
-                _save_samples(result, Path(tmp) / "ckpt")
+            if gif is not None:  # also inside the checkpoint: it reaches storage from any node
+                shutil.copy(gif, Path(tmp) / "ckpt" / gif.name)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(Path(tmp) / "ckpt")))
 
-    folder = trial_storage_dir() or Path(tune.get_context().get_trial_dir())
+    folder = storage_dir or Path(tune.get_context().get_trial_dir())
     with MemorySampler(folder / SAMPLER_CSV, device) as sampler:
         def report_with_memory(metrics: dict[str, Any], checkpoint_now: bool) -> None:
             sampler.set_step(state.step)

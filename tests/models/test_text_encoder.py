@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from t2s_ray.config import resolve
+from t2s_ray.metrics.efficiency import count_parameters
 from t2s_ray.models.t2s import build_model
 from t2s_ray.models.text_encoder import TextEncoder, TextOutput, default_text_encoder_path, masked_mean
 
@@ -74,7 +75,7 @@ def test_param_groups(text_encoder, tiny_bert_path):
     groups = frozen.param_groups(lr=1e-3, text_lr=1e-5, weight_decay=0.0)
     assert [g["name"] for g in groups] == ["dit"]
     assert sum(p.numel() for p in groups[0]["params"]) == sum(p.numel() for p in frozen.dit.parameters())
-    total, trainable = frozen.count_params()
+    total, trainable = count_parameters(frozen)
     assert trainable == sum(p.numel() for p in frozen.dit.parameters())
     assert total - trainable == 22_713_216 - 384 * 384 - 384  # all-MiniLM-L6-v2 without its unused pooler
 
@@ -84,7 +85,7 @@ def test_param_groups(text_encoder, tiny_bert_path):
     assert groups["text_encoder"]["lr"] == 1e-5 and groups["dit"]["lr"] == 1e-3
     assert {id(p) for p in groups["text_encoder"]["params"]} == {id(p) for p in tuned.text_encoder.parameters()}
     torch.optim.AdamW(list(groups.values()))  # the groups are valid optimizer input
-    assert tuned.count_params()[0] == tuned.count_params()[1]
+    assert count_parameters(tuned)[0] == count_parameters(tuned)[1]
 
 
 def test_build_model_rejects_mismatched_encoder(text_encoder):
