@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test calibrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ demo: $(STAMP)
 	$(BIN)/t2s-ray sweep --gpus 0 --scale smoke --storage ./results --name demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	@$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (a failure)" >&2; fi; exit $$rc
+
+# The known-effect check: baseline vs the no_text control x 3 seeds at the small scale (CPU: ~30 min).
+calibrate: $(STAMP)
+	$(BIN)/t2s-ray calibrate --storage ./results
 
 clean:
 	rm -rf $(VENV) .pytest_cache results

@@ -14,16 +14,11 @@ import time
 import torch
 from benchkit import write_results
 
-from t2s_ray.config import resolve
+from t2s_ray.ablations import resolve
 from t2s_ray.data import build_dataset
-from t2s_ray.metrics.efficiency import count_parameters
+from t2s_ray.metrics.efficiency import count_parameters, synchronize
 from t2s_ray.models.sizes import DIT_SIZES
 from t2s_ray.training import build_state, next_batch, train_step
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: str | None,
@@ -40,10 +35,10 @@ def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: 
     times = []
     for _ in range(steps):
         batch = next_batch(state, data)
-        _sync(state.device)
+        synchronize(state.device)
         t0 = time.perf_counter()
         train_step(state, *batch)
-        _sync(state.device)
+        synchronize(state.device)
         times.append(time.perf_counter() - t0)
     total, trainable = count_parameters(state.model)
     ms = 1000 * statistics.median(times)

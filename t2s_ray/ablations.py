@@ -1,4 +1,7 @@
-"""The ablation registry: each ablation is a name, a one-line description and an override dict.
+"""The ablation registry and `resolve()`: each ablation is a name, a one-line description and an override dict.
+
+`resolve(ablation, scale, seed, overrides)` = defaults <- `config.SCALES[scale]` <- ablation <-
+`--set key.path=value` overrides, validated by the schema in `config.py`.
 
 Nothing else in the code branches on an ablation's name; the model and trainer read config fields
 (`text_encoder.freeze`, `ema.enabled`, `model.size`, ...). Users add their own ablations in a
@@ -12,9 +15,17 @@ JSON or TOML file:
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from t2s_ray.config import SCALES, Config, ConfigError, merge, parse_override
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,8 @@ class Ablation:
     """One line saying what changes relative to the baseline."""
     overrides: Mapping[str, Any] = field(default_factory=dict)
     """Nested config overrides applied on top of the scale preset."""
+    control: bool = False
+    """A control arm with a known effect (calibration), not a design choice under study."""
 
 
 ABLATIONS: dict[str, Ablation] = {
@@ -38,16 +51,23 @@ ABLATIONS: dict[str, Ablation] = {
         Ablation("no_ema", "no EMA; evaluation uses the raw weights", {"ema": {"enabled": False}}),
         Ablation("dit_s", "DiT-S denoiser (hidden 384, depth 12, 6 heads) instead of the scale's size",
                  {"model": {"size": "dit-s"}}),
+        Ablation("eps_prediction", "the network predicts the noise (eps) instead of the clean clip",
+                 {"diffusion": {"prediction": "eps"}}),
+        Ablation("v_prediction", "the network predicts the velocity v instead of the clean clip",
+                 {"diffusion": {"prediction": "v"}}),
+        # controls: arms whose effect is known, so that a study can prove it detects one
+        Ablation("no_text", "negative control: captions always dropped in training, unconditional sampling; "
+                 "text alignment must fall to chance", {"diffusion": {"caption_dropout": 1.0}}, control=True),
     )
 }
 
 DEFAULT_ABLATIONS = ("baseline", "text_finetuned", "no_ema")
+CALIBRATION_ARM, CALIBRATION_CONTROL = "baseline", "no_text"
+"""`t2s-ray calibrate` must tell these two apart in text alignment."""
 
 
 def get_ablation(name: str, extra: Mapping[str, Ablation] | None = None) -> Ablation:
     """Look up an ablation by name in the built-ins and `extra`; unknown names raise `ConfigError`."""
-    from t2s_ray.config import ConfigError
-
     registry = {**ABLATIONS, **(extra or {})}
     if name not in registry:
         raise ConfigError(f"unknown ablation {name!r}; known ablations: {', '.join(registry)}")
@@ -56,20 +76,13 @@ def get_ablation(name: str, extra: Mapping[str, Ablation] | None = None) -> Abla
 
 def load_ablation_file(path: str | Path) -> dict[str, Ablation]:
     """Read user-defined ablations from a `.json` or `.toml` file (see module docstring)."""
-    from t2s_ray.config import ConfigError, Config, merge
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"ablation file {str(p)!r} does not exist")
     text = p.read_text()
     try:
-        if p.suffix == ".toml":
-            import tomllib
-
-            raw = tomllib.loads(text)
-        else:
-            raw = json.loads(text)
-    except (ValueError, ImportError) as e:
+        raw = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except ValueError as e:  # TOMLDecodeError and JSONDecodeError are ValueErrors
         raise ConfigError(f"ablation file {str(p)!r} is not valid {p.suffix[1:] or 'JSON'}: {e}") from None
     out: dict[str, Ablation] = {}
     for name, body in raw.items():
@@ -84,3 +97,18 @@ def load_ablation_file(path: str | Path) -> dict[str, Ablation]:
             raise ConfigError(f"ablation {name!r} in {p}: {e}") from None
         out[name] = abl
     return out
+
+
+def resolve(ablation: str = "baseline", scale: str = "smoke", seed: int = 0,
+            overrides: list[str] | tuple[str, ...] = (),
+            extra_ablations: Mapping[str, Ablation] | None = None) -> Config:
+    """defaults <- SCALES[scale] <- ablation overrides <- `--set` overrides, validated."""
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
+    abl = get_ablation(ablation, extra_ablations)
+    d = merge(Config().to_dict(), SCALES[scale])
+    d = merge(d, abl.overrides)
+    for item in overrides:
+        d = merge(d, parse_override(item))
+    d.update(ablation=ablation, scale=scale, seed=seed)
+    return Config.from_dict(d)

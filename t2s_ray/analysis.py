@@ -10,17 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-TABLE_CSV = "comparison_table.csv"
-TABLE_MD = "comparison_table.md"
-REPORT_TXT = "ABLATION_RESULTS_REPORT.txt"
-CURVES_CSV = "training_curves.csv"
-FORMATS = ("csv", "md", "both")
+from t2s_ray.io import write_text_atomic
+from t2s_ray.outputs import CURVES_CSV, FORMATS, REPORT_TXT, TABLE_CSV, TABLE_MD
 
 
 @dataclass(frozen=True)
@@ -45,6 +41,7 @@ METRICS: dict[str, MetricInfo] = {
     "eval/gloss_accuracy": MetricInfo("Gloss acc.", "higher", True),
     "eval/motion_ratio": MetricInfo("Motion ratio", "one", True),
     "eval/text_alignment": MetricInfo("Text align.", "higher", True),
+    "eval/text_alignment_chance": MetricInfo("Text align. chance"),
     "final_loss": MetricInfo("Final loss", "lower"),
     "val_loss": MetricInfo("Val loss", "lower"),
     "train_time_h": MetricInfo("Train time (h)", "lower", True),
@@ -54,6 +51,7 @@ METRICS: dict[str, MetricInfo] = {
     "eval/inference_peak_mem_gb": MetricInfo("Inference peak (GB)", "lower"),
     "params/total_m": MetricInfo("Params (M)"),
     "params/trainable_m": MetricInfo("Trainable (M)"),
+    "params/text_encoder_change": MetricInfo("Encoder change (rel. L2)"),
     "eval/num_videos": MetricInfo("N videos"),
 }
 ARROWS = {"lower": "↓", "higher": "↑", "one": "→1"}
@@ -97,7 +95,9 @@ class _Attempt:
 def _trial_folders(exp_dir: Path) -> list[Path]:
     """Sub-folders holding params.json; raises when there are none."""
     if not exp_dir.is_dir():
-        raise ValueError(f"Experiment dir {exp_dir} does not exist. {EXPERIMENT_DIR_HELP}")
+        what = ("is a file, expected an experiment folder written by t2s-ray sweep" if exp_dir.exists()
+                else "does not exist")
+        raise ValueError(f"Experiment dir {exp_dir} {what}. {EXPERIMENT_DIR_HELP}")
     folders = sorted(p for p in exp_dir.iterdir() if (p / "params.json").is_file())
     if folders:
         return folders
@@ -560,21 +560,6 @@ def render_report(exp_dir: str | os.PathLike, selected: pd.DataFrame, summary: p
 
 # --------------------------------------------------------------------------- writing
 
-
-def _write_atomic(path: Path, text: str) -> Path:
-    """Write text to a temp file beside path, then os.replace it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 HEADLINE = ("eval/fvd", "eval/fvd_synthsign", "eval/text_alignment", "eval/lpips", "eval/temporal_consistency",
             "eval/temporal_consistency_ssim", "eval/motion_ratio", "val_loss", "train_time_h", "mem/gpu_peak_gb",
             "params/trainable_m")
@@ -614,7 +599,7 @@ def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     texts["report"] = (REPORT_TXT, render_report(exp_dir, selected, summary, baseline))
     curves = training_curves(_history_frame(attempts))
     texts["curves"] = (CURVES_CSV, curves.to_csv(index=False))
-    paths = {key: _write_atomic(out / name, text) for key, (name, text) in texts.items()}
+    paths = {key: write_text_atomic(out / name, text) for key, (name, text) in texts.items()}
     return {**paths, **_write_plots(curves, summary, out)}
 
 

@@ -2,21 +2,21 @@
 
 A checkpoint is one directory holding `state.pt` (one state dict of tensors and plain values)
 and `meta.json` (format version, step, sha256 of `state.pt`, resolved config). It is written
-into a temporary sibling directory and renamed into place, so a crash never leaves a
-half-written checkpoint under the final name.
+into a temporary sibling directory, fsynced and renamed into place (`t2s_ray.io.atomic_dir`),
+so a crash never leaves a half-written checkpoint under the final name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from t2s_ray.io import atomic_dir
 
 FORMAT_VERSION = 1
 STATE_FILE = "state.pt"
@@ -37,28 +37,16 @@ def _sha256(path: Path) -> str:
 
 
 def write_checkpoint(directory: str | Path, state: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Write `state` + `meta` into `directory` atomically (temp dir, fsync, rename); return it."""
+    """Write `state` + `meta` into `directory` atomically (temp dir, fsync, rename); return it.
+
+    The same step written again (e.g. after a restore) replaces the old directory whole.
+    """
     final = Path(directory)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(final) as tmp:
         torch.save(state, tmp / STATE_FILE)
         full_meta = {**meta, "format_version": FORMAT_VERSION, "sha256": _sha256(tmp / STATE_FILE)}
         (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
-        for f in (tmp / STATE_FILE, tmp / META_FILE):
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if final.exists():  # same step written again (e.g. after a restore): replace it whole
-            trash = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-            os.replace(final, trash)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

@@ -1,15 +1,29 @@
-"""The `t2s-ray` command line: parses options and delegates; no logic of its own."""
+"""The `t2s-ray` command line: parses options and delegates; no logic of its own.
+
+Exit codes, for every command: 0 done, 2 bad input (one line on stderr, nothing written),
+1 a run that failed, 130 interrupted (Ctrl+C).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from t2s_ray.config import ConfigError, flatten, resolve
+from t2s_ray.ablations import CALIBRATION_ARM, CALIBRATION_CONTROL, get_ablation, load_ablation_file, resolve
+from t2s_ray.config import DEVICES, SCALES, ConfigError, diff, flatten
+from t2s_ray.outputs import FORMATS
+from t2s_ray.preflight import run_checks
+from t2s_ray.sweep import LOOPBACK, SweepError, SweepSpec, absolutize_override, absolutize_spec, resume_sweep, run_sweep
+
+# Lazy below: modules importing torch (local, checkpoint, training, evaluator, metrics) or pandas
+# (analysis) would add seconds to every `t2s-ray --help`.
 
 app = typer.Typer(
     name="t2s-ray",
@@ -21,11 +35,14 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+Scale = enum.Enum("Scale", {name: name for name in SCALES}, type=str)
+"""The `--scale` choices: every preset in `config.SCALES`."""
 
-class Scale(str, enum.Enum):
-    smoke = "smoke"
-    small = "small"
-    full = "full"
+
+Fmt = enum.Enum("Fmt", {name: name for name in FORMATS}, type=str)
+"""The `analyze --format` choices: `outputs.FORMATS`."""
+Device = enum.Enum("Device", {name: name for name in DEVICES}, type=str)
+"""The `evaluate --device` choices: `config.DEVICES`."""
 
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Config override key.path=value (repeatable), e.g. training.lr=1e-4.")]
@@ -33,8 +50,19 @@ ScaleOpt = Annotated[Scale, typer.Option(help="Size preset: smoke (CPU, < 1 min)
 AblationFileOpt = Annotated[Optional[Path], typer.Option("--ablation-file", help="JSON/TOML file of user-defined ablations.")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version  # lazy: ~50 ms on every other command
+
+        typer.echo(f"t2s-ray {version('t2s-ray')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True,
+                                                         help="Print the version and exit.")] = None,
+) -> None:
     """Ablation studies of text-to-sign video diffusion models, run as Ray Tune grids."""
 
 
@@ -45,9 +73,18 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _user_ablations(path: Optional[Path]):
-    from t2s_ray.ablations import load_ablation_file
-
     return load_ablation_file(path) if path else None
+
+
+def _check_writable(folder: Path, option: str) -> None:
+    """Create `folder` and a probe file in it, or exit 2 naming the folder and the fix."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".t2s-probe-"):
+            pass
+    except OSError as e:
+        raise fail(f"{option} {folder}: cannot create a folder there and write in it ({e.strerror or e}); "
+                   f"choose another {option}", code=2) from None
 
 
 @app.command("config")
@@ -68,18 +105,16 @@ def config_cmd(
     if as_json:
         print(cfg.to_json())
         return
-    from t2s_ray.ablations import get_ablation
-
     console.print(f"[bold]{ablation}[/] @ {scale.value}: {get_ablation(ablation, extra).description}", highlight=False)
-    ours, theirs = flatten(cfg.to_dict()), flatten(base.to_dict())
+    changed = diff(cfg, base)
+    ours = flatten(cfg.to_dict())
     width = max(map(len, ours))
     for key, value in ours.items():
-        if key == "ablation" or value == theirs[key]:
-            console.print(f"  {key:<{width}} = {value!r}", highlight=False)
-        else:
-            console.print(f"[bold yellow]* {key:<{width}} = {value!r}[/]  [dim](baseline: {theirs[key]!r})[/]",
+        if key in changed:
+            console.print(f"[bold yellow]* {key:<{width}} = {value!r}[/]  [dim](baseline: {changed[key][1]!r})[/]",
                           highlight=False)
-    changed = [k for k in ours if k != "ablation" and ours[k] != theirs[k]]
+        else:
+            console.print(f"  {key:<{width}} = {value!r}", highlight=False)
     console.print(f"{len(changed)} key(s) differ from baseline" + (f": {', '.join(changed)}" if changed else ""),
                   highlight=False)
 
@@ -90,23 +125,19 @@ def train_cmd(
     scale: ScaleOpt = Scale.smoke,
     seed: Annotated[int, typer.Option(min=0, help="Trial seed (model init, data order, noise).")] = 0,
     steps: Annotated[Optional[int], typer.Option(
-        help="Stop after step N. Below training.steps this pauses the run (the LR schedule still spans "
-             "training.steps; run again with a larger N to continue); above it, it raises training.steps.")] = None,
+        min=1, help="Stop after step N. Below training.steps this pauses the run (the LR schedule still spans "
+                    "training.steps; run again with a larger N to continue); above it, it raises "
+                    "training.steps.")] = None,
     set_: SetOpt = None,
     ablation_file: AblationFileOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder; resumed from if it holds a checkpoint. "
                                                      "Default: runs/<ablation>_seed<k>.")] = None,
 ) -> None:
     """Train one (ablation, seed) in this process, without Ray, and checkpoint it like a sweep trial."""
-    import dataclasses
-
     from t2s_ray.checkpoint import CheckpointError
     from t2s_ray.local import train_local
-    from t2s_ray.sweep import absolutize_override
     from t2s_ray.training import TrainingError
 
-    if steps is not None and steps < 1:
-        raise fail(f"--steps {steps}: must be >= 1", code=2)
     overrides = [absolutize_override(o) for o in set_ or []]
     try:
         cfg = resolve(ablation, scale.value, seed, overrides, extra_ablations=_user_ablations(ablation_file))
@@ -114,20 +145,23 @@ def train_cmd(
             cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, steps=steps))
     except ConfigError as e:
         raise fail(str(e), code=2) from None
-    out = (out or Path("runs") / f"{ablation}_seed{seed}").resolve()
+    out = (out or Path("runs") / f"{ablation}_seed{seed}").expanduser().resolve()
+    _check_writable(out, "--out")
     stop = min(steps or cfg.training.steps, cfg.training.steps)
     console.print(f"training [bold]{ablation}[/] seed {seed} @ {scale.value} → {out}", highlight=False)
     try:
         run = _with_progress(lambda progress: train_local(cfg, out, stop_at=stop, progress=progress), stop)
-    except (ConfigError, CheckpointError, TrainingError) as e:
+    except (ConfigError, CheckpointError, ValueError) as e:  # the config, --out's checkpoints or the data
+        raise fail(str(e), code=2) from None
+    except TrainingError as e:
         raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted; run the same command again to resume from the last checkpoint", code=130) from None
     _print_train_summary(run, stop)
 
 
 def _with_progress(fn, total: int):
     """Run `fn(progress_callback)` under a rich progress bar counting optimizer steps."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     with Progress(TextColumn("step"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("train", total=total)
@@ -135,9 +169,9 @@ def _with_progress(fn, total: int):
 
 
 def _print_train_summary(run, stop: int) -> None:
-    s, m = run.state, run.last_metrics
     from t2s_ray.metrics.efficiency import count_parameters
 
+    s, m = run.state, run.last_metrics
     total, trainable = count_parameters(s.model)
     if run.resumed_from:
         console.print(f"resumed from {run.resumed_from} (step {run.start_step})", highlight=False)
@@ -148,12 +182,6 @@ def _print_train_summary(run, stop: int) -> None:
         f"step {s.step}/{s.cfg.training.steps}  loss {m['loss']:.4f}  {m['step_time_ms']:.0f} ms/step  "
         f"params {total / 1e6:.2f}M total, {trainable / 1e6:.2f}M trainable", highlight=False)
     console.print(f"checkpoints: {run.out / 'checkpoints'}", highlight=False)
-
-
-class Fmt(str, enum.Enum):
-    csv = "csv"
-    md = "md"
-    both = "both"
 
 
 def _split_csv(value: str) -> tuple[str, ...]:
@@ -168,10 +196,10 @@ def sweep_cmd(
     ablations: Annotated[str, typer.Option(help="Comma-separated ablations to run.")] = "baseline,text_finetuned,no_ema",
     seeds: Annotated[int, typer.Option(help="Seeds per ablation (seeds 0..K-1).")] = 1,
     scale: ScaleOpt = Scale.smoke,
-    steps: Annotated[Optional[int], typer.Option(help="Training steps per trial (overrides training.steps).")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per trial (overrides training.steps).")] = None,
     data: Annotated[str, typer.Option(help="Dataset spec: synthsign, how2sign:ROOT, phoenix:ROOT, manifest:FILE.csv.")] = "synthsign",
     storage: Annotated[Path, typer.Option(help="Folder that holds experiments (resolved to an absolute path).")] = Path("results"),
-    name: Annotated[Optional[str], typer.Option(help="Experiment name (default t2s-<date>-<time>).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Experiment folder name under --storage (default t2s-<date>-<time>).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster instead of starting one.")] = None,
     max_failures: Annotated[int, typer.Option(help="Retries per trial after a crash (from its last checkpoint).")] = 2,
     max_concurrent: Annotated[Optional[int], typer.Option(help="Cap on trials running at once.")] = None,
@@ -184,19 +212,15 @@ def sweep_cmd(
     expose_dashboard: Annotated[bool, typer.Option(help="Confirm binding the dashboard to a non-loopback address (anyone who reaches it can run code).")] = False,
 ) -> None:
     """Run every ablation x seed as a Ray Tune grid, one GPU per trial, then print the comparison table."""
-    from t2s_ray.sweep import SweepError, SweepSpec, run_sweep
-
-    if steps is not None and steps < 1:
-        raise fail(f"--steps {steps}: must be >= 1", code=2)
     try:
         extra = _user_ablations(ablation_file) or {}
         spec = SweepSpec(ablations=_split_csv(ablations), seeds=seeds, scale=scale.value, steps=steps, data=data,
                          overrides=tuple(set_ or []), user_ablations=extra, gpus=gpus, gpus_per_trial=gpus_per_trial,
-                         cpus_per_trial=cpus_per_trial, storage=storage, name=name or "", address=address,
+                         cpus_per_trial=cpus_per_trial, storage=storage, name=name, address=address,
                          max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet,
                          dashboard=dashboard, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
                          expose_dashboard=expose_dashboard)
-        if dashboard and dashboard_host not in ("127.0.0.1", "localhost", "::1") and expose_dashboard:
+        if dashboard and dashboard_host not in LOOPBACK and expose_dashboard:
             err_console.print(f"[bold yellow]warning:[/] the Ray dashboard will listen on {dashboard_host}: anyone "
                               f"who can reach it can run code on this machine", highlight=False)
         console.print(f"experiment [bold]{spec.experiment_dir}[/]: {len(spec.ablations)} ablation(s) x "
@@ -216,8 +240,6 @@ def resume_cmd(
     quiet: Annotated[bool, typer.Option(help="Only start, end and errors.")] = False,
 ) -> None:
     """Continue an interrupted or partly failed sweep: unfinished and errored trials resume from checkpoints."""
-    from t2s_ray.sweep import SweepError, resume_sweep
-
     try:
         outcome = resume_sweep(experiment_dir, restart_errored=restart_errored, quiet=quiet,
                                say=lambda m: console.print(m, highlight=False))
@@ -228,14 +250,60 @@ def resume_cmd(
     _finish(outcome)
 
 
+@app.command("calibrate")
+def calibrate_cmd(
+    gpus: Annotated[Optional[float], typer.Option(help="GPUs to use (default: all detected; 0 runs trials on CPU).")] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs reserved per trial.")] = 1.0,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per arm; fewer than 3 allow no inference (the check fails).")] = 3,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per trial (default: the small scale's).")] = None,
+    with_finetuned: Annotated[bool, typer.Option(help="Also train text_finetuned (shown beside the check, not judged).")] = False,
+    storage: Annotated[Path, typer.Option(help="Folder that holds experiments.")] = Path("results"),
+    name: Annotated[Optional[str], typer.Option(help="Experiment folder name (default calibrate-<date>-<time>).")] = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option(help="Only start, end and errors.")] = False,
+) -> None:
+    """Known-effect check: baseline vs the no_text control at the small scale; PASS when the study detects it.
+
+    Runs baseline and no_text (captions always dropped) x SEEDS as an ordinary sweep, then tests the
+    per-seed difference in eval/text_alignment (paired 95 % t-interval). Exit 0 on PASS, 1 on FAIL.
+    """
+    from datetime import datetime
+
+    arms = (CALIBRATION_ARM, CALIBRATION_CONTROL) + (("text_finetuned",) if with_finetuned else ())
+    try:
+        spec = SweepSpec(ablations=arms, seeds=seeds, scale="small", steps=steps, overrides=tuple(set_ or []),
+                         gpus=gpus, cpus_per_trial=cpus_per_trial, storage=storage,
+                         name=name or datetime.now().strftime("calibrate-%Y%m%d-%H%M%S"), quiet=quiet,
+                         dashboard=False)
+        console.print(f"calibration [bold]{spec.experiment_dir}[/]: {', '.join(arms)} x {seeds} seed(s) at scale "
+                      "small", highlight=False)
+        outcome = run_sweep(spec, say=lambda m: console.print(m, highlight=False))
+    except (ConfigError, SweepError) as e:
+        raise fail(str(e), code=2) from None
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; continue with: t2s-ray resume {spec.experiment_dir}", code=130) from None
+    _finish(outcome)
+    from t2s_ray.calibrate import judge_experiment, render, write
+
+    cal = judge_experiment(outcome.experiment_dir)
+    typer.echo("\n" + render(cal))
+    md, _ = write(cal, outcome.experiment_dir)
+    console.print(f"wrote {md}", highlight=False)
+    if not cal.passed:
+        raise typer.Exit(code=1)
+
+
 def _finish(outcome) -> None:
-    """End-of-sweep summary: path, counts, the comparison table, and the resume command on errors."""
+    """End-of-sweep summary: path, counts, the comparison table, and the resume command on errors.
+
+    Exits 130 when trials are unfinished (Tune stops on Ctrl+C and returns), else 1 when any errored.
+    """
     exp = outcome.experiment_dir
     console.print(f"\nexperiment: {exp}\ntrials: {outcome.num_terminated} finished, {outcome.num_errors} errored "
                   f"(of {outcome.num_trials}); wall {outcome.wall_s:.0f} s, Ray start-up {outcome.ray_start_s:.1f} s",
                   highlight=False)
     try:
-        _print_tables(exp, None, "both")
+        _print_tables(exp, None, Fmt.both)
     except ValueError as e:
         err_console.print(f"no comparison table: {e}", highlight=False)
     console.print(f"TensorBoard: tensorboard --logdir {exp}", highlight=False)
@@ -244,13 +312,13 @@ def _finish(outcome) -> None:
         what = ", ".join(p for p in (f"{outcome.num_errors} trial(s) errored (see error.txt in their folders)"
                                      if outcome.num_errors else "",
                                      f"{unfinished} trial(s) unfinished (interrupted)" if unfinished else "") if p)
-        raise fail(f"{what}; continue with: t2s-ray resume {exp}", code=1)
+        raise fail(f"{what}; continue with: t2s-ray resume {exp}", code=130 if unfinished else 1)
 
 
-def _print_tables(exp: Path, out: Optional[Path], fmt: str) -> None:
+def _print_tables(exp: Path, out: Optional[Path], fmt: Fmt) -> None:
     from t2s_ray.analysis import headline_markdown, write_outputs
 
-    paths = write_outputs(exp, out, fmt)
+    paths = write_outputs(exp, out, fmt.value)
     typer.echo(headline_markdown(exp))  # plain: a Markdown table must not be re-wrapped
     console.print("all metrics, and why any is NaN: comparison_table.md, ABLATION_RESULTS_REPORT.txt", highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
@@ -264,7 +332,7 @@ def analyze_cmd(
 ) -> None:
     """Turn an experiment's results into comparison tables: mean ± std over seeds, Δ% vs baseline."""
     try:
-        _print_tables(experiment_dir.expanduser().resolve(), out, fmt.value)
+        _print_tables(experiment_dir.expanduser().resolve(), out, fmt)
     except ValueError as e:
         raise fail(str(e), code=2) from None
 
@@ -276,17 +344,15 @@ def check_cmd(
     scale: ScaleOpt = Scale.smoke,
 ) -> None:
     """Preflight checklist: ablations resolve, text encoder loads offline, dataset builds, torch/GPUs, Ray, storage."""
-    from t2s_ray.preflight import run_checks
-    from t2s_ray.sweep import absolutize_spec
-
-    data = absolutize_spec(data)
-
     failed = 0
-    for c in run_checks(data, storage, scale.value):
-        mark = "[green]✓[/]" if c.ok else "[red]✗[/]"
-        console.print(f"{mark} {c.name}: ", end="")
-        console.print(c.detail, highlight=False, markup=False)
-        failed += not c.ok
+    try:
+        for c in run_checks(absolutize_spec(data), storage, scale.value):
+            mark = "[green]✓[/]" if c.ok else "[red]✗[/]"
+            console.print(f"{mark} {c.name}: ", end="")
+            console.print(c.detail, highlight=False, markup=False)
+            failed += not c.ok
+    except KeyboardInterrupt:
+        raise fail("interrupted", code=130) from None
     if failed:
         raise fail(f"{failed} check(s) failed")
 
@@ -296,13 +362,15 @@ def evaluate_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (state.pt + meta.json).")],
     fvd_detector: Annotated[Optional[Path], typer.Option(help="StyleGAN-V i3d_torchscript.pt for eval/fvd.")] = None,
     n: Annotated[Optional[int], typer.Option("--n", min=1, help="Videos to generate (eval.num_videos).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    device: Annotated[Device, typer.Option(help="Where to sample and compute the metrics.")] = Device.auto,
     out: Annotated[Optional[Path], typer.Option(help="JSON file to write (default eval_<ablation>_seed<k>_step<N>.json).")] = None,
 ) -> None:
     """Sample the fixed caption set from a checkpoint's evaluated weights and compute every metric."""
+    from t2s_ray.checkpoint import CheckpointError
     from t2s_ray.local import evaluate_checkpoint
+    from t2s_ray.training import TrainingError
 
-    overrides = [f"device={device}"]
+    overrides = [f"device={device.value}"]
     if fvd_detector:
         overrides.append(f"eval.fvd_detector={fvd_detector.expanduser().resolve()}")
     if n:
@@ -310,8 +378,14 @@ def evaluate_cmd(
     try:
         with console.status("evaluating (sampling, then metrics)…"):
             metrics, path = evaluate_checkpoint(checkpoint, overrides, out)
-    except (ConfigError, ValueError, RuntimeError) as e:
+    # bad input: the checkpoint, an override, the dataset it names, or an --out/--fvd-detector path
+    except (CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+            PermissionError) as e:
+        raise fail(str(e), code=2) from None
+    except TrainingError as e:  # e.g. device=cuda where CUDA is not available
         raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", code=130) from None
     for key, value in metrics.items():
         console.print(f"  {key:<36} {value}", highlight=False, markup=False)
     console.print(f"wrote {path}", highlight=False)
@@ -334,6 +408,8 @@ def train_evaluator_cmd(
             highlight=False))
     except (ConfigError, EvaluatorUnavailable) as e:
         raise fail(str(e), code=2) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted; run it again to start over", code=130) from None
     for key, value in report.to_dict().items():
         console.print(f"  {key}: {value}", highlight=False, markup=False)
 

@@ -1,8 +1,9 @@
-"""Configuration as data: one frozen dataclass per concern, `SCALES`, and `resolve()`.
+"""Configuration as data: one frozen dataclass per concern and the `SCALES` presets.
 
-`resolve(ablation, scale, seed, overrides)` = defaults <- scale <- ablation <- `key.path=value`
-overrides. Every field is type-checked and validated; an unknown key or a bad value raises
-`ConfigError` naming the key and what is allowed.
+The schema, the scale presets and the strict parser; a leaf module (it imports nothing of the
+package but the size registry). `ablations.resolve` builds a trial's config from these: defaults
+<- scale <- ablation <- `key.path=value` overrides. Every field is type-checked and validated; an
+unknown key or a bad value raises `ConfigError` naming the key and what is allowed.
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from typing import Any, Mapping
 
 from t2s_ray.models.sizes import DIT_SIZES
 
-CONFIG_FORMAT_VERSION = 1
-
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message names it and the fix."""
+
+
+DEVICES = ("auto", "cuda", "cpu")
+"""Where a trial runs: `auto` (the GPU Ray assigned, else CPU), `cuda` or `cpu`."""
+SCHEDULES = ("linear", "cosine")
+"""Beta schedules `diffusion.schedule` may name (implemented in `diffusion.BETA_SCHEDULES`)."""
+PREDICTIONS = ("eps", "v", "x")
+"""Network targets `diffusion.prediction` may name: noise, velocity or the clean clip."""
+LOSS_SPACES = ("v", "x")
+"""Where an x-prediction's error is measured: `v` weights it by 1/sigma_t^2, `x` is plain MSE."""
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -49,8 +58,22 @@ class DataConfig:
     """SynthSign: clips rendered for each of the val and test splits."""
     seed: int = 0
     """SynthSign: generator seed; the same for every trial so that trials share one dataset."""
+    vocabulary: int = 0
+    """SynthSign: glosses in use (0 = all 68); a subset picks one gloss per body location first."""
+    min_glosses: int = 1
+    """SynthSign: fewest glosses in a sentence."""
+    max_glosses: int = 3
+    """SynthSign: most glosses in a sentence (at most 3)."""
+    signers: int = 0
+    """SynthSign: signer appearances (0 = a new look, position and colours for every clip; 1 = one fixed signer)."""
+    motion_scale: float = 1.0
+    """SynthSign: multiplies the size of every movement (larger = easier to tell movements apart)."""
+    split_by: str = "sentence"
+    """SynthSign: `sentence` (val/test sentences never trained on) or `clip` (same sentences, new renders)."""
     cache_dir: str = ""
     """Where rendered/decoded clips are cached; empty = `$T2S_RAY_CACHE` or `~/.cache/t2s-ray`."""
+    max_bad_fraction: float = 0.05
+    """Real corpora: fraction of a split's rows that may be skipped (bad row, unreadable clip); at least 1 may."""
 
     def __post_init__(self) -> None:
         _check(bool(self.spec), "data.spec", "must not be empty (e.g. 'synthsign')")
@@ -58,6 +81,16 @@ class DataConfig:
         _check(self.height >= 8 and self.width >= 8, "data.height/width", "must be >= 8 pixels")
         _check(self.train_clips >= 1, "data.train_clips", f"must be >= 1, got {self.train_clips}")
         _check(self.eval_clips >= 1, "data.eval_clips", f"must be >= 1, got {self.eval_clips}")
+        _check(0 <= self.vocabulary <= 68, "data.vocabulary", f"must be in [0, 68] (0 = all), got {self.vocabulary}")
+        _check(1 <= self.min_glosses <= self.max_glosses <= 3, "data.min_glosses/max_glosses",
+               f"need 1 <= min_glosses <= max_glosses <= 3, got {self.min_glosses}, {self.max_glosses}")
+        _check(self.vocabulary != 1 or self.max_glosses == 1, "data.max_glosses",
+               "must be 1 with data.vocabulary=1 (a gloss is never signed twice in a row)")
+        _check(self.signers >= 0, "data.signers", f"must be >= 0, got {self.signers}")
+        _check(0 < self.motion_scale <= 3, "data.motion_scale", f"must be in (0, 3], got {self.motion_scale}")
+        _one_of(self.split_by, "data.split_by", ("sentence", "clip"))
+        _check(0 <= self.max_bad_fraction < 1, "data.max_bad_fraction",
+               f"must be in [0, 1), got {self.max_bad_fraction}")
 
 
 @dataclass(frozen=True)
@@ -88,10 +121,13 @@ class TextEncoderConfig:
     """Learning rate of the encoder's optimizer group when `freeze` is false."""
     max_length: int = 32
     """Tokens per caption (longer captions are truncated)."""
+    cache_size: int = 4096
+    """Frozen encoder only: captions whose outputs are kept in memory (LRU); 0 = encode every batch afresh."""
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "text_encoder.lr", f"must be > 0, got {self.lr}")
         _check(self.max_length >= 4, "text_encoder.max_length", f"must be >= 4, got {self.max_length}")
+        _check(self.cache_size >= 0, "text_encoder.cache_size", f"must be >= 0, got {self.cache_size}")
 
 
 @dataclass(frozen=True)
@@ -102,16 +138,22 @@ class DiffusionConfig:
     """Discrete diffusion steps of the forward process."""
     schedule: str = "cosine"
     """Beta schedule: `linear` (DDPM) or `cosine` (improved DDPM)."""
-    prediction: str = "v"
-    """Network target: `eps` (noise) or `v` (velocity)."""
+    prediction: str = "x"
+    """Network target: `x` (the clean clip; works for pixel patches wider than the model), `eps` or `v`."""
+    x_loss_space: str = "v"
+    """x-prediction only: `v` = mean ((x_hat - x0) / sigma_t)^2 (the v-loss implied by x_hat), `x` = plain MSE."""
+    x_loss_min_sigma: float = 0.05
+    """x-prediction, v-space loss only: sigma_t is clipped below at this value (bounds the weight at t ~ 0)."""
     caption_dropout: float = 0.1
-    """Fraction of training captions replaced by the empty caption (enables guidance)."""
+    """Fraction of training captions replaced by the empty caption (enables guidance); 1 = never any text."""
 
     def __post_init__(self) -> None:
         _check(self.num_timesteps >= 10, "diffusion.num_timesteps", "must be >= 10")
-        _one_of(self.schedule, "diffusion.schedule", ("linear", "cosine"))
-        _one_of(self.prediction, "diffusion.prediction", ("eps", "v"))
-        _check(0 <= self.caption_dropout < 1, "diffusion.caption_dropout", "must be in [0, 1)")
+        _one_of(self.schedule, "diffusion.schedule", SCHEDULES)
+        _one_of(self.prediction, "diffusion.prediction", PREDICTIONS)
+        _one_of(self.x_loss_space, "diffusion.x_loss_space", LOSS_SPACES)
+        _check(0 < self.x_loss_min_sigma <= 1, "diffusion.x_loss_min_sigma", "must be in (0, 1]")
+        _check(0 <= self.caption_dropout <= 1, "diffusion.caption_dropout", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -228,7 +270,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        _one_of(self.device, "device", ("auto", "cuda", "cpu"))
+        _one_of(self.device, "device", DEVICES)
         _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         p = self.model.patch_size
         _check(self.data.height % p == 0 and self.data.width % p == 0, "model.patch_size",
@@ -242,7 +284,7 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+    def from_dict(cls, d: Mapping[str, Any]) -> Config:
         """Inverse of `to_dict`; unknown keys and wrong types raise `ConfigError`."""
         return _build(cls, d, prefix="")
 
@@ -258,13 +300,14 @@ SCALES: dict[str, dict[str, Any]] = {
                      "report_every": 5, "checkpoint_every": 10},
         "eval": {"num_videos": 8, "sampling_steps": 10, "batch_size": 8},
     },
-    # CPU in minutes, GPU in seconds: long enough for the model to visibly learn SynthSign.
+    # CPU in minutes: a task where the text matters (8 glosses, one signer), so effects show on a laptop.
     "small": {
-        "data": {"frames": 8, "height": 32, "width": 32, "train_clips": 1024, "eval_clips": 64},
-        "model": {"size": "dit-mini", "patch_size": 4},
-        "training": {"steps": 600, "batch_size": 8, "lr": 3e-4, "warmup_steps": 50,
-                     "report_every": 20, "checkpoint_every": 100},
-        "eval": {"num_videos": 32, "sampling_steps": 25, "batch_size": 16},
+        "data": {"frames": 8, "height": 32, "width": 32, "train_clips": 1024, "eval_clips": 64,
+                 "vocabulary": 8, "min_glosses": 1, "max_glosses": 1, "signers": 1, "split_by": "clip"},
+        "model": {"size": "dit-tiny", "patch_size": 8},
+        "training": {"steps": 1500, "batch_size": 8, "lr": 1e-3, "warmup_steps": 100,
+                     "report_every": 50, "checkpoint_every": 500},
+        "eval": {"num_videos": 64, "sampling_steps": 25, "batch_size": 32, "evaluator_epochs": 2},
     },
     # GPU, DiT-S sized: hours.
     "full": {
@@ -303,7 +346,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
         return value
     if tp is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}")
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
+               f"expected a number, got {value!r}")
         return float(value)
     if tp is str:
         _check(isinstance(value, str), key, f"expected a string, got {value!r}")
@@ -380,27 +424,12 @@ def parse_override(item: str) -> dict[str, Any]:
                 raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is a value, not a table")
             cls = tp
         elif dataclasses.is_dataclass(tp):
-            raise ConfigError(f"--set {item!r}: {key} is a table; set one of its keys, e.g. {key}.{next(iter(_field_types(tp)))}=...")
+            first = next(iter(_field_types(tp)))
+            raise ConfigError(f"--set {item!r}: {key} is a table; set one of its keys, e.g. {key}.{first}=...")
     value: Any = _parse_scalar(text.strip(), tp, key)
     for part in reversed(parts):
         value = {part: value}
     return value
-
-
-def resolve(ablation: str = "baseline", scale: str = "smoke", seed: int = 0,
-            overrides: list[str] | tuple[str, ...] = (), extra_ablations: Mapping[str, Any] | None = None) -> Config:
-    """defaults <- SCALES[scale] <- ablation overrides <- `--set` overrides, validated."""
-    from t2s_ray.ablations import get_ablation
-
-    if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
-    abl = get_ablation(ablation, extra_ablations)
-    d = merge(Config().to_dict(), SCALES[scale])
-    d = merge(d, abl.overrides)
-    for item in overrides:
-        d = merge(d, parse_override(item))
-    d.update(ablation=ablation, scale=scale, seed=seed)
-    return Config.from_dict(d)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -418,10 +447,3 @@ def diff(a: Config, b: Config, ignore: tuple[str, ...] = ("ablation",)) -> dict[
     """Keys whose values differ between two configs: `{key: (a_value, b_value)}`."""
     fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
     return {k: (fa[k], fb[k]) for k in fa if fa[k] != fb[k] and k not in ignore}
-
-
-def load_json(path) -> Config:
-    """Read a config saved by `Config.to_json` (e.g. `config.json` next to a trial)."""
-    with open(path) as f:
-        return Config.from_dict(json.load(f))
-

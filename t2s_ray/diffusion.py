@@ -10,9 +10,8 @@ import math
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-from t2s_ray.config import DiffusionConfig
+from t2s_ray.config import PREDICTIONS, SCHEDULES, DiffusionConfig
 from t2s_ray.models.text_encoder import TextOutput
 
 
@@ -30,7 +29,7 @@ def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) 
 
 
 BETA_SCHEDULES: dict[str, Callable[[int], torch.Tensor]] = {"linear": linear_betas, "cosine": cosine_betas}
-PREDICTIONS = ("eps", "v")
+assert tuple(BETA_SCHEDULES) == SCHEDULES, "config.SCHEDULES and diffusion.BETA_SCHEDULES disagree"
 
 ModelFn = Callable[..., torch.Tensor]
 
@@ -42,23 +41,36 @@ def _extract(coef: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tens
 
 
 class GaussianDiffusion:
-    """Forward process q(x_t | x_0), the eps/v training target and a DDIM sampler."""
+    """Forward process q(x_t | x_0), the eps/v/x training target and a DDIM sampler.
 
-    def __init__(self, num_timesteps: int = 1000, schedule: str = "cosine", prediction: str = "v"):
+    x-prediction (Li & He, "Back to Basics: Let Denoising Generative Models Denoise", 2025): the
+    network outputs the clean clip. Pixel-patch transformers whose patch holds more values than
+    the model is wide cannot carry the full-dimensional noise through, so eps/v targets fail
+    there while the (low-dimensional) clean clip can still be predicted. Its loss is by default
+    taken in v-space: v_hat - v = -(x_hat - x0) / sigma_t, so MSE(v) = mean(((x_hat - x0) / sigma_t)^2),
+    with sigma_t clipped below at `x_loss_min_sigma`.
+    """
+
+    def __init__(self, num_timesteps: int = 1000, schedule: str = "cosine", prediction: str = "x",
+                 x_loss_space: str = "v", x_loss_min_sigma: float = 0.05):
         if schedule not in BETA_SCHEDULES:
             raise ValueError(f"schedule={schedule!r}; expected one of {', '.join(BETA_SCHEDULES)}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction={prediction!r}; expected one of {', '.join(PREDICTIONS)}")
+        if x_loss_space not in ("v", "x") or not 0 < x_loss_min_sigma <= 1:
+            raise ValueError(f"x_loss_space={x_loss_space!r} (expected 'v' or 'x'), "
+                             f"x_loss_min_sigma={x_loss_min_sigma} (expected (0, 1])")
         self.num_timesteps, self.schedule, self.prediction = num_timesteps, schedule, prediction
+        self.x_loss_space, self.x_loss_min_sigma = x_loss_space, x_loss_min_sigma
         self.betas = BETA_SCHEDULES[schedule](num_timesteps)
         self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)
         self.sqrt_ac = self.alphas_cumprod.sqrt()
         self.sqrt_1m_ac = (1 - self.alphas_cumprod).sqrt()
 
     @classmethod
-    def from_config(cls, cfg: DiffusionConfig) -> "GaussianDiffusion":
+    def from_config(cls, cfg: DiffusionConfig) -> GaussianDiffusion:
         """The diffusion a `DiffusionConfig` describes."""
-        return cls(cfg.num_timesteps, cfg.schedule, cfg.prediction)
+        return cls(cfg.num_timesteps, cfg.schedule, cfg.prediction, cfg.x_loss_space, cfg.x_loss_min_sigma)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise."""
@@ -66,9 +78,11 @@ class GaussianDiffusion:
         return xt.to(x0.dtype)
 
     def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """What the network learns: the noise (eps) or v = sqrt(a_t) noise - sqrt(1 - a_t) x0."""
+        """What the network learns: the noise (eps), x0 (x) or v = sqrt(a_t) noise - sqrt(1 - a_t) x0."""
         if self.prediction == "eps":
             return noise
+        if self.prediction == "x":
+            return x0
         return (_extract(self.sqrt_ac, t, x0) * noise - _extract(self.sqrt_1m_ac, t, x0) * x0).to(x0.dtype)
 
     def predict_x0_eps(self, xt: torch.Tensor, t: torch.Tensor,
@@ -77,6 +91,8 @@ class GaussianDiffusion:
         a, b = _extract(self.sqrt_ac, t, xt), _extract(self.sqrt_1m_ac, t, xt)
         if self.prediction == "eps":
             return (xt - b * pred) / a, pred
+        if self.prediction == "x":
+            return pred, (xt - a * pred) / b
         return a * xt - b * pred, a * pred + b * xt
 
     def training_loss(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -84,7 +100,10 @@ class GaussianDiffusion:
         t = torch.randint(0, self.num_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
         pred = model_fn(self.q_sample(x0, t, noise), t)
-        return F.mse_loss(pred.float(), self.target(x0, t, noise).float())
+        err = (pred.float() - self.target(x0, t, noise).float()) ** 2
+        if self.prediction == "x" and self.x_loss_space == "v":
+            err = err / _extract(self.sqrt_1m_ac, t, err).clamp(min=self.x_loss_min_sigma) ** 2
+        return err.mean()
 
     def ddim_timesteps(self, steps: int) -> list[int]:
         """`steps` evenly spaced timesteps from T-1 down ("trailing": 1 step starts at T-1 too)."""

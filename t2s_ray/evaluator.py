@@ -24,12 +24,14 @@ import torch
 
 from t2s_ray.config import DataConfig
 from t2s_ray.data import build_dataset
-from t2s_ray.data.cache import atomic_path, locked
-from t2s_ray.data.synthsign import GLOSSES, cache_root, render_clip, split_sentences
+from t2s_ray.data.cache import locked
+from t2s_ray.data.synthsign import Style, cache_root, render_clip, sentences_of, vocabulary
 from t2s_ray.data.synthsign import cache_key as synthsign_key
 from t2s_ray.data.video import to_model_input
+from t2s_ray.io import atomic_path
 from t2s_ray.metrics.text_alignment import gloss_accuracy, text_alignment
 from t2s_ray.models.gloss_classifier import GlossClassifier, GlossClassifierArch, ctc_decode, ctc_loss
+from t2s_ray.training import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -160,18 +162,12 @@ def build_classifier(data_cfg: DataConfig, ecfg: EvaluatorConfig, num_glosses: i
 
 # --- training and scoring ---------------------------------------------------------------------
 
-def _lr_factor(step: int, total: int) -> float:
-    warmup = max(1, total // 20)
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
-def _draw_sentence(rng: np.random.Generator, num_glosses: int, held_out: set[tuple[int, ...]]) -> tuple[int, ...]:
-    """A random 1-3 gloss sequence, no gloss twice in a row (as in SynthSign), not a val/test sentence."""
+def _draw_sentence(rng: np.random.Generator, data_cfg: DataConfig, held_out: set[tuple[int, ...]]) -> tuple[int, ...]:
+    """A random sentence as SynthSign makes them (its vocabulary and lengths, no gloss twice in a row), not held out."""
+    vocab = vocabulary(data_cfg.vocabulary)
     while True:
-        length = int(rng.integers(1, MAX_GLOSSES + 1))
-        seq = tuple(int(g) for g in rng.integers(num_glosses, size=length))
+        length = int(rng.integers(data_cfg.min_glosses, data_cfg.max_glosses + 1))
+        seq = tuple(int(vocab[g]) for g in rng.integers(len(vocab), size=length))
         if all(a != b for a, b in zip(seq, seq[1:])) and seq not in held_out:
             return seq
 
@@ -183,14 +179,16 @@ def training_batches(data_cfg: DataConfig, ecfg: EvaluatorConfig, epoch: int
     Rendered on the fly from random gloss sequences (never a val/test sentence): on the fixed
     training sentences the network memorised which glosses go together instead of reading each.
     """
-    sentences = split_sentences(data_cfg.seed)
-    held_out = set(sentences["val"]) | set(sentences["test"])
+    sentences = sentences_of(data_cfg)
+    # sentence-disjoint splits: never a val/test sentence; clip-disjoint ones share every sentence
+    held_out = set(sentences["val"]) | set(sentences["test"]) if data_cfg.split_by == "sentence" else set()
+    style = Style.of(data_cfg)
     for start in range(0, ecfg.train_clips, ecfg.batch_size):
         videos, glosses = [], []
         for i in range(start, min(start + ecfg.batch_size, ecfg.train_clips)):
             rng = np.random.default_rng([data_cfg.seed, ecfg.seed, epoch, i, 0xE7A1])
-            glosses.append(_draw_sentence(rng, len(GLOSSES), held_out))
-            videos.append(render_clip(glosses[-1], data_cfg.frames, data_cfg.height, data_cfg.width, rng))
+            glosses.append(_draw_sentence(rng, data_cfg, held_out))
+            videos.append(render_clip(glosses[-1], data_cfg.frames, data_cfg.height, data_cfg.width, rng, style))
         yield np.stack(videos), glosses
 
 
@@ -199,7 +197,8 @@ def _fit(model: GlossClassifier, data_cfg: DataConfig, ecfg: EvaluatorConfig, de
     """Train `model` in place; returns the mean loss of each epoch."""
     opt = torch.optim.AdamW(model.parameters(), lr=ecfg.lr, weight_decay=ecfg.weight_decay)
     total_steps = ecfg.epochs * math.ceil(ecfg.train_clips / ecfg.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps))
+    warmup = max(1, total_steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total_steps, "cosine", 0.0))
     model.train()
     losses, t0 = [], time.perf_counter()
     for epoch in range(ecfg.epochs):
@@ -319,9 +318,8 @@ def _train_and_save(data_cfg: DataConfig, ecfg: EvaluatorConfig, folder: Path, d
 
 
 def train_evaluator(data_cfg: DataConfig, ecfg: EvaluatorConfig = EvaluatorConfig(),
-                    progress: ProgressFn | None = None, device: torch.device | str = "cpu",
-                    force: bool = False) -> EvaluatorReport:
-    """Train the SynthSign evaluator of `data_cfg` and cache it; a cached one is reused unless `force`.
+                    progress: ProgressFn | None = None, device: torch.device | str = "cpu") -> EvaluatorReport:
+    """Train the SynthSign evaluator of `data_cfg` and cache it; a cached one is reused.
 
     Seeded: the same configs on CPU give the same weights. `progress` gets a dict per epoch
     (epoch, epochs, train_loss, elapsed_s). Raises `EvaluatorUnavailable` for non-SynthSign data.
@@ -330,7 +328,7 @@ def train_evaluator(data_cfg: DataConfig, ecfg: EvaluatorConfig = EvaluatorConfi
     folder = evaluator_dir(data_cfg, ecfg)
     folder.mkdir(parents=True, exist_ok=True)
     with locked(folder.with_name(folder.name + ".lock")):
-        cached = None if force else _read_report(folder)
+        cached = _read_report(folder)
         if cached is not None:
             return cached
         return _train_and_save(data_cfg, ecfg, folder, torch.device(device), progress)

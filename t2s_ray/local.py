@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 from t2s_ray.checkpoint import prune_checkpoints
 from t2s_ray.config import Config, ConfigError
+from t2s_ray.io import atomic_path, write_text_atomic
 from t2s_ray.training import TrainState, build_state, restore_latest, save_state, train_loop
 
 
@@ -44,9 +45,7 @@ def prepare_out_dir(out: Path, cfg: Config) -> None:
             raise ConfigError(f"--out {out} holds a run with a different config (see {cfg_file}); "
                               f"use the same ablation/scale/seed/--set or another --out")
         return
-    tmp = cfg_file.with_suffix(".json.tmp")
-    tmp.write_text(cfg.to_json())
-    os.replace(tmp, cfg_file)
+    write_text_atomic(cfg_file, cfg.to_json())
 
 
 def _append_metrics(path: Path, metrics: dict[str, Any]) -> None:
@@ -64,13 +63,11 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     with open(path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= step]
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         if rows:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def train_local(cfg: Config, out: Path, stop_at: int | None = None, dataset=None, text_encoder=None,
@@ -117,7 +114,5 @@ def evaluate_checkpoint(checkpoint: Path, overrides: list[str], out: Optional[Pa
     result = evaluate(state, build_dataset(cfg.data, "val"))
     metrics = {"ablation": cfg.ablation, "seed": cfg.seed, "step": state.step, **result.metrics}
     path = out or Path(f"eval_{cfg.ablation}_seed{cfg.seed}_step{state.step}.json")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(metrics, indent=2, default=str))
     return metrics, path

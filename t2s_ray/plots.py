@@ -6,10 +6,11 @@ Pure functions of the frames `analysis.py` computes; matplotlib's Agg backend (n
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from t2s_ray.io import atomic_path
 
 
 def _pyplot():
@@ -22,9 +23,8 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)  # a reader never sees half a PNG
+    with atomic_path(path, suffix=path.suffix) as tmp:  # a reader never sees half a PNG
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return path
 
 

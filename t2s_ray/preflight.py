@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from t2s_ray.ablations import ABLATIONS
-from t2s_ray.config import resolve
+from t2s_ray.ablations import ABLATIONS, resolve
 
 
 @dataclass(frozen=True)
@@ -91,8 +90,7 @@ def _storage(path: Path) -> str:
     return f"{path} is writable"
 
 
-def run_checks(data: str = "synthsign", storage: Path = Path("results"), scale: str = "smoke",
-               with_ray: bool = True) -> Iterator[Check]:
+def run_checks(data: str = "synthsign", storage: Path = Path("results"), scale: str = "smoke") -> Iterator[Check]:
     """Yield each checklist item as it completes."""
     yield _run("ablations", lambda: _ablations(scale))
     yield _run("text encoder", _text_encoder)
@@ -100,6 +98,5 @@ def run_checks(data: str = "synthsign", storage: Path = Path("results"), scale: 
         cache = tmp if data == "synthsign" else ""
         yield _run("dataset", lambda: _dataset(data, scale, cache))
     yield _run("torch / GPUs", _torch)
-    if with_ray:
-        yield _run("ray", _ray)
+    yield _run("ray", _ray)
     yield _run("storage", lambda: _storage(storage))

@@ -17,10 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation
-from t2s_ray.config import resolve
+from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, resolve
 
-TRAINABLE_NAME = "t2s_trial"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+"""Host names that reach only this machine (a dashboard bound to one of them needs no confirmation)."""
 
 
 class SweepError(ValueError):
@@ -42,7 +42,8 @@ class SweepSpec:
     gpus_per_trial: float = 1.0
     cpus_per_trial: float = 1.0
     storage: Path = Path("results")
-    name: str = ""
+    name: Optional[str] = None
+    """Experiment folder under `storage`; None: t2s-<date>-<time>."""
     address: Optional[str] = None
     max_failures: int = 2
     max_concurrent: Optional[int] = None
@@ -54,7 +55,7 @@ class SweepSpec:
 
     def __post_init__(self) -> None:
         self.storage = Path(self.storage).expanduser().resolve()
-        self.name = self.name or datetime.now().strftime("t2s-%Y%m%d-%H%M%S")
+        self.name = datetime.now().strftime("t2s-%Y%m%d-%H%M%S") if self.name is None else check_name(self.name)
         # Tune runs each trial in its own working directory: every path the trials read must be absolute.
         self.overrides = tuple(absolutize_override(o) for o in self.overrides)
         self.data = absolutize_spec(self.data)
@@ -83,6 +84,14 @@ class SweepSpec:
             space["user_ablations"] = {a.name: {"description": a.description, "overrides": dict(a.overrides)}
                                        for a in self.user_ablations.values() if a.name in self.ablations}
         return space
+
+
+def check_name(name: str) -> str:
+    """`name` if it is one path component, so the experiment stays under --storage; else `SweepError`."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise SweepError(f"--name {name!r}: must be a single folder name (no '/', '\\', '.' or '..'), "
+                         f"it is created under --storage; e.g. --name my-sweep")
+    return name
 
 
 PATH_KEYS = ("data.cache_dir", "eval.fvd_detector", "text_encoder.path")
@@ -191,9 +200,6 @@ def keep_ray_on_loopback() -> None:
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass

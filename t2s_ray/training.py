@@ -26,6 +26,7 @@ from t2s_ray.config import Config
 from t2s_ray.data.video import to_model_input
 from t2s_ray.diffusion import GaussianDiffusion
 from t2s_ray.ema import EMA
+from t2s_ray.metrics.efficiency import synchronize
 from t2s_ray.metrics.memory import memory_metrics
 from t2s_ray.models.t2s import T2SModel, build_model
 
@@ -257,11 +258,6 @@ ReportFn = Callable[[dict[str, Any], bool], None]
 """Called with (metrics, checkpoint_now) every `report_every` steps and at checkpoint steps."""
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def train_loop(state: TrainState, dataset, report: ReportFn, progress: Callable[[int], None] | None = None,
                stop_at: int | None = None) -> None:
     """Train until `stop_at` (default `cfg.training.steps`), calling `report` on the report/checkpoint cadence.
@@ -283,7 +279,7 @@ def train_loop(state: TrainState, dataset, report: ReportFn, progress: Callable[
             progress(state.step)
         ckpt_due = state.step % t.checkpoint_every == 0 or state.step == end
         if state.step % t.report_every == 0 or ckpt_due:
-            _sync(state.device)
+            synchronize(state.device)
             elapsed = time.perf_counter() - window_start
             state.train_time_s += elapsed
             metrics = _window_metrics(state, losses, elapsed, data_time, samples)

@@ -1,10 +1,16 @@
 """The CLI through typer's CliRunner: output and error paths."""
 
 import json
+from importlib.metadata import version
 
+import pytest
 from typer.testing import CliRunner
 
+import t2s_ray.cli as cli
+from t2s_ray.ablations import resolve
+from t2s_ray.analysis import FORMATS
 from t2s_ray.cli import app
+from t2s_ray.config import SCALES
 
 runner = CliRunner()
 
@@ -76,17 +82,80 @@ def test_train_cli_error_paths(tmp_path):
     r = runner.invoke(app, ["train", "nope"])
     assert r.exit_code == 2 and "unknown ablation 'nope'" in r.output
     r = runner.invoke(app, ["train", "baseline", "--steps", "0"])
-    assert r.exit_code == 2 and "--steps 0" in r.output
+    assert r.exit_code == 2 and "--steps" in r.output
     r = runner.invoke(app, ["train", "baseline", "--set", "training.lr=-1"])
     assert r.exit_code == 2 and "training.lr" in r.output
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text(json.dumps({"seed": 5}))
     r = runner.invoke(app, ["train", "baseline", "--out", str(tmp_path / "run"), *_sets()])
-    assert r.exit_code == 1 and "holds a run with a different config" in r.output
+    assert r.exit_code == 2 and "holds a run with a different config" in r.output
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == {"seed": 5}  # untouched
     assert "Traceback" not in r.output
 
 
 def test_evaluate_cli_on_a_missing_checkpoint(tmp_path):
     r = runner.invoke(app, ["evaluate", str(tmp_path / "nope")])
-    assert r.exit_code == 1 and "meta.json" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "meta.json" in r.output and "Traceback" not in r.output
+
+
+def test_version():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output == f"t2s-ray {version('t2s-ray')}\n"
+
+
+def test_choices_come_from_their_registries():
+    assert [s.value for s in cli.Scale] == list(SCALES)
+    assert tuple(f.value for f in cli.Fmt) == FORMATS
+    for d in cli.Device:
+        assert resolve("baseline", "smoke", 0, [f"device={d.value}"]).device == d.value
+
+
+def _one_error_line(r) -> str:
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "a\\b", "..", ".", ""])
+def test_sweep_name_must_be_one_folder_name(tmp_path, monkeypatch, name):
+    monkeypatch.setattr(cli, "run_sweep", lambda *a, **k: pytest.fail("the sweep started"))
+    storage = tmp_path / "a" / "storage"
+    r = runner.invoke(app, ["sweep", "--gpus", "0", "--storage", str(storage), "--name", name])
+    assert r.exit_code == 2
+    assert "--name" in _one_error_line(r) and "single folder name" in r.output
+    assert list(tmp_path.iterdir()) == [] and not (tmp_path.parent / "x").exists()
+
+
+@pytest.mark.parametrize("where", ["/proc/x", "a-file/x"])
+def test_train_out_must_be_writable(tmp_path, monkeypatch, where):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["train", "baseline", "--scale", "smoke", "--out", where])
+    assert r.exit_code == 2
+    line = _one_error_line(r)
+    assert where.split("/")[-2] in line and "choose another --out" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_train_ctrl_c_exits_130(tmp_path, monkeypatch):
+    import t2s_ray.local
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(t2s_ray.local, "train_local", interrupted)
+    r = runner.invoke(app, ["train", "baseline", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 130 and "run the same command again" in r.output
+
+
+def test_analyze_on_a_file_says_what_it_is(tmp_path):
+    f = tmp_path / "results.csv"
+    f.write_text("a,b\n")
+    r = runner.invoke(app, ["analyze", str(f)])
+    assert r.exit_code == 2
+    assert "is a file, expected an experiment folder written by t2s-ray sweep" in _one_error_line(r)
+    assert list(tmp_path.iterdir()) == [f] and f.read_text() == "a,b\n"
+
+
+def test_evaluate_device_is_a_choice(tmp_path):
+    r = runner.invoke(app, ["evaluate", str(tmp_path), "--device", "bogus"])
+    assert r.exit_code == 2 and "--device" in r.output and "bogus" in r.output

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from t2s_ray.ablations import ABLATIONS, load_ablation_file
-from t2s_ray.config import SCALES, Config, ConfigError, diff, parse_override, resolve
+from t2s_ray.ablations import ABLATIONS, load_ablation_file, resolve
+from t2s_ray.config import SCALES, Config, ConfigError, diff, parse_override
 
 
 @pytest.mark.parametrize("scale", list(SCALES))

@@ -46,7 +46,7 @@ def test_from_config():
         GaussianDiffusion(prediction="x0")
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("prediction", ["eps", "v", "x"])
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_true_target_reconstructs_x0_and_noise(prediction, schedule):
     d = GaussianDiffusion(1000, schedule, prediction)
@@ -80,13 +80,27 @@ def test_zero_model_loss_is_target_variance():
     assert loss.item() == pytest.approx(1.0, abs=0.02)
 
 
+@pytest.mark.parametrize("space", ["x", "v"])
+def test_x_prediction_loss_is_weighted_in_v_space(space):
+    """x-prediction: an error e in x costs e^2 in x-space and (e / max(sigma_t, min_sigma))^2 in v-space."""
+    d = GaussianDiffusion(prediction="x", x_loss_space=space, x_loss_min_sigma=0.05)
+    x0 = torch.rand(SHAPE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    g = torch.Generator().manual_seed(5)
+    t = torch.randint(0, d.num_timesteps, (SHAPE[0],), generator=torch.Generator().manual_seed(5))
+    loss = d.training_loss(lambda x, _t: x0 + 0.1, x0, g)
+    sigma = d.sqrt_1m_ac[t].clamp(min=0.05)
+    want = 0.01 if space == "x" else (0.01 / sigma**2).mean().item()
+    assert loss.item() == pytest.approx(want, rel=1e-4)
+    assert d.training_loss(lambda x, _t: x0, x0, torch.Generator().manual_seed(5)).item() == pytest.approx(0, abs=1e-10)
+
+
 def test_ddim_timesteps_evenly_spaced():
     d = GaussianDiffusion()
     assert d.ddim_timesteps(10) == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
     assert d.ddim_timesteps(1) == [999] and d.ddim_timesteps(1000)[-1] == 0
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("prediction", ["eps", "v", "x"])
 def test_ddim_with_exact_model_recovers_x0(prediction):
     d = GaussianDiffusion(prediction=prediction)
     x0 = torch.rand(SHAPE, generator=torch.Generator().manual_seed(0)) * 2 - 1

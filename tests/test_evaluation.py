@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from t2s_ray.config import resolve
+from t2s_ray.ablations import resolve
 from t2s_ray.data import build_dataset
 from t2s_ray.evaluation import eval_set, evaluate, sample
 from t2s_ray.evaluator import EvaluatorUnavailable
@@ -38,7 +38,8 @@ def test_prompts_are_the_same_for_every_call(cfg):
     val = build_dataset(cfg.data, "val")
     a, b = eval_set(val, 4, seed=1), eval_set(val, 4, seed=1)
     assert a.texts == b.texts and np.array_equal(a.real, b.real) and a.glosses == b.glosses
-    assert eval_set(val, 4, seed=2).texts != a.texts or len(val) < 3
+    assert len(val) == 6  # data.eval_clips: enough clips for two seeds to pick different prompts
+    assert eval_set(val, 4, seed=2).texts != a.texts
 
 
 def test_sampling_is_deterministic_and_uses_ema_weights(cfg, text_encoder):

@@ -12,8 +12,15 @@ from t2s_ray.config import DataConfig
 from t2s_ray.data import build_dataset
 from t2s_ray.data.synthsign import GLOSSES, split_sentences
 from t2s_ray.data.video import to_model_input
-from t2s_ray.evaluator import (EvaluatorConfig, EvaluatorUnavailable, evaluator_dir, evaluator_key,
-                               load_or_train_evaluator, train_evaluator, training_batches)
+from t2s_ray.evaluator import (
+    EvaluatorConfig,
+    EvaluatorUnavailable,
+    evaluator_dir,
+    evaluator_key,
+    load_or_train_evaluator,
+    train_evaluator,
+    training_batches,
+)
 from t2s_ray.metrics.text_alignment import gloss_accuracy, text_alignment
 from t2s_ray.models.gloss_classifier import GlossClassifier, GlossClassifierArch, ctc_decode, ctc_loss
 
@@ -45,12 +52,18 @@ def test_classifier_shapes_and_input_check():
     assert GlossClassifierArch.from_dict(arch.to_dict()) == arch
 
 
-def test_predict_returns_gloss_tuples_in_order():
+def test_predict_returns_gloss_tuples_in_order(monkeypatch):
     model = GlossClassifier(GlossClassifierArch(num_glosses=5, clip_shape=(6, 16, 16), widths=(8,), feature_dim=8))
     out = model.predict(torch.zeros(3, 3, 6, 16, 16))
     assert isinstance(out, list) and len(out) == 3
     assert all(isinstance(seq, tuple) and len(seq) <= 6 and all(type(g) is int and 0 <= g < 5 for g in seq)
                for seq in out)
+    # per-frame winners chosen so that any reordering (in time or across the batch) changes the answer
+    blank = model.blank
+    frames = [[3, 3, blank, 0, 4, 4], [blank, 2, 2, blank, 2, 1], [1, blank, blank, blank, blank, blank]]
+    logits = torch.nn.functional.one_hot(torch.tensor(frames), 6).float()
+    monkeypatch.setattr(model, "forward", lambda x: logits)
+    assert model.predict(torch.zeros(3, 3, 6, 16, 16)) == [(3, 0, 4), (2, 2, 1), (1,)]
 
 
 def test_ctc_decode_merges_repeats_and_drops_blanks():

@@ -7,14 +7,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.test_resume import _descendants
+from tests.helpers import descendants, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -35,16 +34,6 @@ def _get(url: str, token: str | None = None) -> tuple[int, str]:
         return 0, ""  # not listening yet
 
 
-def _wait(predicate, timeout_s: float, what: str):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_dashboard_during_a_sweep_is_local_and_needs_the_token(tmp_path):
     sets = [a for o in OVERRIDES + (f"data.cache_dir={tmp_path / 'cache'}",) for a in ("--set", o)]
     cmd = [sys.executable, "-m", "t2s_ray.cli", "sweep", "--gpus", "0", "--ablations", "baseline",
@@ -55,14 +44,16 @@ def test_dashboard_during_a_sweep_is_local_and_needs_the_token(tmp_path):
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     try:
-        url = _wait(lambda: next((m.group(1) for line in lines
-                                  if (m := re.search(r"Ray dashboard: (http://\S+)", line))), None), 120, "the URL")
+        def dashboard_url():
+            return next((m.group(1) for line in lines if (m := re.search(r"Ray dashboard: (http://\S+)", line))), None)
+
+        url = wait_for(dashboard_url, 120, "the URL", interval_s=0.2)
         assert url.startswith("http://127.0.0.1:")
         token_line = next(line for line in lines[lines.index(next(x for x in lines if url in x)):]
                           if "token auth" in line)
         token_file = Path(re.search(r"the token is in (\S+);", token_line).group(1))
         token = token_file.read_text().strip()
-        _wait(lambda: _get(url + "/api/gcs_healthz")[0] == 200, 60, "the dashboard")
+        wait_for(lambda: _get(url + "/api/gcs_healthz")[0] == 200, 60, "the dashboard", interval_s=0.2)
         status, body = _get(url + "/api/version", token)
         assert status == 200 and json.loads(body)["ray_version"]
         assert _get(url + "/api/version")[0] == 401
@@ -74,7 +65,7 @@ def test_dashboard_during_a_sweep_is_local_and_needs_the_token(tmp_path):
             return [a for a in actors if a["class_name"].endswith("ImplicitFunc") and a["state"] == "ALIVE"]
 
         try:
-            assert _wait(trial_actors, 60, "a live trial actor")
+            assert wait_for(trial_actors, 60, "a live trial actor", interval_s=0.2)
         except AssertionError:
             print(_get(url + "/api/v0/actors", token)[1][:3000])
             print("".join(lines[-40:]))
@@ -82,7 +73,7 @@ def test_dashboard_during_a_sweep_is_local_and_needs_the_token(tmp_path):
         assert proc.wait(300) == 0, "".join(lines[-30:])
         assert any("tensorboard --logdir" in line for line in lines)
     finally:
-        for pid in _descendants(proc.pid) | {proc.pid}:
+        for pid in descendants(proc.pid) | {proc.pid}:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

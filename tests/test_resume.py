@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import torch
 
 from t2s_ray.checkpoint import list_checkpoints, read_checkpoint
 from t2s_ray.sweep import SweepSpec, run_sweep
+from tests.helpers import descendants, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -68,16 +68,6 @@ def reference(fake_gpu_ray, tmp_path_factory):
     return root, _final_weights(trial), _rows(trial)[-1]["final_loss"]
 
 
-def _wait_for(predicate, timeout_s: float, what: str):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference):
     root, ref_weights, ref_loss = reference
     exp = root / "killed"
@@ -91,7 +81,7 @@ def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference):
             rows = _rows(trials[0])
             return rows[-1]["node/pid"] if rows else None
 
-        pid = _wait_for(checkpointed_pid, 120, "the trial's first checkpoint")
+        pid = wait_for(checkpointed_pid, 120, "the trial's first checkpoint")
         killed["step"] = max(r["step"] for r in _rows(_trial_dir(exp)))
         os.kill(pid, signal.SIGKILL)
         killed["pid"] = pid
@@ -113,25 +103,6 @@ def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference):
     assert rows[-1]["final_loss"] == ref_loss
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every process below `pid` (walks /proc), so the test stops exactly what it started."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "t2s_ray.cli", *args]
 
@@ -145,14 +116,14 @@ def test_sigkilled_driver_then_resume_finishes_without_losing_progress(reference
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     exp = root / "driver"
     try:
-        _wait_for(lambda: list(exp.glob("baseline_seed0_*/checkpoint_*/meta.json"))
-                  and _rows(_trial_dir(exp)), 180, "a checkpoint and its report")
-        started = _descendants(driver.pid)
+        wait_for(lambda: list(exp.glob("baseline_seed0_*/checkpoint_*/meta.json"))
+                 and _rows(_trial_dir(exp)), 180, "a checkpoint and its report")
+        started = descendants(driver.pid)
         step_at_kill = max(r["step"] for r in _rows(_trial_dir(exp)))
         driver.kill()
         driver.wait(10)
     finally:
-        for pid in _descendants(driver.pid) | locals().get("started", set()):
+        for pid in descendants(driver.pid) | locals().get("started", set()):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

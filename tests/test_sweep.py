@@ -78,11 +78,33 @@ def test_analyze_writes_one_row_per_ablation(finished_sweep, tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
 
-def test_validation_too_many_gpus(tmp_path):
-    spec = SweepSpec(gpus=4, storage=tmp_path, name="x")
+def test_validation_too_many_gpus():
+    spec = SweepSpec(gpus=4, name="x")
     with pytest.raises(SweepError, match=r"--gpus 4 requested but 0 GPU\(s\) detected.*use --gpus 0 to run on CPU"):
         validate(spec, available_gpus=0)
-    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("bad", [{"gpus": 64}, {"gpus": 0, "seeds": 0}, {"gpus": 0, "overrides": ("training.lr=0",)},
+                                 {"gpus": 0, "cpus_per_trial": 0}])
+def test_run_sweep_rejects_a_bad_spec_before_writing_anything(tmp_path, monkeypatch, bad):
+    """A rejected spec leaves --storage empty and builds no data cache, evaluator or Ray cluster."""
+    import t2s_ray.sweep as sweep
+
+    def past_validation(*args, **kwargs):
+        raise AssertionError("run_sweep went past validation with a bad spec")
+
+    for step in ("prepare_data", "prepare_evaluators", "init_ray"):  # the steps that write or start things
+        monkeypatch.setattr(sweep, step, past_validation)
+    storage, cache = tmp_path / "results", tmp_path / "cache"
+    storage.mkdir()
+    bad = dict(bad)
+    overrides = (*TINY, f"data.cache_dir={cache}", *bad.pop("overrides", ()))
+    spec = SweepSpec(storage=storage, name="x", overrides=overrides, cpus_per_trial=bad.pop("cpus_per_trial", 0.5),
+                     quiet=True, dashboard=False, **bad)
+    with pytest.raises(ValueError):  # SweepError or ConfigError, both ValueErrors naming the fix
+        run_sweep(spec)
+    assert list(storage.iterdir()) == [], "a rejected sweep wrote into --storage"
+    assert not cache.exists(), "a rejected sweep built its data cache"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -92,7 +114,7 @@ def test_validation_too_many_gpus(tmp_path):
     (["--set", "training.lrr=1"], "training.lrr"),
     (["--seeds", "0"], "--seeds 0"),
     (["--gpus-per-trial", "1.5", "--gpus", "0"], "--gpus-per-trial 1.5"),
-    (["--steps", "0"], "--steps 0"),
+    (["--steps", "0"], "'--steps'"),
 ])
 def test_sweep_cli_rejects_bad_input_before_writing(tmp_path, args, message):
     r = runner.invoke(app, ["sweep", "--storage", str(tmp_path / "s"), "--name", "n", *args])
@@ -151,16 +173,15 @@ def test_resume_with_a_corrupt_tuner_pkl_is_a_clear_error(tmp_path):
     assert (exp / "tuner.pkl").read_bytes() == b"\x80\x04garbage"  # nothing overwritten
 
 
-def test_trial_assigned_a_gpu_without_cuda_fails_clearly():
+def test_trial_assigned_a_gpu_without_cuda_fails_clearly(monkeypatch):
     import torch
 
-    from t2s_ray.config import resolve
+    from t2s_ray.ablations import resolve
     from t2s_ray.trainables.t2s_trial import trial_device
     from t2s_ray.training import TrainingError
 
     cfg = resolve("baseline", "smoke")
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a worker with a CPU-only torch
     with pytest.raises(TrainingError, match=r"assigned GPU 1 but CUDA is not available.*--set device=cpu"):
         trial_device(cfg, [1])
     assert trial_device(resolve("baseline", "smoke", overrides=["device=cpu"]), [1]).type == "cpu"

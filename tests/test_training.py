@@ -10,11 +10,20 @@ import numpy as np
 import pytest
 import torch
 
+from t2s_ray.ablations import resolve
 from t2s_ray.checkpoint import CheckpointError, list_checkpoints, read_checkpoint
-from t2s_ray.config import resolve
 from t2s_ray.local import train_local
-from t2s_ray.training import (TrainingError, build_state, drop_captions, load_state, lr_factor, next_batch,
-                              restore_latest, save_state, train_step)
+from t2s_ray.training import (
+    TrainingError,
+    build_state,
+    drop_captions,
+    load_state,
+    lr_factor,
+    next_batch,
+    restore_latest,
+    save_state,
+    train_step,
+)
 
 TINY = ["data.frames=4", "data.height=16", "data.width=16", "data.train_clips=8", "data.eval_clips=4",
         "model.size=dit-tiny", "model.patch_size=4", "training.batch_size=2", "training.steps=6",
@@ -72,8 +81,10 @@ def test_checkpoint_round_trips_every_component(tmp_path, text_encoder):
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k]), k
     assert json.dumps(a.ema.state_dict()["num_updates"]) == json.dumps(b.ema.state_dict()["num_updates"])
-    for k, v in a.ema.state_dict()["shadow"].items():
-        assert torch.equal(v, b.ema.state_dict()["shadow"][k])
+    shadow_a, shadow_b = a.ema.state_dict()["shadow"], b.ema.state_dict()["shadow"]
+    assert shadow_a and shadow_a.keys() == shadow_b.keys()
+    for k, v in shadow_a.items():
+        assert torch.equal(v, shadow_b[k]), k
     sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
     for pid, st in sa["state"].items():
         assert torch.equal(st["exp_avg"], sb["state"][pid]["exp_avg"])
@@ -134,7 +145,8 @@ def test_resume_in_a_fresh_process_is_bit_exact(tmp_path, ablation):
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    for k in a["ema"].get("shadow", {}):
+    assert a["ema"]["shadow"] and a["ema"]["shadow"].keys() == b["ema"]["shadow"].keys()
+    for k in a["ema"]["shadow"]:
         assert torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]), k
 
 

@@ -11,10 +11,11 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from t2s_ray.config import DataConfig
+from t2s_ray.data.cache import SPLITS
 from t2s_ray.data.how2sign import How2Sign
 from t2s_ray.data.manifest import Manifest
 from t2s_ray.data.phoenix import Phoenix
-from t2s_ray.data.synthsign import SPLITS, SynthSign
+from t2s_ray.data.synthsign import SynthSign
 
 __all__ = ["DATASETS", "SPLITS", "ClipDataset", "build_dataset"]
 

@@ -2,7 +2,8 @@
 
 Every dataset caches a split as a uint8 `.npy` (memory-mapped when read) plus a JSON sidecar.
 Writers hold a per-split file lock (one process builds while the others wait) and write through
-a temp file that replaces the final one only when complete, so a reader never sees half a cache.
+`t2s_ray.io.atomic_path` (a temp file that replaces the final one only when complete), so a
+reader never sees half a cache.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ import json
 import logging
 import operator
 import os
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from t2s_ray.config import DataConfig
 
-__all__ = ["atomic_path", "cache_root", "check_index", "locked", "read_cached", "take_batch"]
+__all__ = ["SPLITS", "CachedSplit", "cache_root", "check_index", "locked", "read_cached", "take_batch"]
 
 log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -45,17 +47,6 @@ def locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@contextmanager
-def atomic_path(final: Path, suffix: str) -> Iterator[Path]:
-    """A unique temp path next to `final` that replaces it on success and is removed on failure."""
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}{suffix}")  # not mkstemp: keep the umask's mode
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def check_index(i: int, n: int, what: str) -> int:
@@ -93,3 +84,50 @@ def read_cached(npy: Path, meta: Path, label: str) -> tuple[np.ndarray, dict] | 
         log.warning("%s cache %s is unreadable (%s); rebuilding it", label, npy, err)
         return None
     return videos, sidecar
+
+
+class CachedSplit:
+    """A dataset split cached as a uint8 memmap + JSON sidecar; implements the `ClipDataset` protocol.
+
+    Subclasses implement `_open()`, which (re)opens the cache, building it if needed, and sets
+    `videos`, `texts`, `glosses` and `path`; `_extra(i)` adds their own fields to `dataset[i]`.
+    Pickling ships the config and re-opens the cache: a memmap would pickle as its full contents.
+    """
+
+    name = ""
+    num_glosses = 0
+    videos: np.ndarray
+    texts: list[str]
+    glosses: list[tuple[int, ...]]
+    path: Path
+
+    def __init__(self, cfg: DataConfig, split: str):
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        self.cfg, self.split = cfg, split
+        self._open()
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _extra(self, i: int) -> dict[str, Any]:
+        return {}
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = check_index(i, len(self), f"{self.name} {self.split} split")
+        return {"video": np.array(self.videos[i]), "text": self.texts[i], "glosses": self.glosses[i], "index": i,
+                **self._extra(i)}
+
+    def get_batch(self, indices: Sequence[int]) -> tuple[np.ndarray, list[str]]:
+        """Videos `(B, T, H, W, 3)` uint8 (a writable copy) and their captions."""
+        return take_batch(self.videos, self.texts, indices)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"cfg": self.cfg, "split": self.split}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.cfg, self.split = state["cfg"], state["split"]
+        self._open()

@@ -7,8 +7,10 @@ to T frames, resized and centre-cropped into `<cache>/<corpus>/<key>/<split>.npy
 later use (each trial of a sweep) memory-maps it. The key hashes the DataConfig fields that
 change the pixels, the spec's path and the annotation file's path, size and mtime, and `CACHE_VERSION`.
 
-Bad rows and unreadable clips are skipped with one warning, up to `max_skipped(rows)` =
-max(1, 5% of the split's rows); past that the build raises `ValueError` naming up to 3 of them.
+Bad rows and unreadable clips are skipped with one warning, up to `max_skipped(rows, fraction)` =
+max(1, `data.max_bad_fraction` (default 5%) of the split's rows); past that the build raises
+`ValueError` naming up to 3 of them. The fraction is not in the cache key (it decides whether a
+build is accepted, not what it holds): opening a cached split checks its recorded skips again.
 An empty train split raises; an empty val or test split is a 0-length dataset (with a warning).
 """
 
@@ -18,6 +20,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -33,20 +36,18 @@ from tqdm import tqdm
 
 from t2s_ray.config import DataConfig
 from t2s_ray.data import decode
-from t2s_ray.data.cache import atomic_path, cache_root, check_index, locked, read_cached, take_batch
-from t2s_ray.data.synthsign import SPLITS
+from t2s_ray.data.cache import CachedSplit, cache_root, locked, read_cached
+from t2s_ray.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 """Bump whenever decoding, sampling, resizing or the sidecar change: it invalidates every corpus cache."""
-MAX_SKIPPED_FRACTION = 0.05
-"""Fraction of a split's rows that may be skipped (bad row or unreadable clip) before the build fails."""
 
 
-def max_skipped(rows: int) -> int:
-    """How many of a split's `rows` may be skipped: 5% of them, and at least one."""
-    return max(1, int(MAX_SKIPPED_FRACTION * rows))
+def max_skipped(rows: int, fraction: float) -> int:
+    """How many of a split's `rows` may be skipped: `fraction` of them (`data.max_bad_fraction`), at least one."""
+    return max(1, int(fraction * rows + 1e-9))  # + 1e-9: 0.29 * 100 is 28.999...
 
 
 def decode_workers() -> int:
@@ -97,7 +98,8 @@ def spec_path(cfg: DataConfig, name: str, what: str) -> Path:
     return path
 
 
-def read_table(path: Path, delimiter: str, required: Sequence[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def read_table(path: Path, delimiter: str,
+               required: Sequence[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Header and `(line number, row dict)` of a delimited text file; raises if `required` columns are missing."""
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets prepend a BOM
         reader = csv.reader(f, delimiter=delimiter)
@@ -122,23 +124,16 @@ def annotation_stamp(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-class Corpus:
+class Corpus(CachedSplit):
     """A cached split of a real corpus; implements the `ClipDataset` protocol.
 
     Subclasses set `name` and `what` (the spec argument, for messages) and implement
     `locate(root, split)` -> the annotation file and `read(root, annotation, split)` -> `SplitRows`.
+    Real corpora carry no SynthSign gloss ids (PHOENIX's gloss strings are in `info`).
     """
 
     name: ClassVar[str] = ""
     what: ClassVar[str] = "ROOT"
-    num_glosses = 0
-    """Real corpora carry no SynthSign gloss ids (PHOENIX's gloss strings are in `info`)."""
-
-    def __init__(self, cfg: DataConfig, split: str):
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        self.cfg, self.split = cfg, split
-        self._open()
 
     # --- what a corpus module provides ---------------------------------------------------------
 
@@ -152,38 +147,19 @@ class Corpus:
         """The rows of `split` in `annotation`."""
         raise NotImplementedError
 
-    # --- the ClipDataset protocol --------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        i = check_index(i, len(self), f"{self.name} {self.split} split")
-        return {"video": np.array(self.videos[i]), "text": self.texts[i], "glosses": (), "index": i,
-                "source": self.sources[i], "info": self.info[i]}
-
-    def get_batch(self, indices: Sequence[int]) -> tuple[np.ndarray, list[str]]:
-        """Videos `(B, T, H, W, 3)` uint8 (a writable copy) and their captions."""
-        return take_batch(self.videos, self.texts, indices)
-
-    # a memmap would pickle as its full contents: ship the config and re-open the cache
-    def __getstate__(self) -> dict[str, Any]:
-        return {"cfg": self.cfg, "split": self.split}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.cfg, self.split = state["cfg"], state["split"]
-        self._open()
-
     # --- cache ---------------------------------------------------------------------------------
+
+    def _extra(self, i: int) -> dict[str, Any]:
+        return {"source": self.sources[i], "info": self.info[i]}
 
     def _open(self) -> None:
         root = spec_path(self.cfg, self.name, self.what)
         self.videos, sidecar, self.path = load_split(type(self), self.cfg, root, self.split)
-        self.texts: list[str] = list(sidecar["texts"])
+        self.texts = list(sidecar["texts"])
         self.sources: list[str] = list(sidecar["sources"])
         self.info: list[dict[str, Any]] = list(sidecar["info"])
         self.skipped: list[tuple[str, str]] = [tuple(s) for s in sidecar["skipped"]]
-        self.glosses: list[tuple[int, ...]] = [()] * len(self.texts)
+        self.glosses = [()] * len(self.texts)
         if not self.texts:
             log.warning("%s %s split is empty (%s has no usable %s rows)", self.name, self.split,
                         sidecar["annotation"]["path"], self.split)
@@ -214,6 +190,8 @@ def load_split(corpus: type[Corpus], cfg: DataConfig, root: Path, split: str) ->
                 cached = _load_cached(npy, meta, key, clip_shape)
     if cached is None:
         raise RuntimeError(f"{corpus.name} cache {npy} is unreadable right after building it")
+    sidecar = cached[1]  # it may have been built under a looser data.max_bad_fraction
+    _check_skipped(corpus, cfg, split, [tuple(s) for s in sidecar["skipped"]], sidecar["rows"])
     return (*cached, npy)
 
 
@@ -232,10 +210,17 @@ def _load_cached(npy: Path, meta: Path, key: str, clip_shape: tuple[int, ...]) -
     return videos, sidecar
 
 
-def _too_many(corpus: type[Corpus], split: str, skipped: list[tuple[str, str]], total: int) -> ValueError:
+def _check_skipped(corpus: type[Corpus], cfg: DataConfig, split: str, skipped: list[tuple[str, str]],
+                   total: int) -> None:
+    """Raise `ValueError` if more of the split's `total` rows were skipped than `cfg.max_bad_fraction` allows."""
+    allowed = max_skipped(total, cfg.max_bad_fraction)
+    if len(skipped) <= allowed:
+        return
     examples = "; ".join(f"{where}: {reason}" for where, reason in skipped[:3])
-    return ValueError(f"{corpus.name} {split}: {len(skipped)} of {total} rows are bad or unreadable, more than the "
-                      f"{max_skipped(total)} allowed ({MAX_SKIPPED_FRACTION:.0%}, at least 1); e.g. {examples}")
+    enough = min(0.9, math.ceil(10 * len(skipped) / total) / 10)  # a lower bound while still decoding
+    raise ValueError(f"{corpus.name} {split}: {len(skipped)} of {total} rows are bad or unreadable, more than "
+                     f"data.max_bad_fraction={cfg.max_bad_fraction:g} allows ({allowed} row(s)); fix or remove the "
+                     f"bad rows, or allow more with --set data.max_bad_fraction={enough:g}. First bad rows: {examples}")
 
 
 def _decoded(rows: list[Row], cfg: DataConfig, workers: int) -> Iterator[tuple[Row, np.ndarray | None, str]]:
@@ -266,8 +251,7 @@ def _build(corpus: type[Corpus], cfg: DataConfig, split: str, table: SplitRows, 
     """Decode every row of `table` into `npy` (+ sidecar `meta`), skipping up to `max_skipped` rows."""
     t0 = time.perf_counter()
     skipped = list(table.bad)
-    if len(skipped) > max_skipped(table.total):
-        raise _too_many(corpus, split, skipped, table.total)
+    _check_skipped(corpus, cfg, split, skipped, table.total)
     rows, clip_shape = table.rows, (cfg.frames, cfg.height, cfg.width, 3)
     texts, sources, info = [], [], []
     with atomic_path(npy, ".npy.tmp") as tmp:
@@ -279,8 +263,7 @@ def _build(corpus: type[Corpus], cfg: DataConfig, split: str, table: SplitRows, 
                 bar.update()
                 if clip is None:
                     skipped.append((str(row.path), reason))
-                    if len(skipped) > max_skipped(table.total):
-                        raise _too_many(corpus, split, skipped, table.total)
+                    _check_skipped(corpus, cfg, split, skipped, table.total)
                     continue
                 out[len(texts)] = clip
                 texts.append(row.text)

@@ -11,22 +11,22 @@ captions and gloss labels, and is memory-mapped from then on.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from t2s_ray.config import DataConfig
-from t2s_ray.data.cache import atomic_path as _atomic_path
-from t2s_ray.data.cache import cache_root, check_index, read_cached, take_batch
+from t2s_ray.data.cache import SPLITS, CachedSplit, cache_root, read_cached
 from t2s_ray.data.cache import locked as _locked
+from t2s_ray.io import atomic_path as _atomic_path
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 RENDER_VERSION = 2
 """Bump whenever rendering, captions or the sentence pool change: it invalidates every cache."""
 
@@ -93,9 +93,16 @@ SIGNS: tuple[tuple[str, str, str, str, str], ...] = (
 GLOSSES: tuple[str, ...] = tuple(s[0] for s in SIGNS)
 
 
+def vocabulary(size: int) -> tuple[int, ...]:
+    """The gloss ids of a `size`-gloss vocabulary (0 = all): one per body location in turn, so few differ most."""
+    by_location = [[g for g, sign in enumerate(SIGNS) if sign[1] == loc] for loc in LOCATIONS]
+    order = [col[k] for k in range(max(map(len, by_location))) for col in by_location if k < len(col)]
+    return tuple(order[:size]) if size else tuple(range(len(GLOSSES)))
+
+
 # --- sentences and captions -------------------------------------------------------------------
 
-_POOL_SIZES = {1: len(GLOSSES), 2: 270, 3: 270}  # distinct sentences per length (608 in all)
+_POOL_SIZES = {1: len(GLOSSES), 2: 270, 3: 270}  # distinct sentences per length at most (608 with all glosses)
 _SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 # (template, gloss case, joiner): several phrasings per sentence so that the text encoder matters.
 _TEMPLATES: tuple[tuple[str, str, str], ...] = (
@@ -127,29 +134,58 @@ def caption(glosses: Sequence[int], template: int) -> str:
     return text.format(listed)
 
 
-def _distinct_sequences(rng: np.random.Generator, length: int, count: int) -> list[tuple[int, ...]]:
+def _distinct_sequences(rng: np.random.Generator, vocab: Sequence[int], length: int,
+                        count: int) -> list[tuple[int, ...]]:
+    """`count` distinct `length`-gloss sequences over `vocab`, no gloss twice in a row (all of them if fewer exist)."""
     if length == 1:
-        return [(g,) for g in range(len(GLOSSES))]
+        return [(g,) for g in vocab]
+    possible = len(vocab) * (len(vocab) - 1) ** (length - 1)
+    if possible <= 2 * count:  # few enough to list: take a seeded choice of all of them
+        seqs = [s for s in itertools.product(vocab, repeat=length) if all(a != b for a, b in zip(s, s[1:]))]
+        return [seqs[i] for i in rng.permutation(len(seqs))[:count]]
     found: dict[tuple[int, ...], None] = {}  # insertion-ordered set keeps the draw deterministic
     while len(found) < count:
-        seq = tuple(int(g) for g in rng.integers(len(GLOSSES), size=length))
-        if all(a != b for a, b in zip(seq, seq[1:])):  # no gloss signed twice in a row
+        seq = tuple(int(vocab[g]) for g in rng.integers(len(vocab), size=length))
+        if all(a != b for a, b in zip(seq, seq[1:])):
             found[seq] = None
     return list(found)
 
 
-def split_sentences(seed: int) -> dict[str, list[tuple[int, ...]]]:
-    """The gloss sequences of each split: a seeded pool split 80/10/10 per length, disjoint."""
+def split_sentences(seed: int, vocab_size: int = 0, min_glosses: int = 1, max_glosses: int = 3,
+                    split_by: str = "sentence") -> dict[str, list[tuple[int, ...]]]:
+    """The gloss sequences of each split: a seeded pool per length, split 80/10/10 (`sentence`) or shared (`clip`).
+
+    With `split_by="clip"` every split holds the whole pool and differs only by its renders (a small
+    vocabulary has too few sentences to hold some out).
+    """
     rng = np.random.default_rng([seed, 0xC0FFEE])
+    vocab = vocabulary(vocab_size)
     out: dict[str, list[tuple[int, ...]]] = {s: [] for s in SPLITS}
     for length, count in _POOL_SIZES.items():
-        pool = _distinct_sequences(rng, length, count)
+        pool = _distinct_sequences(rng, vocab, length, count)
         order = rng.permutation(len(pool))
-        n_train, n_val = int(count * _SPLIT_FRACTIONS[0]), int(count * _SPLIT_FRACTIONS[1])
-        bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, count)}
+        if not min_glosses <= length <= max_glosses:
+            continue  # drawn all the same, so that other lengths' sentences do not change
+        if split_by == "clip":
+            for split in SPLITS:
+                out[split] += pool
+            continue
+        n = len(pool)
+        n_train, n_val = int(n * _SPLIT_FRACTIONS[0]), int(n * _SPLIT_FRACTIONS[1])
+        bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
         for split, (lo, hi) in bounds.items():
             out[split] += [pool[i] for i in order[lo:hi]]
+    empty = [split for split, seqs in out.items() if not seqs]
+    if empty:
+        raise ValueError(f"SynthSign: data.split_by='sentence' leaves no sentence for the {'/'.join(empty)} split "
+                         f"with data.vocabulary={vocab_size}; use --set data.split_by=clip (new renders of the same "
+                         "sentences) or a larger vocabulary")
     return {split: [seqs[i] for i in rng.permutation(len(seqs))] for split, seqs in out.items()}
+
+
+def sentences_of(cfg: DataConfig) -> dict[str, list[tuple[int, ...]]]:
+    """`split_sentences` for the knobs of `cfg`."""
+    return split_sentences(cfg.seed, cfg.vocabulary, cfg.min_glosses, cfg.max_glosses, cfg.split_by)
 
 
 def _clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -166,9 +202,9 @@ _ELBOWS_TOWARD = np.array([[-0.5, 1.0, 0.0], [0.5, 1.0, 0.0]])  # elbows bend ou
 _REST_SHAPE = len(HANDSHAPES)  # shape id of a bare, resting hand
 
 
-def _movement(name: str, s: np.ndarray) -> np.ndarray:
+def _movement(name: str, s: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """Hand offset `(len(s), 3)` along a movement path (in the picture plane) at phase `s` in [0, 1]."""
-    a, zero = _AMPLITUDE, np.zeros_like(s)
+    a, zero = _AMPLITUDE * scale, np.zeros_like(s)
     x, y = {
         "across": (a * (2 * s - 1), zero),
         "down": (zero, a * (2 * s - 1)),
@@ -180,10 +216,10 @@ def _movement(name: str, s: np.ndarray) -> np.ndarray:
     return np.stack([x, y, zero], axis=-1)
 
 
-def _sign_pose(gloss: int, phase: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """3-D positions `(T, 3)` of both hands and their shape ids while signing `gloss`."""
+def _sign_pose(gloss: int, phase: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """3-D positions `(T, 3)` of both hands and their shape ids while signing `gloss` (movements x `scale`)."""
     _, location, movement, shape, hands = SIGNS[gloss]
-    loc, offset = np.array(LOCATIONS[location]), _movement(movement, phase)
+    loc, offset = np.array(LOCATIONS[location]), _movement(movement, phase, scale)
     shape_id = list(HANDSHAPES).index(shape)
     if hands == "one":
         return loc + offset, np.broadcast_to(_REST, offset.shape), shape_id, _REST_SHAPE
@@ -205,13 +241,14 @@ def _timeline(n: int, frames: int, rng: np.random.Generator) -> tuple[np.ndarray
     return u, starts, ends
 
 
-def _hand_tracks(glosses: Sequence[int], frames: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _hand_tracks(glosses: Sequence[int], frames: int, rng: np.random.Generator,
+                 scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame 3-D hand positions `(T, 2, 3)` (dominant, other) and shape ids `(T, 2)`."""
     u, starts, ends = _timeline(len(glosses), frames, rng)
     pos, shape = None, None
     for k, g in enumerate(glosses):
         phase = np.clip((u - starts[k]) / (ends[k] - starts[k]), 0.0, 1.0)
-        dom, other, s_dom, s_other = _sign_pose(g, phase)
+        dom, other, s_dom, s_other = _sign_pose(g, phase, scale)
         p_k, s_k = np.stack([dom, other], axis=1), np.broadcast_to([s_dom, s_other], (frames, 2))
         if pos is None:
             pos, shape = p_k, s_k
@@ -264,6 +301,41 @@ def _sample_look(rng: np.random.Generator) -> _Look:
     return _Look(shift=rng.uniform(-0.03, 0.03, size=2), bg=jitter(_BACKGROUND, 12), skin=skin,
                  shirt=jitter(_SHIRTS[rng.integers(len(_SHIRTS))], 10),
                  hair=jitter(_HAIRS[rng.integers(len(_HAIRS))], 8), gloves=gloves.astype(np.uint8))
+
+
+def _fixed_look() -> _Look:
+    """The one signer of `signers=1`: centred, in the base colours."""
+    skin = _SKINS[0].astype(np.uint8)
+    gloves = np.concatenate([_GLOVES, skin[None]]).astype(np.uint8)
+    return _Look(shift=np.zeros(2), bg=_BACKGROUND.astype(np.uint8), skin=skin, shirt=_SHIRTS[0].astype(np.uint8),
+                 hair=_HAIRS[0].astype(np.uint8), gloves=gloves)
+
+
+class Style(NamedTuple):
+    """How varied SynthSign's renders are (`DataConfig.signers`, `motion_scale`, `seed`)."""
+
+    signers: int = 0
+    """0 = every clip its own look; 1 = one fixed signer; k = k looks drawn from `seed`."""
+    motion_scale: float = 1.0
+    """Multiplies every movement's size."""
+    seed: int = 0
+    """Seeds the k looks."""
+
+    @classmethod
+    def of(cls, cfg: DataConfig) -> Style:
+        return cls(cfg.signers, cfg.motion_scale, cfg.seed)
+
+    def look(self, rng: np.random.Generator) -> _Look:
+        """The look of the clip whose generator is `rng`."""
+        if self.signers == 0:
+            return _sample_look(rng)
+        if self.signers == 1:
+            return _fixed_look()
+        return _sample_look(np.random.default_rng([self.seed, 0x516E, int(rng.integers(self.signers))]))
+
+
+FULL_VARIETY = Style()
+"""Every clip its own signer, movements at their natural size (the default)."""
 
 
 class _Canvas:
@@ -360,18 +432,18 @@ def _draw_frames(body: np.ndarray, canvas: _Canvas, tracks, look: _Look) -> np.n
 
 
 def render_clip(glosses: Sequence[int], frames: int, height: int, width: int,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, style: Style = FULL_VARIETY) -> np.ndarray:
     """Render the signer signing `glosses` in order: uint8 `(frames, height, width, 3)`.
 
-    `rng` draws the per-clip variation (appearance, position, timing); the same generator state
-    gives the same bytes.
+    `rng` draws the per-clip variation (appearance, position, timing) as far as `style` allows;
+    the same generator state gives the same bytes.
     """
     if not 1 <= len(glosses) <= 3 or not all(0 <= g < len(GLOSSES) for g in glosses):
         raise ValueError(f"glosses must be 1-3 ids in [0, {len(GLOSSES)}), got {tuple(glosses)}")
     if frames < 1 or height < 8 or width < 8:
         raise ValueError(f"need frames >= 1 and height, width >= 8, got {frames}x{height}x{width}")
-    look = _sample_look(rng)
-    tracks = _hand_tracks(glosses, frames, rng)
+    look = style.look(rng)
+    tracks = _hand_tracks(glosses, frames, rng, style.motion_scale)
     canvas = _Canvas(height, width)
     return _draw_frames(_draw_body(canvas, look), canvas, tracks, look)
 
@@ -381,7 +453,9 @@ def render_clip(glosses: Sequence[int], frames: int, height: int, width: int,
 def cache_key(cfg: DataConfig) -> str:
     """Hash of everything that changes SynthSign's pixels, captions or labels."""
     fields = {"dataset": "synthsign", "version": RENDER_VERSION, "seed": cfg.seed,
-              "frames": cfg.frames, "height": cfg.height, "width": cfg.width}
+              "frames": cfg.frames, "height": cfg.height, "width": cfg.width, "vocabulary": cfg.vocabulary,
+              "min_glosses": cfg.min_glosses, "max_glosses": cfg.max_glosses, "signers": cfg.signers,
+              "motion_scale": cfg.motion_scale, "split_by": cfg.split_by}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -405,7 +479,7 @@ class _Clip(NamedTuple):
 
 
 def _clips(cfg: DataConfig, split: str, n: int) -> Iterator[_Clip]:
-    sentences = split_sentences(cfg.seed)[split]
+    sentences = sentences_of(cfg)[split]
     for i in range(n):
         rng = _clip_rng(cfg.seed, split, i)
         glosses = sentences[i % len(sentences)]  # cycle so that the first clips cover distinct sentences
@@ -415,11 +489,11 @@ def _clips(cfg: DataConfig, split: str, n: int) -> Iterator[_Clip]:
 def _render_split(cfg: DataConfig, split: str, shape: tuple[int, ...], npy: Path, meta: Path) -> None:
     n, frames, height, width, _ = shape
     t0 = time.perf_counter()
-    texts, labels = [], []
+    texts, labels, style = [], [], Style.of(cfg)
     with _atomic_path(npy, ".npy.tmp") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         for i, clip in enumerate(_clips(cfg, split, n)):
-            out[i] = render_clip(clip.glosses, frames, height, width, clip.rng)
+            out[i] = render_clip(clip.glosses, frames, height, width, clip.rng, style)
             texts.append(clip.text)
             labels.append(list(clip.glosses))
         out.flush()
@@ -454,36 +528,18 @@ def load_split(cfg: DataConfig, split: str) -> tuple[np.ndarray, dict, Path]:
 
 # --- dataset ----------------------------------------------------------------------------------
 
-class SynthSign:
+class SynthSign(CachedSplit):
     """The SynthSign split `split` of `cfg`: memory-mapped uint8 videos, captions, gloss labels."""
 
+    name = "SynthSign"
     num_glosses = len(GLOSSES)
 
     def __init__(self, cfg: DataConfig, split: str):
         if cfg.spec != "synthsign":
             raise ValueError(f"SynthSign takes no argument: data.spec must be 'synthsign', got {cfg.spec!r}")
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        self.cfg, self.split = cfg, split
-        self.videos, sidecar, self.path = load_split(cfg, split)
-        self.texts: list[str] = list(sidecar["texts"])
-        self.glosses: list[tuple[int, ...]] = [tuple(g) for g in sidecar["glosses"]]
+        super().__init__(cfg, split)
 
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        i = check_index(i, len(self), f"{self.split} split")
-        return {"video": np.array(self.videos[i]), "text": self.texts[i], "glosses": self.glosses[i], "index": i}
-
-    def get_batch(self, indices: Sequence[int]) -> tuple[np.ndarray, list[str]]:
-        """Videos `(B, T, H, W, 3)` uint8 (a writable copy) and their captions."""
-        return take_batch(self.videos, self.texts, indices)
-
-    # a memmap would pickle as its full contents: ship the config and re-open (or build) the cache
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "videos"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.videos, _, self.path = load_split(self.cfg, self.split)
+    def _open(self) -> None:
+        self.videos, sidecar, self.path = load_split(self.cfg, self.split)
+        self.texts = list(sidecar["texts"])
+        self.glosses = [tuple(g) for g in sidecar["glosses"]]

@@ -7,7 +7,6 @@ On disk and in datasets a clip is uint8 `(T, H, W, 3)`; in the model a batch is 
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +14,8 @@ import numpy as np
 import torch
 from einops import rearrange
 from PIL import Image, ImageDraw, ImageFont
+
+from t2s_ray.io import atomic_path
 
 
 def _check_uint8_clips(videos, name: str) -> None:
@@ -103,10 +104,6 @@ def save_gif(path: str | os.PathLike, clips: np.ndarray, captions: Sequence[str]
     frames = _grid_frames(clips, captions, scale)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # same dir, so os.replace is atomic
-    try:
+    with atomic_path(path) as tmp:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
                        duration=round(1000 / fps), loop=0)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from torch import nn
 from t2s_ray.metrics.memory import GIB
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     """Wait for queued kernels so wall-clock time covers the work, not just its launch."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -31,10 +31,10 @@ def time_inference(fn: Callable[[], Any], device: torch.device, warmup: int = 1,
         fn()
     times = []
     for _ in range(runs):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append((time.perf_counter() - start) * 1000)
     return {"ms_median": statistics.median(times), "ms_all": times}
 
@@ -50,10 +50,10 @@ def peak_inference_memory_gb(fn: Callable[[], Any], device: torch.device) -> tup
         return math.nan, "CPU run: no accelerator memory to measure"
     if device.type != "cuda":
         return math.nan, f"{device.type} device: peak memory is measured on CUDA only"
-    _sync(device)
+    synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     fn()
-    _sync(device)
+    synchronize(device)
     return torch.cuda.max_memory_allocated(device) / GIB, "ok"
 
 

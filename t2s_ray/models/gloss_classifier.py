@@ -44,7 +44,7 @@ class GlossClassifierArch:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GlossClassifierArch":
+    def from_dict(cls, d: dict) -> GlossClassifierArch:
         """Inverse of `to_dict`."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 

@@ -40,7 +40,7 @@ def build_model(cfg: Config, text_encoder: TextEncoder | None = None) -> T2SMode
     """T2SModel from `cfg.model`, `cfg.data` and `cfg.text_encoder`; `text_encoder` reuses a loaded one."""
     tc = cfg.text_encoder
     if text_encoder is None:
-        text_encoder = TextEncoder(tc.path, freeze=tc.freeze, max_length=tc.max_length)
+        text_encoder = TextEncoder(tc.path, freeze=tc.freeze, max_length=tc.max_length, cache_size=tc.cache_size)
     else:
         _check_encoder_matches(text_encoder, tc)
     dit = VideoDiT(DIT_SIZES[cfg.model.size], frames=cfg.data.frames, height=cfg.data.height, width=cfg.data.width,

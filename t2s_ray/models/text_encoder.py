@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,7 @@ class TextOutput:
     pooled: torch.Tensor
     """(B, D) attention-mask mean of `tokens` (added to the timestep embedding)."""
 
-    def to(self, device) -> "TextOutput":
+    def to(self, device) -> TextOutput:
         """The same captions on `device`."""
         return TextOutput(self.tokens.to(device), self.mask.to(device), self.pooled.to(device))
 
@@ -35,7 +36,7 @@ class TextOutput:
         return self.tokens.shape[0]
 
     @staticmethod
-    def cat(outs: list["TextOutput"]) -> "TextOutput":
+    def cat(outs: list[TextOutput]) -> TextOutput:
         """Concatenate along the batch, padding L to the longest with zeros and mask False."""
         length = max(o.tokens.shape[1] for o in outs)
         tokens = [F.pad(o.tokens, (0, 0, 0, length - o.tokens.shape[1])) for o in outs]
@@ -83,7 +84,7 @@ def _load(path: str):
 class TextEncoder(nn.Module):
     """Hugging Face encoder that turns captions into a `TextOutput` on the module's device."""
 
-    def __init__(self, path: str = "", freeze: bool = True, max_length: int = 32):
+    def __init__(self, path: str = "", freeze: bool = True, max_length: int = 32, cache_size: int = 4096):
         super().__init__()
         self.path = path or default_text_encoder_path()
         self.tokenizer, self.model = _load(self.path)
@@ -92,21 +93,61 @@ class TextEncoder(nn.Module):
         self.hidden_size: int = self.model.config.hidden_size
         self.frozen = freeze
         self.max_length = max_length
+        self.cache_size = cache_size if freeze else 0  # a finetuned encoder's outputs change every step
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         if freeze:
             self.model.requires_grad_(False)
             self.model.eval()
 
-    def train(self, mode: bool = True) -> "TextEncoder":
+    def train(self, mode: bool = True) -> TextEncoder:
         """Like `nn.Module.train`, but a frozen encoder stays in eval mode (no dropout)."""
         super().train(mode)
         if self.frozen:
             self.model.eval()
         return self
 
+    @torch.no_grad()
+    def relative_change(self) -> float:
+        """||w - w0|| / ||w0|| over the encoder's weights, w0 as loaded from `path` (0 for a frozen encoder).
+
+        Tells "finetuning had no effect" apart from "finetuning did not move the encoder".
+        """
+        if self.frozen:
+            return 0.0
+        _, pretrained = _load(self.path)
+        ref = pretrained.state_dict()
+        diff = norm = 0.0
+        for name, w in self.model.state_dict().items():
+            if name in ref and w.is_floating_point():
+                w0 = ref[name].to(w.device, torch.float64)
+                diff += (w.double() - w0).pow(2).sum().item()
+                norm += w0.pow(2).sum().item()
+        return (diff / norm) ** 0.5 if norm else float("nan")
+
     def forward(self, texts: list[str]) -> TextOutput:
-        """Tokenise (pad to the longest, truncate to `max_length`) and encode `texts`."""
+        """Tokenise (pad to the longest, truncate to `max_length`) and encode `texts`.
+
+        A frozen encoder answers from an LRU cache of `cache_size` captions, each encoded alone
+        (unpadded), so a cached caption's states never depend on the batch it first came in.
+        """
         if isinstance(texts, str):
             raise TypeError(f"TextEncoder expects a list of captions, got one string {texts!r}")
+        if not self.cache_size:
+            return self._encode(texts)
+        for text in dict.fromkeys(texts):
+            if text in self._cache:
+                self._cache.move_to_end(text)
+                continue
+            self._cache[text] = self._encode([text]).tokens[0]
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        rows = [self._cache[t] for t in texts]
+        tokens = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        lengths = torch.tensor([len(r) for r in rows], device=tokens.device)
+        mask = torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths[:, None]
+        return TextOutput(tokens, mask, masked_mean(tokens, mask))
+
+    def _encode(self, texts: list[str]) -> TextOutput:
         device = next(self.model.parameters()).device
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="pt").to(device)

@@ -17,15 +17,23 @@ import ray
 import torch
 from ray import tune
 
-from t2s_ray.ablations import Ablation
-from t2s_ray.config import Config, resolve
+from t2s_ray.ablations import Ablation, resolve
+from t2s_ray.checkpoint import list_checkpoints
+from t2s_ray.config import Config
 from t2s_ray.metrics.efficiency import count_parameters
 from t2s_ray.metrics.memory import cpu_rss_peak_gb
 from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
 from t2s_ray.metrics.sampler import MemorySampler
-from t2s_ray.checkpoint import list_checkpoints
-from t2s_ray.training import TrainingError, TrainState, build_state, load_state, restore_latest, save_state, \
-    train_loop, validation_loss
+from t2s_ray.training import (
+    TrainingError,
+    TrainState,
+    build_state,
+    load_state,
+    restore_latest,
+    save_state,
+    train_loop,
+    validation_loss,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,7 @@ def _final_metrics(state: TrainState, last_loss: float) -> tuple[dict[str, Any],
         "val_loss": validation_loss(state, val, max_clips=state.cfg.eval.num_videos * 4),
         "params/total_m": total / 1e6,
         "params/trainable_m": trainable / 1e6,
+        "params/text_encoder_change": state.model.text_encoder.relative_change(),
         "train_time_h": state.train_time_s / 3600,
         "mem/gpu_peak_gb_status": "ok" if state.device.type == "cuda" else "CPU run: no GPU memory to measure",
         "mem/cpu_rss_peak_gb": cpu_rss_peak_gb(),

@@ -112,7 +112,8 @@ def make_phoenix(release: Path, counts: dict[str, int], frames: int = 8, one_sub
     return root
 
 
-def write_manifest(path: Path, rows: Sequence[dict[str, str]], columns: Sequence[str] = ("video", "text", "split")) -> Path:
+def write_manifest(path: Path, rows: Sequence[dict[str, str]],
+                   columns: Sequence[str] = ("video", "text", "split")) -> Path:
     """A comma-separated manifest with `columns` (missing keys are written empty)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:

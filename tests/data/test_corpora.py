@@ -1,5 +1,6 @@
 """Real corpora (How2Sign, PHOENIX-2014T, CSV manifests) on tiny fixtures written by the tests."""
 
+import dataclasses
 import hashlib
 import logging
 import multiprocessing
@@ -11,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from t2s_ray.config import DataConfig, resolve
+from t2s_ray.ablations import resolve
+from t2s_ray.config import DataConfig
 from t2s_ray.data import DATASETS, build_dataset, decode
 from t2s_ray.data.corpus import max_skipped
 from t2s_ray.data.decode import ClipError, decode_clip, resize_crop, sample_indices
 from t2s_ray.data.how2sign import How2Sign
 from t2s_ray.data.manifest import Manifest
 from t2s_ray.data.phoenix import Phoenix
-
 from tests.data import fixtures as fx
 
 COUNTS = {"train": 4, "val": 2, "test": 1}
@@ -224,7 +225,7 @@ def test_concurrent_builds_agree(how2sign_root, tmp_path):
 def test_bad_rows_are_skipped_below_the_threshold_and_fail_above(tmp_path, caplog):
     bad_row = ["vx", "vx-5-rgb_front", "vx_0", "vx_0-5-rgb_front", "1.0", "2.0", ""]  # empty SENTENCE
     missing = ["vy", "vy-5-rgb_front", "vy_0", "vy_0-5-rgb_front", "1.0", "2.0", "no clip for this one"]
-    assert max_skipped(5) == 1 and max_skipped(100) == 5
+    assert max_skipped(5, 0.05) == 1 and max_skipped(100, 0.05) == 5 and max_skipped(100, 0.29) == 29
     root = fx.make_how2sign(tmp_path / "ok", {"train": 4}, extra_rows=[missing])
     with caplog.at_level(logging.WARNING):
         ds = build_dataset(cfg_for(f"how2sign:{root}", tmp_path / "cache"), "train")
@@ -232,9 +233,25 @@ def test_bad_rows_are_skipped_below_the_threshold_and_fail_above(tmp_path, caplo
     assert ds.skipped == [(str(root / "train_rgb_front_clips/raw_videos/vy_0-5-rgb_front.mp4"),
                            "no such file or folder")]
     root = fx.make_how2sign(tmp_path / "bad", {"train": 4}, extra_rows=[bad_row, missing])
-    with pytest.raises(ValueError, match=r"2 of 6 rows .* more than the 1 allowed") as err:
+    with pytest.raises(ValueError, match=r"2 of 6 rows .* more than data.max_bad_fraction=0.05 allows \(1 row") as err:
         build_dataset(cfg_for(f"how2sign:{root}", tmp_path / "cache"), "train")
     assert "empty SENTENCE" in str(err.value) and "vy_0-5-rgb_front.mp4" in str(err.value)
+
+
+def test_max_bad_fraction_is_a_knob(tmp_path, monkeypatch):
+    bad = [["vx", "vx-5-rgb_front", "vx_0", "vx_0-5-rgb_front", "1.0", "2.0", ""],  # empty SENTENCE
+           ["vy", "vy-5-rgb_front", "vy_0", "vy_0-5-rgb_front", "1.0", "2.0", "no clip for this one"]]
+    root = fx.make_how2sign(tmp_path / "h2s", {"train": 6}, extra_rows=bad)
+    strict = cfg_for(f"how2sign:{root}", tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"2 of 8 rows .* data\.max_bad_fraction=0\.05 allows .*"
+                                         r"--set data\.max_bad_fraction=0\.3"):
+        build_dataset(strict, "train")
+    loose = dataclasses.replace(strict, max_bad_fraction=0.3)
+    assert len(build_dataset(loose, "train")) == 6
+    forbid_decoding(monkeypatch)  # one cache for both thresholds: the stricter one still refuses it
+    assert len(build_dataset(loose, "train")) == 6
+    with pytest.raises(ValueError, match="data.max_bad_fraction=0.05"):
+        build_dataset(strict, "train")
 
 
 def test_corrupt_clips_count_as_skipped(tmp_path):

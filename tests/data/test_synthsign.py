@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 from t2s_ray.config import DataConfig
-from t2s_ray.data import DATASETS, SPLITS, build_dataset
-from t2s_ray.data import synthsign
+from t2s_ray.data import DATASETS, SPLITS, build_dataset, synthsign
 from t2s_ray.data.synthsign import GLOSSES, SIGNS, SynthSign, caption, gloss_word, render_clip, split_sentences
 from t2s_ray.data.video import save_gif, to_model_input, to_uint8
 
@@ -194,7 +193,9 @@ def test_unknown_split_and_spec_are_named(tmp_path):
         build_dataset(tiny(tmp_path, spec="nope:/data"), "train")
     with pytest.raises(ValueError, match="synthsign"):
         build_dataset(tiny(tmp_path, spec="synthsign:extra"), "train")
-    assert set(DATASETS) >= {"synthsign"}
+    with pytest.raises(ValueError, match="known datasets: " + ", ".join(DATASETS)):
+        build_dataset(tiny(tmp_path, spec="nope"), "train")
+    assert DATASETS["synthsign"] is SynthSign and type(build_dataset(cfg, "val")) is SynthSign
 
 
 # --- video helpers ----------------------------------------------------------------------------
@@ -233,3 +234,60 @@ def test_save_gif_writes_a_readable_gif(tmp_path):
         assert gif.size == (48, 48)
     with pytest.raises(ValueError, match="captions"):
         save_gif(path, clips, ["one"])
+
+
+# --- difficulty knobs -------------------------------------------------------------------------
+
+def test_vocabulary_takes_one_gloss_per_location_first():
+    from t2s_ray.data.synthsign import LOCATIONS, vocabulary
+
+    eight = vocabulary(8)
+    assert len(eight) == 8 and {SIGNS[g][1] for g in eight} == set(LOCATIONS)
+    assert vocabulary(0) == tuple(range(len(GLOSSES))) and sorted(vocabulary(len(GLOSSES))) == list(range(len(GLOSSES)))
+    assert vocabulary(12)[:8] == eight
+
+
+def test_small_vocabulary_single_gloss_clip_split():
+    sentences = split_sentences(0, vocab_size=8, min_glosses=1, max_glosses=1, split_by="clip")
+    assert sentences["train"] and all(len(s) == 1 for seqs in sentences.values() for s in seqs)
+    assert set(sentences["train"]) == set(sentences["val"]) == set(sentences["test"])  # same sentences, new renders
+    with pytest.raises(ValueError, match="split_by=clip"):
+        split_sentences(0, vocab_size=8, min_glosses=1, max_glosses=1, split_by="sentence")
+
+
+def test_default_knobs_keep_the_sentence_disjoint_splits():
+    sets = {k: set(v) for k, v in split_sentences(3).items()}
+    assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"])
+    two = split_sentences(3, vocab_size=10, min_glosses=2, max_glosses=2)
+    assert all(len(s) == 2 and s[0] != s[1] for seqs in two.values() for s in seqs)
+
+
+def test_one_signer_looks_the_same_in_every_clip():
+    from t2s_ray.data.synthsign import Style
+
+    g = GLOSSES.index("MOTHER")
+    fixed = [render_clip([g], 4, 32, 32, np.random.default_rng(i), Style(signers=1)) for i in range(3)]
+    varied = [render_clip([g], 4, 32, 32, np.random.default_rng(i)) for i in range(3)]
+    # frame 0's background corner is the signer's backdrop: one colour for one signer, several otherwise
+    assert len({tuple(c[0, 0, 0]) for c in fixed}) == 1 and len({tuple(c[0, 0, 0]) for c in varied}) == 3
+
+
+def test_motion_scale_moves_the_hands_further():
+    from t2s_ray.data.synthsign import Style
+
+    g = GLOSSES.index("HELLO")  # a sweep across the forehead
+    def travel(scale):
+        clip = render_clip([g], 8, 32, 32, np.random.default_rng(0), Style(signers=1, motion_scale=scale))
+        return np.abs(np.diff(clip.astype(int), axis=0)).sum()
+    assert travel(2.0) > 1.3 * travel(1.0)
+
+
+def test_knobs_are_in_the_cache_key_and_the_data(tmp_path):
+    from t2s_ray.config import DataConfig
+    from t2s_ray.data.synthsign import cache_key, vocabulary
+
+    base = DataConfig(cache_dir=str(tmp_path), train_clips=16, eval_clips=8, frames=4, height=16, width=16)
+    small = DataConfig(**{**base.__dict__, "vocabulary": 4, "max_glosses": 1, "signers": 1, "split_by": "clip"})
+    assert cache_key(base) != cache_key(small)
+    ds = SynthSign(small, "val")
+    assert {g for seq in ds.glosses for g in seq} <= set(vocabulary(4)) and all(len(s) == 1 for s in ds.glosses)

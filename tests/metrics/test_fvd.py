@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from t2s_ray.metrics.fvd import NO_DETECTOR, fvd, frechet_video_distance, i3d_features, load_i3d, to_uint8_bcthw
+from t2s_ray.metrics.fvd import NO_DETECTOR, frechet_video_distance, fvd, i3d_features, load_i3d, to_uint8_bcthw
 
 B, C, T, H, W = 6, 3, 10, 6, 5
 

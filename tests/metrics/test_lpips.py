@@ -2,11 +2,11 @@
 
 import socket
 
+import lpips as lpips_pkg
 import pytest
 import torch
 import torchvision
 
-import lpips as lpips_pkg
 from t2s_ray.metrics.lpips import BACKBONE_FILES, load_lpips, lpips_backbone_file, lpips_video
 
 

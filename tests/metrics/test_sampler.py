@@ -14,9 +14,11 @@ import torch
 from t2s_ray.metrics import sampler as sampler_mod
 from t2s_ray.metrics.memory import _nvml_handle, nvml_handle_or_reason
 from t2s_ray.metrics.sampler import COLUMNS, HEADER, CudaReader, MemorySampler, default_reader
+from tests.helpers import wait_for
 
 CPU = torch.device("cpu")
 SLOW = 60.0  # an interval no test reaches: only the start and the final sample are taken
+PATIENCE = 10.0  # seconds a test waits for the sampler thread on a loaded machine before failing
 
 
 def rows(path):
@@ -68,7 +70,8 @@ def test_thread_samples_every_interval_records_steps_and_stops_promptly(tmp_path
     sampler = MemorySampler(path, CPU, interval_s=0.05, reader=reader).start()
     for step in range(1, 6):
         sampler.set_step(step)
-        time.sleep(0.06)
+        seen = len(reader.returned)
+        wait_for(lambda n=seen: len(reader.returned) > n, PATIENCE, f"a sample at step {step}")
     live = sampler.summary()  # callable while the thread runs
     assert live["mem/samples"] >= 2
     started = time.monotonic()
@@ -143,7 +146,7 @@ def test_cpu_default_reader_records_rss_and_says_so_once(tmp_path, caplog):
     path = tmp_path / "gpu_memory.csv"
     with caplog.at_level(logging.WARNING, logger="t2s_ray.metrics.sampler"):
         with MemorySampler(path, CPU, interval_s=0.05) as sampler:
-            time.sleep(0.2)
+            wait_for(lambda: sampler.summary()["mem/samples"] >= 2, PATIENCE, "two samples")
     assert sampler.status == "cpu only: no CUDA device (CPU memory recorded)"
     assert [r.getMessage() for r in caplog.records] == [f"memory sampler: {sampler.status}"]
     table = rows(path)
@@ -163,7 +166,7 @@ def test_a_failing_reader_never_reaches_the_trial_and_is_logged_once(tmp_path, c
     path = tmp_path / "gpu_memory.csv"
     with caplog.at_level(logging.WARNING, logger="t2s_ray.metrics.sampler"):
         with MemorySampler(path, CPU, interval_s=0.05, reader=broken) as sampler:
-            time.sleep(0.2)
+            wait_for(lambda: sampler.failed_samples >= 3, PATIENCE, "three failed samples")
     assert sampler.failed_samples >= 3
     assert len(caplog.records) == 1 and "driver went away" in caplog.text
     assert path.read_text() == HEADER + "\n"
@@ -182,7 +185,7 @@ def test_sampling_resumes_after_a_transient_failure(tmp_path, caplog):
     path = tmp_path / "m.csv"
     with caplog.at_level(logging.WARNING, logger="t2s_ray.metrics.sampler"):
         with MemorySampler(path, CPU, interval_s=0.05, reader=flaky) as sampler:
-            time.sleep(0.25)
+            wait_for(lambda: len(calls) >= 4, PATIENCE, "a good sample after the two bad ones")
     assert sampler.failed_samples == 2  # the raise and the unknown key
     assert len(caplog.records) == 1
     assert len(rows(path)) == len(calls) - 2

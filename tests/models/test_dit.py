@@ -71,16 +71,33 @@ def test_padding_tokens_are_ignored():
         torch.testing.assert_close(model(x, t, text), model(x, t, garbled))
 
 
-def test_grad_checkpointing_matches():
+def saved_for_backward_bytes(model, *args) -> tuple[torch.Tensor, int]:
+    """The model's output and the bytes of the tensors autograd keeps for its backward pass."""
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = model(*args)
+    return out, sum(saved)
+
+
+def test_grad_checkpointing_matches_and_keeps_fewer_activations():
     plain, ckpt = make_dit(), make_dit(grad_checkpointing=True)
     randomize(plain)
     ckpt.load_state_dict(plain.state_dict())
     x, t, text = torch.randn(2, 3, 3, 8, 12), torch.tensor([1, 2]), fake_text(2)
-    losses = []
+    losses, kept = [], []
     for model in plain, ckpt:
-        loss = model(x, t, text).square().mean()
+        out, nbytes = saved_for_backward_bytes(model, x, t, text)
+        loss = out.square().mean()
         loss.backward()
         losses.append(loss)
+        kept.append(nbytes)
+    # checkpointed blocks keep only their inputs and recompute the rest in backward
+    assert kept[1] < kept[0] / 2, f"checkpointing did not engage: {kept[1]} vs {kept[0]} bytes saved for backward"
     torch.testing.assert_close(losses[0], losses[1])
     for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)

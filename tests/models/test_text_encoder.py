@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from t2s_ray.config import resolve
+from t2s_ray.ablations import resolve
 from t2s_ray.metrics.efficiency import count_parameters
 from t2s_ray.models.t2s import build_model
 from t2s_ray.models.text_encoder import TextEncoder, TextOutput, default_text_encoder_path, masked_mean
@@ -108,3 +108,38 @@ def test_cat_pads_to_longest():
     assert out.mask[0].tolist() == [True, True, False, False, False] and out.mask[1:].all()
     assert (out.tokens[0, 2:] == 0).all() and (out.tokens[1:] == 2).all()
     assert len(out) == 3 and out.to("cpu").tokens.device.type == "cpu"
+
+
+def test_frozen_cache_matches_encoding_each_caption_alone(text_encoder):
+    texts = ["a person signs HELLO.", "", "the signer says thank you and goodbye to the class", "a person signs HELLO."]
+    cached = text_encoder(texts)
+    uncached = TextEncoder(cache_size=0)
+    assert len(uncached._cache) == 0
+    for i, t in enumerate(texts):
+        alone = uncached([t])
+        n = alone.tokens.shape[1]
+        assert int(cached.mask[i].sum()) == n and not cached.mask[i, n:].any()
+        torch.testing.assert_close(cached.tokens[i, :n], alone.tokens[0])
+        assert (cached.tokens[i, n:] == 0).all()
+        torch.testing.assert_close(cached.pooled[i], alone.pooled[0])
+
+
+def test_cache_is_lru_bounded_and_off_when_finetuned():
+    enc = TextEncoder(cache_size=2)
+    enc(["a", "b"])
+    enc(["a"])  # a is now the most recent
+    enc(["c"])
+    assert list(enc._cache) == ["a", "c"]
+    tuned = TextEncoder(freeze=False, cache_size=2)
+    tuned(["a", "b"])
+    assert tuned.cache_size == 0 and len(tuned._cache) == 0
+
+
+def test_relative_change_is_zero_frozen_and_measures_finetuning(text_encoder):
+    assert text_encoder.relative_change() == 0.0
+    tuned = TextEncoder(freeze=False)
+    assert tuned.relative_change() == 0.0
+    with torch.no_grad():
+        for p in tuned.model.parameters():
+            p.mul_(1.01)
+    assert tuned.relative_change() == pytest.approx(0.01, rel=1e-3)

@@ -1,0 +1,88 @@
+"""Atomic writes: a reader sees the old file (or folder) or the new one, never half of one.
+
+`atomic_path` is for files: write to the temp path it yields, in the same folder as the final one
+(so `os.replace` is atomic); on success the temp replaces the final path, on any exception it is
+removed and the old file is left intact. The temp is a plain new file, so it gets the process
+umask's mode (0o644 under umask 022), unlike `tempfile.mkstemp`'s 0o600.
+
+`atomic_dir` is the same for a folder (checkpoints): its files are fsynced before it is renamed
+into place, and an existing folder of that name is replaced whole.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_dir", "atomic_path", "write_text_atomic"]
+
+
+def _sibling(final: Path, suffix: str) -> Path:
+    """A hidden, unique name next to `final` (same folder, so a rename is atomic)."""
+    return final.with_name(f".{final.name}.{uuid.uuid4().hex}{suffix}")
+
+
+@contextmanager
+def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """A unique temp path next to `final` that replaces it on success and is removed on failure.
+
+    `suffix` ends the temp name, for writers that pick a format by extension (e.g. ".png").
+    """
+    final = Path(final)
+    tmp = _sibling(final, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` atomically (newlines written as given); return the path."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding=encoding, newline="") as f:
+            f.write(text)
+    return Path(path)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # make the rename itself durable
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """A new empty temp folder next to `final`, fsynced and renamed to `final` on success, removed on failure.
+
+    An existing `final` is replaced whole (moved aside, then deleted), never merged into.
+    """
+    final = Path(final)
+    tmp = _sibling(final, ".tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if final.exists():
+            old = _sibling(final, ".old")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only still there after a failure

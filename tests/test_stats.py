@@ -1,0 +1,52 @@
+"""Paired statistics over seeds: known answers."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from t2s_ray.stats import BETTER, NO_DIFFERENCE, TOO_FEW, WORSE, by_seed, paired, verdict
+
+
+def test_paired_detects_a_small_consistent_shift_that_unpaired_misses():
+    rng = np.random.default_rng(0)
+    seed_effect = rng.normal(0, 1.0, 5)  # large seed-to-seed variance shared by both arms
+    ref = seed_effect
+    arm = seed_effect + 0.2 + rng.normal(0, 0.02, 5)  # small, consistent improvement
+    r = paired(by_seed(range(5), arm), by_seed(range(5), ref))
+    assert r.n == 5 and r.ci_low > 0 and r.p < 0.001 and verdict(r) == BETTER
+    assert sps.ttest_ind(arm, ref, equal_var=False).pvalue > 0.3  # the unpaired view calls it noise
+    assert abs(arm.mean() - ref.mean()) < max(arm.std(ddof=1), ref.std(ddof=1))  # and so does "gap <= std"
+
+
+def test_interval_and_p_match_the_textbook_formulas():
+    arm, ref = [3.0, 5.0, 4.5, 6.0], [2.0, 4.5, 4.0, 4.0]
+    d = np.subtract(arm, ref)
+    r = paired(by_seed(range(4), arm), by_seed(range(4), ref))
+    half = sps.t.ppf(0.975, 3) * d.std(ddof=1) / math.sqrt(4)
+    assert r.mean_diff == pytest.approx(d.mean())
+    assert (r.ci_low, r.ci_high) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert r.p == pytest.approx(sps.ttest_rel(arm, ref).pvalue)
+
+
+def test_no_difference_says_so_and_direction_follows_the_metric():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(0, 1, 6)
+    same = paired(by_seed(range(6), ref + rng.normal(0, 0.5, 6)), by_seed(range(6), ref))
+    assert verdict(same) == NO_DIFFERENCE
+    lower = paired(by_seed(range(4), [1.0, 2.0, 3.0, 4.0]), by_seed(range(4), [2.0, 3.1, 3.9, 5.0]))
+    assert verdict(lower, higher_is_better=True) == WORSE and verdict(lower, higher_is_better=False) == BETTER
+
+
+def test_nan_and_unpaired_seeds_are_dropped_and_counted():
+    r = paired({0: 1.0, 1: 2.0, 2: math.nan, 3: 4.0}, {0: 0.5, 1: 1.0, 3: 3.0, 4: 9.0})
+    assert (r.n, r.dropped) == (3, 2)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_fewer_than_three_seeds_draw_no_inference(n):
+    r = paired(by_seed(range(n), [1.0] * n), by_seed(range(n), [0.0] * n))
+    assert r.n == n and verdict(r) == TOO_FEW
+    if n < 2:
+        assert math.isnan(r.ci_low) and math.isnan(r.p)
