@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from t2s_ray import stats
 from t2s_ray.io import write_text_atomic
 from t2s_ray.outputs import CURVES_CSV, FORMATS, REPORT_TXT, TABLE_CSV, TABLE_MD
 
@@ -26,35 +27,43 @@ class MetricInfo:
     label: str
     """Column header in the Markdown table."""
     better: str | None = None
-    """"lower", "higher", "one" (closer to 1 is better) or None (not ranked)."""
+    """"lower", "higher", "one" (a ratio: closer to 1 is better, tested on |log r|), "real" (closer to the
+    real clips' value `<metric>_real` is better, tested on |value - real|) or None (not ranked)."""
     delta: bool = False
     """Whether the summary gets a Δ% vs baseline column for it."""
+    kind: str = "quality"
+    """`quality` or `cost`: the quality table or the cost table, and the Holm family it is tested in."""
 
 
 # Known final metrics, in display order; any other numeric final key follows, sorted.
 METRICS: dict[str, MetricInfo] = {
     "eval/fvd": MetricInfo("FVD", "lower", True),
     "eval/fvd_synthsign": MetricInfo("FVD-SynthSign", "lower", True),
+    "eval/fvd_synthsign_real": MetricInfo("FVD-SynthSign real vs real"),
     "eval/lpips": MetricInfo("LPIPS", "lower", True),
-    "eval/temporal_consistency": MetricInfo("Temporal cons.", "higher", True),
-    "eval/temporal_consistency_ssim": MetricInfo("Temporal cons. (SSIM)", "higher", True),
+    "eval/temporal_consistency": MetricInfo("Temporal cons.", "real", True),
+    "eval/temporal_consistency_ssim": MetricInfo("Temporal cons. (SSIM)", "real", True),
+    "eval/temporal_consistency_real": MetricInfo("Temporal cons. of real clips"),
+    "eval/temporal_consistency_ssim_real": MetricInfo("Temporal cons. (SSIM) of real clips"),
     "eval/gloss_accuracy": MetricInfo("Gloss acc.", "higher", True),
-    "eval/motion_ratio": MetricInfo("Motion ratio", "one", True),
+    "eval/gloss_wer": MetricInfo("Gloss WER", "lower", True),
+    "eval/motion_ratio": MetricInfo("Motion ratio", "one"),
     "eval/text_alignment": MetricInfo("Text align.", "higher", True),
     "eval/text_alignment_chance": MetricInfo("Text align. chance"),
+    "eval/text_alignment_real": MetricInfo("Text align. of real clips"),
     "final_loss": MetricInfo("Final loss", "lower"),
     "val_loss": MetricInfo("Val loss", "lower"),
-    "train_time_h": MetricInfo("Train time (h)", "lower", True),
-    "mem/gpu_peak_gb": MetricInfo("GPU peak (GB)", "lower", True),
-    "mem/cpu_rss_peak_gb": MetricInfo("CPU RSS peak (GB)", "lower"),
-    "eval/inference_ms_per_video": MetricInfo("Inference (ms/video)", "lower"),
-    "eval/inference_peak_mem_gb": MetricInfo("Inference peak (GB)", "lower"),
-    "params/total_m": MetricInfo("Params (M)"),
-    "params/trainable_m": MetricInfo("Trainable (M)"),
+    "train_time_h": MetricInfo("Train time (h)", "lower", True, "cost"),
+    "mem/gpu_peak_gb": MetricInfo("GPU peak (GB)", "lower", True, "cost"),
+    "mem/cpu_rss_peak_gb": MetricInfo("CPU RSS peak (GB)", "lower", kind="cost"),
+    "eval/inference_ms_per_video": MetricInfo("Inference (ms/video)", "lower", kind="cost"),
+    "eval/inference_peak_mem_gb": MetricInfo("Inference mem. (GB)", "lower", kind="cost"),
+    "params/total_m": MetricInfo("Params (M)", kind="cost"),
+    "params/trainable_m": MetricInfo("Trainable (M)", kind="cost"),
     "params/text_encoder_change": MetricInfo("Encoder change (rel. L2)"),
     "eval/num_videos": MetricInfo("N videos"),
 }
-ARROWS = {"lower": "↓", "higher": "↑", "one": "→1"}
+ARROWS = {"lower": "↓", "higher": "↑", "one": "→1", "real": "→real"}
 
 # Keys of the final row that are Tune bookkeeping or per-step snapshots, not final metrics.
 TUNE_KEYS = frozenset({
@@ -319,35 +328,56 @@ def summary_metrics(summary: pd.DataFrame) -> list[str]:
     return [c.removesuffix("_mean") for c in summary.columns if c.endswith("_mean")]
 
 
-def best_per_metric(summary: pd.DataFrame) -> pd.DataFrame:
-    """Best ablation by mean for every ranked metric, with the runner-up.
+def tested_values(metric: str, rows: pd.DataFrame) -> pd.Series:
+    """What the statistics compare for `metric` in `rows`: the values; |log r| for a ratio whose ideal
+    is 1; |value - real clips' value| for a metric whose reference is the real clips (NaN without one)."""
+    values, better = rows[metric], metric_info(metric).better
+    if better == "one":
+        return values.where(values > 0).map(lambda r: abs(math.log(r)))
+    if better == "real":
+        real = f"{metric}_real"
+        return (values - rows[real]).abs() if real in rows else values * math.nan
+    return values
 
-    `gap` is |best − runner-up| of the means; `within_std` is True when the gap is no more
-    than the larger known std of the two (the ranking is within seed noise), NaN when
-    neither std is known (single seeds).
+
+def comparison_stats(selected: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
+    """Every ablation vs the baseline on every ranked metric, paired by seed (long format).
+
+    Columns: ablation, metric, kind, n (pairs), dropped (unpaired seeds), mean, std, baseline_mean,
+    diff (mean per-seed difference; for a ratio metric the difference of |log r|), ci_low,
+    ci_high, delta_pct and its interval (quality metrics that have a Δ%), p, test, p_holm (Holm
+    within the experiment's quality metrics, and separately within its cost metrics) and verdict.
+    Finished trials only; a metric NaN in every finished trial is left out.
     """
-    rows = []
-    for m in summary_metrics(summary):
-        better = metric_info(m).better
-        ranked = summary.dropna(subset=[f"{m}_mean"])
-        if better is None or ranked.empty:
+    done = selected[selected["status"] == "finished"] if "status" in selected else selected
+    base = done[done["ablation"] == baseline]
+    cells: list[tuple[dict, stats.Paired]] = []
+    for m in metric_columns(done):
+        info = metric_info(m)
+        if info.better is None or done[m].isna().all():
             continue
-        mean = ranked[f"{m}_mean"]
-        key = {"lower": mean, "higher": -mean, "one": (mean - 1).abs()}[better]
-        ranked = ranked.loc[key.sort_values(kind="stable").index]
-        best = ranked.iloc[0]
-        row = {"metric": m, "better": better, "ablation": best["ablation"],
-               "mean": best[f"{m}_mean"], "std": best[f"{m}_std"], "runner_up": None,
-               "gap": math.nan, "within_std": math.nan}
-        if len(ranked) > 1:
-            second = ranked.iloc[1]
-            noise = pd.Series([best[f"{m}_std"], second[f"{m}_std"]]).max()  # skips NaN
-            gap = abs(best[f"{m}_mean"] - second[f"{m}_mean"])
-            row |= {"runner_up": second["ablation"], "gap": gap,
-                    "within_std": math.nan if math.isnan(noise) else bool(gap <= noise)}
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["metric", "better", "ablation", "mean", "std",
-                                       "runner_up", "gap", "within_std"])
+        ref = stats.by_seed(base["seed"], tested_values(m, base))
+        for ablation in _ablation_order(done["ablation"], baseline):
+            if ablation == baseline:
+                continue
+            arm = done[done["ablation"] == ablation]
+            result = stats.paired(stats.by_seed(arm["seed"], tested_values(m, arm)), ref)
+            row = {"ablation": ablation, "metric": m, "kind": info.kind, "mean": arm[m].mean(),
+                   "std": arm[m].std(), "baseline_mean": base[m].mean()}
+            cells.append((row, result))
+    rows = []
+    for kind in ("quality", "cost"):
+        family = [(row, r) for row, r in cells if row["kind"] == kind]
+        for (row, _), r in zip(family, stats.with_holm([r for _, r in family])):
+            info = metric_info(row["metric"])
+            ref_mean = row["baseline_mean"] if info.better not in ("one", "real") else math.nan
+            delta = stats.delta_pct(r, ref_mean) if info.delta else (math.nan,) * 3
+            rows.append(row | r.to_dict() | {
+                "diff": r.mean_diff, "delta_pct": delta[0], "delta_ci_low": delta[1], "delta_ci_high": delta[2],
+                "verdict": stats.verdict(r, higher_is_better=info.better == "higher")})  # else distance: lower
+    columns = ["ablation", "metric", "kind", "n", "dropped", "mean", "std", "baseline_mean", "diff", "ci_low",
+               "ci_high", "delta_pct", "delta_ci_low", "delta_ci_high", "p", "test", "p_holm", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def training_curves(history: pd.DataFrame, metric: str = "loss") -> pd.DataFrame:
@@ -426,32 +456,102 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+MARKS = {stats.BETTER: "✓", stats.WORSE: "✗", stats.NO_DIFFERENCE: "≈", stats.TOO_FEW: "·"}
+LEGEND = ("Δ vs baseline: paired by seed, mean difference [95 % CI] (in % of the baseline mean where a "
+          "metric has one; |log r| for ratios), then ✓ better, ✗ worse, ≈ no detectable difference, "
+          "· fewer than 3 seeds (no inference); p-values in comparison_stats.csv.")
+
+
+def _verdict_cell(row: pd.Series, m: str, baseline: str, comparisons: pd.DataFrame) -> str:
+    if row["ablation"] == baseline:
+        return "—"
+    c = comparisons[(comparisons["ablation"] == row["ablation"]) & (comparisons["metric"] == m)]
+    if c.empty:
+        return "n/a"
+    c = c.iloc[0]
+    pct = math.isfinite(c["delta_pct"])
+    d, lo, hi = (c["delta_pct"], c["delta_ci_low"], c["delta_ci_high"]) if pct else (c["diff"], c["ci_low"],
+                                                                                   c["ci_high"])
+    if not math.isfinite(d):
+        return f"n/a {MARKS[c['verdict']]}"
+    fmt = (lambda x: f"{x:+.1f}%") if pct else (lambda x: f"{x:+.3g}")
+    interval = f" [{fmt(lo)}, {fmt(hi)}]" if math.isfinite(lo) else ""
+    return f"{fmt(d)}{interval} {MARKS[c['verdict']]}".replace("-0.0%", "+0.0%")
+
+
 def to_markdown(summary: pd.DataFrame, metrics: list[str] | None = None,
-                baseline: str = "baseline", digits: int = 4) -> str:
-    """Paper-style pipe table: one row per ablation, `mean ± std` per metric, Δ% columns.
+                baseline: str = "baseline", digits: int = 4, comparisons: pd.DataFrame | None = None) -> str:
+    """Paper-style pipe table: one row per ablation, `mean ± std` per metric, Δ columns.
 
     A column shows `digits` significant digits of its largest mean, with the same decimals
     in every row (see column_decimals); a metric with fewer values than finished seeds
-    shows `(n=k/N)`; arrows say which direction is better.
+    shows `(n=k/N)`; arrows say which direction is better. Without `comparisons` a Δ% column
+    (vs the baseline's mean) follows each metric that has one; with them (`comparison_stats`)
+    a "Δ vs baseline" column follows each ranked metric: the paired difference, its 95 % CI
+    and the verdict mark (see LEGEND).
     """
     metrics = summary_metrics(summary) if metrics is None else metrics
     decimals = {m: column_decimals(summary, m, digits) for m in metrics}
+
+    def has_delta(m: str) -> bool:
+        if comparisons is None:
+            return f"{m}_delta_pct" in summary
+        return bool((comparisons["metric"] == m).any())
+
     header, align = ["Ablation", "Seeds"], [":---", "---:"]
     for m in metrics:
         header.append(header_label(m))
         align.append("---:")
-        if f"{m}_delta_pct" in summary:
-            header.append("Δ%")
+        if has_delta(m):
+            header.append("Δ%" if comparisons is None else "Δ vs baseline")
             align.append("---:")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for _, row in summary.iterrows():
         cells = [_md_escape(row["ablation"]), _seeds_cell(row)]
         for m in metrics:
             cells.append(_cell(row, m, decimals[m]))
-            if f"{m}_delta_pct" in summary:
-                cells.append(_delta_cell(row, m, baseline))
+            if has_delta(m):
+                cells.append(_delta_cell(row, m, baseline) if comparisons is None
+                             else _verdict_cell(row, m, baseline, comparisons))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+QUALITY_COLUMNS = 4
+"""Quality metrics in the Markdown quality table (each with its Δ column: 2 + 2 x 4 = 10 columns)."""
+
+
+def comparison_markdown(selected: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
+                        baseline: str = "baseline") -> str:
+    """The quality table (headline quality metrics with paired Δ, CI and verdict), the cost table,
+    and the metrics left out: those with values (in the CSVs) and the all-NaN ones with their reason."""
+    present = [m for m in summary_metrics(summary) if summary[f"{m}_mean"].notna().any()]
+    quality = [m for m in HEADLINE if m in present and metric_info(m).kind == "quality"]
+    more = [m for m in present if metric_info(m).kind == "quality" and m not in quality[:QUALITY_COLUMNS]
+            and metric_info(m).better is not None]
+    cost = [m for m in COST if m in present]
+    parts = ["Quality", "", to_markdown(summary, quality[:QUALITY_COLUMNS], baseline, comparisons=comparisons), "",
+             LEGEND]
+    if more:
+        parts += ["", "More quality metrics (comparison_table.csv, comparison_stats.csv): " + ", ".join(more)]
+    if cost:
+        parts += ["", "Cost", "", to_markdown(summary, cost, baseline, comparisons=comparisons.iloc[0:0])]
+    missing = all_nan_notes(selected)
+    if missing:
+        parts += ["", "Not computed (NaN in every finished trial):", *missing]
+    return "\n".join(parts)
+
+
+def all_nan_notes(selected: pd.DataFrame) -> list[str]:
+    """`- metric: reason` for each metric that is NaN in every finished trial."""
+    done = selected[selected["status"] == "finished"] if "status" in selected else selected
+    lines = []
+    for m in metric_columns(done):
+        if len(done) and done[m].isna().all():
+            status = f"{m}_status"
+            reasons = done[status].dropna().astype(str).unique() if status in done else []
+            lines.append(f"- {m}: {'; '.join(reasons) if len(reasons) else 'no status given'}")
+    return lines
 
 
 def to_csv(summary: pd.DataFrame) -> str:
@@ -476,21 +576,50 @@ def _trials_section(selected: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _best_section(summary: pd.DataFrame) -> list[str]:
+def _num(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.3g}"
+
+
+def _verdict_section(comparisons: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """Per ranked metric: the best ablation by mean, then every ablation's verdict against the baseline."""
+    if comparisons.empty:
+        return ["  nothing to compare: no ablation besides the baseline has a finished seed with a value"]
     lines = []
-    for _, b in best_per_metric(summary).iterrows():
-        line = f"  {header_label(b['metric'])} [{b['metric']}]: {b['ablation']} " \
-               f"{mean_std_text(b['mean'], b['std'], column_decimals(summary, b['metric']))}"
-        if pd.isna(b["runner_up"]):
-            pass
-        elif b["gap"] == 0:
-            line += f" (tied with {b['runner_up']})"
-        elif pd.isna(b["within_std"]):
-            line += f" (std unknown: cannot tell it from {b['runner_up']})"
-        elif b["within_std"]:
-            line += f" (within 1 std of {b['runner_up']}: not a clear winner)"
-        lines.append(line)
-    return lines or ["  no ranked metric has a value"]
+    for m, cells in comparisons.groupby("metric", sort=False):
+        info = metric_info(m)
+        by_ablation = summary.set_index("ablation")
+        means = by_ablation[[c for c in (f"{m}_mean", f"{m}_real_mean") if c in by_ablation]]
+        means.columns = [m, f"{m}_real"][:len(means.columns)]
+        key = {"lower": means[m], "higher": -means[m]}.get(info.better, tested_values(m, means))
+        key = key.dropna().sort_values(kind="stable")
+        tested = {"one": " (tested on |log r|)",
+                  "real": " (tested on |value − real clips' value|)"}.get(info.better, "")
+        lines.append(f"  {header_label(m)} [{m}]{tested}: best by mean {key.index[0] if len(key) else 'n/a'}")
+        for _, c in cells.iterrows():
+            dropped = f", {c['dropped']} unpaired seed(s) dropped" if c["dropped"] else ""
+            lines.append(f"    {c['ablation']} − baseline: {_num(c['diff'])} [{_num(c['ci_low'])}, "
+                         f"{_num(c['ci_high'])}], p {_num(c['p'])} ({c['test']}), Holm p {_num(c['p_holm'])}, "
+                         f"n {c['n']}{dropped} → {c['verdict']}")
+    return lines
+
+
+REFERENCES = (
+    ("eval/fvd_synthsign_real", "FVD-SynthSign between real val and real test clips (the floor at this N)"),
+    ("eval/text_alignment_real", "text alignment of the real clips as the gloss evaluator reads them (the ceiling)"),
+    ("eval/text_alignment_chance", "text alignment a caption-blind generator can expect (chance)"),
+    ("eval/temporal_consistency_real", "temporal consistency of the real clips (the target)"),
+    ("eval/temporal_consistency_ssim_real", "temporal consistency (SSIM) of the real clips (the target)"),
+)
+
+
+def _reference_section(selected: pd.DataFrame) -> list[str]:
+    """What real clips score on the same prompts: the floors, ceilings and targets of the metrics."""
+    done = selected[selected["status"] == "finished"] if "status" in selected else selected
+    lines = [f"  {what}: {done[key].mean():.4g}" for key, what in REFERENCES
+             if key in done and done[key].notna().any()]
+    if "eval/motion_ratio" in done and done["eval/motion_ratio"].notna().any():
+        lines.append("  motion ratio of the real clips: 1 (by definition; ranked by |log r|)")
+    return lines or ["  none reported (the gloss evaluator exists for SynthSign only)"]
 
 
 def nan_notes(selected: pd.DataFrame) -> list[str]:
@@ -527,9 +656,15 @@ def _notes_section(selected: pd.DataFrame, summary: pd.DataFrame, baseline: str)
     base = summary[summary["ablation"] == baseline]
     if base.empty or base["n_seeds"].iloc[0] == 0:
         lines.append(f"  Baseline '{baseline}' has no finished seed: every Δ% is n/a.")
+    done = selected[selected["status"] == "finished"]
+    if "eval/text_alignment_chance" in done and done["eval/text_alignment_chance"].notna().any():
+        chance = done["eval/text_alignment_chance"].max()
+        lines.append(f"  Text alignment chance level: {chance:.3f} (what a caption-blind generator can expect: "
+                     "the share of the commonest prompt sentence).")
     single = summary.loc[summary["n_seeds"] == 1, "ablation"].tolist()
     if single:
-        lines.append(f"  One finished seed only (no std): {', '.join(single)}.")
+        lines.append(f"  One finished seed only (no std, and no inference: a verdict needs 3 seeds): "
+                     f"{', '.join(single)}.")
     settings = {c: sorted(selected[c].dropna().astype(str).unique())
                 for c in ("scale", "data") if c in selected}
     for c, vals in settings.items():
@@ -548,14 +683,16 @@ def render_report(exp_dir: str | os.PathLike, selected: pd.DataFrame, summary: p
         "ABLATION RESULTS REPORT", "=" * 23, f"Experiment: {Path(exp_dir).resolve()}",
         f"Scale: {scales or '?'}    Baseline: {baseline}", "",
         "1. TRIALS", *_trials_section(selected), "",
-        "2. RESULTS (mean ± std over finished seeds; Δ% vs baseline)",
+        "2. RESULTS (mean ± std over finished seeds; Δ% vs the baseline's mean)",
         to_markdown(summary, baseline=baseline), "",
-        "3. BEST ABLATION PER METRIC (by mean)", *_best_section(summary), "",
-        "4. METRICS WITH NaN VALUES", *nan_notes(selected), "",
-        "5. SAMPLE COUNT", *_sample_count_section(selected),
+        "3. VERDICTS AGAINST THE BASELINE (paired by seed: mean difference [95 % CI], p, Holm-adjusted p)",
+        *_verdict_section(comparison_stats(selected, baseline), summary), "",
+        "4. REFERENCE: REAL CLIPS ON THE SAME PROMPTS", *_reference_section(selected), "",
+        "5. METRICS WITH NaN VALUES", *nan_notes(selected), "",
+        "6. SAMPLE COUNT", *_sample_count_section(selected),
     ]
     notes = _notes_section(selected, summary, baseline)
-    return "\n".join(parts + (["", "6. NOTES", *notes] if notes else [])) + "\n"
+    return "\n".join(parts + (["", "7. NOTES", *notes] if notes else [])) + "\n"
 
 
 # --------------------------------------------------------------------------- writing
@@ -563,15 +700,18 @@ def render_report(exp_dir: str | os.PathLike, selected: pd.DataFrame, summary: p
 HEADLINE = ("eval/fvd", "eval/fvd_synthsign", "eval/text_alignment", "eval/lpips", "eval/temporal_consistency",
             "eval/temporal_consistency_ssim", "eval/motion_ratio", "val_loss", "train_time_h", "mem/gpu_peak_gb",
             "params/trainable_m")
-"""The columns of the short table a terminal shows (the files hold every metric)."""
+"""The metrics of the plots and, in this order, the candidates for the quality table."""
+COST = ("train_time_h", "mem/gpu_peak_gb", "eval/inference_ms_per_video", "eval/inference_peak_mem_gb",
+        "params/total_m", "params/trainable_m")
+"""The columns of the cost table."""
+COMPARISON_STATS_CSV = "comparison_stats.csv"
 
 
 def headline_markdown(exp_dir: str | os.PathLike, baseline: str = "baseline") -> str:
-    """A short comparison table of the headline metrics, for the terminal (NaN-only columns left out:
-    the report says why they are NaN)."""
-    summary = summarize(select_trials(_trials_frame(_scan(exp_dir))), baseline)
-    present = {m for m in summary_metrics(summary) if summary[f"{m}_mean"].notna().any()}
-    return to_markdown(summary, metrics=[m for m in HEADLINE if m in present], baseline=baseline)
+    """The quality and cost tables for the terminal (the files hold every metric)."""
+    selected = select_trials(_trials_frame(_scan(exp_dir)))
+    summary = summarize(selected, baseline)
+    return comparison_markdown(selected, summary, comparison_stats(selected, baseline), baseline)
 
 
 def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
@@ -579,9 +719,9 @@ def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     """Analyze an experiment dir and write its tables and report into out_dir (default exp_dir).
 
     Writes comparison_table.csv (fmt csv/both), comparison_table.md (fmt md/both),
-    ABLATION_RESULTS_REPORT.txt, training_curves.csv and the figures training_curves.png and
-    metrics.png, each atomically. Returns {"csv", "md", "report", "curves", "curves_png",
-    "metrics_png"} -> path for the files written.
+    and comparison_stats.csv (fmt csv/both), ABLATION_RESULTS_REPORT.txt, training_curves.csv and
+    the figures training_curves.png and metrics.png, each atomically. Returns {"csv", "stats", "md",
+    "report", "curves", "curves_png", "metrics_png"} -> path for the files written.
     """
     fmt = getattr(fmt, "value", fmt)  # a str Enum from the CLI
     if fmt not in FORMATS:
@@ -591,11 +731,13 @@ def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     summary = summarize(selected, baseline)
     out = Path(exp_dir if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    comparisons = comparison_stats(selected, baseline)
     texts = {}
     if fmt in ("csv", "both"):
         texts["csv"] = (TABLE_CSV, to_csv(summary))
+        texts["stats"] = (COMPARISON_STATS_CSV, comparisons.to_csv(index=False))
     if fmt in ("md", "both"):
-        texts["md"] = (TABLE_MD, to_markdown(summary, baseline=baseline) + "\n")
+        texts["md"] = (TABLE_MD, comparison_markdown(selected, summary, comparisons, baseline) + "\n")
     texts["report"] = (REPORT_TXT, render_report(exp_dir, selected, summary, baseline))
     curves = training_curves(_history_frame(attempts))
     texts["curves"] = (CURVES_CSV, curves.to_csv(index=False))

@@ -194,7 +194,8 @@ def sweep_cmd(
     gpus_per_trial: Annotated[float, typer.Option(help="GPUs per trial; fractions such as 0.5 pack trials onto one GPU.")] = 1.0,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs reserved per trial.")] = 1.0,
     ablations: Annotated[str, typer.Option(help="Comma-separated ablations to run.")] = "baseline,text_finetuned,no_ema",
-    seeds: Annotated[int, typer.Option(help="Seeds per ablation (seeds 0..K-1).")] = 1,
+    seeds: Annotated[Optional[int], typer.Option(
+        help="Seeds per ablation (seeds 0..K-1); default 3 at small/full (a verdict needs 3), 1 at smoke.")] = None,
     scale: ScaleOpt = Scale.smoke,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per trial (overrides training.steps).")] = None,
     data: Annotated[str, typer.Option(help="Dataset spec: synthsign, how2sign:ROOT, phoenix:ROOT, manifest:FILE.csv.")] = "synthsign",

@@ -21,7 +21,7 @@ from t2s_ray.metrics.frechet import frechet_from_features
 from t2s_ray.metrics.fvd import fvd
 from t2s_ray.metrics.lpips import load_lpips, lpips_video
 from t2s_ray.metrics.temporal import motion_ratio, temporal_consistency
-from t2s_ray.metrics.text_alignment import gloss_accuracy, text_alignment
+from t2s_ray.metrics.text_alignment import gloss_accuracy, gloss_wer, text_alignment
 from t2s_ray.training import TrainState, eval_weights
 
 
@@ -58,6 +58,13 @@ def eval_set(dataset, n: int, seed: int) -> EvalSet:
 @torch.no_grad()
 def sample(state: TrainState, texts: list[str], seed: int) -> torch.Tensor:
     """DDIM + classifier-free guidance for `texts` with the evaluated weights; float `(N, C, T, H, W)` on CPU."""
+    with eval_weights(state) as model:
+        return sample_with(model, state, texts, seed)
+
+
+@torch.no_grad()
+def sample_with(model, state: TrainState, texts: list[str], seed: int) -> torch.Tensor:
+    """`sample` with `model` as it is (the caller has put the evaluated weights in place)."""
     c, e = state.cfg, state.cfg.eval
     shape = (3, c.data.frames, c.data.height, c.data.width)
     gen = torch.Generator().manual_seed(seed)
@@ -65,7 +72,7 @@ def sample(state: TrainState, texts: list[str], seed: int) -> torch.Tensor:
     if c.diffusion.caption_dropout >= 1:  # trained on the empty caption alone: sample unconditionally
         texts, guidance = [""] * len(texts), 1.0
     out = []
-    with eval_weights(state) as model, state.autocast:
+    with state.autocast:
         uncond = model.encode([""])
         for start in range(0, len(texts), e.batch_size):
             batch = texts[start:start + e.batch_size]
@@ -80,12 +87,13 @@ def _nan(name: str, status: str) -> dict[str, Any]:
 
 
 def _cost_metrics(state: TrainState, text: str) -> dict[str, Any]:
-    """Inference time per video (median of 3 after a warm-up) and peak inference memory."""
-    def one() -> torch.Tensor:
-        return sample(state, [text], seed=0)
+    """Inference time per video (median of 3 after a warm-up) and the memory sampling adds (CUDA)."""
+    with eval_weights(state) as model:  # swapped once, outside the timer: the same work for EMA and raw arms
+        def one() -> torch.Tensor:
+            return sample_with(model, state, [text], seed=0)
 
-    timing = time_inference(one, state.device, warmup=1, runs=3)
-    peak, status = peak_inference_memory_gb(one, state.device)
+        timing = time_inference(one, state.device, warmup=1, runs=3)
+        peak, status = peak_inference_memory_gb(one, state.device)
     return {"eval/inference_ms_per_video": timing["ms_median"], "eval/inference_peak_mem_gb": peak,
             "eval/inference_peak_mem_gb_status": status}
 
@@ -95,6 +103,8 @@ def _lpips_metrics(fake: torch.Tensor, real: torch.Tensor, lpips_model, lpips_st
            {"eval/lpips": lpips_video(lpips_model, fake, real), "eval/lpips_status": lpips_status})
     value, name, status = temporal_consistency(fake, lpips_model)
     out.update({f"eval/{name}": value, f"eval/{name}_status": status})
+    # the real clips' value is the reference: a frozen video scores 1, so the closest to real wins
+    out[f"eval/{name}_real"] = temporal_consistency(real, lpips_model)[0]
     if name != "temporal_consistency":
         out.update(_nan("temporal_consistency", f"LPIPS unavailable ({lpips_status}); see eval/{name}"))
     ratio, status = motion_ratio(fake, real)
@@ -113,7 +123,7 @@ def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, eva
     """`fvd_synthsign` and `text_alignment` with the SynthSign gloss classifier."""
     from t2s_ray.evaluator import EvaluatorUnavailable, clip_features, recognise
 
-    names = ("fvd_synthsign", "text_alignment", "gloss_accuracy")
+    names = ("fvd_synthsign", "text_alignment", "gloss_accuracy", "gloss_wer")
     try:
         classifier, _ = evaluator_fn(state.cfg.data, state.device)
     except EvaluatorUnavailable as e:
@@ -126,13 +136,29 @@ def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, eva
         out["eval/fvd_synthsign"] = frechet_from_features(clip_features(classifier, prompts.real),
                                                           clip_features(classifier, fake_u8))
         out["eval/fvd_synthsign_status"] = f"ok (N={n} real, {n} fake; gloss-classifier features)"
+        out.update(_real_floor(state, classifier, prompts))
     else:
         out.update(_nan("fvd_synthsign", "needs eval.num_videos >= 2"))
     predicted = recognise(classifier, fake_u8)
     out["eval/text_alignment"] = text_alignment(predicted, prompts.glosses)
+    out["eval/text_alignment_real"] = text_alignment(recognise(classifier, prompts.real), prompts.glosses)
     out["eval/text_alignment_chance"] = chance_alignment(prompts.glosses)
     out["eval/gloss_accuracy"] = gloss_accuracy(predicted, prompts.glosses)
+    out["eval/gloss_wer"] = gloss_wer(predicted, prompts.glosses)
     return out
+
+
+def _real_floor(state: TrainState, classifier, prompts: EvalSet) -> dict[str, Any]:
+    """`fvd_synthsign_real`: the distance between the real prompts (val) and as many real test clips,
+    the floor of `fvd_synthsign` at this N (Fréchet distances are biased by N)."""
+    from t2s_ray.data import build_dataset
+    from t2s_ray.evaluator import clip_features
+
+    n = len(prompts.texts)
+    test = eval_set(build_dataset(state.cfg.data, "test"), n, state.cfg.eval.seed)
+    value = frechet_from_features(clip_features(classifier, prompts.real), clip_features(classifier, test.real))
+    return {"eval/fvd_synthsign_real": value,
+            "eval/fvd_synthsign_real_status": f"ok (N={n} val vs {n} test real clips: the floor at this N)"}
 
 
 def chance_alignment(glosses: list[tuple[int, ...]]) -> float:

@@ -1,71 +1,154 @@
 """Paired statistics over seeds: pure functions on arrays, using `scipy.stats`.
 
 Seed k gives every arm the same initialisation where shapes allow, the same data order, the
-same training noise and the same evaluation prompts and noise, so arms are compared by their
-per-seed differences.
+same training noise and the same evaluation prompts and noise, so an arm is compared with the
+baseline by its per-seed differences: their mean, a 95 % t-interval (or a bootstrap one), and a
+paired test (paired t; Wilcoxon signed-rank from 6 pairs). Seeds present on one side only are
+dropped and counted; only when nothing pairs does Welch's unpaired test stand in, and says so.
+Across the cells of one experiment p-values are Holm-adjusted.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats as sps
 
 BETTER, WORSE, NO_DIFFERENCE, TOO_FEW = "better", "worse", "no detectable difference", "n < 3: no inference"
+ALPHA = 0.05
+WILCOXON_FROM = 6
+"""Pairs from which the p-value is Wilcoxon's signed-rank test instead of the paired t-test."""
 
 
 @dataclass(frozen=True)
 class Paired:
-    """A paired comparison `arm - reference` over the seeds both have."""
+    """A comparison `arm - reference` over seeds (paired where both sides have the seed)."""
 
     n: int
-    """Seeds with a finite value on both sides."""
+    """Pairs: seeds with a finite value on both sides (0 when the Welch fallback was used)."""
     dropped: int
-    """Seeds present on one side only (or NaN on either)."""
+    """Seeds without a finite value on both sides."""
     mean_diff: float
-    """Mean of the per-seed differences arm - reference."""
+    """Mean of the per-seed differences arm - reference (Welch: difference of the means)."""
     ci_low: float
-    """Lower end of the 95 % t-interval of the mean difference (NaN for n < 2)."""
+    """Lower end of the 95 % interval of the mean difference (NaN when it cannot be computed)."""
     ci_high: float
-    """Upper end of the 95 % t-interval."""
+    """Upper end of that interval."""
     p: float
-    """Two-sided paired t-test p-value (NaN for n < 2 or zero-variance differences)."""
+    """Two-sided p-value of `test` (NaN when it cannot be computed)."""
+    test: str = "paired t"
+    """`paired t`, `wilcoxon`, `welch (nothing pairs)` or `none`."""
+    p_holm: float = math.nan
+    """`p` after Holm's correction across the experiment's comparisons (see `holm`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def paired(arm: dict[int, float], reference: dict[int, float], confidence: float = 0.95) -> Paired:
-    """Per-seed differences `arm[s] - reference[s]` over seeds both have: mean, t-interval, paired t-test."""
-    seeds = sorted(set(arm) | set(reference))
-    both = [s for s in seeds if s in arm and s in reference and math.isfinite(arm[s]) and math.isfinite(reference[s])]
-    d = np.array([arm[s] - reference[s] for s in both], dtype=np.float64)
-    n, dropped = len(d), len(seeds) - len(both)
-    if n == 0:
-        return Paired(0, dropped, math.nan, math.nan, math.nan, math.nan)
-    mean = float(d.mean())
-    if n < 2:
-        return Paired(n, dropped, mean, math.nan, math.nan, math.nan)
+def _finite(values: Mapping[int, float]) -> dict[int, float]:
+    return {s: float(v) for s, v in values.items() if v is not None and math.isfinite(v)}
+
+
+def _t_interval(d: np.ndarray, confidence: float) -> tuple[float, float]:
     sem = float(sps.sem(d))
-    if sem == 0:  # identical differences: the interval is the point and no test statistic exists
-        return Paired(n, dropped, mean, mean, mean, math.nan)
-    low, high = sps.t.interval(confidence, n - 1, loc=mean, scale=sem)
-    p = float(sps.ttest_1samp(d, 0.0).pvalue)
-    return Paired(n, dropped, mean, float(low), float(high), p)
+    if sem == 0:
+        return float(d.mean()), float(d.mean())
+    low, high = sps.t.interval(confidence, len(d) - 1, loc=float(d.mean()), scale=sem)
+    return float(low), float(high)
 
 
-def verdict(result: Paired, higher_is_better: bool = True) -> str:
-    """`better` / `worse` when the interval excludes 0, else `no detectable difference`; `n < 3` draws none."""
-    if result.n < 3:
+def _bootstrap_interval(d: np.ndarray, confidence: float, seed: int) -> tuple[float, float]:
+    if np.all(d == d[0]):
+        return float(d[0]), float(d[0])
+    res = sps.bootstrap((d,), np.mean, confidence_level=confidence, random_state=seed, method="percentile")
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _paired_p(d: np.ndarray) -> tuple[float, str]:
+    if np.all(d == 0):
+        return 1.0, "paired t"
+    if len(d) >= WILCOXON_FROM:
+        return float(sps.wilcoxon(d).pvalue), "wilcoxon"
+    if float(np.std(d)) == 0:  # identical non-zero differences: no variance for a t statistic
+        return math.nan, "paired t"
+    return float(sps.ttest_1samp(d, 0.0).pvalue), "paired t"
+
+
+def _welch(arm: Sequence[float], ref: Sequence[float], dropped: int, confidence: float) -> Paired:
+    a, r = np.asarray(arm), np.asarray(ref)
+    res = sps.ttest_ind(a, r, equal_var=False)
+    ci = res.confidence_interval(confidence)
+    return Paired(0, dropped, float(a.mean() - r.mean()), float(ci.low), float(ci.high), float(res.pvalue),
+                  "welch (nothing pairs)")
+
+
+def paired(arm: Mapping[int, float], reference: Mapping[int, float], confidence: float = 0.95,
+           interval: str = "t", seed: int = 0) -> Paired:
+    """Per-seed differences `arm[s] - reference[s]`: mean, interval (`t` or `bootstrap`), paired test.
+
+    NaN values count as missing. Unpaired seeds are dropped and counted; with no pair at all and
+    at least 2 values a side, Welch's unpaired test is used instead (`test` says so).
+    """
+    if interval not in ("t", "bootstrap"):
+        raise ValueError(f"interval={interval!r}; expected 't' or 'bootstrap'")
+    a, r = _finite(arm), _finite(reference)
+    both = sorted(set(a) & set(r))
+    dropped = len((set(arm) | set(reference)) - set(both))  # a NaN counts as missing
+    if not both:
+        if len(a) >= 2 and len(r) >= 2:
+            return _welch(list(a.values()), list(r.values()), dropped, confidence)
+        return Paired(0, dropped, math.nan, math.nan, math.nan, math.nan, "none")
+    d = np.array([a[s] - r[s] for s in both], dtype=np.float64)
+    if len(d) < 2:
+        return Paired(1, dropped, float(d[0]), math.nan, math.nan, math.nan, "none")
+    low, high = _t_interval(d, confidence) if interval == "t" else _bootstrap_interval(d, confidence, seed)
+    p, test = _paired_p(d)
+    return Paired(len(d), dropped, float(d.mean()), low, high, p, test)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment (family-wise error); NaN p-values are left out and stay NaN."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None and math.isfinite(p)]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    m, running = len(order), 0.0
+    out = [math.nan] * len(pvalues)
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def with_holm(results: Sequence[Paired]) -> list[Paired]:
+    """`results` with `p_holm` filled in, adjusted across all of them."""
+    return [replace(r, p_holm=p) for r, p in zip(results, holm([r.p for r in results]))]
+
+
+def verdict(result: Paired, higher_is_better: bool = True, alpha: float = ALPHA) -> str:
+    """`better` / `worse` when the interval excludes 0 and the (Holm-adjusted, when set) p < alpha.
+
+    Else `no detectable difference`; fewer than 3 pairs (or unpaired values) draw no inference.
+    """
+    n = result.n if result.test != "welch (nothing pairs)" else 3  # Welch ran on >= 2 values a side
+    if n < 3 or result.test == "none":
         return TOO_FEW
-    if result.ci_low > 0:
+    p = result.p_holm if math.isfinite(result.p_holm) else result.p
+    significant = (math.isnan(p) and result.ci_low == result.ci_high != 0) or p < alpha
+    if significant and result.ci_low > 0:
         return BETTER if higher_is_better else WORSE
-    if result.ci_high < 0:
+    if significant and result.ci_high < 0:
         return WORSE if higher_is_better else BETTER
     return NO_DIFFERENCE
+
+
+def delta_pct(result: Paired, reference_mean: float) -> tuple[float, float, float]:
+    """Δ% of the mean difference and its interval relative to |reference mean| (NaN for a zero or NaN mean)."""
+    if reference_mean is None or not math.isfinite(reference_mean) or reference_mean == 0:
+        return math.nan, math.nan, math.nan
+    scale = 100.0 / abs(reference_mean)
+    return result.mean_diff * scale, result.ci_low * scale, result.ci_high * scale
 
 
 def by_seed(seeds: Sequence[int], values: Sequence[float]) -> dict[int, float]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, resolve
+from t2s_ray.config import DEFAULT_SEEDS, diff
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 """Host names that reach only this machine (a dashboard bound to one of them needs no confirmation)."""
@@ -32,7 +33,8 @@ class SweepSpec:
     """What the user asked for, before anything runs."""
 
     ablations: tuple[str, ...] = DEFAULT_ABLATIONS
-    seeds: int = 1
+    seeds: Optional[int] = None
+    """Seeds per ablation (0..K-1); None: `config.DEFAULT_SEEDS` of the scale."""
     scale: str = "smoke"
     steps: Optional[int] = None
     data: str = "synthsign"
@@ -54,6 +56,8 @@ class SweepSpec:
     expose_dashboard: bool = False
 
     def __post_init__(self) -> None:
+        if self.seeds is None:
+            self.seeds = DEFAULT_SEEDS.get(self.scale, 1)
         self.storage = Path(self.storage).expanduser().resolve()
         self.name = datetime.now().strftime("t2s-%Y%m%d-%H%M%S") if self.name is None else check_name(self.name)
         # Tune runs each trial in its own working directory: every path the trials read must be absolute.
@@ -160,8 +164,22 @@ def validate(spec: SweepSpec, available_gpus: Optional[float] = None) -> list:
     _validate_gpus(spec, available_gpus)
     configs = [resolve(a, spec.scale, s, spec.all_overrides, extra_ablations=spec.user_ablations)
                for a in spec.ablations for s in range(spec.seeds)]
+    _refuse_copies_of_baseline(spec)
     _validate_storage(spec)
     return configs
+
+
+def _refuse_copies_of_baseline(spec: SweepSpec) -> None:
+    """An ablation whose config equals the baseline's at this scale would only measure seed noise: refuse it."""
+    base = resolve("baseline", spec.scale, 0, spec.all_overrides, extra_ablations=spec.user_ablations)
+    for name in spec.ablations:
+        if name == "baseline":
+            continue
+        cfg = resolve(name, spec.scale, 0, spec.all_overrides, extra_ablations=spec.user_ablations)
+        if not diff(cfg, base, ignore=("ablation", "device")):
+            raise SweepError(f"ablation {name!r} resolves to the baseline's config at --scale {spec.scale} (with "
+                             f"these --set overrides): it would only measure seed noise; drop it from --ablations "
+                             f"or choose another scale")
 
 
 def _validate_gpus(spec: SweepSpec, available: Optional[float]) -> None:

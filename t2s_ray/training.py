@@ -241,8 +241,9 @@ def train_step(state: TrainState, videos: np.ndarray, texts: list[str]) -> torch
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     state.scaler.unscale_(state.optimizer)
-    if state.cfg.training.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.cfg.training.grad_clip)
+    for group in state.optimizer.param_groups if state.cfg.training.grad_clip > 0 else ():
+        # each group on its own: a finetuned encoder's gradients must not shrink the DiT's step
+        torch.nn.utils.clip_grad_norm_(group["params"], state.cfg.training.grad_clip)
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.scheduler.step()

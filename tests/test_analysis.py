@@ -184,21 +184,64 @@ def test_report_flags_unequal_sample_count_and_missing_baseline():
     report = an.render_report("exp", selected, an.summarize(selected))
     assert "a: 64, b: 128 (UNEQUAL" in report
     assert "Baseline 'baseline' has no finished seed" in report
-    assert "FVD ↓ [eval/fvd]: a 10 (std unknown: cannot tell it from b)" in report
+    assert "a − baseline: n/a [n/a, n/a], p n/a (none), Holm p n/a, n 0, 1 unpaired seed(s) dropped → " \
+           "n < 3: no inference" in report
 
 
-def test_best_per_metric_directions_and_noise():
-    trials = frame([
-        ("baseline", 0, {"eval/fvd": 10.0, "eval/text_alignment": 0.2, "eval/motion_ratio": 0.5}),
-        ("baseline", 1, {"eval/fvd": 12.0, "eval/text_alignment": 0.2, "eval/motion_ratio": 0.5}),
-        ("b", 0, {"eval/fvd": 11.5, "eval/text_alignment": 0.9, "eval/motion_ratio": 1.2}),
-        ("b", 1, {"eval/fvd": 11.5, "eval/text_alignment": 0.9, "eval/motion_ratio": 1.2}),
-    ])
-    best = an.best_per_metric(an.summarize(trials)).set_index("metric")
-    assert best.loc["eval/fvd", "ablation"] == "baseline"
-    assert best.loc["eval/fvd", "within_std"]  # 11 vs 11.5, std 1.41
-    assert best.loc["eval/text_alignment", "ablation"] == "b"
-    assert best.loc["eval/motion_ratio", "ablation"] == "b"  # |1.2-1| < |0.5-1|
+def _seeded(ablation, values, metric="eval/fvd"):
+    return [(ablation, seed, {metric: v}) for seed, v in enumerate(values)]
+
+
+def test_paired_verdict_detects_what_mean_pm_std_calls_noise():
+    """Seed-to-seed spread 10x the effect: the means are within one std, the paired verdict is not."""
+    base = [10.0, 20.0, 30.0, 15.0]
+    arm = [b - 1.0 + 0.05 * k for k, b in enumerate(base)]  # ~1 lower on every seed
+    trials = frame(_seeded("baseline", base) + _seeded("b", arm)).assign(status="finished")
+    summary = an.summarize(trials).set_index("ablation")
+    gap = abs(summary.loc["b", "eval/fvd_mean"] - summary.loc["baseline", "eval/fvd_mean"])
+    assert gap < summary.loc["baseline", "eval/fvd_std"]  # "within seed noise" by the old rule
+    c = an.comparison_stats(trials).set_index(["ablation", "metric"]).loc[("b", "eval/fvd")]
+    assert c["n"] == 4 and c["ci_high"] < 0 and c["test"] == "paired t" and c["verdict"] == "better"
+
+
+def test_comparison_stats_directions_ratio_metric_and_holm():
+    trials = frame(
+        _seeded("baseline", [0.2, 0.3, 0.25], "eval/text_alignment") + _seeded("b", [0.8, 0.9, 0.85],
+                                                                               "eval/text_alignment")
+        + _seeded("baseline", [0.5, 0.5, 0.6], "eval/motion_ratio") + _seeded("b", [1.1, 0.95, 1.0],
+                                                                              "eval/motion_ratio"))
+    trials = trials.groupby(["ablation", "seed"], as_index=False).first().assign(status="finished")
+    c = an.comparison_stats(trials).set_index("metric")
+    assert c.loc["eval/text_alignment", "verdict"] == "better"
+    assert c.loc["eval/text_alignment", "delta_pct"] == pytest.approx(100 * 0.6 / 0.25)
+    ratio = c.loc["eval/motion_ratio"]  # tested on |log r|: 1.1, 0.95, 1.0 are closer to 1 than 0.5, 0.5, 0.6
+    assert ratio["diff"] < 0 and math.isnan(ratio["delta_pct"]) and ratio["verdict"] == "better"
+    raw = c["p"].tolist()
+    assert c["p_holm"].tolist() == pytest.approx(an.stats.holm(raw))
+
+
+def test_one_seed_allows_no_inference():
+    trials = frame(_seeded("baseline", [1.0]) + _seeded("b", [2.0])).assign(status="finished")
+    assert an.comparison_stats(trials)["verdict"].tolist() == ["n < 3: no inference"]
+
+
+def test_quality_and_cost_tables_are_short_and_nan_metrics_listed():
+    rows = []
+    for ablation, shift in (("baseline", 0.0), ("b", 0.1), ("c", -0.1)):
+        for seed in range(3):
+            rows.append((ablation, seed, {
+                "eval/fvd": math.nan, "eval/fvd_status": "no I3D weights", "eval/fvd_synthsign": 10 + seed - shift,
+                "eval/text_alignment": 0.5 + shift + 0.01 * seed, "eval/lpips": 0.3, "eval/motion_ratio": 1.0,
+                "eval/temporal_consistency_ssim": 0.8, "val_loss": 0.1, "train_time_h": 0.1, "mem/gpu_peak_gb": 1.0,
+                "params/total_m": 2.0, "params/trainable_m": 1.0}))
+    trials = frame(rows).assign(status="finished")
+    md = an.comparison_markdown(trials, an.summarize(trials), an.comparison_stats(trials))
+    tables = [line for line in md.splitlines() if line.startswith("|")]
+    assert max(line.count("|") - 1 for line in tables) <= 10
+    assert "- eval/fvd: no I3D weights" in md and "FVD ↓" not in md
+    quality_row_b = next(line for line in tables if line.startswith("| b |"))
+    assert "✓" in quality_row_b  # text alignment up on every seed
+    assert "Cost" in md and "Params (M)" in md
 
 
 def test_training_curves_dedupes_restarts_and_averages_seeds():
@@ -307,10 +350,12 @@ def test_select_trials_on_experiment(exp):
 def test_write_outputs_end_to_end(exp, tmp_path):
     out = tmp_path / "out"
     paths = an.write_outputs(exp, out)
-    assert set(paths) == {"csv", "md", "report", "curves", "curves_png", "metrics_png"}
+    assert set(paths) == {"csv", "stats", "md", "report", "curves", "curves_png", "metrics_png"}
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [an.TABLE_CSV, an.TABLE_MD, an.REPORT_TXT, an.CURVES_CSV, "training_curves.png",
+        [an.TABLE_CSV, an.COMPARISON_STATS_CSV, an.TABLE_MD, an.REPORT_TXT, an.CURVES_CSV, "training_curves.png",
          "metrics.png"])  # no temp files left
+    stats = pd.read_csv(paths["stats"])
+    assert {"ablation", "metric", "n", "diff", "ci_low", "ci_high", "p", "p_holm", "verdict"} <= set(stats.columns)
     table = pd.read_csv(paths["csv"]).set_index("ablation")
     assert list(table.index) == ["baseline", "no_ema", "dit_s"]
     assert table.loc["baseline", "eval/fvd_synthsign_mean"] == 12.0
@@ -318,7 +363,8 @@ def test_write_outputs_end_to_end(exp, tmp_path):
     assert table.loc["no_ema", "train_time_h_delta_pct"] == 100.0
     assert table.loc["baseline", "eval/lpips_mean"] == (0.2 + 0.4) / 2  # full precision
     assert table.loc["no_ema", "n_incomplete"] == 1 and table.loc["dit_s", "n_seeds"] == 0
-    assert "| FVD ↓ |" in paths["md"].read_text()
+    md = paths["md"].read_text()
+    assert "| FVD-SynthSign ↓ |" in md and "- eval/fvd: no I3D weights: pass --i3d PATH" in md
     report = paths["report"].read_text()
     for expected in ["ERRORED: (no_ema, seed 1)", "ValueError: bad batch",
                      "UNFINISHED: (dit_s, seed 0)", "RESTARTED: (baseline, seed 1)",
@@ -331,7 +377,7 @@ def test_write_outputs_end_to_end(exp, tmp_path):
 
 def test_write_outputs_format_filter_and_default_dir(exp):
     paths = an.write_outputs(exp, fmt="csv")
-    assert set(paths) == {"csv", "report", "curves", "curves_png", "metrics_png"}
+    assert set(paths) == {"csv", "stats", "report", "curves", "curves_png", "metrics_png"}
     assert paths["csv"].parent == exp and not (exp / an.TABLE_MD).exists()
     with pytest.raises(ValueError, match="fmt"):
         an.write_outputs(exp, fmt="xlsx")
@@ -361,3 +407,27 @@ def test_params_without_ablation_raises(tmp_path):
     (tmp_path / "t" / "params.json").write_text('{"lr": 1}')
     with pytest.raises(ValueError, match="ablation"):
         an.load_trials(tmp_path)
+
+
+def test_temporal_consistency_ranks_by_closeness_to_the_real_clips():
+    rows = []
+    for seed in range(3):
+        real = 0.80 + 0.01 * seed
+        rows += [("baseline", seed, {"eval/temporal_consistency_ssim": 0.99,
+                                     "eval/temporal_consistency_ssim_real": real}),
+                 ("b", seed, {"eval/temporal_consistency_ssim": real - 0.01 * (seed + 1),
+                              "eval/temporal_consistency_ssim_real": real})]
+    trials = frame(rows).assign(status="finished")
+    c = an.comparison_stats(trials).set_index("metric").loc["eval/temporal_consistency_ssim"]
+    assert c["verdict"] == "better"  # 0.99 looks "more consistent" but is far from the real 0.8: frozen-ish
+
+
+def test_report_shows_what_real_clips_score():
+    rows = [(a, s, {"eval/text_alignment": 0.5, "eval/text_alignment_real": 1.0, "eval/text_alignment_chance": 0.125,
+                    "eval/fvd_synthsign_real": 2.5, "eval/motion_ratio": 1.2})
+            for a in ("baseline", "b") for s in (0, 1)]
+    trials = frame(rows).assign(status="finished", trial_dir="d", error=None, n_attempts=1, other_dirs="")
+    report = an.render_report("exp", trials, an.summarize(trials))
+    assert "4. REFERENCE" in report and "(the floor at this N): 2.5" in report and "(the ceiling): 1" in report
+    assert "(chance): 0.125" in report and "motion ratio of the real clips: 1" in report
+

@@ -50,3 +50,46 @@ def test_fewer_than_three_seeds_draw_no_inference(n):
     assert r.n == n and verdict(r) == TOO_FEW
     if n < 2:
         assert math.isnan(r.ci_low) and math.isnan(r.p)
+
+
+def test_wilcoxon_from_six_pairs_and_bootstrap_on_request():
+    rng = np.random.default_rng(2)
+    ref = rng.normal(0, 1, 8)
+    arm = ref + 0.5 + rng.normal(0, 0.05, 8)
+    r = paired(by_seed(range(8), arm), by_seed(range(8), ref))
+    assert r.test == "wilcoxon" and r.p == pytest.approx(sps.wilcoxon(arm - ref).pvalue)
+    b = paired(by_seed(range(8), arm), by_seed(range(8), ref), interval="bootstrap")
+    assert b.ci_low < r.mean_diff < b.ci_high and b.ci_low > 0
+
+
+def test_welch_only_when_nothing_pairs_and_it_says_so():
+    r = paired({0: 1.0, 1: 1.2, 2: 0.9}, {3: 0.1, 4: 0.2, 5: 0.0})
+    assert r.test == "welch (nothing pairs)" and r.n == 0 and r.dropped == 6
+    assert r.p == pytest.approx(sps.ttest_ind([1.0, 1.2, 0.9], [0.1, 0.2, 0.0], equal_var=False).pvalue)
+    assert verdict(r) == BETTER
+
+
+def test_holm_known_answer_and_nan_left_out():
+    from t2s_ray.stats import holm, with_holm
+
+    assert holm([0.01, 0.04, 0.03, math.nan]) == pytest.approx([0.03, 0.06, 0.06, math.nan], nan_ok=True)
+    cells = [paired(by_seed(range(3), [1.0, 2.0, 3.1]), by_seed(range(3), [0.0, 1.1, 2.0]))] * 3
+    adjusted = with_holm(cells)
+    assert all(c.p_holm == pytest.approx(min(1, 3 * cells[0].p)) for c in adjusted)
+
+
+def test_holm_can_turn_a_raw_detection_into_no_difference():
+    r = paired(by_seed(range(3), [1.0, 2.0, 3.3]), by_seed(range(3), [0.0, 1.1, 2.0]))
+    assert 0.01 < r.p < 0.05 and verdict(r) == BETTER
+    from dataclasses import replace
+
+    assert verdict(replace(r, p_holm=min(1.0, 10 * r.p))) == NO_DIFFERENCE
+
+
+def test_delta_pct_scales_the_interval():
+    from t2s_ray.stats import delta_pct
+
+    r = paired(by_seed(range(3), [2.0, 2.2, 2.1]), by_seed(range(3), [1.0, 1.1, 1.0]))
+    d, lo, hi = delta_pct(r, -2.0)
+    assert d == pytest.approx(50 * r.mean_diff) and (lo, hi) == pytest.approx((50 * r.ci_low, 50 * r.ci_high))
+    assert all(math.isnan(v) for v in delta_pct(r, 0.0))

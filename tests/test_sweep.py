@@ -211,3 +211,12 @@ def test_sweep_cli_rejects_a_missing_dataset_before_ray_starts(tmp_path):
     assert r.exit_code == 2, r.output
     assert "no such folder" in r.output and "how2sign_realigned_train.csv" in r.output
     assert not (tmp_path / "s").exists()
+
+
+def test_an_ablation_equal_to_the_baseline_at_this_scale_is_refused(tmp_path):
+    spec = SweepSpec(ablations=("baseline", "dit_s"), scale="full", storage=tmp_path / "s", name="n", gpus=0)
+    with pytest.raises(SweepError, match="'dit_s' resolves to the baseline's config at --scale full"):
+        validate(spec, available_gpus=0)
+    assert not (tmp_path / "s").exists()
+    validate(SweepSpec(ablations=("baseline", "dit_s"), scale="smoke", storage=tmp_path / "s", name="n", gpus=0),
+             available_gpus=0)

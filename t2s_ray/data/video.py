@@ -76,10 +76,10 @@ def _caption_sheet(captions: Sequence[str] | None, n: int, cols: int, cell: tupl
     return sheet, cell_h
 
 
-def _grid_frames(clips: np.ndarray, captions: Sequence[str] | None, scale: int) -> list[Image.Image]:
-    """One RGB image per frame: the clips side by side (up to 4 a row), captions under each."""
+def _grid_frames(clips: np.ndarray, captions: Sequence[str] | None, scale: int, cols: int) -> list[Image.Image]:
+    """One RGB image per frame: the clips side by side (`cols` a row), captions under each."""
     n, t, h, w, _ = clips.shape
-    cols = min(n, 4)
+    cols = min(n, cols)
     sheet, cell_h = _caption_sheet(captions, n, cols, (w * scale, h * scale), scale)
     big = clips.repeat(scale, axis=2).repeat(scale, axis=3)  # nearest-neighbour upscale
     frames = []
@@ -92,16 +92,16 @@ def _grid_frames(clips: np.ndarray, captions: Sequence[str] | None, scale: int) 
 
 
 def save_gif(path: str | os.PathLike, clips: np.ndarray, captions: Sequence[str] | None = None,
-             scale: int = 3, fps: int = 8) -> None:
-    """Write uint8 clips `(N, T, H, W, 3)` as one looping GIF, side by side with their captions."""
+             scale: int = 3, fps: int = 8, cols: int = 4) -> None:
+    """Write uint8 clips `(N, T, H, W, 3)` as one looping GIF, `cols` a row, each with its caption."""
     clips = np.asarray(clips)
     if clips.ndim != 5 or clips.shape[-1] != 3 or clips.dtype != np.uint8:
         raise ValueError(f"clips must be uint8 (N, T, H, W, 3), got {clips.dtype} {clips.shape}")
     if captions is not None and len(captions) != len(clips):
         raise ValueError(f"got {len(captions)} captions for {len(clips)} clips")
-    if scale < 1 or fps < 1:
-        raise ValueError(f"scale and fps must be >= 1, got scale={scale}, fps={fps}")
-    frames = _grid_frames(clips, captions, scale)
+    if scale < 1 or fps < 1 or cols < 1:
+        raise ValueError(f"scale, fps and cols must be >= 1, got scale={scale}, fps={fps}, cols={cols}")
+    frames = _grid_frames(clips, captions, scale, cols)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

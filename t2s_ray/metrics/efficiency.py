@@ -40,10 +40,11 @@ def time_inference(fn: Callable[[], Any], device: torch.device, warmup: int = 1,
 
 
 def peak_inference_memory_gb(fn: Callable[[], Any], device: torch.device) -> tuple[float, str]:
-    """(peak GiB allocated by torch on `device` while `fn()` runs, status); NaN with a status off CUDA.
+    """(GiB that `fn()` allocates on `device` at its peak, beyond what was allocated before, status).
 
-    The peak includes what was already allocated (e.g. the weights). It resets CUDA's peak counter, so read any
-    training peak (`mem/gpu_peak_gb`) before calling this.
+    NaN with a status off CUDA. What was allocated before (weights, optimizer state, an EMA shadow)
+    is left out, so every arm is measured the same way whatever it keeps resident. It resets CUDA's
+    peak counter, so read any training peak (`mem/gpu_peak_gb`) before calling this.
     """
     device = torch.device(device)
     if device.type == "cpu":
@@ -52,9 +53,10 @@ def peak_inference_memory_gb(fn: Callable[[], Any], device: torch.device) -> tup
         return math.nan, f"{device.type} device: peak memory is measured on CUDA only"
     synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
     fn()
     synchronize(device)
-    return torch.cuda.max_memory_allocated(device) / GIB, "ok"
+    return (torch.cuda.max_memory_allocated(device) - before) / GIB, "ok (increase over what was allocated before)"
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -5,7 +5,10 @@ eigenvalue form: with A = S1^{1/2}, Tr((S1 S2)^{1/2}) = sum_i sqrt(lambda_i(A S2
 PSD. That is real by construction (scipy's sqrtm returns complex output on rank-deficient covariances, which
 are the norm when N < D) and ~50x faster at D=400.
 
-FD is biased upward by roughly 1/N: compare values only at equal sample counts.
+FD is biased upward by roughly 1/N: compare values only at equal sample counts. Covariances use
+ddof=0, as StyleGAN-V's FVD (`compute_fvd`: `np.cov(feats, rowvar=False)` on N-normalised stats),
+so FVD numbers compare with published ones; the distance is clamped at 0 (identical sets give tiny
+negatives from round-off).
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ import numpy as np
 
 
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (D,) and unbiased covariance (D, D) of features (N, D), in float64; needs N >= 2."""
+    """Mean (D,) and covariance (D, D, ddof=0 as StyleGAN-V) of features (N, D), in float64; needs N >= 2."""
     feats = np.asarray(feats, dtype=np.float64)
     if feats.ndim != 2:
         raise ValueError(f"features must be (N, D), got shape {feats.shape}")
     if feats.shape[0] < 2:
         raise ValueError(f"a covariance needs N >= 2 feature vectors, got N={feats.shape[0]}")
-    return feats.mean(axis=0), np.atleast_2d(np.cov(feats, rowvar=False))
+    return feats.mean(axis=0), np.atleast_2d(np.cov(feats, rowvar=False, ddof=0))
 
 
 def _sqrt_psd(sigma: np.ndarray) -> np.ndarray:
@@ -54,7 +57,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         raise ValueError(f"feature dimensions differ: {mu1.shape[0]} vs {mu2.shape[0]}")
     diff = mu1 - mu2
     trace = np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2)
-    return float(diff @ diff + trace)
+    return max(0.0, float(diff @ diff + trace))
 
 
 def frechet_from_features(a: np.ndarray, b: np.ndarray) -> float:

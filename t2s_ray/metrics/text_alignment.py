@@ -33,3 +33,23 @@ def gloss_accuracy(predicted: Sequence[Sequence[int]], targets: Sequence[Sequenc
     _check_pairs(predicted, targets)
     per_clip = [sum(i < len(p) and p[i] == g for i, g in enumerate(t)) / len(t) for p, t in zip(predicted, targets)]
     return sum(per_clip) / len(per_clip)
+
+
+def gloss_wer(predicted: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> float:
+    """Word error rate over glosses: total edit distance (substitutions, insertions, deletions) / target glosses.
+
+    Unlike `gloss_accuracy`, one inserted gloss costs one error instead of shifting every later position.
+    Lower is better; can exceed 1 when the recogniser reads many extra glosses.
+    """
+    _check_pairs(predicted, targets)
+    errors = sum(_edit_distance(tuple(p), tuple(t)) for p, t in zip(predicted, targets))
+    return errors / sum(len(t) for t in targets)
+
+
+def _edit_distance(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]

@@ -43,8 +43,8 @@ def test_cpu_peak_memory_is_nan_with_status():
 def test_cuda_peak_memory_sees_the_allocation():
     device = torch.device("cuda")
     value, status = peak_inference_memory_gb(lambda: torch.empty(2**28, dtype=torch.uint8, device=device), device)
-    assert status == "ok"
-    assert value >= 0.25
+    assert status.startswith("ok")
+    assert 0.25 <= value < 0.3  # the allocation, not what was resident before
 
 
 def test_parameter_counts_with_a_frozen_layer():
