@@ -1,6 +1,6 @@
 """Figures for `t2s-ray analyze`: training curves and the headline metrics per ablation.
 
-Pure functions of the frames `analysis.py` computes; matplotlib's Agg backend (no display).
+Pure functions of the frames the `analysis` package computes; matplotlib's Agg backend (no display).
 """
 
 from __future__ import annotations

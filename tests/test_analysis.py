@@ -1,4 +1,4 @@
-"""analysis.py: pure tables on hand-made frames, then a fake experiment dir end to end."""
+"""analysis: pure tables on hand-made frames, then a fake experiment dir end to end."""
 
 import json
 import math

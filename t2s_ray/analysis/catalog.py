@@ -1,0 +1,111 @@
+"""The metric catalogue: how each final metric is labelled, ranked and grouped.
+
+Also which columns of a trials frame are metrics at all (`metric_columns`), and what the
+statistics compare for each (`tested_values`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How one final metric is labelled and compared."""
+
+    label: str
+    """Column header in the Markdown table."""
+    better: str | None = None
+    """"lower", "higher", "one" (a ratio: closer to 1 is better, tested on |log r|), "real" (closer to the
+    real clips' value `<metric>_real` is better, tested on |value - real|) or None (not ranked)."""
+    delta: bool = False
+    """Whether the summary gets a Δ% vs baseline column for it."""
+    kind: str = "quality"
+    """`quality` or `cost`: the quality table or the cost table, and the Holm family it is tested in."""
+
+
+# Known final metrics, in display order; any other numeric final key follows, sorted.
+METRICS: dict[str, MetricInfo] = {
+    "eval/fvd": MetricInfo("FVD", "lower", True),
+    "eval/fvd_synthsign": MetricInfo("FVD-SynthSign", "lower", True),
+    "eval/fvd_synthsign_real": MetricInfo("FVD-SynthSign real vs real"),
+    "eval/lpips": MetricInfo("LPIPS", "lower", True),
+    "eval/temporal_consistency": MetricInfo("Temporal cons.", "real", True),
+    "eval/temporal_consistency_ssim": MetricInfo("Temporal cons. (SSIM)", "real", True),
+    "eval/temporal_consistency_real": MetricInfo("Temporal cons. of real clips"),
+    "eval/temporal_consistency_ssim_real": MetricInfo("Temporal cons. (SSIM) of real clips"),
+    "eval/gloss_accuracy": MetricInfo("Gloss acc.", "higher", True),
+    "eval/gloss_wer": MetricInfo("Gloss WER", "lower", True),
+    "eval/motion_ratio": MetricInfo("Motion ratio", "one"),
+    "eval/text_alignment": MetricInfo("Text align.", "higher", True),
+    "eval/text_alignment_chance": MetricInfo("Text align. chance"),
+    "eval/text_alignment_real": MetricInfo("Text align. of real clips"),
+    "final_loss": MetricInfo("Final loss", "lower"),
+    "val_loss": MetricInfo("Val loss", "lower"),
+    "train_time_h": MetricInfo("Train time (h)", "lower", True, "cost"),
+    "mem/gpu_peak_gb": MetricInfo("GPU peak (GB)", "lower", True, "cost"),
+    "mem/cpu_rss_peak_gb": MetricInfo("CPU RSS peak (GB)", "lower", kind="cost"),
+    "eval/inference_ms_per_video": MetricInfo("Inference (ms/video)", "lower", kind="cost"),
+    "eval/inference_peak_mem_gb": MetricInfo("Inference mem. (GB)", "lower", kind="cost"),
+    "params/total_m": MetricInfo("Params (M)", kind="cost"),
+    "params/trainable_m": MetricInfo("Trainable (M)", kind="cost"),
+    "params/text_encoder_change": MetricInfo("Encoder change (rel. L2)"),
+    "eval/num_videos": MetricInfo("N videos"),
+}
+ARROWS = {"lower": "↓", "higher": "↑", "one": "→1", "real": "→real"}
+
+
+# Columns of load_trials/select_trials that describe a trial rather than measure it.
+META_COLUMNS = frozenset({
+    "ablation", "seed", "trial_dir", "status", "trial_id", "last_time", "n_reports", "error",
+    "scale", "data", "n_attempts", "other_dirs",
+})
+
+
+HEADLINE = ("eval/fvd", "eval/fvd_synthsign", "eval/text_alignment", "eval/lpips", "eval/temporal_consistency",
+            "eval/temporal_consistency_ssim", "eval/motion_ratio", "val_loss", "train_time_h", "mem/gpu_peak_gb",
+            "params/trainable_m")
+"""The metrics of the plots and, in this order, the candidates for the quality table."""
+COST = ("train_time_h", "mem/gpu_peak_gb", "eval/inference_ms_per_video", "eval/inference_peak_mem_gb",
+        "params/total_m", "params/trainable_m")
+"""The columns of the cost table."""
+
+
+REFERENCES = (
+    ("eval/fvd_synthsign_real", "FVD-SynthSign between real val and real test clips (the floor at this N)"),
+    ("eval/text_alignment_real", "text alignment of the real clips as the gloss evaluator reads them (the ceiling)"),
+    ("eval/text_alignment_chance", "text alignment a caption-blind generator can expect (chance)"),
+    ("eval/temporal_consistency_real", "temporal consistency of the real clips (the target)"),
+    ("eval/temporal_consistency_ssim_real", "temporal consistency (SSIM) of the real clips (the target)"),
+)
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """Numeric metric columns of a trials frame: known ones in display order, then sorted."""
+    numeric = [
+        c for c in df.columns
+        if c not in META_COLUMNS and not c.endswith("_status")
+        and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+    ]
+    known = [m for m in METRICS if m in numeric]
+    return known + sorted(set(numeric) - set(known))
+
+
+def metric_info(metric: str) -> MetricInfo:
+    """Display/comparison info of a metric; unknown `eval/*` metrics count as quality (Δ%)."""
+    return METRICS.get(metric, MetricInfo(metric, None, metric.startswith("eval/")))
+
+
+def tested_values(metric: str, rows: pd.DataFrame) -> pd.Series:
+    """What the statistics compare for `metric` in `rows`: the values; |log r| for a ratio whose ideal
+    is 1; |value - real clips' value| for a metric whose reference is the real clips (NaN without one)."""
+    values, better = rows[metric], metric_info(metric).better
+    if better == "one":
+        return values.where(values > 0).map(lambda r: abs(math.log(r)))
+    if better == "real":
+        real = f"{metric}_real"
+        return (values - rows[real]).abs() if real in rows else values * math.nan
+    return values

@@ -1,0 +1,63 @@
+"""Writing an experiment's analysis: the tables, report, curves and figures, each atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from t2s_ray.analysis.catalog import HEADLINE
+from t2s_ray.analysis.read import _history_frame, _scan, _trials_frame, select_trials
+from t2s_ray.analysis.render import comparison_markdown, header_label, render_report, to_csv
+from t2s_ray.analysis.tables import comparison_stats, summarize, training_curves
+from t2s_ray.io import write_text_atomic
+from t2s_ray.outputs import COMPARISON_STATS_CSV, CURVES_CSV, FORMATS, REPORT_TXT, TABLE_CSV, TABLE_MD
+
+
+def headline_markdown(exp_dir: str | os.PathLike, baseline: str = "baseline") -> str:
+    """The quality and cost tables for the terminal (the files hold every metric)."""
+    selected = select_trials(_trials_frame(_scan(exp_dir)))
+    summary = summarize(selected, baseline)
+    return comparison_markdown(selected, summary, comparison_stats(selected, baseline), baseline)
+
+
+def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                  fmt: str = "both", baseline: str = "baseline") -> dict[str, Path]:
+    """Analyze an experiment dir and write its tables and report into out_dir (default exp_dir).
+
+    Writes comparison_table.csv (fmt csv/both), comparison_table.md (fmt md/both),
+    and comparison_stats.csv (fmt csv/both), ABLATION_RESULTS_REPORT.txt, training_curves.csv and
+    the figures training_curves.png and metrics.png, each atomically. Returns {"csv", "stats", "md",
+    "report", "curves", "curves_png", "metrics_png"} -> path for the files written.
+    """
+    fmt = getattr(fmt, "value", fmt)  # a str Enum from the CLI
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    attempts = _scan(exp_dir)
+    selected = select_trials(_trials_frame(attempts))
+    summary = summarize(selected, baseline)
+    out = Path(exp_dir if out_dir is None else out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    comparisons = comparison_stats(selected, baseline)
+    texts = {}
+    if fmt in ("csv", "both"):
+        texts["csv"] = (TABLE_CSV, to_csv(summary))
+        texts["stats"] = (COMPARISON_STATS_CSV, comparisons.to_csv(index=False))
+    if fmt in ("md", "both"):
+        texts["md"] = (TABLE_MD, comparison_markdown(selected, summary, comparisons, baseline) + "\n")
+    texts["report"] = (REPORT_TXT, render_report(exp_dir, selected, summary, baseline))
+    curves = training_curves(_history_frame(attempts))
+    texts["curves"] = (CURVES_CSV, curves.to_csv(index=False))
+    paths = {key: write_text_atomic(out / name, text) for key, (name, text) in texts.items()}
+    return {**paths, **_write_plots(curves, summary, out)}
+
+
+def _write_plots(curves: pd.DataFrame, summary: pd.DataFrame, out: Path) -> dict[str, Path]:
+    """training_curves.png and metrics.png (each only when there is something to draw)."""
+    from t2s_ray.plots import plot_metrics, plot_training_curves
+
+    labels = {m: header_label(m) for m in HEADLINE}
+    plots = {"curves_png": plot_training_curves(curves, out / "training_curves.png"),
+             "metrics_png": plot_metrics(summary, list(HEADLINE), labels, out / "metrics.png")}
+    return {k: v for k, v in plots.items() if v is not None}
