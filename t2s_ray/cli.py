@@ -213,25 +213,33 @@ def sweep_cmd(
     expose_dashboard: Annotated[bool, typer.Option(help="Confirm binding the dashboard to a non-loopback address (anyone who reaches it can run code).")] = False,
 ) -> None:
     """Run every ablation x seed as a Ray Tune grid, one GPU per trial, then print the comparison table."""
+    spec = _checked(lambda: SweepSpec(
+        ablations=_split_csv(ablations), seeds=seeds, scale=scale.value, steps=steps, data=data,
+        overrides=tuple(set_ or []), user_ablations=_user_ablations(ablation_file) or {}, gpus=gpus,
+        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, storage=storage, name=name, address=address,
+        max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet, dashboard=dashboard,
+        dashboard_host=dashboard_host, dashboard_port=dashboard_port, expose_dashboard=expose_dashboard))
+    if dashboard and dashboard_host not in LOOPBACK and expose_dashboard:
+        err_console.print(f"[bold yellow]warning:[/] the Ray dashboard will listen on {dashboard_host}: anyone "
+                          f"who can reach it can run code on this machine", highlight=False)
+    console.print(f"experiment [bold]{spec.experiment_dir}[/]: {len(spec.ablations)} ablation(s) x "
+                  f"{spec.seeds} seed(s) at scale {spec.scale}", highlight=False)
+    _finish(_checked(lambda: run_sweep(spec, say=_say), resume_from=spec.experiment_dir))
+
+
+def _say(message: str) -> None:
+    console.print(message, highlight=False)
+
+
+def _checked(step, resume_from: Optional[Path] = None):
+    """`step()`, with bad input as a one-line error (exit 2) and Ctrl+C as exit 130 naming the resume command."""
     try:
-        extra = _user_ablations(ablation_file) or {}
-        spec = SweepSpec(ablations=_split_csv(ablations), seeds=seeds, scale=scale.value, steps=steps, data=data,
-                         overrides=tuple(set_ or []), user_ablations=extra, gpus=gpus, gpus_per_trial=gpus_per_trial,
-                         cpus_per_trial=cpus_per_trial, storage=storage, name=name, address=address,
-                         max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet,
-                         dashboard=dashboard, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
-                         expose_dashboard=expose_dashboard)
-        if dashboard and dashboard_host not in LOOPBACK and expose_dashboard:
-            err_console.print(f"[bold yellow]warning:[/] the Ray dashboard will listen on {dashboard_host}: anyone "
-                              f"who can reach it can run code on this machine", highlight=False)
-        console.print(f"experiment [bold]{spec.experiment_dir}[/]: {len(spec.ablations)} ablation(s) x "
-                      f"{spec.seeds} seed(s) at scale {spec.scale}", highlight=False)
-        outcome = run_sweep(spec, say=lambda m: console.print(m, highlight=False))
+        return step()
     except (ConfigError, SweepError) as e:
         raise fail(str(e), code=2) from None
     except KeyboardInterrupt:
-        raise fail(f"interrupted; continue with: t2s-ray resume {spec.experiment_dir}", code=130) from None
-    _finish(outcome)
+        hint = f"; continue with: t2s-ray resume {resume_from}" if resume_from else ""
+        raise fail(f"interrupted{hint}", code=130) from None
 
 
 @app.command("resume")
@@ -241,14 +249,8 @@ def resume_cmd(
     quiet: Annotated[bool, typer.Option(help="Only start, end and errors.")] = False,
 ) -> None:
     """Continue an interrupted or partly failed sweep: unfinished and errored trials resume from checkpoints."""
-    try:
-        outcome = resume_sweep(experiment_dir, restart_errored=restart_errored, quiet=quiet,
-                               say=lambda m: console.print(m, highlight=False))
-    except SweepError as e:
-        raise fail(str(e), code=2) from None
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; continue with: t2s-ray resume {experiment_dir}", code=130) from None
-    _finish(outcome)
+    _finish(_checked(lambda: resume_sweep(experiment_dir, restart_errored=restart_errored, quiet=quiet, say=_say),
+                     resume_from=experiment_dir))
 
 
 @app.command("calibrate")
@@ -271,18 +273,13 @@ def calibrate_cmd(
     from datetime import datetime
 
     arms = (CALIBRATION_ARM, CALIBRATION_CONTROL) + (("text_finetuned",) if with_finetuned else ())
-    try:
-        spec = SweepSpec(ablations=arms, seeds=seeds, scale="small", steps=steps, overrides=tuple(set_ or []),
-                         gpus=gpus, cpus_per_trial=cpus_per_trial, storage=storage,
-                         name=name or datetime.now().strftime("calibrate-%Y%m%d-%H%M%S"), quiet=quiet,
-                         dashboard=False)
-        console.print(f"calibration [bold]{spec.experiment_dir}[/]: {', '.join(arms)} x {seeds} seed(s) at scale "
-                      "small", highlight=False)
-        outcome = run_sweep(spec, say=lambda m: console.print(m, highlight=False))
-    except (ConfigError, SweepError) as e:
-        raise fail(str(e), code=2) from None
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; continue with: t2s-ray resume {spec.experiment_dir}", code=130) from None
+    spec = _checked(lambda: SweepSpec(
+        ablations=arms, seeds=seeds, scale="small", steps=steps, overrides=tuple(set_ or []), gpus=gpus,
+        cpus_per_trial=cpus_per_trial, storage=storage, quiet=quiet, dashboard=False,
+        name=name or datetime.now().strftime("calibrate-%Y%m%d-%H%M%S")))
+    console.print(f"calibration [bold]{spec.experiment_dir}[/]: {', '.join(arms)} x {seeds} seed(s) at scale small",
+                  highlight=False)
+    outcome = _checked(lambda: run_sweep(spec, say=_say), resume_from=spec.experiment_dir)
     _finish(outcome)
     from t2s_ray.calibrate import judge_experiment, render, write
 

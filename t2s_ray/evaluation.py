@@ -15,7 +15,15 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from t2s_ray.data import build_dataset
 from t2s_ray.data.video import to_model_input, to_uint8
+from t2s_ray.evaluator import (
+    EvaluatorUnavailable,
+    clip_features,
+    evaluator_config,
+    load_or_train_evaluator,
+    recognise,
+)
 from t2s_ray.metrics.efficiency import peak_inference_memory_gb, time_inference
 from t2s_ray.metrics.frechet import frechet_from_features
 from t2s_ray.metrics.fvd import fvd
@@ -114,15 +122,11 @@ def _lpips_metrics(fake: torch.Tensor, real: torch.Tensor, lpips_model, lpips_st
 
 def default_evaluator_fn(eval_cfg) -> Callable:
     """The cached (or trained once) SynthSign gloss classifier with the settings of `eval_cfg`."""
-    from t2s_ray.evaluator import evaluator_config, load_or_train_evaluator
-
     return lambda data_cfg, device: load_or_train_evaluator(data_cfg, device, evaluator_config(eval_cfg))
 
 
 def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, evaluator_fn) -> dict[str, Any]:
     """`fvd_synthsign` and `text_alignment` with the SynthSign gloss classifier."""
-    from t2s_ray.evaluator import EvaluatorUnavailable, clip_features, recognise
-
     names = ("fvd_synthsign", "text_alignment", "gloss_accuracy", "gloss_wer")
     try:
         classifier, _ = evaluator_fn(state.cfg.data, state.device)
@@ -151,9 +155,6 @@ def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, eva
 def _real_floor(state: TrainState, classifier, prompts: EvalSet) -> dict[str, Any]:
     """`fvd_synthsign_real`: the distance between the real prompts (val) and as many real test clips,
     the floor of `fvd_synthsign` at this N (Fréchet distances are biased by N)."""
-    from t2s_ray.data import build_dataset
-    from t2s_ray.evaluator import clip_features
-
     n = len(prompts.texts)
     test = eval_set(build_dataset(state.cfg.data, "test"), n, state.cfg.eval.seed)
     value = frechet_from_features(clip_features(classifier, prompts.real), clip_features(classifier, test.real))

@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from t2s_ray.ablations import ABLATIONS, resolve
+from t2s_ray.sweep import detect_local_gpus, keep_ray_on_loopback
+
+# torch, Ray, the text encoder and the datasets are imported inside their checks: this module is
+# imported by the CLI, and they would cost seconds on every `t2s-ray --help`; Ray also must see the
+# loopback environment before it is imported.
 
 
 @dataclass(frozen=True)
@@ -58,16 +63,12 @@ def _dataset(spec: str, scale: str, cache_dir: str) -> str:
 def _torch() -> str:
     import torch
 
-    from t2s_ray.sweep import detect_local_gpus
-
     cuda = torch.cuda.is_available()
     return (f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}, CUDA available: {cuda}, "
             f"GPUs detected: {detect_local_gpus()}")
 
 
 def _ray() -> str:
-    from t2s_ray.sweep import keep_ray_on_loopback
-
     keep_ray_on_loopback()
     import ray
 

@@ -39,7 +39,6 @@ LOCATIONS: dict[str, tuple[float, float, float]] = {
     "chest": (0.45, 0.50, 0.08), "shoulder": (0.62, 0.44, 0.08), "stomach": (0.46, 0.68, 0.08),
     "neutral": (0.30, 0.60, 0.22), "side": (0.14, 0.42, 0.1),
 }
-MOVEMENTS = ("across", "down", "arc", "circle", "tap", "shake")
 # Handshapes are gloves: (outline, half-size in frame units, RGB) so they read at 32x32.
 HANDSHAPES: dict[str, tuple[str, float, tuple[int, int, int]]] = {
     "flat": ("square", 0.050, (245, 205, 60)),
@@ -48,9 +47,9 @@ HANDSHAPES: dict[str, tuple[str, float, tuple[int, int, int]]] = {
     "open": ("disc", 0.068, (90, 200, 90)),
     "bent": ("bar", 0.068, (200, 90, 210)),
 }
-HANDS = ("one", "both", "alt")  # one hand; both mirrored; both mirrored with opposite movement
 
-# word, location, movement, handshape, hands
+# word, location, movement (see _movement), handshape, hands: "one"; "both" mirrored; "alt" mirrored with
+# the opposite movement
 SIGNS: tuple[tuple[str, str, str, str, str], ...] = (
     ("HELLO", "forehead", "across", "flat", "one"), ("THINK", "forehead", "tap", "point", "one"),
     ("KNOW", "forehead", "tap", "flat", "one"), ("FATHER", "forehead", "tap", "open", "one"),

@@ -13,13 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.fs
 import ray
 import torch
 from ray import tune
+from tensorboardX import SummaryWriter
 
 from t2s_ray.ablations import Ablation, resolve
 from t2s_ray.checkpoint import list_checkpoints
 from t2s_ray.config import Config
+from t2s_ray.data import build_dataset
+from t2s_ray.data.video import save_gif
+from t2s_ray.evaluation import evaluate
 from t2s_ray.metrics.efficiency import count_parameters
 from t2s_ray.metrics.memory import cpu_rss_peak_gb
 from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
@@ -63,9 +68,6 @@ def trial_device(cfg: Config, gpu_ids: list) -> torch.device:
 
 def _final_metrics(state: TrainState, last_loss: float) -> tuple[dict[str, Any], Any]:
     """Metrics of the finished trial: losses, size, time, memory and every `eval/*` metric."""
-    from t2s_ray.data import build_dataset
-    from t2s_ray.evaluation import evaluate
-
     total, trainable = count_parameters(state.model)
     val = build_dataset(state.cfg.data, "val")
     # mem/gpu_peak_gb (training peak) is already in the last training report: evaluation resets the counter
@@ -87,10 +89,6 @@ def _final_metrics(state: TrainState, last_loss: float) -> tuple[dict[str, Any],
 
 def _save_samples(result, folder: Path, step: int) -> Path:
     """The evaluation's generated clips with their captions: a GIF (returned) and an image in TensorBoard."""
-    from tensorboardX import SummaryWriter
-
-    from t2s_ray.data.video import save_gif
-
     n = min(8, len(result.texts))
     gif = folder / "samples.gif"
     save_gif(gif, result.videos[:n], result.texts[:n])
@@ -105,8 +103,6 @@ def _save_samples(result, folder: Path, step: int) -> Path:
 
 def trial_storage_dir() -> Path | None:
     """This trial's persistent folder when storage is a local/shared filesystem, else None."""
-    import pyarrow.fs
-
     storage = tune.get_context().get_storage()
     if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
         return None
@@ -132,8 +128,6 @@ def _restore(state: TrainState, folder: Path | None, ckpt) -> None:
 
 def t2s_trial(params: dict[str, Any]) -> None:
     """Ray Tune function trainable: train, report every `report_every` steps, checkpoint, evaluate."""
-    from t2s_ray.data import build_dataset
-
     started_at = time.time()
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per persisted checkpoint
     cfg = config_from_params(params)
