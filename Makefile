@@ -25,7 +25,7 @@ test: $(STAMP)
 	@$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (a failure)" >&2; fi; exit $$rc
 
-# The known-effect check: baseline vs the no_text control x 3 seeds at the small scale (CPU: ~30 min).
+# The known-effect check: baseline vs the no_text control x 3 seeds at the small scale (2 CPU cores: ~12 min).
 calibrate: $(STAMP)
 	$(BIN)/t2s-ray calibrate --storage ./results
 

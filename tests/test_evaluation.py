@@ -53,7 +53,7 @@ def test_sampling_is_deterministic_and_uses_ema_weights(cfg, text_encoder):
 
 
 def test_every_metric_is_a_value_or_nan_with_status(cfg, text_encoder, monkeypatch):
-    import t2s_ray.evaluator as ev
+    import t2s_ray.evaluation as ev
 
     monkeypatch.setattr(ev, "clip_features", lambda m, v: m.features(torch.from_numpy(
         np.ascontiguousarray(v)).permute(0, 4, 1, 2, 3).float()).double().numpy())

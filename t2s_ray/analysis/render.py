@@ -76,8 +76,9 @@ def _md_escape(text: str) -> str:
 
 MARKS = {stats.BETTER: "✓", stats.WORSE: "✗", stats.NO_DIFFERENCE: "≈", stats.TOO_FEW: "·"}
 LEGEND = ("Δ vs baseline: paired by seed, mean difference [95 % CI] (in % of the baseline mean where a "
-          "metric has one; |log r| for ratios), then ✓ better, ✗ worse, ≈ no detectable difference, "
-          "· fewer than 3 seeds (no inference); p-values in comparison_stats.csv.")
+          "metric has one; of |log r| for ratios; of |value − real clips' value| for →real metrics), then "
+          "✓ better / ✗ worse (interval excludes 0 and the Holm-adjusted p < 0.05), ≈ no detectable "
+          "difference, · fewer than 3 seeds (no inference); p-values in comparison_stats.csv.")
 
 
 def _verdict_cell(row: pd.Series, m: str, baseline: str, comparisons: pd.DataFrame) -> str:

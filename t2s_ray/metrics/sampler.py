@@ -210,11 +210,14 @@ class MemorySampler:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def summary(self) -> dict[str, float]:
-        """Peak and average of the samples taken so far (NaN where never measured), and their count."""
+    def summary(self) -> dict[str, Any]:
+        """Peak and average of the samples so far (NaN, with a `_status`, where never measured), and their count."""
         with self._lock:
-            out = {key: self._statistic(reading, stat) for key, (reading, stat) in SUMMARY.items()}
+            out: dict[str, Any] = {key: self._statistic(reading, stat) for key, (reading, stat) in SUMMARY.items()}
             out["mem/samples"] = float(self._rows)
+        for key in SUMMARY:  # a NaN says why, like every other metric
+            if math.isnan(out[key]):
+                out[f"{key}_status"] = "never measured: no CUDA device or NVML in this trial"
         return out
 
     def _statistic(self, reading: str, stat: str) -> float:
