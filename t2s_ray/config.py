@@ -235,6 +235,8 @@ class EvalConfig:
     """Path to StyleGAN-V's `i3d_torchscript.pt`; empty = `eval/fvd` is NaN with a status."""
     seed: int = 1234
     """Seed of the caption choice and the sampling noise (fixed across ablations)."""
+    lpips_references: int = 4
+    """SynthSign: LPIPS compares each sample with this many real renders of its sentence and averages (1 = one)."""
     evaluator_clips: int = 4096
     """SynthSign gloss classifier (fvd_synthsign, text_alignment): fresh training clips per epoch."""
     evaluator_epochs: int = 8
@@ -244,6 +246,7 @@ class EvalConfig:
         _check(self.evaluator_clips >= 1, "eval.evaluator_clips", "must be >= 1")
         _check(self.evaluator_epochs >= 1, "eval.evaluator_epochs", "must be >= 1")
         _check(self.num_videos >= 1, "eval.num_videos", f"must be >= 1, got {self.num_videos}")
+        _check(self.lpips_references >= 1, "eval.lpips_references", f"must be >= 1, got {self.lpips_references}")
         _check(self.sampling_steps >= 1, "eval.sampling_steps", "must be >= 1")
         _check(self.guidance_scale >= 0, "eval.guidance_scale", "must be >= 0")
         _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")

@@ -40,6 +40,8 @@ class EvalSet:
     texts: list[str]
     real: np.ndarray
     glosses: Optional[list[tuple[int, ...]]]
+    references: Optional[np.ndarray] = None
+    """uint8 `(N, K, T, H, W, 3)`: K other real renders of each prompt's sentence (SynthSign), else None."""
 
 
 @dataclass
@@ -51,8 +53,12 @@ class EvalResult:
     texts: list[str]
 
 
-def eval_set(dataset, n: int, seed: int) -> EvalSet:
-    """A seeded choice of `n` clips of `dataset` (with repetition only when it has fewer than `n`)."""
+def eval_set(dataset, n: int, seed: int, references: int = 1) -> EvalSet:
+    """A seeded choice of `n` clips of `dataset` (with repetition only when it has fewer than `n`).
+
+    With `references` > 1 and a dataset that can render more clips of a sentence (SynthSign's
+    `references`), each prompt also gets that many other real renders (for LPIPS).
+    """
     if len(dataset) == 0:
         raise ValueError("the evaluation split is empty: evaluation samples its captions from val")
     rng = np.random.default_rng(seed)
@@ -60,7 +66,9 @@ def eval_set(dataset, n: int, seed: int) -> EvalSet:
     videos, texts = dataset.get_batch(idx)
     labels = getattr(dataset, "glosses", None)
     glosses = [tuple(labels[i]) for i in idx] if labels is not None else None
-    return EvalSet(texts, videos, glosses)
+    refs = (np.stack([dataset.references(i, references) for i in idx])
+            if references > 1 and hasattr(dataset, "references") else None)
+    return EvalSet(texts, videos, glosses, refs)
 
 
 @torch.no_grad()
@@ -106,9 +114,23 @@ def _cost_metrics(state: TrainState, text: str) -> dict[str, Any]:
             "eval/inference_peak_mem_gb_status": status}
 
 
-def _lpips_metrics(fake: torch.Tensor, real: torch.Tensor, lpips_model, lpips_status: str) -> dict[str, Any]:
-    out = (_nan("lpips", lpips_status) if lpips_model is None else
-           {"eval/lpips": lpips_video(lpips_model, fake, real), "eval/lpips_status": lpips_status})
+def _lpips(fake: torch.Tensor, real: torch.Tensor, references: Optional[np.ndarray], model, status: str):
+    """LPIPS of each generated clip against the real renders of its sentence (mean over K), else its one real clip.
+
+    One render is dominated by appearance (look, timing); the mean over several renders is not.
+    """
+    if model is None:
+        return _nan("lpips", status)
+    if references is None:
+        return {"eval/lpips": lpips_video(model, fake, real), "eval/lpips_status": f"{status} (one real clip each)"}
+    k = references.shape[1]
+    value = sum(lpips_video(model, fake, to_model_input(references[:, j])) for j in range(k)) / k
+    return {"eval/lpips": value, "eval/lpips_status": f"{status} (mean over K={k} real renders of each sentence)"}
+
+
+def _lpips_metrics(fake: torch.Tensor, real: torch.Tensor, references: Optional[np.ndarray], lpips_model,
+                   lpips_status: str) -> dict[str, Any]:
+    out = _lpips(fake, real, references, lpips_model, lpips_status)
     value, name, status = temporal_consistency(fake, lpips_model)
     out.update({f"eval/{name}": value, f"eval/{name}_status": status})
     # the real clips' value is the reference: a frozen video scores 1, so the closest to real wins
@@ -179,7 +201,7 @@ def evaluate(state: TrainState, dataset, evaluator_fn: Optional[Callable] = None
     the cached/trained SynthSign one); `lpips` = `(model_or_None, status)` (default: `load_lpips()`).
     """
     e = state.cfg.eval
-    prompts = eval_set(dataset, e.num_videos, e.seed)
+    prompts = eval_set(dataset, e.num_videos, e.seed, references=e.lpips_references)
     fake = sample(state, prompts.texts, e.seed)
     fake_u8 = to_uint8(fake)
     real = to_model_input(prompts.real)
@@ -189,6 +211,6 @@ def evaluate(state: TrainState, dataset, evaluator_fn: Optional[Callable] = None
     metrics: dict[str, Any] = {"eval/num_videos": len(prompts.texts)}
     metrics.update(zip(("eval/fvd", "eval/fvd_status"), fvd(real, fake, e.fvd_detector, state.device)))
     metrics.update(_gloss_metrics(state, prompts, fake_u8, evaluator_fn or default_evaluator_fn(e)))
-    metrics.update(_lpips_metrics(fake, real, lpips_model, lpips_status))
+    metrics.update(_lpips_metrics(fake, real, prompts.references, lpips_model, lpips_status))
     metrics.update(_cost_metrics(state, prompts.texts[0]))
     return EvalResult(metrics, fake_u8, prompts.texts)

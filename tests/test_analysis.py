@@ -242,6 +242,10 @@ def test_quality_and_cost_tables_are_short_and_nan_metrics_listed():
     quality_row_b = next(line for line in tables if line.startswith("| b |"))
     assert "✓" in quality_row_b  # text alignment up on every seed
     assert "Cost" in md and "Params (M)" in md
+    assert "the sample count N was not reported" in md
+    trials["eval/num_videos"] = 64
+    md = an.comparison_markdown(trials, an.summarize(trials), an.comparison_stats(trials))
+    assert "Fréchet distances at N = 64 generated vs 64 real clips" in md
 
 
 def test_training_curves_dedupes_restarts_and_averages_seeds():

@@ -76,6 +76,7 @@ def test_every_metric_is_a_value_or_nan_with_status(cfg, text_encoder, monkeypat
     assert 0 <= m["eval/text_alignment_real"] <= 1 and 0 < m["eval/text_alignment_chance"] <= 1
     assert m["eval/fvd_synthsign_real"] >= 0 and "N=4 val vs 4 test" in m["eval/fvd_synthsign_real_status"]
     assert 0 <= m["eval/temporal_consistency_real"] <= 1 and m["eval/gloss_wer"] >= 0
+    assert "mean over K=4 real renders" in m["eval/lpips_status"]  # eval.lpips_references
 
 
 def test_unavailable_lpips_and_evaluator_become_nan_with_reasons(cfg, text_encoder):

@@ -65,10 +65,13 @@ META_COLUMNS = frozenset({
 })
 
 
-HEADLINE = ("eval/fvd", "eval/fvd_synthsign", "eval/text_alignment", "eval/lpips", "eval/temporal_consistency",
-            "eval/temporal_consistency_ssim", "eval/motion_ratio", "val_loss", "train_time_h", "mem/gpu_peak_gb",
-            "params/trainable_m")
-"""The metrics of the plots and, in this order, the candidates for the quality table."""
+HEADLINE = ("eval/fvd", "eval/fvd_synthsign", "eval/text_alignment", "eval/temporal_consistency",
+            "eval/temporal_consistency_ssim", "eval/motion_ratio", "eval/lpips", "val_loss", "train_time_h",
+            "mem/gpu_peak_gb", "params/trainable_m")
+"""The metrics of the plots and, in this order, the candidates for the quality table (LPIPS last: against
+real renders it mostly measures appearance, so it enters the table only when fewer metrics exist)."""
+FRECHET = ("eval/fvd", "eval/fvd_synthsign")
+"""Fréchet distances: biased by the sample count N, which is printed beside them."""
 COST = ("train_time_h", "mem/gpu_peak_gb", "eval/inference_ms_per_video", "eval/inference_peak_mem_gb",
         "params/total_m", "params/trainable_m")
 """The columns of the cost table."""

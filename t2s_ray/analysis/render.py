@@ -12,6 +12,7 @@ from t2s_ray import stats
 from t2s_ray.analysis.catalog import (
     ARROWS,
     COST,
+    FRECHET,
     HEADLINE,
     REFERENCES,
     metric_columns,
@@ -151,6 +152,8 @@ def comparison_markdown(selected: pd.DataFrame, summary: pd.DataFrame, compariso
     cost = [m for m in COST if m in present]
     parts = ["Quality", "", to_markdown(summary, quality[:QUALITY_COLUMNS], baseline, comparisons=comparisons), "",
              LEGEND]
+    if any(m in FRECHET for m in quality[:QUALITY_COLUMNS]):
+        parts.append(_frechet_n(selected))
     if more:
         parts += ["", "More quality metrics (comparison_table.csv, comparison_stats.csv): " + ", ".join(more)]
     if cost:
@@ -159,6 +162,17 @@ def comparison_markdown(selected: pd.DataFrame, summary: pd.DataFrame, compariso
     if missing:
         parts += ["", "Not computed (NaN in every finished trial):", *missing]
     return "\n".join(parts)
+
+
+def _frechet_n(selected: pd.DataFrame) -> str:
+    """The sample count behind the Fréchet distances (they are biased by it)."""
+    done = selected[selected["status"] == "finished"] if "status" in selected else selected
+    counts = sorted(done["eval/num_videos"].dropna().unique()) if "eval/num_videos" in done else []
+    if len(counts) == 1:
+        return f"Fréchet distances at N = {counts[0]:g} generated vs {counts[0]:g} real clips (compare at equal N)."
+    if not counts:
+        return "Fréchet distances: the sample count N was not reported; compare them only at equal N."
+    return f"Fréchet distances at UNEQUAL N ({', '.join(f'{c:g}' for c in counts)}): do not compare them."
 
 
 def all_nan_notes(selected: pd.DataFrame) -> list[str]:

@@ -291,3 +291,15 @@ def test_knobs_are_in_the_cache_key_and_the_data(tmp_path):
     assert cache_key(base) != cache_key(small)
     ds = SynthSign(small, "val")
     assert {g for seq in ds.glosses for g in seq} <= set(vocabulary(4)) and all(len(s) == 1 for s in ds.glosses)
+
+
+def test_references_are_other_renders_of_the_same_sentence(tmp_path):
+    from t2s_ray.config import DataConfig
+
+    ds = SynthSign(DataConfig(cache_dir=str(tmp_path), train_clips=8, eval_clips=4, frames=4, height=16, width=16),
+                   "val")
+    refs = ds.references(1, 3)
+    assert refs.shape == (3, 4, 16, 16, 3) and refs.dtype == np.uint8
+    assert np.array_equal(refs, ds.references(1, 3))  # deterministic
+    assert not np.array_equal(refs[0], refs[1]) and not np.array_equal(refs[0], ds[1]["video"])
+
