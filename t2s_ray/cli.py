@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from t2s_ray.ablations import CALIBRATION_ARM, CALIBRATION_CONTROL, get_ablation, load_ablation_file, resolve
 from t2s_ray.config import DEVICES, SCALES, ConfigError, diff, flatten
-from t2s_ray.outputs import FORMATS
+from t2s_ray.outputs import FORMATS, INTERVALS
 from t2s_ray.preflight import run_checks
 from t2s_ray.sweep import LOOPBACK, SweepError, SweepSpec, absolutize_override, absolutize_spec, resume_sweep, run_sweep
 
@@ -41,6 +41,8 @@ Scale = enum.Enum("Scale", {name: name for name in SCALES}, type=str)
 
 Fmt = enum.Enum("Fmt", {name: name for name in FORMATS}, type=str)
 """The `analyze --format` choices: `outputs.FORMATS`."""
+Interval = enum.Enum("Interval", {name: name for name in INTERVALS}, type=str)
+"""The `analyze --interval` choices: `outputs.INTERVALS`."""
 Device = enum.Enum("Device", {name: name for name in DEVICES}, type=str)
 """The `evaluate --device` choices: `config.DEVICES`."""
 
@@ -313,11 +315,11 @@ def _finish(outcome) -> None:
         raise fail(f"{what}; continue with: t2s-ray resume {exp}", code=130 if unfinished else 1)
 
 
-def _print_tables(exp: Path, out: Optional[Path], fmt: Fmt) -> None:
+def _print_tables(exp: Path, out: Optional[Path], fmt: Fmt, interval: str = "t") -> None:
     from t2s_ray.analysis import headline_markdown, write_outputs
 
-    paths = write_outputs(exp, out, fmt.value)
-    typer.echo(headline_markdown(exp))  # plain: a Markdown table must not be re-wrapped
+    paths = write_outputs(exp, out, fmt.value, interval=interval)
+    typer.echo(headline_markdown(exp, interval=interval))  # plain: a Markdown table must not be re-wrapped
     console.print("all metrics, and why any is NaN: comparison_table.md, ABLATION_RESULTS_REPORT.txt", highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
 
@@ -327,10 +329,11 @@ def analyze_cmd(
     experiment_dir: Annotated[Path, typer.Argument(help="Experiment folder (works without a running cluster).")],
     out: Annotated[Optional[Path], typer.Option(help="Where to write the tables (default: the experiment folder).")] = None,
     fmt: Annotated[Fmt, typer.Option("--format", help="Table formats to write; the text report is always written.")] = Fmt.both,
+    interval: Annotated[Interval, typer.Option(help="95 % interval of the paired differences: t-based or bootstrap (scipy).")] = Interval.t,
 ) -> None:
-    """Turn an experiment's results into comparison tables: mean ± std over seeds, Δ% vs baseline."""
+    """Turn an experiment's results into comparison tables: mean ± std over seeds, paired verdicts vs baseline."""
     try:
-        _print_tables(experiment_dir.expanduser().resolve(), out, fmt)
+        _print_tables(experiment_dir.expanduser().resolve(), out, fmt, interval.value)
     except ValueError as e:
         raise fail(str(e), code=2) from None
 

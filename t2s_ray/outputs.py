@@ -11,3 +11,5 @@ CURVES_CSV = "training_curves.csv"
 COMPARISON_STATS_CSV = "comparison_stats.csv"
 FORMATS = ("csv", "md", "both")
 """`analyze --format`: which comparison tables to write (the text report is always written)."""
+INTERVALS = ("t", "bootstrap")
+"""`analyze --interval`: the 95 % interval of a paired difference, t-based or scipy.stats.bootstrap."""

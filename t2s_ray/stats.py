@@ -17,6 +17,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats as sps
 
+from t2s_ray.outputs import INTERVALS
+
 BETTER, WORSE, NO_DIFFERENCE, TOO_FEW = "better", "worse", "no detectable difference", "n < 3: no inference"
 ALPHA = 0.05
 WILCOXON_FROM = 6
@@ -92,8 +94,8 @@ def paired(arm: Mapping[int, float], reference: Mapping[int, float], confidence:
     NaN values count as missing. Unpaired seeds are dropped and counted; with no pair at all and
     at least 2 values a side, Welch's unpaired test is used instead (`test` says so).
     """
-    if interval not in ("t", "bootstrap"):
-        raise ValueError(f"interval={interval!r}; expected 't' or 'bootstrap'")
+    if interval not in INTERVALS:
+        raise ValueError(f"interval={interval!r}; expected one of {', '.join(INTERVALS)}")
     a, r = _finite(arm), _finite(reference)
     both = sorted(set(a) & set(r))
     dropped = len((set(arm) | set(reference)) - set(both))  # a NaN counts as missing

@@ -435,3 +435,15 @@ def test_report_shows_what_real_clips_score():
     assert "4. REFERENCE" in report and "(the floor at this N): 2.5" in report and "(the ceiling): 1" in report
     assert "(chance): 0.125" in report and "motion ratio of the real clips: 1" in report
 
+
+
+def test_analyze_with_bootstrap_intervals(exp, tmp_path):
+    from typer.testing import CliRunner
+
+    from t2s_ray.cli import app
+
+    r = CliRunner().invoke(app, ["analyze", str(exp), "--out", str(tmp_path), "--interval", "bootstrap"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / an.COMPARISON_STATS_CSV).exists() and "Quality" in r.output
+    r = CliRunner().invoke(app, ["analyze", str(exp), "--interval", "jackknife"])
+    assert r.exit_code == 2

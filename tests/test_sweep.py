@@ -220,3 +220,10 @@ def test_an_ablation_equal_to_the_baseline_at_this_scale_is_refused(tmp_path):
     assert not (tmp_path / "s").exists()
     validate(SweepSpec(ablations=("baseline", "dit_s"), scale="smoke", storage=tmp_path / "s", name="n", gpus=0),
              available_gpus=0)
+
+
+def test_seeds_default_to_three_where_a_verdict_is_possible(tmp_path):
+    assert SweepSpec(scale="small", storage=tmp_path).seeds == 3
+    assert SweepSpec(scale="full", storage=tmp_path).seeds == 3
+    assert SweepSpec(scale="smoke", storage=tmp_path).seeds == 1
+    assert SweepSpec(scale="small", seeds=5, storage=tmp_path).seeds == 5

@@ -206,3 +206,17 @@ def test_train_local_writes_metrics_and_prunes_checkpoints(tmp_path, text_encode
     assert lines[0].startswith("step,epoch,loss,lr")
     assert len(lines) == 1 + 6
     assert all(math.isfinite(float(r.split(",")[2])) for r in lines[1:])
+
+
+def test_gradients_are_clipped_per_optimizer_group(tmp_path, monkeypatch):
+    """A finetuned encoder's gradients must not shrink the DiT's step: each group is clipped on its own."""
+    cfg = _cfg(tmp_path, "text_finetuned")
+    state = build_state(cfg)
+    calls = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, norm: calls.append(list(params)) or
+                        real(calls[-1], norm))
+    train_step(state, *next_batch(state, TinyClips()))
+    groups = [g["params"] for g in state.optimizer.param_groups]
+    assert len(groups) == 2 and [len(c) for c in calls] == [len(g) for g in groups]
+    assert all(a is b for c, g in zip(calls, groups) for a, b in zip(c, g))

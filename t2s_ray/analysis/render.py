@@ -299,8 +299,10 @@ def _notes_section(selected: pd.DataFrame, summary: pd.DataFrame, baseline: str)
 
 
 def render_report(exp_dir: str | os.PathLike, selected: pd.DataFrame, summary: pd.DataFrame,
-                  baseline: str = "baseline") -> str:
-    """ABLATION_RESULTS_REPORT.txt text from select_trials() and summarize() outputs."""
+                  baseline: str = "baseline", comparisons: pd.DataFrame | None = None) -> str:
+    """ABLATION_RESULTS_REPORT.txt text from select_trials(), summarize() and comparison_stats() outputs
+    (the last computed with t-intervals when not given)."""
+    comparisons = comparison_stats(selected, baseline) if comparisons is None else comparisons
     scales = ", ".join(sorted(selected["scale"].dropna().astype(str).unique())) \
         if "scale" in selected else "?"
     parts = [
@@ -310,7 +312,7 @@ def render_report(exp_dir: str | os.PathLike, selected: pd.DataFrame, summary: p
         "2. RESULTS (mean ± std over finished seeds; Δ% vs the baseline's mean)",
         to_markdown(summary, baseline=baseline), "",
         "3. VERDICTS AGAINST THE BASELINE (paired by seed: mean difference [95 % CI], p, Holm-adjusted p)",
-        *_verdict_section(comparison_stats(selected, baseline), summary), "",
+        *_verdict_section(comparisons, summary), "",
         "4. REFERENCE: REAL CLIPS ON THE SAME PROMPTS", *_reference_section(selected), "",
         "5. METRICS WITH NaN VALUES", *nan_notes(selected), "",
         "6. SAMPLE COUNT", *_sample_count_section(selected),

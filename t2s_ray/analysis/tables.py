@@ -62,7 +62,7 @@ def summary_metrics(summary: pd.DataFrame) -> list[str]:
     return [c.removesuffix("_mean") for c in summary.columns if c.endswith("_mean")]
 
 
-def comparison_stats(selected: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
+def comparison_stats(selected: pd.DataFrame, baseline: str = "baseline", interval: str = "t") -> pd.DataFrame:
     """Every ablation vs the baseline on every ranked metric, paired by seed (long format).
 
     Columns: ablation, metric, kind, n (pairs), dropped (unpaired seeds), mean, std, baseline_mean,
@@ -83,7 +83,7 @@ def comparison_stats(selected: pd.DataFrame, baseline: str = "baseline") -> pd.D
             if ablation == baseline:
                 continue
             arm = done[done["ablation"] == ablation]
-            result = stats.paired(stats.by_seed(arm["seed"], tested_values(m, arm)), ref)
+            result = stats.paired(stats.by_seed(arm["seed"], tested_values(m, arm)), ref, interval=interval)
             row = {"ablation": ablation, "metric": m, "kind": info.kind, "mean": arm[m].mean(),
                    "std": arm[m].std(), "baseline_mean": base[m].mean()}
             cells.append((row, result))

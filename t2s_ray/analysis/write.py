@@ -15,21 +15,22 @@ from t2s_ray.io import write_text_atomic
 from t2s_ray.outputs import COMPARISON_STATS_CSV, CURVES_CSV, FORMATS, REPORT_TXT, TABLE_CSV, TABLE_MD
 
 
-def headline_markdown(exp_dir: str | os.PathLike, baseline: str = "baseline") -> str:
+def headline_markdown(exp_dir: str | os.PathLike, baseline: str = "baseline", interval: str = "t") -> str:
     """The quality and cost tables for the terminal (the files hold every metric)."""
     selected = select_trials(_trials_frame(_scan(exp_dir)))
     summary = summarize(selected, baseline)
-    return comparison_markdown(selected, summary, comparison_stats(selected, baseline), baseline)
+    return comparison_markdown(selected, summary, comparison_stats(selected, baseline, interval), baseline)
 
 
 def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                  fmt: str = "both", baseline: str = "baseline") -> dict[str, Path]:
+                  fmt: str = "both", baseline: str = "baseline", interval: str = "t") -> dict[str, Path]:
     """Analyze an experiment dir and write its tables and report into out_dir (default exp_dir).
 
     Writes comparison_table.csv (fmt csv/both), comparison_table.md (fmt md/both),
     and comparison_stats.csv (fmt csv/both), ABLATION_RESULTS_REPORT.txt, training_curves.csv and
     the figures training_curves.png and metrics.png, each atomically. Returns {"csv", "stats", "md",
-    "report", "curves", "curves_png", "metrics_png"} -> path for the files written.
+    "report", "curves", "curves_png", "metrics_png"} -> path for the files written. `interval`: the
+    paired differences' 95 % interval, `t` or `bootstrap`.
     """
     fmt = getattr(fmt, "value", fmt)  # a str Enum from the CLI
     if fmt not in FORMATS:
@@ -39,14 +40,14 @@ def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     summary = summarize(selected, baseline)
     out = Path(exp_dir if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    comparisons = comparison_stats(selected, baseline)
+    comparisons = comparison_stats(selected, baseline, interval)
     texts = {}
     if fmt in ("csv", "both"):
         texts["csv"] = (TABLE_CSV, to_csv(summary))
         texts["stats"] = (COMPARISON_STATS_CSV, comparisons.to_csv(index=False))
     if fmt in ("md", "both"):
         texts["md"] = (TABLE_MD, comparison_markdown(selected, summary, comparisons, baseline) + "\n")
-    texts["report"] = (REPORT_TXT, render_report(exp_dir, selected, summary, baseline))
+    texts["report"] = (REPORT_TXT, render_report(exp_dir, selected, summary, baseline, comparisons))
     curves = training_curves(_history_frame(attempts))
     texts["curves"] = (CURVES_CSV, curves.to_csv(index=False))
     paths = {key: write_text_atomic(out / name, text) for key, (name, text) in texts.items()}
