@@ -201,13 +201,14 @@ def evaluate(state: TrainState, dataset, evaluator_fn: Optional[Callable] = None
     the cached/trained SynthSign one); `lpips` = `(model_or_None, status)` (default: `load_lpips()`).
     """
     e = state.cfg.eval
-    prompts = eval_set(dataset, e.num_videos, e.seed, references=e.lpips_references)
-    fake = sample(state, prompts.texts, e.seed)
-    fake_u8 = to_uint8(fake)
-    real = to_model_input(prompts.real)
     lpips_model, lpips_status = lpips if lpips is not None else load_lpips()
     if lpips_model is not None:
         lpips_model = lpips_model.to(state.device)
+    # the extra real renders only serve LPIPS: none without it
+    prompts = eval_set(dataset, e.num_videos, e.seed, references=e.lpips_references if lpips_model is not None else 1)
+    fake = sample(state, prompts.texts, e.seed)
+    fake_u8 = to_uint8(fake)
+    real = to_model_input(prompts.real)
     metrics: dict[str, Any] = {"eval/num_videos": len(prompts.texts)}
     metrics.update(zip(("eval/fvd", "eval/fvd_status"), fvd(real, fake, e.fvd_detector, state.device)))
     metrics.update(_gloss_metrics(state, prompts, fake_u8, evaluator_fn or default_evaluator_fn(e)))
