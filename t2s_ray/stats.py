@@ -30,7 +30,7 @@ class Paired:
     """A comparison `arm - reference` over seeds (paired where both sides have the seed)."""
 
     n: int
-    """Pairs: seeds with a finite value on both sides (0 when the Welch fallback was used)."""
+    """Pairs: seeds with a finite value on both sides (Welch fallback: the smaller side's count)."""
     dropped: int
     """Seeds without a finite value on both sides."""
     mean_diff: float
@@ -83,8 +83,8 @@ def _welch(arm: Sequence[float], ref: Sequence[float], dropped: int, confidence:
     a, r = np.asarray(arm), np.asarray(ref)
     res = sps.ttest_ind(a, r, equal_var=False)
     ci = res.confidence_interval(confidence)
-    return Paired(0, dropped, float(a.mean() - r.mean()), float(ci.low), float(ci.high), float(res.pvalue),
-                  "welch (nothing pairs)")
+    return Paired(min(len(a), len(r)), dropped, float(a.mean() - r.mean()), float(ci.low), float(ci.high),
+                  float(res.pvalue), "welch (nothing pairs)")
 
 
 def paired(arm: Mapping[int, float], reference: Mapping[int, float], confidence: float = 0.95,
@@ -133,8 +133,7 @@ def verdict(result: Paired, higher_is_better: bool = True, alpha: float = ALPHA)
 
     Else `no detectable difference`; fewer than 3 pairs (or unpaired values) draw no inference.
     """
-    n = result.n if result.test != "welch (nothing pairs)" else 3  # Welch ran on >= 2 values a side
-    if n < 3 or result.test == "none":
+    if result.n < 3 or result.test == "none":
         return TOO_FEW
     p = result.p_holm if math.isfinite(result.p_holm) else result.p
     significant = (math.isnan(p) and result.ci_low == result.ci_high != 0) or p < alpha

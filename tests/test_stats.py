@@ -64,7 +64,7 @@ def test_wilcoxon_from_six_pairs_and_bootstrap_on_request():
 
 def test_welch_only_when_nothing_pairs_and_it_says_so():
     r = paired({0: 1.0, 1: 1.2, 2: 0.9}, {3: 0.1, 4: 0.2, 5: 0.0})
-    assert r.test == "welch (nothing pairs)" and r.n == 0 and r.dropped == 6
+    assert r.test == "welch (nothing pairs)" and r.n == 3 and r.dropped == 6
     assert r.p == pytest.approx(sps.ttest_ind([1.0, 1.2, 0.9], [0.1, 0.2, 0.0], equal_var=False).pvalue)
     assert verdict(r) == BETTER
 
