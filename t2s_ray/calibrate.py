@@ -81,7 +81,7 @@ def render(cal: Calibration) -> str:
     lines += [
         "",
         f"{METRIC}: {ARM} − {CONTROL} = {cell(r.mean_diff)} (95 % CI [{cell(r.ci_low)}, {cell(r.ci_high)}], "
-        f"paired t-test p = {r.p:.2g}, n = {r.n} seeds" + (f", {r.dropped} unpaired dropped" if r.dropped else "")
+        f"{r.test} p = {r.p:.2g}, n = {r.n} seeds" + (f", {r.dropped} unpaired dropped" if r.dropped else "")
         + f"); chance level {cell(cal.chance)}",
         f"verdict: {r.n} paired seeds → {cal.verdict}",
         "",

@@ -319,7 +319,9 @@ def _print_tables(exp: Path, out: Optional[Path], fmt: Fmt, interval: str = "t")
     from t2s_ray.analysis import headline_markdown, write_outputs
 
     paths = write_outputs(exp, out, fmt.value, interval=interval)
-    typer.echo(headline_markdown(exp, interval=interval))  # plain: a Markdown table must not be re-wrapped
+    # the tables just written, else computed (--format csv); plain: a Markdown table must not be re-wrapped
+    tables = paths["md"].read_text().rstrip("\n") if "md" in paths else headline_markdown(exp, interval=interval)
+    typer.echo(tables)
     console.print("all metrics, and why any is NaN: comparison_table.md, ABLATION_RESULTS_REPORT.txt", highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
 

@@ -159,10 +159,10 @@ def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, eva
     out: dict[str, Any] = {}
     n = len(prompts.texts)
     if n >= 2:
-        out["eval/fvd_synthsign"] = frechet_from_features(clip_features(classifier, prompts.real),
-                                                          clip_features(classifier, fake_u8))
+        real_features = clip_features(classifier, prompts.real)
+        out["eval/fvd_synthsign"] = frechet_from_features(real_features, clip_features(classifier, fake_u8))
         out["eval/fvd_synthsign_status"] = f"ok (N={n} real, {n} fake; gloss-classifier features)"
-        out.update(_real_floor(state, classifier, prompts))
+        out.update(_real_floor(state, classifier, real_features))
     else:
         out.update(_nan("fvd_synthsign", "needs eval.num_videos >= 2"))
     predicted = recognise(classifier, fake_u8)
@@ -174,12 +174,12 @@ def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, eva
     return out
 
 
-def _real_floor(state: TrainState, classifier, prompts: EvalSet) -> dict[str, Any]:
-    """`fvd_synthsign_real`: the distance between the real prompts (val) and as many real test clips,
-    the floor of `fvd_synthsign` at this N (Fréchet distances are biased by N)."""
-    n = len(prompts.texts)
+def _real_floor(state: TrainState, classifier, real_features: np.ndarray) -> dict[str, Any]:
+    """`fvd_synthsign_real`: the distance between the real prompts (val; their `real_features`) and as
+    many real test clips, the floor of `fvd_synthsign` at this N (Fréchet distances are biased by N)."""
+    n = len(real_features)
     test = eval_set(build_dataset(state.cfg.data, "test"), n, state.cfg.eval.seed)
-    value = frechet_from_features(clip_features(classifier, prompts.real), clip_features(classifier, test.real))
+    value = frechet_from_features(real_features, clip_features(classifier, test.real))
     return {"eval/fvd_synthsign_real": value,
             "eval/fvd_synthsign_real_status": f"ok (N={n} val vs {n} test real clips: the floor at this N)"}
 

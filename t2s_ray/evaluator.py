@@ -162,9 +162,9 @@ def build_classifier(data_cfg: DataConfig, ecfg: EvaluatorConfig, num_glosses: i
 
 # --- training and scoring ---------------------------------------------------------------------
 
-def _draw_sentence(rng: np.random.Generator, data_cfg: DataConfig, held_out: set[tuple[int, ...]]) -> tuple[int, ...]:
-    """A random sentence as SynthSign makes them (its vocabulary and lengths, no gloss twice in a row), not held out."""
-    vocab = vocabulary(data_cfg.vocabulary)
+def _draw_sentence(rng: np.random.Generator, data_cfg: DataConfig, vocab: Sequence[int],
+                   held_out: set[tuple[int, ...]]) -> tuple[int, ...]:
+    """A random sentence as SynthSign makes them (`vocab`, its lengths, no gloss twice in a row), not held out."""
     while True:
         length = int(rng.integers(data_cfg.min_glosses, data_cfg.max_glosses + 1))
         seq = tuple(int(vocab[g]) for g in rng.integers(len(vocab), size=length))
@@ -182,12 +182,12 @@ def training_batches(data_cfg: DataConfig, ecfg: EvaluatorConfig, epoch: int
     sentences = sentences_of(data_cfg)
     # sentence-disjoint splits: never a val/test sentence; clip-disjoint ones share every sentence
     held_out = set(sentences["val"]) | set(sentences["test"]) if data_cfg.split_by == "sentence" else set()
-    style = Style.of(data_cfg)
+    style, vocab = Style.of(data_cfg), vocabulary(data_cfg.vocabulary)
     for start in range(0, ecfg.train_clips, ecfg.batch_size):
         videos, glosses = [], []
         for i in range(start, min(start + ecfg.batch_size, ecfg.train_clips)):
             rng = np.random.default_rng([data_cfg.seed, ecfg.seed, epoch, i, 0xE7A1])
-            glosses.append(_draw_sentence(rng, data_cfg, held_out))
+            glosses.append(_draw_sentence(rng, data_cfg, vocab, held_out))
             videos.append(render_clip(glosses[-1], data_cfg.frames, data_cfg.height, data_cfg.width, rng, style))
         yield np.stack(videos), glosses
 

@@ -540,10 +540,10 @@ class SynthSign(CachedSplit):
 
     def references(self, index: int, k: int) -> np.ndarray:
         """`k` other real renders of clip `index`'s sentence, uint8 `(k, T, H, W, 3)`: new look and timing."""
-        c = self.cfg
+        c, style = self.cfg, Style.of(self.cfg)
         return np.stack([render_clip(self.glosses[index], c.frames, c.height, c.width,
                                      np.random.default_rng([c.seed, 0x2EF, SPLITS.index(self.split), index, j]),
-                                     Style.of(c)) for j in range(k)])
+                                     style) for j in range(k)])
 
     def _open(self) -> None:
         self.videos, sidecar, self.path = load_split(self.cfg, self.split)
