@@ -46,11 +46,13 @@ class EvalSet:
 
 @dataclass
 class EvalResult:
-    """Flat `eval/*` metrics (+ `*_status` strings) and the generated clips, uint8 `(N, T, H, W, 3)`."""
+    """Flat `eval/*` metrics (+ `*_status` strings), the generated clips and the real clips of the same
+    prompts, uint8 `(N, T, H, W, 3)`."""
 
     metrics: dict[str, Any]
     videos: np.ndarray
     texts: list[str]
+    real: Optional[np.ndarray] = None
 
 
 def eval_set(dataset, n: int, seed: int, references: int = 1) -> EvalSet:
@@ -214,4 +216,4 @@ def evaluate(state: TrainState, dataset, evaluator_fn: Optional[Callable] = None
     metrics.update(_gloss_metrics(state, prompts, fake_u8, evaluator_fn or default_evaluator_fn(e)))
     metrics.update(_lpips_metrics(fake, real, prompts.references, lpips_model, lpips_status))
     metrics.update(_cost_metrics(state, prompts.texts[0]))
-    return EvalResult(metrics, fake_u8, prompts.texts)
+    return EvalResult(metrics, fake_u8, prompts.texts, prompts.real)

@@ -13,3 +13,9 @@ FORMATS = ("csv", "md", "both")
 """`analyze --format`: which comparison tables to write (the text report is always written)."""
 INTERVALS = ("t", "bootstrap")
 """`analyze --interval`: the 95 % interval of a paired difference, t-based or scipy.stats.bootstrap."""
+SAMPLES_NPZ = "samples.npz"
+"""In each finished trial's folder: uint8 arrays `fake` and `real` (N, T, H, W, 3) and `texts` (N,), the first
+evaluation prompts' generated and real clips (the same prompts and noise in every trial)."""
+SAMPLES_KEPT = 8
+"""How many evaluation prompts a trial keeps as samples (samples.gif, samples.npz)."""
+REPORT_HTML = "report.html"

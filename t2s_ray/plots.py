@@ -1,10 +1,14 @@
-"""Figures for `t2s-ray analyze`: training curves and the headline metrics per ablation.
+"""Figures for `t2s-ray analyze` and its HTML report: training curves, learning rate, memory over time,
+and the headline metrics per ablation.
 
 Pure functions of the frames the `analysis` package computes; matplotlib's Agg backend (no display).
+Each `*_figure` returns a figure (None when there is nothing to draw); `plot_*` save one as PNG and
+`png_bytes` gives one's PNG for inlining.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -28,29 +32,122 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_training_curves(curves: pd.DataFrame, path: Path, metric: str = "loss") -> Path | None:
-    """Mean training `metric` by step per ablation with a ±1 std band over seeds (from `training_curves`)."""
-    if curves.empty:
-        return None
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for ablation, g in curves.groupby("ablation", sort=False):
-        mean, std = g[f"{metric}_mean"], g[f"{metric}_std"].fillna(0)
-        n = int(g["n_seeds"].max())
-        ax.plot(g["step"], mean, label=f"{ablation} (n={n})")
-        ax.fill_between(g["step"], mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"train {metric} (mean ± std over seeds)")
-    ax.legend()
-    ax.grid(alpha=0.3)
     try:
-        return _save(fig, path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        return buf.getvalue()
     finally:
         plt.close(fig)
 
 
-def plot_metrics(summary: pd.DataFrame, metrics: list[str], labels: dict[str, str], path: Path) -> Path | None:
-    """One bar panel per metric: mean per ablation with ±1 std error bars; NaN-only metrics left out."""
+def _save_closed(fig, path: Path) -> Path | None:
+    if fig is None:
+        return None
+    try:
+        return _save(fig, path)
+    finally:
+        _pyplot().close(fig)
+
+
+def smooth(values: pd.Series, weight: float) -> pd.Series:
+    """TensorBoard-style smoothing: an exponential moving average with bias correction (weight in [0, 1))."""
+    return values.ewm(alpha=1 - weight, adjust=True).mean() if weight > 0 else values
+
+
+def _curve_axes(ax, curves: pd.DataFrame, metric: str, weight: float) -> float:
+    """Draw the curves with their bands; return the lowest point of any band."""
+    lowest = math.inf
+    for ablation, g in curves.groupby("ablation", sort=False):
+        mean, std = smooth(g[f"{metric}_mean"], weight), smooth(g[f"{metric}_std"].fillna(0), weight)
+        n = int(g["n_seeds"].max())
+        ax.plot(g["step"], mean, label=f"{ablation} (n={n})")
+        ax.fill_between(g["step"], mean - std, mean + std, alpha=0.2)
+        lowest = min(lowest, float((mean - std).min()))
+    ax.set_xlabel("training step")
+    ax.grid(alpha=0.3)
+    return lowest
+
+
+def training_curves_figure(curves: pd.DataFrame, metric: str = "loss", smoothing: float = 0.0):
+    """Mean training `metric` by step per ablation with a ±1 std band over seeds (from `training_curves`);
+    with `smoothing` > 0 a second panel shows the same curves smoothed (`smooth`)."""
+    if curves.empty:
+        return None
+    plt = _pyplot()
+    panels = 2 if smoothing > 0 else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 4), squeeze=False)
+    for ax, weight in zip(axes.flat, (0.0, smoothing)):
+        lowest = _curve_axes(ax, curves, metric, weight)
+        ax.set_ylabel(f"train {metric} (mean ± std over seeds)")
+        ax.set_title("raw" if weight == 0 else f"smoothed (EMA weight {weight:g})", fontsize=10)
+        if metric == "loss" and lowest > 0:  # a loss falls over decades; a band reaching 0 needs a linear axis
+            ax.set_yscale("log")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(curves: pd.DataFrame, path: Path, metric: str = "loss") -> Path | None:
+    """`training_curves_figure` (raw) as a PNG at `path`; None when there is nothing to draw."""
+    return _save_closed(training_curves_figure(curves, metric), path)
+
+
+def lr_figure(curves: pd.DataFrame):
+    """The learning rate by step per ablation (from `training_curves(history, "lr")`)."""
+    if curves.empty:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    for ablation, g in curves.groupby("ablation", sort=False):
+        ax.plot(g["step"], g["lr_mean"], label=ablation)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("learning rate")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def memory_figure(memory: pd.DataFrame):
+    """Memory over time per trial from the trials' memory sampler CSVs: one panel per reading with any
+    value (`gpu_allocated_gb`, `gpu_used_gb`, `cpu_rss_gb`), one line per trial, coloured by ablation.
+    `memory` has columns ablation, seed, time_s and the readings."""
+    readings = [(c, t) for c, t in (("gpu_allocated_gb", "GPU allocated by torch (GiB)"),
+                                    ("gpu_used_gb", "GPU used, whole device (NVML, GiB)"),
+                                    ("cpu_rss_gb", "process RSS (GiB)"))
+                if c in memory and memory[c].notna().any()]
+    if memory.empty or not readings:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(readings), figsize=(5.2 * len(readings), 3.4), squeeze=False)
+    colours = {a: f"C{i}" for i, a in enumerate(dict.fromkeys(memory["ablation"]))}
+    for ax, (column, title) in zip(axes.flat, readings):
+        for (ablation, seed), g in memory.groupby(["ablation", "seed"], sort=False):
+            ax.plot(g["time_s"], g[column], color=colours[ablation], alpha=0.8,
+                    label=ablation if seed == memory.loc[memory["ablation"] == ablation, "seed"].min() else None)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("time since the trial started (s)")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _ci_half_width(summary: pd.DataFrame, m: str) -> pd.Series:
+    """Half-width of the 95 % t-interval of each ablation's mean (0 where it has under 2 values)."""
+    from scipy import stats
+
+    n = summary[f"{m}_n"].astype(float)
+    t = pd.Series([stats.t.ppf(0.975, k - 1) if k >= 2 else math.nan for k in n], index=summary.index)
+    return (t * summary[f"{m}_std"] / n.pow(0.5)).fillna(0)
+
+
+def metrics_figure(summary: pd.DataFrame, metrics: list[str], labels: dict[str, str], whiskers: str = "std"):
+    """One bar panel per metric: mean per ablation with error bars, ±1 std (`whiskers="std"`) or the 95 %
+    t-interval of the mean over seeds (`"ci"`); NaN-only metrics left out."""
     shown = [m for m in metrics if f"{m}_mean" in summary and summary[f"{m}_mean"].notna().any()]
     if not shown:
         return None
@@ -59,13 +156,18 @@ def plot_metrics(summary: pd.DataFrame, metrics: list[str], labels: dict[str, st
     rows = math.ceil(len(shown) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
     for ax, m in zip(axes.flat, shown):
-        ax.bar(summary["ablation"], summary[f"{m}_mean"], yerr=summary[f"{m}_std"].fillna(0), capsize=3)
+        err = summary[f"{m}_std"].fillna(0) if whiskers == "std" else _ci_half_width(summary, m)
+        ax.bar(summary["ablation"], summary[f"{m}_mean"], yerr=err, capsize=3)
         ax.set_title(labels.get(m, m), fontsize=10)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")
+    fig.suptitle("mean over seeds; whiskers: " + ("±1 std" if whiskers == "std" else "95 % t-interval of the mean"),
+                 fontsize=9)
     fig.tight_layout()
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return fig
+
+
+def plot_metrics(summary: pd.DataFrame, metrics: list[str], labels: dict[str, str], path: Path) -> Path | None:
+    """`metrics_figure` (±1 std whiskers) as a PNG at `path`; None when no metric has a value."""
+    return _save_closed(metrics_figure(summary, metrics, labels), path)

@@ -99,6 +99,35 @@ def _verdict_cell(row: pd.Series, m: str, baseline: str, comparisons: pd.DataFra
     return f"{fmt(d)}{interval} {MARKS[c['verdict']]}".replace("-0.0%", "+0.0%")
 
 
+def table_cells(summary: pd.DataFrame, metrics: list[str] | None = None, baseline: str = "baseline",
+                digits: int = 4, comparisons: pd.DataFrame | None = None) -> tuple[list[str], list[list[str]]]:
+    """`(header, rows)` of the comparison table as text cells (see `to_markdown`); the first two
+    columns are Ablation and Seeds, each metric column may be followed by its Δ column."""
+    metrics = summary_metrics(summary) if metrics is None else metrics
+    decimals = {m: column_decimals(summary, m, digits) for m in metrics}
+
+    def has_delta(m: str) -> bool:
+        if comparisons is None:
+            return f"{m}_delta_pct" in summary
+        return bool((comparisons["metric"] == m).any())
+
+    header = ["Ablation", "Seeds"]
+    for m in metrics:
+        header.append(header_label(m))
+        if has_delta(m):
+            header.append("Δ%" if comparisons is None else "Δ vs baseline")
+    rows = []
+    for _, row in summary.iterrows():
+        cells = [str(row["ablation"]), _seeds_cell(row)]
+        for m in metrics:
+            cells.append(_cell(row, m, decimals[m]))
+            if has_delta(m):
+                cells.append(_delta_cell(row, m, baseline) if comparisons is None
+                             else _verdict_cell(row, m, baseline, comparisons))
+        rows.append(cells)
+    return header, rows
+
+
 def to_markdown(summary: pd.DataFrame, metrics: list[str] | None = None,
                 baseline: str = "baseline", digits: int = 4, comparisons: pd.DataFrame | None = None) -> str:
     """Paper-style pipe table: one row per ablation, `mean ± std` per metric, Δ columns.
@@ -110,57 +139,53 @@ def to_markdown(summary: pd.DataFrame, metrics: list[str] | None = None,
     a "Δ vs baseline" column follows each ranked metric: the paired difference, its 95 % CI
     and the verdict mark (see LEGEND).
     """
-    metrics = summary_metrics(summary) if metrics is None else metrics
-    decimals = {m: column_decimals(summary, m, digits) for m in metrics}
-
-    def has_delta(m: str) -> bool:
-        if comparisons is None:
-            return f"{m}_delta_pct" in summary
-        return bool((comparisons["metric"] == m).any())
-
-    header, align = ["Ablation", "Seeds"], [":---", "---:"]
-    for m in metrics:
-        header.append(header_label(m))
-        align.append("---:")
-        if has_delta(m):
-            header.append("Δ%" if comparisons is None else "Δ vs baseline")
-            align.append("---:")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    for _, row in summary.iterrows():
-        cells = [_md_escape(row["ablation"]), _seeds_cell(row)]
-        for m in metrics:
-            cells.append(_cell(row, m, decimals[m]))
-            if has_delta(m):
-                cells.append(_delta_cell(row, m, baseline) if comparisons is None
-                             else _verdict_cell(row, m, baseline, comparisons))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return _markdown_table(table_cells(summary, metrics, baseline, digits, comparisons))
 
 
 QUALITY_COLUMNS = 4
 """Quality metrics in the Markdown quality table (each with its Δ column: 2 + 2 x 4 = 10 columns)."""
 
 
-def comparison_markdown(selected: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
-                        baseline: str = "baseline") -> str:
-    """The quality table (headline quality metrics with paired Δ, CI and verdict), the cost table,
-    and the metrics left out: those with values (in the CSVs) and the all-NaN ones with their reason."""
+def comparison_parts(selected: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
+                     baseline: str = "baseline") -> dict:
+    """What the comparison shows, as data: `quality` and `cost` tables (`table_cells`, None when empty),
+    `legend`, `frechet` (the sample count note or None), `more` (quality metrics only in the CSVs) and
+    `missing` (the all-NaN metrics with their reason)."""
     present = [m for m in summary_metrics(summary) if summary[f"{m}_mean"].notna().any()]
     quality = [m for m in HEADLINE if m in present and metric_info(m).kind == "quality"]
     more = [m for m in present if metric_info(m).kind == "quality" and m not in quality[:QUALITY_COLUMNS]
             and metric_info(m).better is not None]
     cost = [m for m in COST if m in present]
-    parts = ["Quality", "", to_markdown(summary, quality[:QUALITY_COLUMNS], baseline, comparisons=comparisons), "",
-             LEGEND]
-    if any(m in FRECHET for m in quality[:QUALITY_COLUMNS]):
-        parts.append(_frechet_n(selected))
-    if more:
-        parts += ["", "More quality metrics (comparison_table.csv, comparison_stats.csv): " + ", ".join(more)]
-    if cost:
-        parts += ["", "Cost", "", to_markdown(summary, cost, baseline, comparisons=comparisons.iloc[0:0])]
-    missing = all_nan_notes(selected)
-    if missing:
-        parts += ["", "Not computed (NaN in every finished trial):", *missing]
+    return {
+        "quality": table_cells(summary, quality[:QUALITY_COLUMNS], baseline, comparisons=comparisons),
+        "cost": table_cells(summary, cost, baseline, comparisons=comparisons.iloc[0:0]) if cost else None,
+        "legend": LEGEND,
+        "frechet": _frechet_n(selected) if any(m in FRECHET for m in quality[:QUALITY_COLUMNS]) else None,
+        "more": more, "missing": all_nan_notes(selected),
+    }
+
+
+def _markdown_table(cells: tuple[list[str], list[list[str]]]) -> str:
+    header, rows = cells
+    align = [":---"] + ["---:"] * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    return "\n".join(lines + ["| " + " | ".join([_md_escape(r[0]), *r[1:]]) + " |" for r in rows])
+
+
+def comparison_markdown(selected: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
+                        baseline: str = "baseline") -> str:
+    """The quality table (headline quality metrics with paired Δ, CI and verdict), the cost table,
+    and the metrics left out: those with values (in the CSVs) and the all-NaN ones with their reason."""
+    c = comparison_parts(selected, summary, comparisons, baseline)
+    parts = ["Quality", "", _markdown_table(c["quality"]), "", c["legend"]]
+    if c["frechet"]:
+        parts.append(c["frechet"])
+    if c["more"]:
+        parts += ["", "More quality metrics (comparison_table.csv, comparison_stats.csv): " + ", ".join(c["more"])]
+    if c["cost"]:
+        parts += ["", "Cost", "", _markdown_table(c["cost"])]
+    if c["missing"]:
+        parts += ["", "Not computed (NaN in every finished trial):", *c["missing"]]
     return "\n".join(parts)
 
 

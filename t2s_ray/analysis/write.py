@@ -8,11 +8,12 @@ from pathlib import Path
 import pandas as pd
 
 from t2s_ray.analysis.catalog import HEADLINE
+from t2s_ray.analysis.html import render_html
 from t2s_ray.analysis.read import _history_frame, _scan, _trials_frame, select_trials
 from t2s_ray.analysis.render import comparison_markdown, header_label, render_report, to_csv
 from t2s_ray.analysis.tables import comparison_stats, summarize, training_curves
 from t2s_ray.io import write_text_atomic
-from t2s_ray.outputs import COMPARISON_STATS_CSV, CURVES_CSV, FORMATS, REPORT_TXT, TABLE_CSV, TABLE_MD
+from t2s_ray.outputs import COMPARISON_STATS_CSV, CURVES_CSV, FORMATS, REPORT_HTML, REPORT_TXT, TABLE_CSV, TABLE_MD
 
 
 def headline_markdown(exp_dir: str | os.PathLike, baseline: str = "baseline", interval: str = "t") -> str:
@@ -28,9 +29,9 @@ def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
 
     Writes comparison_table.csv (fmt csv/both), comparison_table.md (fmt md/both),
     and comparison_stats.csv (fmt csv/both), ABLATION_RESULTS_REPORT.txt, training_curves.csv and
-    the figures training_curves.png and metrics.png, each atomically. Returns {"csv", "stats", "md",
-    "report", "curves", "curves_png", "metrics_png"} -> path for the files written. `interval`: the
-    paired differences' 95 % interval, `t` or `bootstrap`.
+    the figures training_curves.png and metrics.png, and the self-contained page report.html, each
+    atomically. Returns {"csv", "stats", "md", "report", "curves", "html", "curves_png", "metrics_png"} ->
+    path for the files written. `interval`: the paired differences' 95 % interval, `t` or `bootstrap`.
     """
     fmt = getattr(fmt, "value", fmt)  # a str Enum from the CLI
     if fmt not in FORMATS:
@@ -48,8 +49,11 @@ def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     if fmt in ("md", "both"):
         texts["md"] = (TABLE_MD, comparison_markdown(selected, summary, comparisons, baseline) + "\n")
     texts["report"] = (REPORT_TXT, render_report(exp_dir, selected, summary, baseline, comparisons))
-    curves = training_curves(_history_frame(attempts))
+    history = _history_frame(attempts)
+    curves = training_curves(history)
     texts["curves"] = (CURVES_CSV, curves.to_csv(index=False))
+    texts["html"] = (REPORT_HTML, render_html(exp_dir, attempts, selected, summary, comparisons, history, out,
+                                              baseline))
     paths = {key: write_text_atomic(out / name, text) for key, (name, text) in texts.items()}
     return {**paths, **_write_plots(curves, summary, out)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import platform
 import shutil
 import socket
 import tempfile
@@ -25,10 +26,12 @@ from t2s_ray.config import Config
 from t2s_ray.data import build_dataset
 from t2s_ray.data.video import save_gif
 from t2s_ray.evaluation import evaluate
+from t2s_ray.io import atomic_path
 from t2s_ray.metrics.efficiency import count_parameters
 from t2s_ray.metrics.memory import cpu_rss_peak_gb
 from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
 from t2s_ray.metrics.sampler import MemorySampler
+from t2s_ray.outputs import SAMPLES_KEPT, SAMPLES_NPZ
 from t2s_ray.training import (
     TrainingError,
     TrainState,
@@ -87,18 +90,25 @@ def _final_metrics(state: TrainState, last_loss: float) -> tuple[dict[str, Any],
     return metrics, result
 
 
-def _save_samples(result, folder: Path, step: int) -> Path:
-    """The evaluation's generated clips with their captions: a GIF (returned) and an image in TensorBoard."""
-    n = min(8, len(result.texts))
+def _save_samples(result, folder: Path, step: int) -> list[Path]:
+    """The evaluation's generated clips with their captions: a GIF, the clips themselves beside the real
+    clips of the same prompts (`samples.npz`, for the report's side-by-side view), and an image in
+    TensorBoard. Returns the files written."""
+    n = min(SAMPLES_KEPT, len(result.texts))
     gif = folder / "samples.gif"
     save_gif(gif, result.videos[:n], result.texts[:n])
+    arrays = {"fake": result.videos[:n], "texts": np.array(result.texts[:n])}
+    if result.real is not None:
+        arrays["real"] = result.real[:n]
+    with atomic_path(folder / SAMPLES_NPZ, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
     # one row per clip, its frames left to right (TensorBoard video needs moviepy; an image does not)
     grid = np.concatenate([np.concatenate(list(clip), axis=1) for clip in result.videos[:n]], axis=0)
     with SummaryWriter(str(folder), filename_suffix=".samples") as writer:
         writer.add_image("eval/samples", grid, global_step=step, dataformats="HWC")
         writer.add_text("eval/sample_captions", "\n\n".join(f"{i}. {t}" for i, t in enumerate(result.texts[:n])),
                         global_step=step)
-    return gif
+    return [gif, folder / SAMPLES_NPZ]
 
 
 def trial_storage_dir() -> Path | None:
@@ -134,7 +144,11 @@ def t2s_trial(params: dict[str, Any]) -> None:
     gpu_ids = ray.get_gpu_ids()
     device = trial_device(cfg, gpu_ids)
     node = {"node/hostname": socket.gethostname(), "node/gpu_ids": ",".join(map(str, gpu_ids)),
-            "node/device": str(device), "node/pid": os.getpid(), "node/started_at": started_at}
+            "node/device": str(device), "node/pid": os.getpid(), "node/started_at": started_at,
+            "node/device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)", "node/torch": torch.__version__,
+            "node/ray": ray.__version__,
+            "node/python": platform.python_version()}
     dataset = build_dataset(cfg.data, "train")
     state = build_state(cfg, device)
     storage_dir = trial_storage_dir()
@@ -142,18 +156,18 @@ def t2s_trial(params: dict[str, Any]) -> None:
 
     def report(metrics: dict[str, Any], checkpoint_now: bool) -> None:
         # timesteps_total puts the training step on TensorBoard's x axis (Tune's TBX logger reads it)
-        metrics, gif = {**metrics, **node, "timesteps_total": state.step}, None
+        metrics, samples = {**metrics, **node, "timesteps_total": state.step}, []
         if state.step >= cfg.training.steps:
             final, result = _final_metrics(state, metrics["loss"])
             metrics.update(final)
-            gif = _save_samples(result, Path(tune.get_context().get_trial_dir()), step=state.step)
+            samples = _save_samples(result, Path(tune.get_context().get_trial_dir()), step=state.step)
         if not checkpoint_now:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
             save_state(state, Path(tmp) / "ckpt")
-            if gif is not None:  # also inside the checkpoint: it reaches storage from any node
-                shutil.copy(gif, Path(tmp) / "ckpt" / gif.name)
+            for path in samples:  # also inside the checkpoint: they reach storage from any node
+                shutil.copy(path, Path(tmp) / "ckpt" / path.name)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(Path(tmp) / "ckpt")))
 
     folder = storage_dir or Path(tune.get_context().get_trial_dir())

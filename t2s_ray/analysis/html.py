@@ -1,0 +1,279 @@
+"""report.html: one self-contained page per experiment (tables, plots, samples side by side, configs).
+
+Everything is inlined (PNG plots and animated GIF samples as `data:` URIs, the CSS in the page) and a
+Content-Security-Policy forbids any other source, so the file can be mailed and opened offline.
+The page is a jinja2 template (`templates/report.html.j2`, autoescaped) filled from the same frames
+`analyze` computes; this module gathers them and the trials' own files (params.json, the memory
+sampler's CSV, samples.npz).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+import os
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from t2s_ray.ablations import Ablation, get_ablation, resolve
+from t2s_ray.analysis.catalog import HEADLINE
+from t2s_ray.analysis.read import _Attempt
+from t2s_ray.analysis.render import (
+    _notes_section,
+    _reference_section,
+    comparison_parts,
+    header_label,
+    nan_notes,
+)
+from t2s_ray.analysis.tables import training_curves
+from t2s_ray.config import ConfigError, diff
+from t2s_ray.metrics.sampler import CSV_NAME as MEMORY_CSV
+from t2s_ray.outputs import SAMPLES_NPZ
+
+SMOOTHING = 0.6
+"""EMA weight of the smoothed training-loss panel (TensorBoard's default slider value)."""
+SAMPLE_PX = 96
+"""Displayed height of a sample clip in pixels (the GIF keeps the clip's own pixels, scaled by the browser)."""
+GIF_MS = 125
+"""Frame duration of the inlined sample GIFs (8 frames/s)."""
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def clip_gif(clip: np.ndarray) -> bytes:
+    """An animated, looping GIF of one uint8 `(T, H, W, 3)` clip at its own resolution."""
+    frames = [Image.fromarray(np.ascontiguousarray(f)) for f in clip]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=GIF_MS, loop=0,
+                   disposal=1)
+    return buf.getvalue()
+
+
+def _fig_uri(fig) -> str | None:
+    from t2s_ray.plots import png_bytes
+
+    return None if fig is None else data_uri(png_bytes(fig), "image/png")
+
+
+# --------------------------------------------------------------------------- configs and header
+
+
+def _params(trial_dir: str) -> dict:
+    return json.loads((Path(trial_dir) / "params.json").read_text(encoding="utf-8"))
+
+
+def _user_ablations(params: dict) -> dict[str, Ablation]:
+    return {name: Ablation(name, body["description"], body["overrides"])
+            for name, body in params.get("user_ablations", {}).items()}
+
+
+def _resolved(params: dict):
+    return resolve(params["ablation"], params["scale"], int(params["seed"]), params.get("overrides", []),
+                   extra_ablations=_user_ablations(params))
+
+
+def config_hash(params: Iterable[dict]) -> str:
+    """12 hex digits of a sha256 over every ablation's resolved config (seed excluded): equal for two
+    experiments that ran the same study, whatever the code's git state or the machine."""
+    configs = {}
+    for p in params:
+        d = _resolved(p).to_dict()
+        d.pop("seed", None)
+        configs[p["ablation"]] = d
+    blob = json.dumps(configs, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _when(ts: float | None) -> str:
+    if ts is None or not math.isfinite(ts):
+        return "?"
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _node_values(attempts: list[_Attempt], key: str) -> list[str]:
+    values = {str(r[key]) for a in attempts for r in a.rows[-1:] if r.get(key) not in (None, "")}
+    return sorted(values)
+
+
+def _header(exp_dir: Path, selected: pd.DataFrame, attempts: list[_Attempt], params: dict[str, dict],
+            baseline: str) -> dict:
+    counts = selected["status"].value_counts()
+    started = [r.get("node/started_at") for a in attempts for r in a.rows[:1]]
+    started = [float(t) for t in started if isinstance(t, (int, float))]
+    problems = [{"status": r["status"], "ablation": r["ablation"], "seed": int(r["seed"]),
+                 "reason": r["error"] if isinstance(r.get("error"), str) else
+                 ("no final report (interrupted or still running)" if r["status"] == "unfinished" else ""),
+                 "dir": r["trial_dir"]}
+                for _, r in selected[selected["status"] != "finished"].iterrows()]
+    try:
+        chash = config_hash(params.values())
+    except (ConfigError, KeyError, ValueError) as e:
+        chash = f"n/a ({e})"
+    seeds = sorted(selected["seed"].astype(int).unique())
+    devices = _node_values(attempts, "node/device_name") or _node_values(attempts, "node/device")
+    return {
+        "name": exp_dir.name, "path": str(exp_dir.resolve()), "baseline": baseline,
+        "scale": ", ".join(sorted(selected["scale"].dropna().astype(str).unique())) or "?",
+        "data": ", ".join(sorted(selected["data"].dropna().astype(str).unique())) or "?",
+        "seeds": ", ".join(map(str, seeds)), "config_hash": chash,
+        "started": _when(min(started) if started else None),
+        "finished": _when(float(selected["last_time"].max()) if "last_time" in selected else None),
+        "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch": ", ".join(_node_values(attempts, "node/torch")) or "not recorded",
+        "ray": ", ".join(_node_values(attempts, "node/ray")) or "not recorded",
+        "python": ", ".join(_node_values(attempts, "node/python")) or "not recorded",
+        "devices": ", ".join(devices) or "not recorded",
+        "hosts": ", ".join(_node_values(attempts, "node/hostname")) or "not recorded",
+        "n_trials": len(selected), "finished_n": int(counts.get("finished", 0)),
+        "errored_n": int(counts.get("errored", 0)), "unfinished_n": int(counts.get("unfinished", 0)),
+        "problems": problems,
+    }
+
+
+def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: dict[str, dict], baseline: str,
+                       out_dir: Path) -> list[dict]:
+    """Per ablation: its description, the config keys that differ from the baseline, its trial folders."""
+    base_params = params.get(baseline)
+    base_cfg = _resolved({**base_params, "seed": 0}) if base_params else None
+    sections = []
+    for ablation in summary["ablation"]:
+        p = params.get(ablation)
+        trials = selected[selected["ablation"] == ablation].sort_values("seed")
+        links = [{"seed": int(r["seed"]), "status": r["status"],
+                  "href": Path(os.path.relpath(r["trial_dir"], out_dir)).as_posix()} for _, r in trials.iterrows()]
+        section = {"name": ablation, "description": "", "changes": [], "links": links, "error": None}
+        try:
+            section["description"] = get_ablation(ablation, _user_ablations(p or {})).description
+            if p is not None and base_cfg is not None and ablation != baseline:
+                changed = diff(_resolved({**p, "seed": 0}), base_cfg)
+                section["changes"] = [{"key": k, "value": repr(v), "base": repr(b)} for k, (v, b) in changed.items()]
+        except (ConfigError, KeyError, ValueError) as e:
+            section["error"] = f"config not resolvable here: {e}"
+        sections.append(section)
+    return sections
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _memory_frame(selected: pd.DataFrame) -> pd.DataFrame:
+    frames = []
+    for _, r in selected.iterrows():
+        path = Path(r["trial_dir"]) / MEMORY_CSV
+        if not path.is_file():
+            continue
+        try:
+            df = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            continue  # a CSV cut mid-row by a crash: the other trials still plot
+        if "time_s" in df and not df.empty:
+            frames.append(df.assign(ablation=r["ablation"], seed=int(r["seed"])))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _plots(history: pd.DataFrame, summary: pd.DataFrame, selected: pd.DataFrame) -> list[dict]:
+    from t2s_ray.plots import lr_figure, memory_figure, metrics_figure, training_curves_figure
+
+    labels = {m: header_label(m) for m in HEADLINE}
+    plots = [
+        ("Training loss", "mean ± std over seeds per ablation; left raw, right smoothed",
+         training_curves_figure(training_curves(history), smoothing=SMOOTHING)),
+        ("Learning rate", "per ablation (the schedule as run)", lr_figure(training_curves(history, "lr"))),
+        ("Memory over time", "every trial's memory sampler (gpu_memory.csv), one line per seed",
+         memory_figure(_memory_frame(selected))),
+        ("Headline metrics", "mean over finished seeds with the 95 % t-interval of the mean",
+         metrics_figure(summary, list(HEADLINE), labels, whiskers="ci")),
+    ]
+    return [{"title": t, "caption": c, "src": _fig_uri(fig)} for t, c, fig in plots if fig is not None]
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def _seed_trial(selected: pd.DataFrame, ablation: str) -> pd.Series | None:
+    """The finished trial of `ablation` with the lowest seed (seed 0 when it finished)."""
+    done = selected[(selected["ablation"] == ablation) & (selected["status"] == "finished")]
+    return None if done.empty else done.sort_values("seed").iloc[0]
+
+
+def _samples(summary: pd.DataFrame, selected: pd.DataFrame) -> dict:
+    """Rows of captions with the real clip and each ablation's clip (the same prompt and noise), from the
+    trials' samples.npz; trials written before samples.npz existed show their samples.gif instead."""
+    columns, arrays, whole_gifs, notes = [], {}, [], []
+    for ablation in summary["ablation"]:
+        trial = _seed_trial(selected, ablation)
+        if trial is None:
+            notes.append(f"{ablation}: no finished trial")
+            continue
+        folder = Path(trial["trial_dir"])
+        npz = folder / SAMPLES_NPZ
+        if npz.is_file():
+            with np.load(npz, allow_pickle=False) as z:
+                arrays[ablation] = {k: z[k] for k in z.files}
+            columns.append({"name": ablation, "seed": int(trial["seed"])})
+        elif (folder / "samples.gif").is_file():
+            whole_gifs.append({"name": ablation, "seed": int(trial["seed"]),
+                               "src": data_uri((folder / "samples.gif").read_bytes(), "image/gif")})
+        else:
+            notes.append(f"{ablation} seed {int(trial['seed'])}: no samples in {folder}")
+    rows = []
+    if arrays:
+        first = next(iter(arrays.values()))
+        texts = [str(t) for t in first["texts"]]
+        mismatched = [a for a, z in arrays.items() if [str(t) for t in z["texts"]] != texts]
+        if mismatched:
+            notes.append(f"captions differ from {columns[0]['name']}'s in: {', '.join(mismatched)} "
+                         "(evaluation settings differ); those columns are left out")
+            columns = [c for c in columns if c["name"] not in mismatched]
+        for k, text in enumerate(texts):
+            real = first.get("real")
+            cells = [{"src": data_uri(clip_gif(real[k]), "image/gif"), "alt": f"real clip: {text}"}
+                     if real is not None else None]
+            cells += [{"src": data_uri(clip_gif(arrays[c["name"]]["fake"][k]), "image/gif"),
+                       "alt": f"{c['name']}: {text}"} for c in columns]
+            rows.append({"caption": text, "cells": cells})
+    return {"columns": columns, "rows": rows, "whole_gifs": whole_gifs, "notes": notes, "px": SAMPLE_PX}
+
+
+# --------------------------------------------------------------------------- page
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("t2s_ray.analysis", "templates"),
+                              autoescape=jinja2.select_autoescape(["html", "j2"]),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def render_html(exp_dir: str | os.PathLike, attempts: list[_Attempt], selected: pd.DataFrame,
+                summary: pd.DataFrame, comparisons: pd.DataFrame, history: pd.DataFrame, out_dir: Path,
+                baseline: str = "baseline") -> str:
+    """The report page as a string (see the module docstring). `out_dir`: where it will be written (the
+    links to trial folders are relative to it)."""
+    exp = Path(exp_dir)
+    params = {}
+    for _, r in selected.iterrows():
+        params.setdefault(r["ablation"], _params(r["trial_dir"]))
+    parts = comparison_parts(selected, summary, comparisons, baseline)
+    context = {
+        "h": _header(exp, selected, attempts, params, baseline),
+        "quality": parts["quality"], "cost": parts["cost"], "legend": parts["legend"],
+        "frechet": parts["frechet"], "more": parts["more"], "missing": parts["missing"],
+        "references": [line.strip() for line in _reference_section(selected)],
+        "nan_notes": nan_notes(selected), "notes": [line.strip() for line in _notes_section(selected, summary,
+                                                                                              baseline)],
+        "plots": _plots(history, summary, selected),
+        "samples": _samples(summary, selected),
+        "ablations": _ablation_sections(summary, selected, params, baseline, Path(out_dir)),
+    }
+    return _environment().get_template("report.html.j2").render(**context)
