@@ -112,3 +112,46 @@ def resolve(ablation: str = "baseline", scale: str = "smoke", seed: int = 0,
         d = merge(d, parse_override(item))
     d.update(ablation=ablation, scale=scale, seed=seed)
     return Config.from_dict(d)
+
+
+@dataclass(frozen=True)
+class TrainingGroup:
+    """Ablations that train the same raw weights: one trial trains `trainer`'s config once and evaluates
+    every member's weights from it (the EMA for members with EMA on, the raw weights for the others)."""
+
+    trainer: str
+    """The ablation whose config the group trains with (a member with EMA on, when any has it)."""
+    members: tuple[str, ...]
+    """Every ablation of the group, in sweep order (the trainer among them)."""
+
+    @property
+    def others(self) -> tuple[str, ...]:
+        return tuple(m for m in self.members if m != self.trainer)
+
+
+def training_groups(configs: Mapping[str, Config], share: bool = True) -> list[TrainingGroup]:
+    """Partition ablations (name -> resolved config, one seed) into training groups.
+
+    Two ablations share training when their configs differ only in `config.EVALUATION_ONLY` fields
+    (`trajectory_fields` equal). One trial keeps one EMA, so a group holds at most one enabled EMA
+    setting: ablations whose EMAs are both on but differ (e.g. another decay) train separately.
+    With `share=False` every ablation is its own group. Groups come in the order of their first member.
+    """
+    from t2s_ray.config import trajectory_fields
+
+    groups: list[tuple[str, dict | None, list[str]]] = []  # (trajectory key, enabled EMA, members)
+    for name, cfg in configs.items():
+        key = json.dumps(trajectory_fields(cfg), sort_keys=True, default=str)
+        ema = cfg.to_dict()["ema"] if cfg.ema.enabled else None
+        for i, (k, group_ema, members) in enumerate(groups):
+            if share and k == key and (ema is None or group_ema is None or ema == group_ema):
+                members.append(name)
+                groups[i] = (k, group_ema or ema, members)
+                break
+        else:
+            groups.append((key, ema, [name]))
+    out = []
+    for _, _, members in groups:
+        trainer = next((m for m in members if configs[m].ema.enabled), members[0])
+        out.append(TrainingGroup(trainer, tuple(members)))
+    return out

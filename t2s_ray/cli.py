@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,7 +21,16 @@ from t2s_ray.ablations import CALIBRATION_ARM, CALIBRATION_CONTROL, get_ablation
 from t2s_ray.config import DEVICES, SCALES, ConfigError, diff, flatten
 from t2s_ray.outputs import FORMATS, INTERVALS
 from t2s_ray.preflight import run_checks
-from t2s_ray.sweep import LOOPBACK, SweepError, SweepSpec, absolutize_override, absolutize_spec, resume_sweep, run_sweep
+from t2s_ray.sweep import (
+    LOOPBACK,
+    SweepError,
+    SweepSpec,
+    absolutize_override,
+    absolutize_spec,
+    resume_sweep,
+    run_sweep,
+)
+from t2s_ray.sweep import dry_run as sweep_dry_run
 
 # Lazy below: modules importing torch (local, checkpoint, training, evaluator, metrics) or pandas
 # (analysis) would add seconds to every `t2s-ray --help`.
@@ -194,7 +204,9 @@ def _split_csv(value: str) -> tuple[str, ...]:
 def sweep_cmd(
     gpus: Annotated[Optional[float], typer.Option(help="GPUs to use (default: all detected; 0 runs trials on CPU).")] = None,
     gpus_per_trial: Annotated[float, typer.Option(help="GPUs per trial; fractions such as 0.5 pack trials onto one GPU.")] = 1.0,
-    cpus_per_trial: Annotated[float, typer.Option(help="CPUs reserved per trial.")] = 1.0,
+    cpus_per_trial: Annotated[str, typer.Option(
+        help="CPUs reserved per trial, or auto: GPU trials get min(4, cluster CPUs / GPU trials at once), a "
+             "fraction when CPUs are fewer, so every GPU is used; CPU trials share the cores (1 to 4 each).")] = "auto",
     ablations: Annotated[str, typer.Option(help="Comma-separated ablations to run.")] = "baseline,text_finetuned,no_ema",
     seeds: Annotated[Optional[int], typer.Option(
         help="Seeds per ablation (seeds 0..K-1); default 3 at small/full (a verdict needs 3), 1 at smoke.")] = None,
@@ -213,14 +225,26 @@ def sweep_cmd(
     dashboard_host: Annotated[str, typer.Option(help="Address the dashboard binds to.")] = "127.0.0.1",
     dashboard_port: Annotated[Optional[int], typer.Option(help="Dashboard port (default 8265, or the next free one).")] = None,
     expose_dashboard: Annotated[bool, typer.Option(help="Confirm binding the dashboard to a non-loopback address (anyone who reaches it can run code).")] = False,
+    share_training: Annotated[bool, typer.Option(
+        "--share-training/--no-share-training",
+        help="Train once for ablations that differ only in EMA/evaluation settings (e.g. baseline and no_ema) "
+             "and evaluate each from that run; --no-share-training trains every ablation separately.")] = True,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan, resources, trials at once and a cost estimate from a short probe of "
+                          "each distinct model on this machine; start nothing.")] = False,
 ) -> None:
     """Run every ablation x seed as a Ray Tune grid, one GPU per trial, then print the comparison table."""
+    cpus = _cpus_option(cpus_per_trial)
     spec = _checked(lambda: SweepSpec(
         ablations=_split_csv(ablations), seeds=seeds, scale=scale.value, steps=steps, data=data,
         overrides=tuple(set_ or []), user_ablations=_user_ablations(ablation_file) or {}, gpus=gpus,
-        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, storage=storage, name=name, address=address,
+        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus, storage=storage, name=name, address=address,
         max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet, dashboard=dashboard,
-        dashboard_host=dashboard_host, dashboard_port=dashboard_port, expose_dashboard=expose_dashboard))
+        dashboard_host=dashboard_host, dashboard_port=dashboard_port, expose_dashboard=expose_dashboard,
+        share_training=share_training))
+    if dry_run:
+        _checked(lambda: sweep_dry_run(spec, say=_say))
+        return
     if dashboard and dashboard_host not in LOOPBACK and expose_dashboard:
         err_console.print(f"[bold yellow]warning:[/] the Ray dashboard will listen on {dashboard_host}: anyone "
                           f"who can reach it can run code on this machine", highlight=False)
@@ -229,8 +253,21 @@ def sweep_cmd(
     _finish(_checked(lambda: run_sweep(spec, say=_say), resume_from=spec.experiment_dir))
 
 
+def _cpus_option(value: str) -> Optional[float]:
+    """`--cpus-per-trial`: None for auto, else a positive number; exit 2 otherwise."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        cpus = float(value)
+    except ValueError:
+        cpus = math.nan
+    if not cpus > 0:
+        raise fail(f"--cpus-per-trial {value!r}: expected auto or a number > 0 (e.g. 2 or 0.5)", code=2)
+    return cpus
+
+
 def _say(message: str) -> None:
-    console.print(message, highlight=False)
+    console.print(message, highlight=False, soft_wrap=True)  # tables and paths stay one line each
 
 
 def _checked(step, resume_from: Optional[Path] = None):
@@ -258,7 +295,7 @@ def resume_cmd(
 @app.command("calibrate")
 def calibrate_cmd(
     gpus: Annotated[Optional[float], typer.Option(help="GPUs to use (default: all detected; 0 runs trials on CPU).")] = None,
-    cpus_per_trial: Annotated[float, typer.Option(help="CPUs reserved per trial.")] = 1.0,
+    cpus_per_trial: Annotated[str, typer.Option(help="CPUs reserved per trial, or auto (as in sweep).")] = "auto",
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per arm; fewer than 3 allow no inference (the check fails).")] = 3,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per trial (default: the small scale's).")] = None,
     with_finetuned: Annotated[bool, typer.Option(help="Also train text_finetuned (shown beside the check, not judged).")] = False,
@@ -277,7 +314,7 @@ def calibrate_cmd(
     arms = (CALIBRATION_ARM, CALIBRATION_CONTROL) + (("text_finetuned",) if with_finetuned else ())
     spec = _checked(lambda: SweepSpec(
         ablations=arms, seeds=seeds, scale="small", steps=steps, overrides=tuple(set_ or []), gpus=gpus,
-        cpus_per_trial=cpus_per_trial, storage=storage, quiet=quiet, dashboard=False,
+        cpus_per_trial=_cpus_option(cpus_per_trial), storage=storage, quiet=quiet, dashboard=False,
         name=name or datetime.now().strftime("calibrate-%Y%m%d-%H%M%S")))
     console.print(f"calibration [bold]{spec.experiment_dir}[/]: {', '.join(arms)} x {seeds} seed(s) at scale small",
                   highlight=False)
@@ -303,10 +340,13 @@ def _finish(outcome) -> None:
                   f"(of {outcome.num_trials}); wall {outcome.wall_s:.0f} s, Ray start-up {outcome.ray_start_s:.1f} s",
                   highlight=False)
     try:
-        _print_tables(exp, None, Fmt.both)
+        paths = _print_tables(exp, None, Fmt.both)
     except ValueError as e:
         err_console.print(f"no comparison table: {e}", highlight=False)
+        paths = {}
     console.print(f"TensorBoard: tensorboard --logdir {exp}", highlight=False)
+    if "html" in paths:
+        _print_report(paths["html"])
     unfinished = outcome.num_trials - outcome.num_terminated - outcome.num_errors
     if outcome.num_errors or unfinished:
         what = ", ".join(p for p in (f"{outcome.num_errors} trial(s) errored (see error.txt in their folders)"
@@ -315,7 +355,13 @@ def _finish(outcome) -> None:
         raise fail(f"{what}; continue with: t2s-ray resume {exp}", code=130 if unfinished else 1)
 
 
-def _print_tables(exp: Path, out: Optional[Path], fmt: Fmt, interval: str = "t") -> None:
+def _print_report(path: Path) -> None:
+    console.print(f"report: {path.resolve()}  (one self-contained page: open it in a browser)", highlight=False,
+                  soft_wrap=True)
+
+
+def _print_tables(exp: Path, out: Optional[Path], fmt: Fmt, interval: str = "t") -> dict[str, Path]:
+    """Write the experiment's tables, report and figures, print the tables; return the paths written."""
     from t2s_ray.analysis import headline_markdown, write_outputs
 
     paths = write_outputs(exp, out, fmt.value, interval=interval)
@@ -324,6 +370,7 @@ def _print_tables(exp: Path, out: Optional[Path], fmt: Fmt, interval: str = "t")
     typer.echo(tables)
     console.print("all metrics, and why any is NaN: comparison_table.md, ABLATION_RESULTS_REPORT.txt", highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
+    return paths
 
 
 @app.command("analyze")
@@ -333,11 +380,13 @@ def analyze_cmd(
     fmt: Annotated[Fmt, typer.Option("--format", help="Table formats to write; the text report is always written.")] = Fmt.both,
     interval: Annotated[Interval, typer.Option(help="95 % interval of the paired differences: t-based or bootstrap (scipy).")] = Interval.t,
 ) -> None:
-    """Turn an experiment's results into comparison tables: mean ± std over seeds, paired verdicts vs baseline."""
+    """Turn an experiment's results into comparison tables (mean ± std over seeds, paired verdicts vs baseline),
+    the text report, figures and report.html (one self-contained page with the samples side by side)."""
     try:
-        _print_tables(experiment_dir.expanduser().resolve(), out, fmt, interval.value)
+        paths = _print_tables(experiment_dir.expanduser().resolve(), out, fmt, interval.value)
     except ValueError as e:
         raise fail(str(e), code=2) from None
+    _print_report(paths["html"])
 
 
 @app.command("check")
@@ -392,6 +441,74 @@ def evaluate_cmd(
     for key, value in metrics.items():
         console.print(f"  {key:<36} {value}", highlight=False, markup=False)
     console.print(f"wrote {path}", highlight=False)
+
+
+@app.command("sample")
+def sample_cmd(
+    source: Annotated[Path, typer.Argument(
+        help="Tried in this order: a checkpoint folder (meta.json in it); a run folder, i.e. a sweep trial "
+             "(checkpoint_*/ in it) or a `t2s-ray train --out` folder (checkpoints/checkpoint_*/), whose newest "
+             "checkpoint is used; an experiment folder (trial sub-folders with params.json): a column per "
+             "ablation.")],
+    text: Annotated[Optional[list[str]], typer.Option(
+        "--text", "-t", help="Sentence to sign (repeatable: one clip each, side by side; a row each for an "
+                             "experiment).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Output file: .gif (Pillow) or .mp4 (H.264 via PyAV). Either holds every clip in one "
+                            "captioned grid, written atomically.")] = None,
+    guidance: Annotated[Optional[float], typer.Option(min=0, help="Classifier-free guidance scale (default: the "
+                                                              "checkpoint's eval.guidance_scale).")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="DDIM steps (default: eval.sampling_steps).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Noise seed: the same seed gives the same clips.")] = 0,
+    raw_weights: Annotated[bool, typer.Option("--raw-weights", help="Sample the raw weights, not the EMA ones "
+                                                                    "the ablation evaluates.")] = False,
+    trial_seed: Annotated[int, typer.Option(min=0, help="Experiment folder only: which seed's trials.")] = 0,
+    device: Annotated[Device, typer.Option(help="Where to sample.")] = Device.auto,
+    fps: Annotated[int, typer.Option(min=1, help="Frames per second of the output.")] = 8,
+    zoom: Annotated[int, typer.Option(min=1, help="Pixel upscaling of every clip.")] = 3,
+) -> None:
+    """Generate sign videos for --text sentences with the weights the ablation evaluates (EMA when enabled).
+
+    SOURCE is tried as a checkpoint folder, then a run folder (its newest checkpoint), then an experiment folder.
+
+    From an experiment: every finished trial of --trial-seed (newest checkpoint), the same sentences and noise.
+
+    The output is one captioned grid, a column per ablation and a row per sentence, as a GIF or an MP4.
+    """
+    from t2s_ray import sample as sampling
+    from t2s_ray.checkpoint import CheckpointError
+    from t2s_ray.training import TrainingError
+
+    overrides = [f"device={device.value}"]
+    overrides += [f"eval.guidance_scale={guidance}"] if guidance is not None else []
+    overrides += [f"eval.sampling_steps={steps}"] if steps is not None else []
+    notes: list[str] = []
+    try:
+        texts = sampling.check_texts(text)
+        if out is None:
+            raise sampling.SampleError("no output file: pass -o clip.gif or -o clip.mp4")
+        sampling.check_output(out)
+        kind, path = sampling.resolve_source(source.expanduser())
+        with console.status(f"sampling {len(texts)} sentence(s)…"):
+            if kind == "experiment":
+                columns, notes = sampling.sample_experiment(path, texts, seed, overrides, raw_weights, trial_seed)
+            else:
+                columns = [sampling.sample_checkpoint(path, texts, seed, overrides, raw_weights)]
+        sampling.write(out, columns, texts, named=kind == "experiment", fps=fps, zoom=zoom)
+    # bad input: the source, a checkpoint, an override, the text encoder path it names, or -o
+    except (sampling.SampleError, CheckpointError, ValueError, OSError) as e:
+        raise fail(str(e), code=2) from None
+    except TrainingError as e:  # e.g. --device cuda where CUDA is not available
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", code=130) from None
+    for note in notes:
+        err_console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"wrote {out}: {len(texts)} sentence(s) x {len(columns)} column(s), noise seed {seed}",
+                  highlight=False, markup=False, soft_wrap=True)
+    for c in columns:
+        console.print(f"  {c.name}: step {c.step}, {c.weights} weights, {c.sampler}; {c.checkpoint}",
+                      highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("train-evaluator")

@@ -252,11 +252,27 @@ class EvalConfig:
         _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
 
 
+EVALUATION_ONLY = {"trajectory": False}
+"""Field metadata of the `Config` fields that cannot change the raw weights' trajectory: the name, the EMA
+(a shadow copy updated from the weights after each step; it draws no random numbers) and the evaluation
+settings. Ablations whose configs differ only in such fields train the same weights, bit for bit, so a
+sweep trains them once (`ablations.training_groups`)."""
+
+
+def trajectory_fields(cfg: Config) -> dict[str, Any]:
+    """`cfg` as a dict without its `EVALUATION_ONLY` fields: equal for two configs that train the same weights."""
+    d = cfg.to_dict()
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("trajectory", True) is False:
+            d.pop(f.name)
+    return d
+
+
 @dataclass(frozen=True)
 class Config:
     """A fully resolved trial configuration: what one (ablation, seed) trains and evaluates."""
 
-    ablation: str = "baseline"
+    ablation: str = field(default="baseline", metadata=EVALUATION_ONLY)
     """Name of the ablation this config was resolved for (informational; code never branches on it)."""
     scale: str = "smoke"
     """Name of the scale preset it was resolved at."""
@@ -268,9 +284,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    ema: EMAConfig = field(default_factory=EMAConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig, metadata=EVALUATION_ONLY)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata=EVALUATION_ONLY)
 
     def __post_init__(self) -> None:
         _one_of(self.device, "device", DEVICES)

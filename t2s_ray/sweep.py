@@ -17,8 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, resolve
+from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, TrainingGroup, resolve, training_groups
 from t2s_ray.config import DEFAULT_SEEDS, diff
+from t2s_ray.plan import AUTO_MAX_CPUS, auto_cpus, concurrency, cost_lines, probe
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 """Host names that reach only this machine (a dashboard bound to one of them needs no confirmation)."""
@@ -42,7 +43,8 @@ class SweepSpec:
     user_ablations: dict[str, Ablation] = field(default_factory=dict)
     gpus: Optional[float] = None
     gpus_per_trial: float = 1.0
-    cpus_per_trial: float = 1.0
+    cpus_per_trial: Optional[float] = None
+    """None: auto (`plan.auto_cpus`, decided once Ray reports the cluster's CPUs and GPUs)."""
     storage: Path = Path("results")
     name: Optional[str] = None
     """Experiment folder under `storage`; None: t2s-<date>-<time>."""
@@ -54,6 +56,8 @@ class SweepSpec:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: Optional[int] = None
     expose_dashboard: bool = False
+    share_training: bool = True
+    """Train once per training group (ablations differing only in EMA/evaluation fields); False: per ablation."""
 
     def __post_init__(self) -> None:
         if self.seeds is None:
@@ -77,17 +81,43 @@ class SweepSpec:
         """Grid over ablation x seed; everything else constant, so params.json says what a trial was."""
         from ray import tune
 
+        groups = self.training_groups()
         space: dict[str, Any] = {
-            "ablation": tune.grid_search(list(self.ablations)),
+            "ablation": tune.grid_search([g.trainer for g in groups]),
             "seed": tune.grid_search(list(range(self.seeds))),
             "scale": self.scale,
             "data": self.data,
             "overrides": self.all_overrides,
         }
+        shared = {g.trainer: list(g.others) for g in groups if g.others}
+        if shared:  # the trial of `trainer` also evaluates these ablations' weights
+            space["shared"] = shared
         if self.user_ablations:
             space["user_ablations"] = {a.name: {"description": a.description, "overrides": dict(a.overrides)}
                                        for a in self.user_ablations.values() if a.name in self.ablations}
         return space
+
+
+    def training_groups(self) -> list[TrainingGroup]:
+        """The sweep's ablations grouped by the weights they train (one group each without sharing)."""
+        configs = {a: resolve(a, self.scale, 0, self.all_overrides, extra_ablations=self.user_ablations)
+                   for a in self.ablations}
+        return training_groups(configs, share=self.share_training)
+
+    def plan_lines(self) -> list[str]:
+        """What will train: trials, and which ablations share one training run."""
+        groups = self.training_groups()
+        lines = [f"plan: {len(self.ablations)} ablation(s) x {self.seeds} seed(s) = {len(groups) * self.seeds} "
+                 f"trial(s) at scale {self.scale}"]
+        for g in groups:
+            if g.others:
+                lines.append(f"  {' + '.join(g.members)}: trained once ({g.trainer}'s config; they differ only in "
+                             f"EMA/evaluation settings), each evaluated with its own weights")
+        if self.share_training and all(not g.others for g in groups):
+            lines.append("  every ablation trains its own weights")
+        elif not self.share_training:
+            lines.append("  --no-share-training: every ablation trains separately")
+        return lines
 
 
 def check_name(name: str) -> str:
@@ -155,7 +185,7 @@ def validate(spec: SweepSpec, available_gpus: Optional[float] = None) -> list:
     if spec.gpus_per_trial <= 0 or (spec.gpus_per_trial > 1 and not float(spec.gpus_per_trial).is_integer()):
         raise SweepError(f"--gpus-per-trial {spec.gpus_per_trial:g}: use a fraction in (0, 1] (e.g. 0.5 packs two "
                          f"trials per GPU) or a whole number; for CPU trials use --gpus 0")
-    if spec.cpus_per_trial <= 0:
+    if spec.cpus_per_trial is not None and spec.cpus_per_trial <= 0:
         raise SweepError(f"--cpus-per-trial {spec.cpus_per_trial}: must be > 0")
     if spec.max_failures < -1:
         raise SweepError("--max-failures must be >= 0 (or -1 for unlimited retries)")
@@ -441,6 +471,8 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     available = existing if existing is not None else (None if spec.address else detect_local_gpus())
     configs = validate(spec, available_gpus=available)
     _validate_dashboard(spec)
+    for line in spec.plan_lines():
+        say(line)
     if spec.address is None:  # a remote cluster's workers may not share this machine's cache
         prepare_data(configs, say)
         prepare_evaluators(configs, say)
@@ -449,11 +481,72 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     if spec.gpus is None:
         spec.gpus = info.gpus  # default: every GPU the cluster has (0 -> CPU trials)
     _validate_gpus(spec, info.gpus)
+    if spec.cpus_per_trial is None:
+        _choose_cpus(spec, say)
+    if spec.scale == "full":  # hours of GPU time: say what they will cost before spending them
+        _print_estimate(spec, configs, say)
     if spec.address and spec.gpus and spec.max_concurrent is None and spec.gpus_per_trial > 0:
         # A shared cluster may have more GPUs than asked for: cap the trials running at once.
         spec.max_concurrent = max(1, int(spec.gpus // spec.gpus_per_trial))
     grid = build_tuner(spec, configs[0].training.keep_checkpoints).fit()
     return _outcome(grid, Path(grid.experiment_path), t0, info.start_s)
+
+
+def n_trials(spec: SweepSpec) -> int:
+    return len(spec.training_groups()) * spec.seeds
+
+
+def _choose_cpus(spec: SweepSpec, say: Callable[[str], None]) -> None:
+    """`--cpus-per-trial auto`: from the CPUs of the running cluster (see `plan.auto_cpus`)."""
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    gpus = spec.gpus or 0.0
+    spec.cpus_per_trial = auto_cpus(cpus, gpus, spec.gpus_per_trial, n_trials(spec))
+    why = (f"{cpus:g} CPUs shared by the GPU trials that fit at once, at most {AUTO_MAX_CPUS}" if gpus > 0
+           else f"{cpus:g} CPUs shared by {n_trials(spec)} CPU trial(s), at most {AUTO_MAX_CPUS}")
+    say(f"--cpus-per-trial auto: {spec.cpus_per_trial:g} ({why})")
+
+
+def _print_estimate(spec: SweepSpec, configs, say: Callable[[str], None], probe_steps: int = 3) -> None:
+    import ray
+
+    gpus, cpus = spec.gpus or 0.0, float(ray.cluster_resources().get("CPU", 1))
+    at_once = concurrency(cpus, gpus, spec.cpus_per_trial, spec.gpus_per_trial, n_trials(spec), spec.max_concurrent)
+    probes = {g.trainer: probe(next(c for c in configs if c.ablation == g.trainer), probe_steps,
+                               device="cuda" if gpus and detect_local_gpus() else "cpu", say=say,
+                               threads=max(1, int(spec.cpus_per_trial)))
+              for g in spec.training_groups()}
+    for line in cost_lines(spec.training_groups(), probes, spec.seeds, configs[0].training.steps, at_once,
+                           spec.gpus_per_trial if gpus else spec.cpus_per_trial, "GPU" if gpus else "CPU"):
+        say(line)
+
+
+def dry_run(spec: SweepSpec, say: Callable[[str], None] = print, probe_steps: int = 3) -> None:
+    """Print the plan and its estimated cost without starting Ray or training (`t2s-ray sweep --dry-run`).
+
+    The cluster is this machine (its CPUs and GPUs) unless --address is given, whose resources are unknown
+    without joining it: then --gpus and the CPUs given per trial are taken as they are.
+    """
+    configs = validate(spec, available_gpus=None if spec.address else detect_local_gpus())
+    for line in spec.plan_lines():
+        say(line)
+    gpus = spec.gpus if spec.gpus is not None else detect_local_gpus()
+    cpus = float(os.cpu_count() or 1)
+    trials = n_trials(spec)
+    cpus_per_trial = spec.cpus_per_trial or auto_cpus(cpus, gpus, spec.gpus_per_trial, trials)
+    at_once = concurrency(cpus, gpus, cpus_per_trial, spec.gpus_per_trial, trials, spec.max_concurrent)
+    where = "this machine" if spec.address is None else f"the cluster at {spec.address} (assumed like this machine)"
+    say(f"resources per trial: {cpus_per_trial:g} CPU" + (f", {spec.gpus_per_trial:g} GPU" if gpus else "") +
+        f"; {where}: {cpus:g} CPUs, {gpus:g} GPUs -> {at_once} trial(s) at once")
+    probes = {}
+    for g in spec.training_groups():
+        cfg = next(c for c in configs if c.ablation == g.trainer)
+        probes[g.trainer] = probe(cfg, probe_steps, device="cuda" if gpus and cfg.device != "cpu" else "cpu", say=say,
+                                  threads=max(1, int(cpus_per_trial)))
+    for line in cost_lines(spec.training_groups(), probes, spec.seeds, configs[0].training.steps, at_once,
+                           spec.gpus_per_trial if gpus else cpus_per_trial, "GPU" if gpus else "CPU"):
+        say(line)
 
 
 def _start_ray(spec: SweepSpec, say: Callable[[str], None]) -> RayInfo:

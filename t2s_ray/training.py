@@ -9,6 +9,7 @@ step k and training to N gives the same weights, bit for bit on CPU, as training
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -22,11 +23,12 @@ import numpy as np
 import torch
 
 from t2s_ray.checkpoint import CheckpointError, list_checkpoints, read_checkpoint, write_checkpoint
-from t2s_ray.config import Config
+from t2s_ray.config import Config, trajectory_fields
 from t2s_ray.data.video import to_model_input
 from t2s_ray.diffusion import GaussianDiffusion
 from t2s_ray.ema import EMA
 from t2s_ray.metrics.efficiency import synchronize
+from t2s_ray.metrics.flops import count_flops, device_peak_flops, flops_metrics
 from t2s_ray.metrics.memory import memory_metrics
 from t2s_ray.models.t2s import T2SModel, build_model
 
@@ -264,17 +266,25 @@ def train_loop(state: TrainState, dataset, report: ReportFn, progress: Callable[
     """Train until `stop_at` (default `cfg.training.steps`), calling `report` on the report/checkpoint cadence.
 
     `stop_at` below `training.steps` pauses a run: the LR schedule still spans `training.steps`.
+    The first step of the call runs under a FLOP counter (it only observes) for the `perf/*` keys.
     """
     t = state.cfg.training
     end = min(t.steps, stop_at) if stop_at is not None else t.steps
     losses: list[torch.Tensor] = []
     window_start, data_time, samples = time.perf_counter(), 0.0, 0
+    peak, peak_status = _peak_flops(state)
+    flops_per_step = None
     state.model.train()
     while state.step < end:
         t0 = time.perf_counter()
         videos, texts = next_batch(state, dataset)
         data_time += time.perf_counter() - t0
-        losses.append(_guarded_step(state, videos, texts))
+        step = functools.partial(_guarded_step, state, videos, texts)
+        if flops_per_step is None:
+            loss, flops_per_step = count_flops(step)
+        else:
+            loss = step()
+        losses.append(loss)
         samples += len(texts)
         if progress:
             progress(state.step)
@@ -283,10 +293,19 @@ def train_loop(state: TrainState, dataset, report: ReportFn, progress: Callable[
             synchronize(state.device)
             elapsed = time.perf_counter() - window_start
             state.train_time_s += elapsed
-            metrics = _window_metrics(state, losses, elapsed, data_time, samples)
+            metrics = {**_window_metrics(state, losses, elapsed, data_time, samples),
+                       **flops_metrics(flops_per_step, len(losses), elapsed, peak, peak_status)}
             report(metrics, ckpt_due)
             losses, data_time, samples = [], 0.0, 0
             window_start = time.perf_counter()
+
+
+def _peak_flops(state: TrainState) -> tuple[float, str]:
+    """(peak FLOP/s, status) of the device at the autocast dtype: the denominator of `perf/mfu`."""
+    peak, status = device_peak_flops(state.device, autocast_dtype(state.cfg.training.precision, state.device))
+    if state.cfg.model.grad_checkpointing:  # the counter sees the recomputed forward: hardware, not model, FLOPs
+        status += "; perf/flops_per_step includes the forward recomputed by model.grad_checkpointing"
+    return peak, status
 
 
 def _guarded_step(state: TrainState, videos, texts) -> torch.Tensor:
@@ -391,3 +410,18 @@ def restore_latest(state: TrainState, root) -> Optional[str]:
     if candidates:
         raise CheckpointError(f"no valid checkpoint under {root}: " + "; ".join(errors))
     return None
+
+
+# --- shared training ---------------------------------------------------------------------------
+
+def member_state(state: TrainState, cfg: Config) -> TrainState:
+    """`state` seen as the shared-training member `cfg`: the same model, optimiser and position, `cfg`'s
+    evaluation settings, and the trainer's EMA when `cfg` has EMA on (a training group holds one EMA
+    setting), else none (its raw weights are evaluated)."""
+    if trajectory_fields(cfg) != trajectory_fields(state.cfg):
+        raise TrainingError(f"ablation {cfg.ablation!r} cannot share {state.cfg.ablation!r}'s training: their "
+                            f"configs differ in fields that change the trained weights")
+    if cfg.ema.enabled and (state.ema is None or cfg.ema != state.cfg.ema):
+        raise TrainingError(f"ablation {cfg.ablation!r} needs EMA {cfg.ema}, but the shared run keeps "
+                            f"{state.cfg.ema if state.ema else 'none'}")
+    return dataclasses.replace(state, cfg=cfg, ema=state.ema if cfg.ema.enabled else None)

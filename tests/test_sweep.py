@@ -21,10 +21,43 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def finished_sweep(fake_gpu_ray, tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
+    # --cpus-per-trial auto on a head with 2 CPUs and 3 GPUs: 0.66 CPU each, so the three GPU trials run at once
+    # (1 CPU each would leave a GPU idle); separate training, so that three trials exist
     spec = SweepSpec(seeds=1, scale="smoke", overrides=TINY + (f"data.cache_dir={root / 'cache'}",), gpus=3,
-                     gpus_per_trial=1, cpus_per_trial=0.5, storage=root / "results", name="fake3", quiet=True)
-    outcome = run_sweep(spec)
+                     gpus_per_trial=1, cpus_per_trial=None, storage=root / "results", name="fake3", quiet=True,
+                     share_training=False)
+    said = []
+    outcome = run_sweep(spec, say=said.append)
+    assert spec.cpus_per_trial == 0.66 and any("--cpus-per-trial auto: 0.66" in line for line in said), said
     return outcome
+
+
+@pytest.fixture(scope="module")
+def shared_sweep(fake_gpu_ray, tmp_path_factory):
+    root = tmp_path_factory.mktemp("shared")
+    spec = SweepSpec(ablations=("baseline", "no_ema"), seeds=1, scale="smoke", gpus=3, cpus_per_trial=0.5,
+                     overrides=TINY + (f"data.cache_dir={root / 'cache'}", "ema.decay=0.9"),
+                     storage=root / "results", name="shared", quiet=True)
+    said = []
+    return run_sweep(spec, say=said.append), said
+
+
+@pytest.mark.slow
+def test_shared_training_runs_one_trial_and_reports_both_ablations(shared_sweep, tmp_path):
+    outcome, said = shared_sweep
+    assert any("baseline + no_ema: trained once" in line for line in said), said
+    assert (outcome.num_trials, outcome.num_terminated) == (1, 1)
+    (trial,) = [p for p in outcome.experiment_dir.iterdir() if p.is_dir() and "_seed0_" in p.name]
+    final = _rows(trial)[-1]
+    assert final["final"] == 1 and "shared/no_ema/eval/fvd_synthsign" in final and "shared/no_ema/val_loss" in final
+    assert final["shared/no_ema/val_loss"] != final["val_loss"]  # raw weights vs the EMA (decay 0.9)
+    assert (trial / "samples.npz").is_file() and (trial / "samples-no_ema.npz").is_file()
+    r = runner.invoke(app, ["analyze", str(outcome.experiment_dir), "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(tmp_path / "comparison_table.csv")
+    assert list(table["ablation"]) == ["baseline", "no_ema"] and list(table["trained_with"]) == ["baseline"] * 2
+    assert table.set_index("ablation").loc["no_ema", "val_loss_mean"] == final["shared/no_ema/val_loss"]
+    assert "Trained with: baseline" in (tmp_path / "report.html").read_text()
 
 
 def _rows(trial_dir: Path) -> list[dict]:

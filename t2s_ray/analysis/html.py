@@ -37,7 +37,7 @@ from t2s_ray.analysis.render import (
 from t2s_ray.analysis.tables import training_curves
 from t2s_ray.config import ConfigError, diff
 from t2s_ray.metrics.sampler import CSV_NAME as MEMORY_CSV
-from t2s_ray.outputs import SAMPLES_NPZ
+from t2s_ray.outputs import samples_npz
 
 SMOOTHING = 0.6
 """EMA weight of the smoothed training-loss panel (TensorBoard's default slider value)."""
@@ -152,7 +152,9 @@ def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: di
         trials = selected[selected["ablation"] == ablation].sort_values("seed")
         links = [{"seed": int(r["seed"]), "status": r["status"],
                   "href": Path(os.path.relpath(r["trial_dir"], out_dir)).as_posix()} for _, r in trials.iterrows()]
-        section = {"name": ablation, "description": "", "changes": [], "links": links, "error": None}
+        trained_with = sorted(set(trials["trained_with"].dropna())) if "trained_with" in trials else []
+        section = {"name": ablation, "description": "", "changes": [], "links": links, "error": None,
+                   "trained_with": ", ".join(t for t in trained_with if t != ablation)}
         try:
             section["description"] = get_ablation(ablation, _user_ablations(p or {})).description
             if p is not None and base_cfg is not None and ablation != baseline:
@@ -217,7 +219,9 @@ def _samples(summary: pd.DataFrame, selected: pd.DataFrame) -> dict:
             notes.append(f"{ablation}: no finished trial")
             continue
         folder = Path(trial["trial_dir"])
-        npz = folder / SAMPLES_NPZ
+        npz = folder / samples_npz(ablation)  # a member of a shared training run
+        if not npz.is_file():
+            npz = folder / samples_npz()
         if npz.is_file():
             with np.load(npz, allow_pickle=False) as z:
                 arrays[ablation] = {k: z[k] for k in z.files}
@@ -263,7 +267,8 @@ def render_html(exp_dir: str | os.PathLike, attempts: list[_Attempt], selected: 
     exp = Path(exp_dir)
     params = {}
     for _, r in selected.iterrows():
-        params.setdefault(r["ablation"], _params(r["trial_dir"]))
+        # a trial that shared its training holds its trainer's params: the row's ablation is the member
+        params.setdefault(r["ablation"], {**_params(r["trial_dir"]), "ablation": r["ablation"]})
     parts = comparison_parts(selected, summary, comparisons, baseline)
     context = {
         "h": _header(exp, selected, attempts, params, baseline),

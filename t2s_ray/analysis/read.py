@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from t2s_ray.analysis.catalog import META_COLUMNS, metric_columns
+from t2s_ray.outputs import SHARED_PREFIX, shared_key
 
 # Keys of the final row that are Tune bookkeeping or per-step snapshots, not final metrics.
 TUNE_KEYS = frozenset({
@@ -119,8 +120,9 @@ def _final_values(row: dict) -> dict:
     """Numeric final metrics and their `*_status` strings from the final report."""
     values = {}
     for key, value in row.items():
-        if key in TUNE_KEYS or key in STEP_KEYS or key in META_COLUMNS or key.startswith("node/"):
-            continue  # node/* says where a trial ran, not how well
+        if (key in TUNE_KEYS or key in STEP_KEYS or key in META_COLUMNS or key.startswith("node/")
+                or key.startswith(SHARED_PREFIX)):
+            continue  # node/* says where a trial ran, not how well; shared/* are other ablations' metrics
         if _is_number(value):
             values[key] = float(value)
         elif key.endswith("_status") and isinstance(value, str):
@@ -128,22 +130,37 @@ def _final_values(row: dict) -> dict:
     return values
 
 
-def _trial_record(att: _Attempt) -> dict:
+def shared_members(params: dict) -> list[str]:
+    """The ablations a trial's training also served (`shared` in its params; see `t2s-ray sweep`)."""
+    return [str(m) for m in params.get("shared", {}).get(params["ablation"], [])]
+
+
+def _member_values(final: dict, member: str) -> dict:
+    prefix = shared_key(member, "")
+    return _final_values({k.removeprefix(prefix): v for k, v in final.items() if k.startswith(prefix)})
+
+
+def _trial_records(att: _Attempt) -> list[dict]:
+    """The trial's own record, then one per ablation that shared its training (the same folder and training,
+    that ablation's final metrics); `trained_with` names the ablation whose config trained the weights."""
     final = next((r for r in reversed(att.rows) if r.get("final")), None)
     status = "finished" if final else "errored" if att.error is not None else "unfinished"
     last = att.rows[-1] if att.rows else {}
+    trainer = str(att.params["ablation"])
     record = {
-        "ablation": str(att.params["ablation"]), "seed": int(att.params["seed"]),
+        "ablation": trainer, "seed": int(att.params["seed"]),
         "trial_dir": str(att.folder), "status": status, "trial_id": last.get("trial_id"),
         "last_time": float(last.get("timestamp", att.folder.stat().st_mtime)),
         "n_reports": len(att.rows), "error": att.error,
-        "scale": att.params.get("scale"), "data": att.params.get("data"),
+        "scale": att.params.get("scale"), "data": att.params.get("data"), "trained_with": trainer,
     }
-    return record | (_final_values(final) if final else {})
+    return [record | (_final_values(final) if final else {})] + [
+        record | {"ablation": member} | (_member_values(final, member) if final else {})
+        for member in shared_members(att.params)]
 
 
 def _trials_frame(attempts: list[_Attempt]) -> pd.DataFrame:
-    df = pd.DataFrame([_trial_record(a) for a in attempts])
+    df = pd.DataFrame([r for a in attempts for r in _trial_records(a)])
     statuses = sorted(c for c in df.columns if c.endswith("_status"))
     meta = [c for c in df.columns if c in META_COLUMNS]
     return df[meta + metric_columns(df) + statuses].reset_index(drop=True)
@@ -154,7 +171,9 @@ def _history_frame(attempts: list[_Attempt]) -> pd.DataFrame:
         {"ablation": str(a.params["ablation"]), "seed": int(a.params["seed"]),
          "trial_dir": str(a.folder)}
         | {k: v for k, v in row.items() if _is_number(v) or isinstance(v, str)}
-        for a in attempts for row in a.rows if not row.get("final")
+        | {"ablation": name}  # a shared training run is every member's training curve
+        for a in attempts for name in [str(a.params["ablation"]), *shared_members(a.params)]
+        for row in a.rows if not row.get("final")
     ]
     return pd.DataFrame(records, columns=None if records else ["ablation", "seed", "trial_dir"])
 

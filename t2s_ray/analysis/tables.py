@@ -35,8 +35,8 @@ def summarize(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
 
     `trials` has one row per (ablation, seed) (see select_trials); when it has a `status`
     column only finished rows enter the statistics. Columns: ablation, n_seeds (finished),
-    n_incomplete (seeds without a finished attempt), then per metric `<m>_mean`, `<m>_std`
-    (ddof=1, NaN for one value), `<m>_n` (non-NaN values) and, for quality/cost metrics,
+    n_incomplete (seeds without a finished attempt), trained_with (when `trials` has it), then per
+    metric `<m>_mean`, `<m>_std` (ddof=1, NaN for one value), `<m>_n` (non-NaN values) and, for quality/cost metrics,
     `<m>_delta_pct` vs the baseline's mean (NaN when the baseline is missing, zero or NaN).
     """
     _check_unique(trials)
@@ -48,6 +48,9 @@ def summarize(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
         vals = done[done["ablation"] == ablation]
         row = {"ablation": ablation, "n_seeds": len(vals),
                "n_incomplete": int((trials["ablation"] == ablation).sum()) - len(vals)}
+        if "trained_with" in trials:  # the ablation whose training run produced these weights
+            row["trained_with"] = ", ".join(dict.fromkeys(trials.loc[trials["ablation"] == ablation, "trained_with"]
+                                                          .dropna().astype(str)))
         for m in metrics:
             col = vals[m]
             row |= {f"{m}_mean": col.mean(), f"{m}_std": col.std(), f"{m}_n": int(col.count())}

@@ -1,4 +1,4 @@
-"""Video tensors at the data/model boundary, and GIF previews.
+"""Video tensors at the data/model boundary, and GIF/MP4 previews.
 
 On disk and in datasets a clip is uint8 `(T, H, W, 3)`; in the model a batch is float32
 `(B, C, T, H, W)` in [-1, 1].
@@ -91,9 +91,9 @@ def _grid_frames(clips: np.ndarray, captions: Sequence[str] | None, scale: int, 
     return frames
 
 
-def save_gif(path: str | os.PathLike, clips: np.ndarray, captions: Sequence[str] | None = None,
-             scale: int = 3, fps: int = 8, cols: int = 4) -> None:
-    """Write uint8 clips `(N, T, H, W, 3)` as one looping GIF, `cols` a row, each with its caption."""
+def _sheet_frames(clips: np.ndarray, captions: Sequence[str] | None, scale: int, fps: int,
+                  cols: int) -> list[Image.Image]:
+    """`_grid_frames` after checking the arguments `save_gif` and `save_mp4` share."""
     clips = np.asarray(clips)
     if clips.ndim != 5 or clips.shape[-1] != 3 or clips.dtype != np.uint8:
         raise ValueError(f"clips must be uint8 (N, T, H, W, 3), got {clips.dtype} {clips.shape}")
@@ -101,9 +101,40 @@ def save_gif(path: str | os.PathLike, clips: np.ndarray, captions: Sequence[str]
         raise ValueError(f"got {len(captions)} captions for {len(clips)} clips")
     if scale < 1 or fps < 1 or cols < 1:
         raise ValueError(f"scale, fps and cols must be >= 1, got scale={scale}, fps={fps}, cols={cols}")
-    frames = _grid_frames(clips, captions, scale, cols)
+    return _grid_frames(clips, captions, scale, cols)
+
+
+def save_gif(path: str | os.PathLike, clips: np.ndarray, captions: Sequence[str] | None = None,
+             scale: int = 3, fps: int = 8, cols: int = 4) -> None:
+    """Write uint8 clips `(N, T, H, W, 3)` as one looping GIF, `cols` a row, each with its caption."""
+    frames = _sheet_frames(clips, captions, scale, fps, cols)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
                        duration=round(1000 / fps), loop=0)
+
+
+def save_mp4(path: str | os.PathLike, clips: np.ndarray, captions: Sequence[str] | None = None,
+             scale: int = 3, fps: int = 8, cols: int = 4) -> None:
+    """Write uint8 clips `(N, T, H, W, 3)` as one H.264 MP4 (libx264, yuv420p), laid out as `save_gif`.
+
+    yuv420p needs even sizes: an odd width or height gets one white column or row.
+    """
+    import av  # lazy: only MP4 output needs PyAV's encoders
+
+    frames = _sheet_frames(clips, captions, scale, fps, cols)
+    w, h = frames[0].size
+    size = (w + w % 2, h + h % 2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".mp4") as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+            stream.options = {"crf": "18"}  # near-lossless: the clips are small and sharp-edged
+            for frame in frames:
+                canvas = Image.new("RGB", size, "white")
+                canvas.paste(frame)
+                container.mux(stream.encode(av.VideoFrame.from_image(canvas)))
+            container.mux(stream.encode())  # flush the encoder

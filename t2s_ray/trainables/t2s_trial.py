@@ -31,12 +31,13 @@ from t2s_ray.metrics.efficiency import count_parameters
 from t2s_ray.metrics.memory import cpu_rss_peak_gb
 from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
 from t2s_ray.metrics.sampler import MemorySampler
-from t2s_ray.outputs import SAMPLES_KEPT, SAMPLES_NPZ
+from t2s_ray.outputs import SAMPLES_KEPT, samples_npz, shared_key
 from t2s_ray.training import (
     TrainingError,
     TrainState,
     build_state,
     load_state,
+    member_state,
     restore_latest,
     save_state,
     train_loop,
@@ -90,25 +91,34 @@ def _final_metrics(state: TrainState, last_loss: float) -> tuple[dict[str, Any],
     return metrics, result
 
 
-def _save_samples(result, folder: Path, step: int) -> list[Path]:
+def _save_samples(result, folder: Path, step: int, member: str | None = None) -> list[Path]:
     """The evaluation's generated clips with their captions: a GIF, the clips themselves beside the real
     clips of the same prompts (`samples.npz`, for the report's side-by-side view), and an image in
-    TensorBoard. Returns the files written."""
+    TensorBoard. A shared trial's `member` gets `samples-<member>.*` and its own TensorBoard tags.
+    Returns the files written."""
     n = min(SAMPLES_KEPT, len(result.texts))
-    gif = folder / "samples.gif"
+    npz = folder / samples_npz(member)
+    gif = npz.with_suffix(".gif")
     save_gif(gif, result.videos[:n], result.texts[:n])
     arrays = {"fake": result.videos[:n], "texts": np.array(result.texts[:n])}
     if result.real is not None:
         arrays["real"] = result.real[:n]
-    with atomic_path(folder / SAMPLES_NPZ, suffix=".npz") as tmp:
+    with atomic_path(npz, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
     # one row per clip, its frames left to right (TensorBoard video needs moviepy; an image does not)
     grid = np.concatenate([np.concatenate(list(clip), axis=1) for clip in result.videos[:n]], axis=0)
+    tag = "eval" if member is None else f"eval/{member}"
     with SummaryWriter(str(folder), filename_suffix=".samples") as writer:
-        writer.add_image("eval/samples", grid, global_step=step, dataformats="HWC")
-        writer.add_text("eval/sample_captions", "\n\n".join(f"{i}. {t}" for i, t in enumerate(result.texts[:n])),
+        writer.add_image(f"{tag}/samples", grid, global_step=step, dataformats="HWC")
+        writer.add_text(f"{tag}/sample_captions", "\n\n".join(f"{i}. {t}" for i, t in enumerate(result.texts[:n])),
                         global_step=step)
-    return [gif, folder / SAMPLES_NPZ]
+    return [gif, npz]
+
+
+def _member_configs(params: dict[str, Any]) -> list[Config]:
+    """The other ablations this trial's training serves (`shared` in the params), resolved for its seed."""
+    return [config_from_params({**params, "ablation": name})
+            for name in params.get("shared", {}).get(params["ablation"], [])]
 
 
 def trial_storage_dir() -> Path | None:
@@ -141,6 +151,7 @@ def t2s_trial(params: dict[str, Any]) -> None:
     started_at = time.time()
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per persisted checkpoint
     cfg = config_from_params(params)
+    members = _member_configs(params)
     gpu_ids = ray.get_gpu_ids()
     device = trial_device(cfg, gpu_ids)
     node = {"node/hostname": socket.gethostname(), "node/gpu_ids": ",".join(map(str, gpu_ids)),
@@ -160,7 +171,12 @@ def t2s_trial(params: dict[str, Any]) -> None:
         if state.step >= cfg.training.steps:
             final, result = _final_metrics(state, metrics["loss"])
             metrics.update(final)
-            samples = _save_samples(result, Path(tune.get_context().get_trial_dir()), step=state.step)
+            trial_dir = Path(tune.get_context().get_trial_dir())
+            samples = _save_samples(result, trial_dir, step=state.step)
+            for member in members:  # the same weights, evaluated as each member ablation
+                final, result = _final_metrics(member_state(state, member), metrics["loss"])
+                metrics.update({shared_key(member.ablation, k): v for k, v in final.items() if k != "final"})
+                samples += _save_samples(result, trial_dir, step=state.step, member=member.ablation)
         if not checkpoint_now:
             tune.report(metrics)
             return

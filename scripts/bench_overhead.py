@@ -1,0 +1,113 @@
+"""The scheduler's own cost: the same training inside a Ray Tune trial vs bare, and the fixed costs of a sweep.
+
+    python scripts/bench_overhead.py --steps 100 --out bench_overhead.json
+
+P1  median step_time_ms (and samples/s) of one (ablation, seed) trained by `t2s-ray sweep` (one trial) ÷ the
+    same trained by `t2s-ray train` in one process, both with one CPU thread (a trial gets as many threads as
+    the CPUs it reserves: 1 here); goal <= 1.03.
+P2  seconds from starting `t2s-ray sweep` to the trial's first reported step (Ray start-up, driver
+    preparation, worker start, first window); goal <= 10 s on a 2-core machine.
+P3  wall of a 3-trial smoke sweep (3 ablations, separate training) ÷ its longest trial (time_total_s).
+Also: the wall of the three seed ablations with and without shared training (`--[no-]share-training`).
+Every command runs with the machine otherwise idle; the JSON keeps each run's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from benchkit import write_results
+
+T2S = str(Path(sys.executable).with_name("t2s-ray"))
+
+
+def _run(args: list[str], env: dict | None = None) -> float:
+    """Run a t2s-ray command; its wall seconds. Output goes to a log beside nothing (shown on failure)."""
+    t0 = time.time()
+    proc = subprocess.run([T2S, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return time.time() - t0
+
+
+def _rows(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+def _trials(exp: Path) -> list[Path]:
+    return sorted(p for p in exp.iterdir() if (p / "result.json").is_file())
+
+
+def bare(root: Path, steps: int, report_every: int) -> dict:
+    out = root / "bare"
+    wall = _run(["train", "baseline", "--scale", "smoke", "--steps", str(steps), "--out", str(out),
+                 "--set", f"training.report_every={report_every}"], env={"OMP_NUM_THREADS": "1"})
+    m = pd.read_csv(out / "training_metrics.csv").iloc[1:]  # the first window holds start-up work
+    return {"run": "bare (t2s-ray train)", "wall_s": wall, "step_time_ms": float(m["step_time_ms"].median()),
+            "samples_per_s": float(m["samples_per_s"].median())}
+
+
+def in_ray(root: Path, steps: int, report_every: int) -> dict:
+    t0 = time.time()
+    wall = _run(["sweep", "--gpus", "0", "--ablations", "baseline", "--seeds", "1", "--scale", "smoke",
+                 "--steps", str(steps), "--cpus-per-trial", "1", "--storage", str(root), "--name", "one", "--quiet",
+                 "--no-dashboard", "--set", f"training.report_every={report_every}"])
+    (trial,) = _trials(root / "one")
+    rows = [r for r in _rows(trial) if not r.get("final")]
+    first = rows[0]
+    steps_rows = pd.DataFrame(rows[1:])
+    return {"run": "one trial (t2s-ray sweep)", "wall_s": wall,
+            "step_time_ms": float(steps_rows["step_time_ms"].median()),
+            "samples_per_s": float(steps_rows["samples_per_s"].median()),
+            "to_first_report_s": first["node/started_at"] + first["time_total_s"] - t0}
+
+
+def three_trials(root: Path, steps: int, share: bool, name: str) -> dict:
+    wall = _run(["sweep", "--gpus", "0", "--seeds", "1", "--scale", "smoke", "--steps", str(steps),
+                 "--storage", str(root), "--name", name, "--quiet", "--no-dashboard",
+                 "--share-training" if share else "--no-share-training"])
+    totals = [_rows(t)[-1]["time_total_s"] for t in _trials(root / name)]
+    return {"run": f"3 seed ablations, {'shared' if share else 'separate'} training", "wall_s": wall,
+            "trials": len(totals), "longest_trial_s": max(totals), "trial_s_sum": sum(totals),
+            "wall_over_longest": wall / max(totals)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--report-every", type=int, default=10)
+    p.add_argument("--out", default="bench_overhead.json")
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        b = bare(root, a.steps, a.report_every)
+        r = in_ray(root, a.steps, a.report_every)
+        sep = three_trials(root, a.steps, share=False, name="separate")
+        shared = three_trials(root, a.steps, share=True, name="shared")
+    p1 = r["step_time_ms"] / b["step_time_ms"]
+    print(f"{'run':<42} {'wall s':>8} {'ms/step':>9} {'samples/s':>10}")
+    for row in (b, r):
+        print(f"{row['run']:<42} {row['wall_s']:>8.1f} {row['step_time_ms']:>9.1f} {row['samples_per_s']:>10.1f}")
+    print(f"P1 step time inside Ray / bare: {p1:.3f} (goal <= 1.03)")
+    print(f"P2 sweep start -> first reported step: {r['to_first_report_s']:.1f} s (goal <= 10 s)")
+    for row in (sep, shared):
+        print(f"{row['run']:<42} wall {row['wall_s']:.1f} s, {row['trials']} trial(s), longest trial "
+              f"{row['longest_trial_s']:.1f} s, trial-seconds {row['trial_s_sum']:.1f}, wall/longest "
+              f"{row['wall_over_longest']:.2f}")
+    print(f"P3 3-trial sweep wall / longest trial: {sep['wall_over_longest']:.2f}")
+    print(f"shared / separate: trial-seconds {shared['trial_s_sum'] / sep['trial_s_sum']:.2f}, "
+          f"wall {shared['wall_s'] / sep['wall_s']:.2f}")
+    write_results(a.out, "overhead", [b, r, sep, shared], steps=a.steps, p1=p1, p2_s=r["to_first_report_s"],
+                  p3=sep["wall_over_longest"], shared_over_separate_trial_s=shared["trial_s_sum"] / sep["trial_s_sum"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The cost of a sweep before it runs: --cpus-per-trial auto, trials at once, the --dry-run estimate."""
+
+import pytest
+from typer.testing import CliRunner
+
+import t2s_ray.sweep as sweep
+from t2s_ray.cli import app
+from t2s_ray.plan import Probe, auto_cpus, concurrency, cost_lines, estimate
+from t2s_ray.sweep import SweepSpec
+
+runner = CliRunner()
+
+
+def test_auto_cpus_keeps_every_gpu_busy():
+    assert auto_cpus(2, 3, 1, 3) == 0.66  # fewer CPUs than GPU trials: a fraction each, all three run
+    assert concurrency(2, 3, 0.66, 1, 3) == 3 and concurrency(2, 3, 1.0, 1, 3) == 2
+    assert auto_cpus(64, 8, 1, 24) == 4  # at most 4
+    assert auto_cpus(12, 8, 1, 24) == 1.5
+    assert auto_cpus(16, 1, 0.25, 6) == 4  # four packed trials share the GPU
+    assert auto_cpus(2, 0, 1, 3) == 1 and auto_cpus(16, 0, 1, 3) == 4 and auto_cpus(8, 0, 1, 3) == 2  # CPU: whole
+    with pytest.raises(ValueError, match="0 CPUs"):
+        auto_cpus(0, 1, 1, 1)
+
+
+def test_concurrency_limits():
+    assert concurrency(16, 4, 4, 1, 9) == 4  # GPUs
+    assert concurrency(8, 4, 4, 1, 9) == 2  # CPUs
+    assert concurrency(64, 8, 1, 1, 3) == 3  # the grid
+    assert concurrency(64, 8, 1, 1, 9, max_concurrent=2) == 2
+    assert concurrency(4, 0, 1, 1, 9) == 4  # CPU trials ignore GPUs
+
+
+def test_estimate_schedules_trials_greedily():
+    est = estimate([10, 10, 20], at_once=2, devices_per_trial=1)
+    assert (est.trials, est.waves, est.wall_s) == (3, 2, 30)  # 10 | 10, then 20 after the first 10
+    assert est.device_hours == pytest.approx(40 / 3600)
+    assert estimate([5] * 4, at_once=8, devices_per_trial=0.5).wall_s == 5
+    with pytest.raises(ValueError, match="no trial fits"):
+        estimate([1], at_once=0, devices_per_trial=1)
+
+
+def test_cost_lines_arithmetic_with_a_fake_probe(tmp_path):
+    spec = SweepSpec(ablations=("baseline", "text_finetuned", "no_ema"), seeds=3, scale="full", storage=tmp_path,
+                     name="x")
+    groups = spec.training_groups()
+    probes = {"baseline": Probe("baseline", "cuda:0", 0.5, 100.0),
+              "text_finetuned": Probe("text_finetuned", "cuda:0", 0.75, 100.0)}
+    lines = cost_lines(groups, probes, seeds=3, steps=1000, at_once=3, devices_per_trial=1, device_kind="GPU")
+    # baseline + no_ema: 0.5 x 1000 + 2 evaluations x 100 = 700 s; text_finetuned: 750 + 100 = 850 s
+    assert "baseline + no_ema" in lines[1] and "11m40s" in lines[1] and "14m10s" in lines[2]
+    # 6 trials, 3 at once: 700 700 700 | 850 850 850 -> wall 700 + 850 = 1550 s; 3 x (700 + 850) s = 1.29 h
+    assert "6 trial(s), 3 at once (2 wave(s)): wall ~25m50s, 1.29 GPU-hours" in lines[-1]
+
+
+def test_dry_run_prints_the_plan_and_estimate_without_ray(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_probe(cfg, steps, device=None, say=None, threads=None):
+        calls.append((cfg.ablation, device))
+        return Probe(cfg.ablation, device, 2.0, 30.0)
+
+    monkeypatch.setattr(sweep, "probe", fake_probe)
+    monkeypatch.setattr(sweep, "detect_local_gpus", lambda: 3)
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 2)
+    r = runner.invoke(app, ["sweep", "--scale", "full", "--dry-run", "--storage", str(tmp_path), "--name", "x"])
+    assert r.exit_code == 0, r.output
+    assert "import ray" not in r.output and not (tmp_path / "x").exists()  # nothing started, nothing written
+    assert calls == [("baseline", "cuda"), ("text_finetuned", "cuda")]  # one probe per distinct model
+    assert "baseline + no_ema: trained once" in r.output
+    assert "resources per trial: 0.66 CPU, 1 GPU; this machine: 2 CPUs, 3 GPUs -> 3 trial(s) at once" in r.output
+    assert "6 trial(s), 3 at once (2 wave(s))" in r.output
