@@ -203,7 +203,9 @@ def _split_csv(value: str) -> tuple[str, ...]:
 @app.command("sweep")
 def sweep_cmd(
     gpus: Annotated[Optional[float], typer.Option(help="GPUs to use (default: all detected; 0 runs trials on CPU).")] = None,
-    gpus_per_trial: Annotated[float, typer.Option(help="GPUs per trial; fractions such as 0.5 pack trials onto one GPU.")] = 1.0,
+    gpus_per_trial: Annotated[str, typer.Option(
+        help="GPUs per trial; fractions such as 0.5 pack trials onto one GPU; auto packs by each model's peak "
+             "memory, measured by a short probe on this machine's GPU.")] = "1",
     cpus_per_trial: Annotated[str, typer.Option(
         help="CPUs reserved per trial, or auto: GPU trials get min(4, cluster CPUs / GPU trials at once), a "
              "fraction when CPUs are fewer, so every GPU is used; CPU trials share the cores (1 to 4 each).")] = "auto",
@@ -235,10 +237,11 @@ def sweep_cmd(
 ) -> None:
     """Run every ablation x seed as a Ray Tune grid, one GPU per trial, then print the comparison table."""
     cpus = _cpus_option(cpus_per_trial)
+    gpus_each = _cpus_option(gpus_per_trial, "--gpus-per-trial")
     spec = _checked(lambda: SweepSpec(
         ablations=_split_csv(ablations), seeds=seeds, scale=scale.value, steps=steps, data=data,
         overrides=tuple(set_ or []), user_ablations=_user_ablations(ablation_file) or {}, gpus=gpus,
-        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus, storage=storage, name=name, address=address,
+        gpus_per_trial=gpus_each or 1.0, pack_by_memory=gpus_each is None, cpus_per_trial=cpus, storage=storage, name=name, address=address,
         max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet, dashboard=dashboard,
         dashboard_host=dashboard_host, dashboard_port=dashboard_port, expose_dashboard=expose_dashboard,
         share_training=share_training))
@@ -253,17 +256,17 @@ def sweep_cmd(
     _finish(_checked(lambda: run_sweep(spec, say=_say), resume_from=spec.experiment_dir))
 
 
-def _cpus_option(value: str) -> Optional[float]:
-    """`--cpus-per-trial`: None for auto, else a positive number; exit 2 otherwise."""
+def _cpus_option(value: str, option: str = "--cpus-per-trial") -> Optional[float]:
+    """`--cpus-per-trial`/`--gpus-per-trial`: None for auto, else a positive number; exit 2 otherwise."""
     if value.strip().lower() == "auto":
         return None
     try:
-        cpus = float(value)
+        amount = float(value)
     except ValueError:
-        cpus = math.nan
-    if not cpus > 0:
-        raise fail(f"--cpus-per-trial {value!r}: expected auto or a number > 0 (e.g. 2 or 0.5)", code=2)
-    return cpus
+        amount = math.nan
+    if not amount > 0:
+        raise fail(f"{option} {value!r}: expected auto or a number > 0 (e.g. 2 or 0.5)", code=2)
+    return amount
 
 
 def _say(message: str) -> None:

@@ -55,6 +55,30 @@ class Probe:
     """Median wall time of one training step."""
     eval_s: float
     """Estimated wall time of one member's evaluation sampling (DDIM steps x batches x one guided step)."""
+    peak_gib: float = math.nan
+    """Peak GPU memory the torch allocator held over the training steps and the sampling (NaN on CPU)."""
+    total_gib: float = math.nan
+    """The GPU's memory (NaN on CPU)."""
+
+
+MEMORY_MARGIN = 1.25
+"""`--gpus-per-trial auto` reserves the probed peak times this (activations vary with captions, evaluation
+batches, the allocator's fragmentation) ..."""
+CONTEXT_GIB = 0.75
+"""... plus this per trial: the CUDA context and kernels each process holds outside the torch allocator."""
+
+
+def pack(peak_gib: float, total_gib: float) -> tuple[int, float]:
+    """`--gpus-per-trial auto`: (trials per GPU, GPUs per trial) for trials peaking at `peak_gib` on a GPU of
+    `total_gib`; the fraction is rounded down to two decimals so that the trials fit. ValueError when not one
+    fits."""
+    need = peak_gib * MEMORY_MARGIN + CONTEXT_GIB
+    n = int(total_gib // need)
+    if n < 1:
+        raise ValueError(f"a trial needs ~{need:.1f} GiB ({peak_gib:.1f} GiB measured peak x {MEMORY_MARGIN} + "
+                         f"{CONTEXT_GIB} GiB CUDA context) but the GPU has {total_gib:.1f} GiB: it does not fit; use a "
+                         f"smaller model or batch, or --set model.grad_checkpointing=true")
+    return n, 1.0 if n == 1 else math.floor(100 / n) / 100
 
 
 @dataclass(frozen=True)
@@ -110,6 +134,9 @@ def _probe(cfg, steps: int, device, say: Callable[[str], None]) -> Probe:
 
     say(f"probing {cfg.ablation}: {steps} training steps and one sampling step ...")
     state = build_state(cfg, device=torch.device(device) if device else None)
+    cuda = state.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(state.device)
     data = build_dataset(cfg.data, "train")
     train_step(state, *next_batch(state, data))
     times = []
@@ -129,7 +156,9 @@ def _probe(cfg, steps: int, device, say: Callable[[str], None]) -> Probe:
     synchronize(state.device)
     per_batch_step = time.perf_counter() - t0
     eval_s = per_batch_step * e.sampling_steps * math.ceil(e.num_videos / e.batch_size)
-    return Probe(cfg.ablation, str(state.device), statistics.median(times), eval_s)
+    peak = torch.cuda.max_memory_allocated(state.device) / 2**30 if cuda else math.nan
+    total = torch.cuda.get_device_properties(state.device).total_memory / 2**30 if cuda else math.nan
+    return Probe(cfg.ablation, str(state.device), statistics.median(times), eval_s, peak, total)
 
 
 def _hms(seconds: float) -> str:

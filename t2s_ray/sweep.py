@@ -19,7 +19,17 @@ from typing import Any, Callable, Optional
 
 from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, TrainingGroup, resolve, training_groups
 from t2s_ray.config import DEFAULT_SEEDS, diff
-from t2s_ray.plan import AUTO_MAX_CPUS, auto_cpus, concurrency, cost_lines, probe
+from t2s_ray.plan import (
+    AUTO_MAX_CPUS,
+    CONTEXT_GIB,
+    MEMORY_MARGIN,
+    Probe,
+    auto_cpus,
+    concurrency,
+    cost_lines,
+    pack,
+    probe,
+)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 """Host names that reach only this machine (a dashboard bound to one of them needs no confirmation)."""
@@ -43,6 +53,8 @@ class SweepSpec:
     user_ablations: dict[str, Ablation] = field(default_factory=dict)
     gpus: Optional[float] = None
     gpus_per_trial: float = 1.0
+    pack_by_memory: bool = False
+    """`--gpus-per-trial auto`: set gpus_per_trial from a probe of each model's peak memory (`plan.pack`)."""
     cpus_per_trial: Optional[float] = None
     """None: auto (`plan.auto_cpus`, decided once Ray reports the cluster's CPUs and GPUs)."""
     storage: Path = Path("results")
@@ -473,6 +485,7 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     _validate_dashboard(spec)
     for line in spec.plan_lines():
         say(line)
+    probes = _pack_by_memory(spec, configs, say) if spec.pack_by_memory else {}
     if spec.address is None:  # a remote cluster's workers may not share this machine's cache
         prepare_data(configs, say)
         prepare_evaluators(configs, say)
@@ -484,7 +497,7 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     if spec.cpus_per_trial is None:
         _choose_cpus(spec, say)
     if spec.scale == "full":  # hours of GPU time: say what they will cost before spending them
-        _print_estimate(spec, configs, say)
+        _print_estimate(spec, configs, say, probes)
     if spec.address and spec.gpus and spec.max_concurrent is None and spec.gpus_per_trial > 0:
         # A shared cluster may have more GPUs than asked for: cap the trials running at once.
         spec.max_concurrent = max(1, int(spec.gpus // spec.gpus_per_trial))
@@ -508,15 +521,40 @@ def _choose_cpus(spec: SweepSpec, say: Callable[[str], None]) -> None:
     say(f"--cpus-per-trial auto: {spec.cpus_per_trial:g} ({why})")
 
 
-def _print_estimate(spec: SweepSpec, configs, say: Callable[[str], None], probe_steps: int = 3) -> None:
+def _probes(spec: SweepSpec, configs, device: str, say: Callable[[str], None], threads: int,
+            probe_steps: int = 3) -> dict[str, Probe]:
+    """One probe per training group's trainer (the distinct models of the sweep)."""
+    return {g.trainer: probe(next(c for c in configs if c.ablation == g.trainer), probe_steps, device=device,
+                             say=say, threads=threads) for g in spec.training_groups()}
+
+
+def _pack_by_memory(spec: SweepSpec, configs, say: Callable[[str], None]) -> dict[str, Probe]:
+    """`--gpus-per-trial auto`: probe each distinct model on this machine's GPU and pack by the largest peak."""
+    local = detect_local_gpus()
+    if (spec.gpus if spec.gpus is not None else local) == 0:
+        spec.gpus_per_trial = 1.0  # CPU trials: nothing to pack
+        return {}
+    if local == 0:
+        raise SweepError("--gpus-per-trial auto measures a trial's peak memory on this machine's GPU, and none is "
+                         "visible here; give a number instead, e.g. --gpus-per-trial 0.5")
+    probes = _probes(spec, configs, "cuda", say, threads=1)
+    worst = max(probes.values(), key=lambda p: p.peak_gib)
+    try:
+        n, spec.gpus_per_trial = pack(worst.peak_gib, worst.total_gib)
+    except ValueError as e:
+        raise SweepError(f"--gpus-per-trial auto: {worst.trainer}: {e}") from None
+    say(f"--gpus-per-trial auto: {spec.gpus_per_trial:g} ({worst.trainer} peaks at {worst.peak_gib:.2f} GiB; with "
+        f"x{MEMORY_MARGIN} + {CONTEXT_GIB} GiB each, {n} trial(s) fit in the GPU's {worst.total_gib:.1f} GiB)")
+    return probes
+
+
+def _print_estimate(spec: SweepSpec, configs, say: Callable[[str], None], probes: dict[str, Probe]) -> None:
     import ray
 
     gpus, cpus = spec.gpus or 0.0, float(ray.cluster_resources().get("CPU", 1))
     at_once = concurrency(cpus, gpus, spec.cpus_per_trial, spec.gpus_per_trial, n_trials(spec), spec.max_concurrent)
-    probes = {g.trainer: probe(next(c for c in configs if c.ablation == g.trainer), probe_steps,
-                               device="cuda" if gpus and detect_local_gpus() else "cpu", say=say,
-                               threads=max(1, int(spec.cpus_per_trial)))
-              for g in spec.training_groups()}
+    device = "cuda" if gpus and detect_local_gpus() else "cpu"
+    probes = probes or _probes(spec, configs, device, say, threads=max(1, int(spec.cpus_per_trial)))
     for line in cost_lines(spec.training_groups(), probes, spec.seeds, configs[0].training.steps, at_once,
                            spec.gpus_per_trial if gpus else spec.cpus_per_trial, "GPU" if gpus else "CPU"):
         say(line)
@@ -532,6 +570,7 @@ def dry_run(spec: SweepSpec, say: Callable[[str], None] = print, probe_steps: in
     for line in spec.plan_lines():
         say(line)
     gpus = spec.gpus if spec.gpus is not None else detect_local_gpus()
+    probes = _pack_by_memory(spec, configs, say) if spec.pack_by_memory and gpus else {}
     cpus = float(os.cpu_count() or 1)
     trials = n_trials(spec)
     cpus_per_trial = spec.cpus_per_trial or auto_cpus(cpus, gpus, spec.gpus_per_trial, trials)
@@ -539,11 +578,8 @@ def dry_run(spec: SweepSpec, say: Callable[[str], None] = print, probe_steps: in
     where = "this machine" if spec.address is None else f"the cluster at {spec.address} (assumed like this machine)"
     say(f"resources per trial: {cpus_per_trial:g} CPU" + (f", {spec.gpus_per_trial:g} GPU" if gpus else "") +
         f"; {where}: {cpus:g} CPUs, {gpus:g} GPUs -> {at_once} trial(s) at once")
-    probes = {}
-    for g in spec.training_groups():
-        cfg = next(c for c in configs if c.ablation == g.trainer)
-        probes[g.trainer] = probe(cfg, probe_steps, device="cuda" if gpus and cfg.device != "cpu" else "cpu", say=say,
-                                  threads=max(1, int(cpus_per_trial)))
+    probes = probes or _probes(spec, configs, "cuda" if gpus else "cpu", say, max(1, int(cpus_per_trial)),
+                               probe_steps)
     for line in cost_lines(spec.training_groups(), probes, spec.seeds, configs[0].training.steps, at_once,
                            spec.gpus_per_trial if gpus else cpus_per_trial, "GPU" if gpus else "CPU"):
         say(line)
