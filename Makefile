@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test calibrate clean
+.PHONY: install demo test calibrate clean gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,9 @@ calibrate: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache results
+
+# GPU readiness (needs CUDA; exit 2 without): train-step time, memory and MFU per DiT size at full shape in
+# bf16, the memory sampler's NVML columns and a 3-trial sweep packed on one GPU -> gpu_check.json. No install
+# step: the venv's python if there is one, else $(PYTHON) with torch and transformers (PYTHONPATH=., no Ray needed).
+gpu-check:
+	PYTHONPATH=. $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) scripts/gpu_check.py $(GPU_CHECK_ARGS)

@@ -80,6 +80,22 @@ def three_trials(root: Path, steps: int, share: bool, name: str) -> dict:
             "wall_over_longest": wall / max(totals)}
 
 
+def same_results(root: Path) -> dict:
+    """The quality metrics of every ablation, shared vs separate training: equal (timings left out)?"""
+    from t2s_ray.analysis import load_trials, select_trials
+
+    shared, separate = (select_trials(load_trials(root / n)).set_index("ablation") for n in ("shared", "separate"))
+    keys = [k for k in separate.columns if (k.startswith("eval/") or k in ("val_loss", "final_loss"))
+            and not k.endswith("_status") and "inference" not in k]
+    def equal(x, y) -> bool:
+        return x == y or (pd.isna(x) and pd.isna(y))
+
+    diffs = {f"{a}:{k}": (separate.loc[a, k], shared.loc[a, k]) for a in separate.index for k in keys
+             if not equal(separate.loc[a, k], shared.loc[a, k])}
+    return {"metrics_compared": len(keys) * len(separate.index), "differing": {k: list(v) for k, v in diffs.items()},
+            "trained_with": shared["trained_with"].to_dict()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=100)
@@ -92,6 +108,7 @@ def main() -> None:
         r = in_ray(root, a.steps, a.report_every)
         sep = three_trials(root, a.steps, share=False, name="separate")
         shared = three_trials(root, a.steps, share=True, name="shared")
+        same = same_results(root)
     p1 = r["step_time_ms"] / b["step_time_ms"]
     print(f"{'run':<42} {'wall s':>8} {'ms/step':>9} {'samples/s':>10}")
     for row in (b, r):
@@ -104,9 +121,12 @@ def main() -> None:
               f"{row['wall_over_longest']:.2f}")
     print(f"P3 3-trial sweep wall / longest trial: {sep['wall_over_longest']:.2f}")
     print(f"shared / separate: trial-seconds {shared['trial_s_sum'] / sep['trial_s_sum']:.2f}, "
-          f"wall {shared['wall_s'] / sep['wall_s']:.2f}")
+          f"wall {shared['wall_s'] / sep['wall_s']:.2f}; trained_with {same['trained_with']}")
+    print(f"results: {same['metrics_compared']} quality values compared, {len(same['differing'])} differ"
+          + (f": {same['differing']}" if same["differing"] else " (identical)"))
     write_results(a.out, "overhead", [b, r, sep, shared], steps=a.steps, p1=p1, p2_s=r["to_first_report_s"],
-                  p3=sep["wall_over_longest"], shared_over_separate_trial_s=shared["trial_s_sum"] / sep["trial_s_sum"])
+                  p3=sep["wall_over_longest"], shared_over_separate_trial_s=shared["trial_s_sum"] / sep["trial_s_sum"],
+                  same_results=same)
 
 
 if __name__ == "__main__":

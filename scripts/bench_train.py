@@ -18,17 +18,12 @@ from t2s_ray.ablations import resolve
 from t2s_ray.data import build_dataset
 from t2s_ray.metrics.efficiency import count_parameters, synchronize
 from t2s_ray.models.sizes import DIT_SIZES
-from t2s_ray.training import build_state, next_batch, train_step
+from t2s_ray.training import TrainState, build_state, next_batch, train_step
 
 
-def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: str | None,
-          extra: list[str]) -> dict:
-    """Median step time (after 2 warm-up steps), throughput, peak memory and parameter counts."""
-    overrides = [f"model.size={size}", f"device={device}", *extra] + ([f"data.cache_dir={cache}"] if cache else [])
-    cfg = resolve(ablation, scale, 0, overrides)
-    state = build_state(cfg)
-    data = build_dataset(cfg.data, "train")
-    for _ in range(2):
+def time_train_steps(state: TrainState, data, steps: int, warmup: int = 2) -> list[float]:
+    """Seconds of each of `steps` training steps after `warmup` untimed ones (CUDA peak memory reset after warm-up)."""
+    for _ in range(warmup):
         train_step(state, *next_batch(state, data))
     if state.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(state.device)
@@ -40,6 +35,17 @@ def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: 
         train_step(state, *batch)
         synchronize(state.device)
         times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: str | None,
+          extra: list[str]) -> dict:
+    """Median step time (after 2 warm-up steps), throughput, peak memory and parameter counts."""
+    overrides = [f"model.size={size}", f"device={device}", *extra] + ([f"data.cache_dir={cache}"] if cache else [])
+    cfg = resolve(ablation, scale, 0, overrides)
+    state = build_state(cfg)
+    data = build_dataset(cfg.data, "train")
+    times = time_train_steps(state, data, steps)
     total, trainable = count_parameters(state.model)
     ms = 1000 * statistics.median(times)
     return {

@@ -354,10 +354,10 @@ def test_select_trials_on_experiment(exp):
 def test_write_outputs_end_to_end(exp, tmp_path):
     out = tmp_path / "out"
     paths = an.write_outputs(exp, out)
-    assert set(paths) == {"csv", "stats", "md", "report", "curves", "curves_png", "metrics_png"}
+    assert set(paths) == {"csv", "stats", "md", "report", "curves", "html", "curves_png", "metrics_png"}
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [an.TABLE_CSV, an.COMPARISON_STATS_CSV, an.TABLE_MD, an.REPORT_TXT, an.CURVES_CSV, "training_curves.png",
-         "metrics.png"])  # no temp files left
+        [an.TABLE_CSV, an.COMPARISON_STATS_CSV, an.TABLE_MD, an.REPORT_TXT, an.CURVES_CSV, "report.html",
+         "training_curves.png", "metrics.png"])  # no temp files left
     stats = pd.read_csv(paths["stats"])
     assert {"ablation", "metric", "n", "diff", "ci_low", "ci_high", "p", "p_holm", "verdict"} <= set(stats.columns)
     table = pd.read_csv(paths["csv"]).set_index("ablation")
@@ -381,7 +381,7 @@ def test_write_outputs_end_to_end(exp, tmp_path):
 
 def test_write_outputs_format_filter_and_default_dir(exp):
     paths = an.write_outputs(exp, fmt="csv")
-    assert set(paths) == {"csv", "stats", "report", "curves", "curves_png", "metrics_png"}
+    assert set(paths) == {"csv", "stats", "report", "curves", "html", "curves_png", "metrics_png"}
     assert paths["csv"].parent == exp and not (exp / an.TABLE_MD).exists()
     with pytest.raises(ValueError, match="fmt"):
         an.write_outputs(exp, fmt="xlsx")

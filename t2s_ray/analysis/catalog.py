@@ -47,6 +47,9 @@ METRICS: dict[str, MetricInfo] = {
     "val_loss": MetricInfo("Val loss", "lower"),
     "train_time_h": MetricInfo("Train time (h)", "lower", True, "cost"),
     "mem/gpu_peak_gb": MetricInfo("GPU peak (GB)", "lower", True, "cost"),
+    "perf/mfu": MetricInfo("MFU", "higher", False, "cost"),
+    "perf/tflops": MetricInfo("TFLOP/s", "higher", False, "cost"),
+    "perf/flops_per_step": MetricInfo("FLOPs/step", None, False, "cost"),
     "mem/cpu_rss_peak_gb": MetricInfo("CPU RSS peak (GB)", "lower", kind="cost"),
     "eval/inference_ms_per_video": MetricInfo("Inference (ms/video)", "lower", kind="cost"),
     "eval/inference_peak_mem_gb": MetricInfo("Inference mem. (GB)", "lower", kind="cost"),
@@ -72,7 +75,7 @@ HEADLINE = ("eval/fvd", "eval/fvd_synthsign", "eval/text_alignment", "eval/tempo
 real renders it mostly measures appearance, so it enters the table only when fewer metrics exist)."""
 FRECHET = ("eval/fvd", "eval/fvd_synthsign")
 """Fréchet distances: biased by the sample count N, which is printed beside them."""
-COST = ("train_time_h", "mem/gpu_peak_gb", "eval/inference_ms_per_video", "eval/inference_peak_mem_gb",
+COST = ("train_time_h", "mem/gpu_peak_gb", "perf/mfu", "eval/inference_ms_per_video", "eval/inference_peak_mem_gb",
         "params/total_m", "params/trainable_m")
 """The columns of the cost table."""
 

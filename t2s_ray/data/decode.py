@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import av
 
 __all__ = ["FRAME_SUFFIXES", "ClipError", "decode_clip", "decode_frames", "decode_video", "frame_files",
            "resize_crop", "sample_indices"]
@@ -90,6 +93,8 @@ def _count_frames(stream: av.video.stream.VideoStream) -> int:
 
 def _decode_pass(path: Path, wanted: set[int], height: int, width: int) -> tuple[dict[int, np.ndarray], int]:
     """Decode the whole video once, converting only frames `wanted`; also returns the true frame count."""
+    import av
+
     kept: dict[int, np.ndarray] = {}
     n = 0
     with av.open(str(path)) as container:
@@ -106,6 +111,8 @@ def _decode_pass(path: Path, wanted: set[int], height: int, width: int) -> tuple
 
 def decode_video(path: Path, frames: int, height: int, width: int) -> np.ndarray:
     """T frames of a video file, uniformly sampled, resized and cropped: uint8 `(T, H, W, 3)`."""
+    import av  # here, not at the top: SynthSign (frame-free) runs need no PyAV
+
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

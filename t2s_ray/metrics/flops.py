@@ -1,6 +1,6 @@
 """Model FLOPs utilisation (MFU): FLOPs of one training step, counted by torch, over the device's peak.
 
-FLOPs are what `torch.utils.flop_counter.FlopCounterMode` counts: matrix multiplies, convolutions and
+FLOPs are what `torch.utils.flop_counter.FlopCounterMode`'s formulas count: matrix multiplies, convolutions and
 attention (forward and backward), not element-wise ops or the optimizer's arithmetic. The peak is
 the vendor's dense (no structured sparsity) tensor-core figure for the autocast dtype, so MFU is
 comparable with published numbers (PaLM's definition, with torch's counts for the numerator).
@@ -13,6 +13,7 @@ import re
 from typing import Any, Callable, TypeVar
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 T = TypeVar("T")
@@ -74,11 +75,33 @@ _CPU_ATTENTION = {
 }
 
 
+class _ObservingFlopCounter(TorchDispatchMode):
+    """FlopCounterMode's formulas, applied to every op as it runs, without changing any op.
+
+    FlopCounterMode itself decomposes every op it has no formula for into smaller ops, which changes the
+    rounding of some gradients (a counted step of a resumed run no longer matched an uncounted one bit for
+    bit), and hooks every module's backward. This mode runs each op exactly as asked and only adds up FLOPs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.registry = FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION).flop_registry
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = self.registry.get(func.overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
 def count_flops(fn: Callable[[], T]) -> tuple[T, int]:
-    """(`fn()`, FLOPs it ran): `fn` runs once, unchanged, under `FlopCounterMode`, which only observes."""
-    with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
+    """(`fn()`, FLOPs it ran, by FlopCounterMode's formulas): `fn` runs once, its ops unchanged (bit-identical)."""
+    with _ObservingFlopCounter() as counter:
         result = fn()
-    return result, int(counter.get_total_flops())
+    return result, int(counter.total)
 
 
 def _dtype_key(dtype: torch.dtype | None) -> str:

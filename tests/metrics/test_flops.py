@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from t2s_ray import training
 from t2s_ray.ablations import resolve
@@ -61,6 +62,16 @@ def test_cpu_attention_is_counted_like_the_cuda_kernels():
     assert both == forward + forward * 5 // 2  # torch's backward formula: 5 matmuls (scores recomputed)
 
 
+def test_counts_match_flop_counter_mode():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 32), nn.SiLU(), nn.Linear(32, 16))
+    x = torch.randn(4, 16)
+    fn = lambda: net(x).square().mean().backward()  # noqa: E731
+    with FlopCounterMode(display=False) as reference:
+        fn()
+    assert count_flops(fn)[1] == reference.get_total_flops() > 0
+
+
 def test_mfu_arithmetic():
     assert mfu(2e12, 0.5, 8e12) == pytest.approx(0.5)
     assert math.isnan(mfu(2e12, 0.5, math.nan))
@@ -97,6 +108,8 @@ def _losses_and_reports(cfg, text_encoder, counted: bool, monkeypatch):
         monkeypatch.setattr(training, "count_flops", lambda fn: (fn(), 1))
     state = build_state(cfg, text_encoder=text_encoder)
     reports = []
+    train_loop(state, Clips(), lambda m, _: reports.append(m), stop_at=2)
+    # a resumed call counts step 3: adaLN-Zero's weights are no longer zero, so every gradient path is live
     train_loop(state, Clips(), lambda m, _: reports.append(m))
     monkeypatch.undo()
     return reports, state
