@@ -524,8 +524,11 @@ def _choose_cpus(spec: SweepSpec, say: Callable[[str], None]) -> None:
 def _probes(spec: SweepSpec, configs, device: str, say: Callable[[str], None], threads: int,
             probe_steps: int = 3) -> dict[str, Probe]:
     """One probe per training group's trainer (the distinct models of the sweep)."""
-    return {g.trainer: probe(next(c for c in configs if c.ablation == g.trainer), probe_steps, device=device,
-                             say=say, threads=threads) for g in spec.training_groups()}
+    try:
+        return {g.trainer: probe(next(c for c in configs if c.ablation == g.trainer), probe_steps, device=device,
+                                 say=say, threads=threads) for g in spec.training_groups()}
+    except (OSError, ValueError) as e:  # a text encoder or data path the trials could not read either
+        raise SweepError(f"the cost probe could not train a step: {e}") from None
 
 
 def _pack_by_memory(spec: SweepSpec, configs, say: Callable[[str], None]) -> dict[str, Probe]:
