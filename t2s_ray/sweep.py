@@ -459,7 +459,7 @@ def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
 
     Otherwise the first trial would train it on its one CPU while the others wait on its lock.
     """
-    from t2s_ray.evaluator import evaluator_config, evaluator_dir, train_evaluator
+    from t2s_ray.evaluator import evaluator_config, evaluator_dir, shipped_evaluators, train_evaluator
 
     seen = set()
     for cfg in configs:
@@ -470,11 +470,12 @@ def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
         if folder in seen:
             continue
         seen.add(folder)
-        if not (folder / "report.json").exists():
+        if not (folder / "report.json").exists() and folder.name not in shipped_evaluators():
             say(f"training the SynthSign gloss evaluator for eval/fvd_synthsign and eval/text_alignment "
                 f"(once per data config, cached in {folder})")
         report = train_evaluator(cfg.data, ecfg)
-        say(f"gloss evaluator: exact-sentence accuracy {report.exact_accuracy:.2f} on SynthSign test clips")
+        say(f"gloss evaluator ({report.source}): exact-sentence accuracy {report.exact_accuracy:.2f} on SynthSign "
+            f"test clips")
 
 
 def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutcome:

@@ -1,13 +1,16 @@
 """The SynthSign evaluator: network contract, deterministic cached training, and the text-alignment metric."""
 
 import dataclasses
+import shutil
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from t2s_ray import evaluator
+from t2s_ray.ablations import resolve
 from t2s_ray.config import DataConfig
 from t2s_ray.data import build_dataset
 from t2s_ray.data.synthsign import GLOSSES, split_sentences
@@ -15,9 +18,11 @@ from t2s_ray.data.video import to_model_input
 from t2s_ray.evaluator import (
     EvaluatorConfig,
     EvaluatorUnavailable,
+    evaluator_config,
     evaluator_dir,
     evaluator_key,
     load_or_train_evaluator,
+    shipped_evaluators,
     train_evaluator,
     training_batches,
 )
@@ -34,6 +39,18 @@ def tiny_data(tmp_path, **kw) -> DataConfig:
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def scale_evaluator(scale: str, cache_dir) -> tuple[DataConfig, EvaluatorConfig]:
+    """The data config (cached in `cache_dir`) and evaluator settings a built-in scale's trials use."""
+    cfg = resolve("baseline", scale, 0, [])
+    return dataclasses.replace(cfg.data, cache_dir=str(cache_dir)), evaluator_config(cfg.eval)
+
+
+def no_training(monkeypatch) -> None:
+    def boom(*args, **kwargs):
+        raise AssertionError("trained although a shipped evaluator was available")
+    monkeypatch.setattr(evaluator, "_fit", boom)
 
 
 # --- the network ------------------------------------------------------------------------------
@@ -119,8 +136,9 @@ def test_second_call_loads_the_cache_without_training(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluator, "_fit", boom)
     again = train_evaluator(cfg, TINY_EVAL)
     assert again.cached and again.key == first.key and again.exact_accuracy == first.exact_accuracy
+    assert (first.source, again.source) == ("trained", "cache")
     model, report = load_or_train_evaluator(cfg, "cpu", TINY_EVAL)
-    assert report["key"] == first.key and report["cached"]
+    assert report["key"] == first.key and report["cached"] and report["source"] == "cache"
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     # the trial's own split sizes and cache-free fields do not change which evaluator it gets
     assert evaluator_key(dataclasses.replace(cfg, train_clips=99, eval_clips=7), TINY_EVAL) == first.key
@@ -172,6 +190,85 @@ def test_concurrent_callers_train_once(tmp_path, monkeypatch):
     assert len(calls) == 1 and len(results) == 3
     first = weights(results[0][0])
     assert all(torch.equal(first[k], weights(m)[k]) for m, _ in results[1:] for k in first)
+
+
+# --- shipped evaluators ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scale", ["smoke", "small"])
+def test_built_in_scales_evaluators_are_shipped_intact(scale, tmp_path):
+    data, ecfg = scale_evaluator(scale, tmp_path)
+    key, shipped = evaluator_key(data, ecfg), shipped_evaluators()
+    assert key in shipped and shipped[key]["scale"] == scale, (
+        f"the {scale} scale's evaluator key is now {key}, which the package does not ship: a change to the "
+        f"evaluator, SynthSign or the scale altered it; rerun `python scripts/ship_evaluators.py`")
+    for name, digest in shipped[key]["sha256"].items():
+        path = evaluator.SHIPPED_DIR / key / name
+        assert evaluator._sha256(path.read_bytes()) == digest, f"{path} does not match the manifest"
+    assert (evaluator.SHIPPED_DIR / key / "model.pt").stat().st_size < 2_000_000
+
+
+def test_shipped_evaluator_is_copied_into_the_cache_without_training(tmp_path, monkeypatch):
+    no_training(monkeypatch)
+    data, ecfg = scale_evaluator("smoke", tmp_path)
+    key = evaluator_key(data, ecfg)
+    model, report = load_or_train_evaluator(data, "cpu", ecfg)
+    assert report["source"] == "shipped" and report["cached"] and report["key"] == key
+    folder = tmp_path / "evaluator" / key
+    assert report["path"] == str(folder) and sorted(p.name for p in folder.iterdir()) == ["model.pt", "report.json"]
+    for name in ("model.pt", "report.json"):
+        assert (folder / name).read_bytes() == (evaluator.SHIPPED_DIR / key / name).read_bytes()
+    assert not model.training and model.arch.clip_shape == (data.frames, data.height, data.width)
+    again = train_evaluator(data, ecfg)  # the cache is the one place it is read from now on
+    assert again.source == "cache" and again.exact_accuracy == report["exact_accuracy"]
+
+
+def test_tampered_shipped_file_is_refused(tmp_path, monkeypatch):
+    no_training(monkeypatch)
+    data, ecfg = scale_evaluator("smoke", tmp_path / "cache")
+    key = evaluator_key(data, ecfg)
+    real, shipped = evaluator.SHIPPED_DIR, tmp_path / "shipped"
+    shutil.copytree(real, shipped)
+    monkeypatch.setattr(evaluator, "SHIPPED_DIR", shipped)
+    blob = bytearray((shipped / key / "model.pt").read_bytes())
+    blob[len(blob) // 2] ^= 1  # one bit of a weight
+    (shipped / key / "model.pt").write_bytes(bytes(blob))
+    with pytest.raises(RuntimeError, match=rf"{key}/model\.pt is corrupt.*reinstall"):
+        load_or_train_evaluator(data, "cpu", ecfg)
+    assert list((tmp_path / "cache" / "evaluator" / key).iterdir()) == []  # nothing half-copied
+    shutil.copyfile(real / key / "model.pt", shipped / key / "model.pt")
+    (shipped / key / "report.json").unlink()
+    with pytest.raises(RuntimeError, match=r"report\.json is missing"):
+        train_evaluator(data, ecfg)
+
+
+def test_other_shapes_train_as_before(tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluator, "SHIPPED_DIR", tmp_path / "nothing-shipped")
+    assert shipped_evaluators() == {}
+    assert train_evaluator(tiny_data(tmp_path), TINY_EVAL).source == "trained"
+
+
+@pytest.mark.slow
+def test_retraining_reproduces_the_shipped_smoke_evaluator(tmp_path):
+    # the full retrain is ~4 min on 2 CPU cores (scripts/ship_evaluators.py --verify does it); the
+    # first epoch (~30 s) follows the same seeded clips, init and LR schedule, so its mean loss
+    # must match the shipped report's to float precision
+    data, ecfg = scale_evaluator("smoke", tmp_path)
+    key = evaluator_key(data, ecfg)
+    shipped = evaluator._read_report(evaluator.SHIPPED_DIR / key)
+    losses = []
+
+    class FirstEpochDone(Exception):
+        pass
+
+    def stop_after_first(progress):
+        losses.append(progress["train_loss"])
+        raise FirstEpochDone
+
+    t0 = time.perf_counter()
+    with pytest.raises(FirstEpochDone):
+        train_evaluator(data, ecfg, progress=stop_after_first, use_shipped=False)
+    print(f"first epoch {losses[0]!r} vs shipped {shipped.train_loss[0]!r} in {time.perf_counter() - t0:.1f} s")
+    assert losses[0] == pytest.approx(shipped.train_loss[0], rel=1e-5)
 
 
 def test_non_synthsign_data_raises(tmp_path):
