@@ -274,6 +274,8 @@ def train_loop(state: TrainState, dataset, report: ReportFn, progress: Callable[
     window_start, data_time, samples = time.perf_counter(), 0.0, 0
     peak, peak_status = _peak_flops(state)
     flops_per_step = None
+    if hasattr(dataset, "texts"):  # a frozen encoder: every training caption encoded up front, in few calls
+        state.model.text_encoder.prefill(dataset.texts)
     state.model.train()
     while state.step < end:
         t0 = time.perf_counter()

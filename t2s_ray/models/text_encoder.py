@@ -124,6 +124,26 @@ class TextEncoder(nn.Module):
                 norm += w0.pow(2).sum().item()
         return (diff / norm) ** 0.5 if norm else float("nan")
 
+    PREFILL_CHUNK = 256
+    """Captions per encoder call when `prefill` fills the cache."""
+
+    @torch.no_grad()
+    def prefill(self, texts) -> int:
+        """Fill a frozen encoder's cache with every distinct caption of `texts` (a training split's), encoded in
+        fixed chunks of their sorted order: one encoder call per 256 captions instead of one per caption on the
+        first step that meets it. Deterministic (the chunks depend on the split, not on the training order), so
+        a resumed run rebuilds the same cache. Skipped, with nothing cached, when the captions outnumber
+        `cache_size` (evictions would make the cache depend on the training order). Returns the captions added."""
+        unique = sorted(set(texts) - set(self._cache))
+        if not self.cache_size or not unique or len(unique) + len(self._cache) > self.cache_size:
+            return 0
+        for start in range(0, len(unique), self.PREFILL_CHUNK):
+            chunk = unique[start:start + self.PREFILL_CHUNK]
+            out = self._encode(chunk)
+            for text, tokens, mask in zip(chunk, out.tokens, out.mask):
+                self._cache[text] = tokens[mask].clone()  # unpadded, as a caption encoded alone is stored
+        return len(unique)
+
     def forward(self, texts: list[str]) -> TextOutput:
         """Tokenise (pad to the longest, truncate to `max_length`) and encode `texts`.
 

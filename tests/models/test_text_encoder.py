@@ -143,3 +143,28 @@ def test_relative_change_is_zero_frozen_and_measures_finetuning(text_encoder):
         for p in tuned.model.parameters():
             p.mul_(1.01)
     assert tuned.relative_change() == pytest.approx(0.01, rel=1e-3)
+
+
+def test_prefill_encodes_a_split_in_chunks_deterministically(monkeypatch):
+    texts = [f"a person signs word {i % 7}" for i in range(20)]
+    enc = TextEncoder(cache_size=16)
+    calls = []
+    encode = enc._encode
+    monkeypatch.setattr(enc, "_encode", lambda chunk: calls.append(list(chunk)) or encode(chunk))
+    monkeypatch.setattr(TextEncoder, "PREFILL_CHUNK", 4)
+    assert enc.prefill(texts) == 7 and [len(c) for c in calls] == [4, 3]  # 7 distinct captions, 2 calls
+    assert list(enc._cache) == sorted(set(texts))
+    calls.clear()
+    out = enc(texts[:5])
+    assert calls == []  # every caption answered from the cache
+    alone = TextEncoder(cache_size=0)
+    for i, t in enumerate(texts[:5]):  # the same states as encoding it alone, up to the padding's rounding
+        ref = alone([t])
+        n = ref.tokens.shape[1]
+        assert int(out.mask[i].sum()) == n
+        torch.testing.assert_close(out.tokens[i, :n], ref.tokens[0], atol=1e-5, rtol=1e-4)
+    again = TextEncoder(cache_size=16)
+    again.prefill(list(reversed(texts)))  # the order the split is read in does not matter
+    assert all(torch.equal(again._cache[t], enc._cache[t]) for t in enc._cache)
+    assert TextEncoder(cache_size=4).prefill(texts) == 0  # more captions than the cache holds: no prefill
+    assert TextEncoder(freeze=False).prefill(texts) == 0
