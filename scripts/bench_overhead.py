@@ -70,8 +70,8 @@ def in_ray(root: Path, steps: int, report_every: int) -> dict:
             "to_first_report_s": first["node/started_at"] + first["time_total_s"] - t0}
 
 
-def three_trials(root: Path, steps: int, share: bool, name: str) -> dict:
-    wall = _run(["sweep", "--gpus", "0", "--seeds", "1", "--scale", "smoke", "--steps", str(steps),
+def three_trials(root: Path, steps: int, share: bool, name: str, scale: str = "smoke") -> dict:
+    wall = _run(["sweep", "--gpus", "0", "--seeds", "1", "--scale", scale, "--steps", str(steps),
                  "--storage", str(root), "--name", name, "--quiet", "--no-dashboard",
                  "--share-training" if share else "--no-share-training"])
     totals = [_rows(t)[-1]["time_total_s"] for t in _trials(root / name)]
@@ -101,7 +101,24 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--report-every", type=int, default=10)
     p.add_argument("--out", default="bench_overhead.json")
+    p.add_argument("--sharing-only", action="store_true",
+                   help="only the shared vs separate comparison, at --scale (training-dominated at small)")
+    p.add_argument("--scale", default="smoke", help="scale of the shared vs separate comparison")
     a = p.parse_args()
+    if a.sharing_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            sep = three_trials(root, a.steps, share=False, name="separate", scale=a.scale)
+            shared = three_trials(root, a.steps, share=True, name="shared", scale=a.scale)
+            same = same_results(root)
+        for row in (sep, shared):
+            print(f"{row['run']:<42} wall {row['wall_s']:.1f} s, {row['trials']} trial(s), trial-seconds "
+                  f"{row['trial_s_sum']:.1f}")
+        print(f"shared / separate at {a.scale}, {a.steps} steps: trial-seconds "
+              f"{shared['trial_s_sum'] / sep['trial_s_sum']:.2f}, wall {shared['wall_s'] / sep['wall_s']:.2f}; "
+              f"{same['metrics_compared']} quality values compared, {len(same['differing'])} differ")
+        write_results(a.out, "sharing", [sep, shared], scale=a.scale, steps=a.steps, same_results=same)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         b = bare(root, a.steps, a.report_every)

@@ -45,16 +45,34 @@ def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: 
     cfg = resolve(ablation, scale, 0, overrides)
     state = build_state(cfg)
     data = build_dataset(cfg.data, "train")
+    state.model.text_encoder.prefill(data.texts)  # as train_loop does (a frozen encoder's cache)
     times = time_train_steps(state, data, steps)
     total, trainable = count_parameters(state.model)
     ms = 1000 * statistics.median(times)
+    enc_ms = 1000 * statistics.median(time_encoder(state, data, steps))
     return {
         "size": size, "ablation": ablation, "scale": scale, "device": str(state.device),
         "batch": cfg.training.batch_size, "clip": f"{cfg.data.frames}x{cfg.data.height}x{cfg.data.width}",
         "step_ms_median": ms, "samples_per_s": cfg.training.batch_size / (ms / 1000),
         "peak_gpu_gb": torch.cuda.max_memory_allocated(state.device) / 2**30 if state.device.type == "cuda" else None,
         "params_total_m": total / 1e6, "params_trainable_m": trainable / 1e6,
+        "encoder_ms_median": enc_ms, "encoder_share": enc_ms / ms, "text_cache_size": cfg.text_encoder.cache_size,
     }
+
+
+def time_encoder(state: TrainState, data, steps: int) -> list[float]:
+    """Seconds the text encoder takes for each of `steps` further training batches' captions, as a step runs it
+    (gradients only when it is finetuned; the frozen one answers from its cache)."""
+    times = []
+    for _ in range(steps):
+        _, texts = next_batch(state, data)
+        synchronize(state.device)
+        t0 = time.perf_counter()
+        with state.autocast, torch.set_grad_enabled(not state.model.text_encoder.frozen):
+            state.model.encode(texts)
+        synchronize(state.device)
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def main() -> None:
@@ -71,13 +89,13 @@ def main() -> None:
     rows = [bench(size, a.scale, abl, a.steps, a.device, a.cache_dir, a.set)
             for size in a.sizes.split(",") for abl in a.ablations.split(",")]
     head = f"{'size':<9} {'ablation':<15} {'device':<7} {'clip':<9} {'B':>3} {'ms/step':>9} {'samples/s':>10} " \
-           f"{'peak GB':>8} {'total M':>8} {'train M':>8}"
+           f"{'peak GB':>8} {'total M':>8} {'train M':>8} {'enc ms':>7} {'enc %':>6}"
     print(head)
     for r in rows:
         peak = f"{r['peak_gpu_gb']:.2f}" if r["peak_gpu_gb"] is not None else "n/a"
         print(f"{r['size']:<9} {r['ablation']:<15} {r['device']:<7} {r['clip']:<9} {r['batch']:>3} "
               f"{r['step_ms_median']:>9.1f} {r['samples_per_s']:>10.1f} {peak:>8} {r['params_total_m']:>8.2f} "
-              f"{r['params_trainable_m']:>8.2f}")
+              f"{r['params_trainable_m']:>8.2f} {r['encoder_ms_median']:>7.2f} {100 * r['encoder_share']:>6.2f}")
     write_results(a.out, "train_step", rows, torch=torch.__version__, torch_threads=torch.get_num_threads(),
                   cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, overrides=a.set)
 

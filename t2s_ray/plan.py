@@ -138,6 +138,7 @@ def _probe(cfg, steps: int, device, say: Callable[[str], None]) -> Probe:
     if cuda:
         torch.cuda.reset_peak_memory_stats(state.device)
     data = build_dataset(cfg.data, "train")
+    state.model.text_encoder.prefill(getattr(data, "texts", ()))  # as train_loop does
     train_step(state, *next_batch(state, data))
     times = []
     for _ in range(steps):

@@ -145,7 +145,10 @@ def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: di
                        out_dir: Path) -> list[dict]:
     """Per ablation: its description, the config keys that differ from the baseline, its trial folders."""
     base_params = params.get(baseline)
-    base_cfg = _resolved({**base_params, "seed": 0}) if base_params else None
+    try:
+        base_cfg = _resolved({**base_params, "seed": 0}) if base_params else None
+    except (ConfigError, KeyError, ValueError):
+        base_cfg = None  # each section then says why its config cannot be shown
     sections = []
     for ablation in summary["ablation"]:
         p = params.get(ablation)
@@ -157,7 +160,9 @@ def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: di
                    "trained_with": ", ".join(t for t in trained_with if t != ablation)}
         try:
             section["description"] = get_ablation(ablation, _user_ablations(p or {})).description
-            if p is not None and base_cfg is not None and ablation != baseline:
+            if p is not None and ablation != baseline:
+                if base_cfg is None:
+                    raise ValueError(f"the baseline {baseline!r} has no resolvable trial config")
                 changed = diff(_resolved({**p, "seed": 0}), base_cfg)
                 section["changes"] = [{"key": k, "value": repr(v), "base": repr(b)} for k, (v, b) in changed.items()]
         except (ConfigError, KeyError, ValueError) as e:
