@@ -151,9 +151,11 @@ class MemorySampler:
         self.interval_s = float(interval_s)
         if reader is None:
             self._reader, self.status = default_reader(device)
+            # a CPU trial has no GPU to read: expected, said at INFO; a CUDA trial without NVML is a WARNING
             self._degraded = self.status != GPU_STATUS
+            self._level = logging.INFO if device.type == "cpu" else logging.WARNING
         else:
-            self._reader, self.status, self._degraded = reader, "injected reader", False
+            self._reader, self.status, self._degraded, self._level = reader, "injected reader", False, logging.INFO
         _check_header(self.path)  # fail at construction, not later inside the trial
         self.failed_samples = 0
         self._step = 0
@@ -179,7 +181,7 @@ class MemorySampler:
                                "so make a new one")
         self._file = _open_csv(self.path)
         if self._degraded:
-            logger.warning("memory sampler: %s", self.status)
+            logger.log(self._level, "memory sampler: %s", self.status)
         self._t0 = time.monotonic()
         self._sample()
         self._thread = threading.Thread(target=self._run, name=f"memory-sampler:{self.path.name}", daemon=True)
