@@ -6,6 +6,7 @@ costs nothing and writes nothing.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -19,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, TrainingGroup, resolve, training_groups
 from t2s_ray.config import DEFAULT_SEEDS, diff
+from t2s_ray.io import write_text_atomic
 from t2s_ray.plan import (
     AUTO_MAX_CPUS,
     CONTEXT_GIB,
@@ -502,8 +504,36 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     if spec.address and spec.gpus and spec.max_concurrent is None and spec.gpus_per_trial > 0:
         # A shared cluster may have more GPUs than asked for: cap the trials running at once.
         spec.max_concurrent = max(1, int(spec.gpus // spec.gpus_per_trial))
+    save_resources(spec)
     grid = build_tuner(spec, configs[0].training.keep_checkpoints).fit()
     return _outcome(grid, Path(grid.experiment_path), t0, info.start_s)
+
+
+SWEEP_FILE = "t2s_sweep.json"
+"""In the experiment folder: what each trial asks Ray for, so that `resume` gives trials it starts the same."""
+
+
+def save_resources(spec: SweepSpec) -> Path:
+    """Write the trials' resource request into the experiment folder (before Tune creates its files)."""
+    spec.experiment_dir.mkdir(parents=True, exist_ok=True)
+    body = {"resources": _resources(spec), "gpus": spec.gpus, "max_concurrent": spec.max_concurrent}
+    return write_text_atomic(spec.experiment_dir / SWEEP_FILE, json.dumps(body, indent=2) + "\n")
+
+
+def saved_resources(exp: Path, say: Callable[[str], None]) -> dict[str, float]:
+    """The resources the sweep of `exp` asked for per trial; an experiment written before they were saved gets
+    1 CPU and no GPU for trials not yet started, and is told so."""
+    path = exp / SWEEP_FILE
+    try:
+        resources = json.loads(path.read_text())["resources"]
+        return {"cpu": float(resources["cpu"]), "gpu": float(resources["gpu"])}
+    except FileNotFoundError:
+        say(f"note: {exp} has no {SWEEP_FILE} (written by an older t2s-ray): trials not started yet will get "
+            "1 CPU and no GPU; started ones keep what they had")
+        return {"cpu": 1.0, "gpu": 0.0}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SweepError(f"cannot read {path} ({e}); it records each trial's CPUs and GPUs: restore it, or delete "
+                         "it to give trials not yet started 1 CPU and no GPU") from None
 
 
 def n_trials(spec: SweepSpec) -> int:
@@ -629,14 +659,16 @@ def resume_sweep(experiment_dir: Path, restart_errored: bool = False, quiet: boo
         raise SweepError(f"{exp} is not a t2s-ray experiment (no tuner.pkl); pass the folder that "
                          f"`t2s-ray sweep` printed, e.g. results/<name>")
     _check_tuner_pkl(exp / "tuner.pkl")
+    resources = saved_resources(exp, say)
     t0 = time.perf_counter()
     info = _start_ray(SweepSpec(storage=exp.parent, name=exp.name, quiet=quiet), say)
     from ray import tune  # after init_ray: Ray reads its network settings at import
 
     quiet_tune_env()
     try:
-        # trials keep the resources stored in the experiment state; these apply to none of them
-        tuner = tune.Tuner.restore(exp.as_posix(), trainable=trainable_with_resources({"cpu": 1, "gpu": 0}),
+        # trials already created keep the resources stored in the experiment state; trials Ray creates after the
+        # restore (pending ones, under a concurrency cap) get these: the sweep's own
+        tuner = tune.Tuner.restore(exp.as_posix(), trainable=trainable_with_resources(resources),
                                    resume_unfinished=True, resume_errored=not restart_errored,
                                    restart_errored=restart_errored)
     except (EOFError, pickle.UnpicklingError, ValueError, RuntimeError, OSError) as e:

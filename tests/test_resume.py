@@ -140,3 +140,52 @@ def test_sigkilled_driver_then_resume_finishes_without_losing_progress(reference
     assert restarts[-1]["step"] > checkpointed, "resumed from an older checkpoint than the newest on disk"
     _assert_same_weights(_final_weights(trial), ref_weights)
     assert rows[-1]["final_loss"] == ref_loss
+
+
+FAKE_GPU_DRIVER = """
+import os, sys
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+import ray
+ray.init(address="local", num_cpus=2, num_gpus=3, include_dashboard=False, log_to_driver=False)
+from pathlib import Path
+from t2s_ray.sweep import SweepSpec, resume_sweep, run_sweep
+root, what = Path(sys.argv[1]), sys.argv[2]
+overrides = tuple(sys.argv[3:])
+if what == "sweep":
+    run_sweep(SweepSpec(ablations=("baseline",), seeds=2, scale="smoke", gpus=3, gpus_per_trial=1, cpus_per_trial=0.5,
+                        max_concurrent=1, storage=root, name="gpus", quiet=True, overrides=overrides))
+else:
+    o = resume_sweep(root / "gpus", quiet=True)
+    print(f"resumed: {o.num_terminated} finished, {o.num_errors} errored")
+"""
+
+
+def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path):
+    """Two GPU trials, one at a time; the driver is killed while the second is pending. After `resume` the
+    second trial, created by Ray only then, must hold a (fake) GPU like the first, not train on CPU."""
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    overrides = [*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"]
+    driver = subprocess.Popen([sys.executable, "-c", FAKE_GPU_DRIVER, str(tmp_path), "sweep", *overrides], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    exp = tmp_path / "gpus"
+    try:
+        wait_for(lambda: list(exp.glob("baseline_seed*_*/checkpoint_*/meta.json")), 180, "the first trial's checkpoint")
+        started = descendants(driver.pid)
+        driver.kill()
+        driver.wait(10)
+    finally:
+        for pid in descendants(driver.pid) | locals().get("started", set()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert json.loads((exp / "t2s_sweep.json").read_text())["resources"] == {"cpu": 0.5, "gpu": 1}
+    before = {p.name for p in exp.glob("baseline_seed*_*") if (p / "result.json").exists()}
+    assert len(before) == 1, f"the second trial started before the kill: {before}"
+    r = subprocess.run([sys.executable, "-c", FAKE_GPU_DRIVER, str(tmp_path), "resume"], env=env, capture_output=True,
+                       text=True, timeout=400)
+    assert r.returncode == 0 and "resumed: 2 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    late = [p for p in exp.glob("baseline_seed*_*") if p.name not in before]
+    assert len(late) == 1
+    final = _rows(late[0])[-1]
+    assert final["final"] == 1 and final["node/gpu_ids"] != "", final["node/gpu_ids"]  # it held a GPU
