@@ -339,9 +339,10 @@ def _finish(outcome) -> None:
     Exits 130 when trials are unfinished (Tune stops on Ctrl+C and returns), else 1 when any errored.
     """
     exp = outcome.experiment_dir
-    console.print(f"\nexperiment: {exp}\ntrials: {outcome.num_terminated} finished, {outcome.num_errors} errored "
-                  f"(of {outcome.num_trials}); wall {outcome.wall_s:.0f} s, Ray start-up {outcome.ray_start_s:.1f} s",
-                  highlight=False)
+    unfinished = outcome.num_trials - outcome.num_terminated - outcome.num_errors
+    console.print(f"\nexperiment: {exp}\ntrials: {outcome.num_terminated} finished, {outcome.num_errors} errored, "
+                  f"{unfinished} interrupted or not started (of {outcome.num_trials}); wall {outcome.wall_s:.0f} s, "
+                  f"Ray start-up {outcome.ray_start_s:.1f} s", highlight=False)
     try:
         paths = _print_tables(exp, None, Fmt.both)
     except ValueError as e:
@@ -350,7 +351,6 @@ def _finish(outcome) -> None:
     console.print(f"TensorBoard: tensorboard --logdir {exp}", highlight=False)
     if "html" in paths:
         _print_report(paths["html"])
-    unfinished = outcome.num_trials - outcome.num_terminated - outcome.num_errors
     if outcome.num_errors or unfinished:
         what = ", ".join(p for p in (f"{outcome.num_errors} trial(s) errored (see error.txt in their folders)"
                                      if outcome.num_errors else "",

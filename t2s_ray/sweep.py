@@ -630,7 +630,10 @@ def _start_ray(spec: SweepSpec, say: Callable[[str], None]) -> RayInfo:
 
 
 def _outcome(grid, exp: Path, t0: float, ray_start_s: float) -> SweepOutcome:
-    return SweepOutcome(exp, len(grid), grid.num_errors, grid.num_terminated, time.perf_counter() - t0, ray_start_s)
+    """Counts by each trial's real state. Tune handles Ctrl+C itself, returns normally and calls the trials it
+    stopped "terminated": a trial counts as finished only with its final report (its evaluation) in hand."""
+    finished = sum(1 for r in grid if r.error is None and r.metrics and r.metrics.get("final"))
+    return SweepOutcome(exp, len(grid), grid.num_errors, finished, time.perf_counter() - t0, ray_start_s)
 
 
 def _ray_running() -> bool:

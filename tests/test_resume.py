@@ -189,3 +189,37 @@ def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path):
     assert len(late) == 1
     final = _rows(late[0])[-1]
     assert final["final"] == 1 and final["node/gpu_ids"] != "", final["node/gpu_ids"]  # it held a GPU
+
+
+def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference):
+    """SIGINT (Ctrl+C) to a sweep after the first checkpoint: Tune stops and returns normally, and the CLI
+    still tells the truth: the trial is counted as interrupted, the resume command is ours, the exit code 130;
+    then `t2s-ray resume` finishes it with the uninterrupted run's weights."""
+    root, ref_weights, ref_loss = reference
+    sets = [a for o in OVERRIDES + (f"data.cache_dir={root / 'cache'}",) for a in ("--set", o)]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    driver = subprocess.Popen(_cli("sweep", "--gpus", "0", "--ablations", "baseline", "--cpus-per-trial", "0.5",
+                                   "--storage", str(root), "--name", "ctrlc", "--quiet", *sets),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    exp = root / "ctrlc"
+    try:
+        wait_for(lambda: list(exp.glob("baseline_seed0_*/checkpoint_*/meta.json")), 180, "the first checkpoint")
+        driver.send_signal(signal.SIGINT)
+        out, err = driver.communicate(timeout=120)
+    finally:
+        for pid in descendants(driver.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    said = " ".join((out + err).split())
+    assert driver.returncode == 130, said[-3000:]
+    assert "trials: 0 finished, 0 errored, 1 interrupted or not started (of 1)" in said, said[-3000:]
+    assert f"continue with: t2s-ray resume {exp}" in said
+    r = subprocess.run(_cli("resume", str(exp), "--quiet"), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "1 finished, 0 errored, 0 interrupted" in " ".join(r.stdout.split())
+    trial = _trial_dir(exp)
+    _assert_same_weights(_final_weights(trial), ref_weights)
+    assert _rows(trial)[-1]["final_loss"] == ref_loss
