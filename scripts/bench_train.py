@@ -18,24 +18,7 @@ from t2s_ray.ablations import resolve
 from t2s_ray.data import build_dataset
 from t2s_ray.metrics.efficiency import count_parameters, synchronize
 from t2s_ray.models.sizes import DIT_SIZES
-from t2s_ray.training import TrainState, build_state, next_batch, train_step
-
-
-def time_train_steps(state: TrainState, data, steps: int, warmup: int = 2) -> list[float]:
-    """Seconds of each of `steps` training steps after `warmup` untimed ones (CUDA peak memory reset after warm-up)."""
-    for _ in range(warmup):
-        train_step(state, *next_batch(state, data))
-    if state.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(state.device)
-    times = []
-    for _ in range(steps):
-        batch = next_batch(state, data)
-        synchronize(state.device)
-        t0 = time.perf_counter()
-        train_step(state, *batch)
-        synchronize(state.device)
-        times.append(time.perf_counter() - t0)
-    return times
+from t2s_ray.training import TrainState, build_state, next_batch, time_train_steps
 
 
 def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: str | None,

@@ -130,7 +130,7 @@ def _probe(cfg, steps: int, device, say: Callable[[str], None]) -> Probe:
     from t2s_ray.data import build_dataset
     from t2s_ray.evaluation import sample
     from t2s_ray.metrics.efficiency import synchronize
-    from t2s_ray.training import build_state, next_batch, train_step
+    from t2s_ray.training import build_state, time_train_steps
 
     say(f"probing {cfg.ablation}: {steps} training steps and one sampling step ...")
     state = build_state(cfg, device=torch.device(device) if device else None)
@@ -139,15 +139,7 @@ def _probe(cfg, steps: int, device, say: Callable[[str], None]) -> Probe:
         torch.cuda.reset_peak_memory_stats(state.device)
     data = build_dataset(cfg.data, "train")
     state.model.text_encoder.prefill(getattr(data, "texts", ()))  # as train_loop does
-    train_step(state, *next_batch(state, data))
-    times = []
-    for _ in range(steps):
-        batch = next_batch(state, data)
-        synchronize(state.device)
-        t0 = time.perf_counter()
-        train_step(state, *batch)
-        synchronize(state.device)
-        times.append(time.perf_counter() - t0)
+    times = time_train_steps(state, data, steps, warmup=1)
     e = cfg.eval
     one_step = replace(state, cfg=replace(cfg, eval=replace(e, sampling_steps=1)))
     texts = ["a person signs hello"] * min(e.batch_size, e.num_videos)

@@ -255,6 +255,23 @@ def train_step(state: TrainState, videos: np.ndarray, texts: list[str]) -> torch
     return loss.detach()
 
 
+def time_train_steps(state: TrainState, data, steps: int, warmup: int = 2) -> list[float]:
+    """Seconds of each of `steps` training steps after `warmup` untimed ones (CUDA peak memory reset after warm-up)."""
+    for _ in range(warmup):
+        train_step(state, *next_batch(state, data))
+    if state.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(state.device)
+    times = []
+    for _ in range(steps):
+        batch = next_batch(state, data)
+        synchronize(state.device)
+        t0 = time.perf_counter()
+        train_step(state, *batch)
+        synchronize(state.device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 # --- the loop ---------------------------------------------------------------------------------
 
 ReportFn = Callable[[dict[str, Any], bool], None]

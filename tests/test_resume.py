@@ -103,6 +103,15 @@ def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference):
     assert rows[-1]["final_loss"] == ref_loss
 
 
+def _kill(pids: set[int]) -> None:
+    """SIGKILL the processes this test started (a driver's Ray processes), those still alive."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "t2s_ray.cli", *args]
 
@@ -123,11 +132,7 @@ def test_sigkilled_driver_then_resume_finishes_without_losing_progress(reference
         driver.kill()
         driver.wait(10)
     finally:
-        for pid in descendants(driver.pid) | locals().get("started", set()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill(descendants(driver.pid) | locals().get("started", set()))
     assert step_at_kill < 40, "the sweep finished before the driver could be killed"
     checkpointed = max(read_checkpoint(c)[0]["progress"]["step"] for c in list_checkpoints(_trial_dir(exp)))
     r = subprocess.run(_cli("resume", str(exp), "--quiet"), env=env, capture_output=True, text=True, timeout=300)
@@ -174,11 +179,7 @@ def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path):
         driver.kill()
         driver.wait(10)
     finally:
-        for pid in descendants(driver.pid) | locals().get("started", set()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill(descendants(driver.pid) | locals().get("started", set()))
     assert json.loads((exp / "t2s_sweep.json").read_text())["resources"] == {"cpu": 0.5, "gpu": 1}
     before = {p.name for p in exp.glob("baseline_seed*_*") if (p / "result.json").exists()}
     assert len(before) == 1, f"the second trial started before the kill: {before}"
@@ -208,11 +209,7 @@ def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference):
         driver.send_signal(signal.SIGINT)
         out, err = driver.communicate(timeout=120)
     finally:
-        for pid in descendants(driver.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill(descendants(driver.pid))
     said = " ".join((out + err).split())
     assert driver.returncode == 130, said[-3000:]
     assert "trials: 0 finished, 0 errored, 1 interrupted or not started (of 1)" in said, said[-3000:]
