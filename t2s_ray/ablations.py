@@ -18,7 +18,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from t2s_ray.config import SCALES, Config, ConfigError, merge, parse_override
 
@@ -113,6 +113,21 @@ def resolve(ablation: str = "baseline", scale: str = "smoke", seed: int = 0,
     d.update(ablation=ablation, scale=scale, seed=seed)
     return Config.from_dict(d)
 
+
+
+def params_ablations(params: Mapping[str, Any]) -> dict[str, Ablation]:
+    """The user-defined ablations a sweep stored in a trial's params (`user_ablations`)."""
+    return {name: Ablation(name, body["description"], body["overrides"])
+            for name, body in params.get("user_ablations", {}).items()}
+
+
+def resolve_params(params: Mapping[str, Any], ablation: str | None = None, seed: int | None = None,
+                   overrides: Sequence[str] = ()) -> Config:
+    """The config a sweep trial of `params` (params.json: ablation, seed, scale, overrides, user_ablations) ran
+    with; `ablation`/`seed` resolve another member of its grid instead, `overrides` apply last."""
+    # params["overrides"] starts with data.spec=params["data"] (see SweepSpec.all_overrides)
+    return resolve(ablation or params["ablation"], params["scale"], int(params["seed"] if seed is None else seed),
+                   [*params.get("overrides", []), *overrides], extra_ablations=params_ablations(params))
 
 @dataclass(frozen=True)
 class TrainingGroup:

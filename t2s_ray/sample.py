@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from t2s_ray.ablations import Ablation, resolve
+from t2s_ray.ablations import resolve_params
 from t2s_ray.checkpoint import META_FILE, list_checkpoints, read_meta
 from t2s_ray.config import Config, merge, parse_override
 from t2s_ray.data.video import save_gif, save_mp4, to_uint8
@@ -155,9 +155,7 @@ def member_config(checkpoint: Path, ablation: str, overrides: Sequence[str] = ()
     """The config of `ablation`, which shared the training run that wrote `checkpoint` (a sweep trial's, whose
     folder holds params.json): resolved as that sweep resolved it, with `overrides`."""
     params = json.loads((checkpoint.parent / "params.json").read_text())
-    extra = {n: Ablation(n, b["description"], b["overrides"]) for n, b in params.get("user_ablations", {}).items()}
-    return resolve(ablation, params["scale"], int(params["seed"]), [*params.get("overrides", []), *overrides],
-                   extra_ablations=extra)
+    return resolve_params(params, ablation=ablation, overrides=overrides)
 
 
 def sample_checkpoint(checkpoint: Path, texts: list[str], seed: int, overrides: Sequence[str] = (),

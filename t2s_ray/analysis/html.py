@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from t2s_ray.ablations import Ablation, get_ablation, resolve
+from t2s_ray.ablations import get_ablation, params_ablations, resolve_params
 from t2s_ray.analysis.catalog import HEADLINE
 from t2s_ray.analysis.read import _Attempt
 from t2s_ray.analysis.render import (
@@ -73,22 +73,12 @@ def _params(trial_dir: str) -> dict:
     return json.loads((Path(trial_dir) / "params.json").read_text(encoding="utf-8"))
 
 
-def _user_ablations(params: dict) -> dict[str, Ablation]:
-    return {name: Ablation(name, body["description"], body["overrides"])
-            for name, body in params.get("user_ablations", {}).items()}
-
-
-def _resolved(params: dict):
-    return resolve(params["ablation"], params["scale"], int(params["seed"]), params.get("overrides", []),
-                   extra_ablations=_user_ablations(params))
-
-
 def config_hash(params: Iterable[dict]) -> str:
     """12 hex digits of a sha256 over every ablation's resolved config (seed excluded): equal for two
     experiments that ran the same study, whatever the code's git state or the machine."""
     configs = {}
     for p in params:
-        d = _resolved(p).to_dict()
+        d = resolve_params(p).to_dict()
         d.pop("seed", None)
         configs[p["ablation"]] = d
     blob = json.dumps(configs, sort_keys=True, default=str).encode()
@@ -146,7 +136,7 @@ def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: di
     """Per ablation: its description, the config keys that differ from the baseline, its trial folders."""
     base_params = params.get(baseline)
     try:
-        base_cfg = _resolved({**base_params, "seed": 0}) if base_params else None
+        base_cfg = resolve_params(base_params, seed=0) if base_params else None
     except (ConfigError, KeyError, ValueError):
         base_cfg = None  # each section then says why its config cannot be shown
     sections = []
@@ -159,11 +149,11 @@ def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: di
         section = {"name": ablation, "description": "", "changes": [], "links": links, "error": None,
                    "trained_with": ", ".join(t for t in trained_with if t != ablation)}
         try:
-            section["description"] = get_ablation(ablation, _user_ablations(p or {})).description
+            section["description"] = get_ablation(ablation, params_ablations(p or {})).description
             if p is not None and ablation != baseline:
                 if base_cfg is None:
                     raise ValueError(f"the baseline {baseline!r} has no resolvable trial config")
-                changed = diff(_resolved({**p, "seed": 0}), base_cfg)
+                changed = diff(resolve_params(p, seed=0), base_cfg)
                 section["changes"] = [{"key": k, "value": repr(v), "base": repr(b)} for k, (v, b) in changed.items()]
         except (ConfigError, KeyError, ValueError) as e:
             section["error"] = f"config not resolvable here: {e}"

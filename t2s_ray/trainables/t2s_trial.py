@@ -20,7 +20,7 @@ import torch
 from ray import tune
 from tensorboardX import SummaryWriter
 
-from t2s_ray.ablations import Ablation, resolve
+from t2s_ray.ablations import resolve_params
 from t2s_ray.checkpoint import list_checkpoints
 from t2s_ray.config import Config
 from t2s_ray.data import build_dataset
@@ -45,15 +45,6 @@ from t2s_ray.training import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def config_from_params(params: dict[str, Any]) -> Config:
-    """Resolve the trial's config from its Tune params (ablation, seed, scale, data, overrides)."""
-    extra = {name: Ablation(name, body["description"], body["overrides"])
-             for name, body in params.get("user_ablations", {}).items()}
-    # params["overrides"] starts with data.spec=params["data"] (see SweepSpec.all_overrides)
-    return resolve(params["ablation"], params["scale"], int(params["seed"]), params.get("overrides", []),
-                   extra_ablations=extra)
 
 
 def trial_device(cfg: Config, gpu_ids: list) -> torch.device:
@@ -117,8 +108,7 @@ def _save_samples(result, folder: Path, step: int, member: str | None = None) ->
 
 def _member_configs(params: dict[str, Any]) -> list[Config]:
     """The other ablations this trial's training serves (`shared` in the params), resolved for its seed."""
-    return [config_from_params({**params, "ablation": name})
-            for name in params.get("shared", {}).get(params["ablation"], [])]
+    return [resolve_params(params, ablation=name) for name in params.get("shared", {}).get(params["ablation"], [])]
 
 
 def trial_storage_dir() -> Path | None:
@@ -150,7 +140,7 @@ def t2s_trial(params: dict[str, Any]) -> None:
     """Ray Tune function trainable: train, report every `report_every` steps, checkpoint, evaluate."""
     started_at = time.time()
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per persisted checkpoint
-    cfg = config_from_params(params)
+    cfg = resolve_params(params)
     members = _member_configs(params)
     gpu_ids = ray.get_gpu_ids()
     device = trial_device(cfg, gpu_ids)
