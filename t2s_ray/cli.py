@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from t2s_ray.ablations import CALIBRATION_ARM, CALIBRATION_CONTROL, get_ablation, load_ablation_file, resolve
+from t2s_ray.cluster import LOOPBACK, ClusterError
 from t2s_ray.config import DEVICES, SCALES, ConfigError, diff, flatten
 from t2s_ray.outputs import FORMATS, INTERVALS
 from t2s_ray.preflight import run_checks
 from t2s_ray.sweep import (
-    LOOPBACK,
     SweepError,
     SweepSpec,
     absolutize_override,
@@ -277,7 +277,7 @@ def _checked(step, resume_from: Optional[Path] = None):
     """`step()`, with bad input as a one-line error (exit 2) and Ctrl+C as exit 130 naming the resume command."""
     try:
         return step()
-    except (ConfigError, SweepError) as e:
+    except (ConfigError, SweepError, ClusterError) as e:
         raise fail(str(e), code=2) from None
     except KeyboardInterrupt:
         hint = f"; continue with: t2s-ray resume {resume_from}" if resume_from else ""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from t2s_ray.ablations import ABLATIONS, resolve
-from t2s_ray.sweep import detect_local_gpus, keep_ray_on_loopback
+from t2s_ray.cluster import detect_local_gpus, keep_ray_on_loopback
 
 # torch, Ray, the text encoder and the datasets are imported inside their checks: this module is
 # imported by the CLI, and they would cost seconds on every `t2s-ray --help`; Ray also must see the

@@ -7,11 +7,8 @@ costs nothing and writes nothing.
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
-import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +16,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, TrainingGroup, resolve, training_groups
+from t2s_ray.cluster import (
+    RayOptions,
+    detect_local_gpus,
+    existing_cluster_gpus,
+    start_ray,
+    validate_dashboard,
+)
 from t2s_ray.config import DEFAULT_SEEDS, diff
 from t2s_ray.io import write_text_atomic
 from t2s_ray.plan import (
@@ -32,9 +36,6 @@ from t2s_ray.plan import (
     pack,
     probe,
 )
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-"""Host names that reach only this machine (a dashboard bound to one of them needs no confirmation)."""
 
 
 class SweepError(ValueError):
@@ -72,6 +73,13 @@ class SweepSpec:
     expose_dashboard: bool = False
     share_training: bool = True
     """Train once per training group (ablations differing only in EMA/evaluation fields); False: per ablation."""
+    log_to: tuple[str, ...] = ()
+    """Trackers that also receive every trial's metrics (`--log-to`): see `t2s_ray.trackers`."""
+
+    def ray_options(self) -> RayOptions:
+        return RayOptions(address=self.address, gpus=self.gpus, dashboard=self.dashboard,
+                          dashboard_host=self.dashboard_host, dashboard_port=self.dashboard_port,
+                          expose_dashboard=self.expose_dashboard, quiet=self.quiet)
 
     def __post_init__(self) -> None:
         if self.seeds is None:
@@ -167,23 +175,6 @@ def absolutize_spec(spec: str) -> str:
 
 # --- validation (no Ray, nothing written) -----------------------------------------------------
 
-def detect_local_gpus() -> int:
-    """NVIDIA GPUs visible on this machine (NVML, else torch), 0 when none."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no driver / no NVML library: ask torch instead
-        pass
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def _nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -206,6 +197,10 @@ def validate(spec: SweepSpec, available_gpus: Optional[float] = None) -> list:
     if spec.max_concurrent is not None and spec.max_concurrent < 1:
         raise SweepError("--max-concurrent must be >= 1")
     _validate_gpus(spec, available_gpus)
+    if spec.log_to:
+        from t2s_ray.trackers import check_trackers
+
+        check_trackers(spec.log_to)
     configs = [resolve(a, spec.scale, s, spec.all_overrides, extra_ablations=spec.user_ablations)
                for a in spec.ablations for s in range(spec.seeds)]
     _refuse_copies_of_baseline(spec)
@@ -248,115 +243,6 @@ def _validate_storage(spec: SweepSpec) -> None:
     if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
         raise SweepError(f"--storage {spec.storage} is not writable ({anchor} is not a writable folder); "
                          f"choose another --storage")
-
-
-# --- Ray ----------------------------------------------------------------------------------
-
-def keep_ray_on_loopback() -> None:
-    """Make a local Ray bind and advertise 127.0.0.1 only (call before Ray starts).
-
-    Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is imported; workers inherit the variable.
-    """
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    if "ray" in sys.modules:  # imported earlier in this process: update the constant it read
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
-
-
-@dataclass
-class RayInfo:
-    """What the driver learnt when Ray started: GPUs and where the dashboard is."""
-
-    gpus: float
-    dashboard_url: Optional[str]
-    token_file: Optional[Path]
-    start_s: float = math.nan
-
-
-def _validate_dashboard(spec: SweepSpec) -> None:
-    if spec.dashboard and spec.dashboard_host not in LOOPBACK and not spec.expose_dashboard:
-        raise SweepError(f"--dashboard-host {spec.dashboard_host} would let anyone who can reach this machine run "
-                         f"code on it through the Ray dashboard; add --expose-dashboard to confirm, or keep 127.0.0.1")
-
-
-def init_ray(spec: SweepSpec) -> RayInfo:
-    """Start (or join) Ray. Reuses an already-initialised Ray.
-
-    Ray reads its network and auth settings from the environment when it is imported, so they
-    are set here, before the first `import ray`.
-    """
-    if (gpus := _existing_cluster_gpus()) is not None:
-        return RayInfo(gpus, None, None)
-    token_note = ""
-    if spec.address is None and spec.dashboard_host in LOOPBACK:
-        keep_ray_on_loopback()  # single machine: nothing to expose
-    elif spec.address is not None:
-        _check_reachable(spec.address)
-        if spec.address.split(":")[0] in LOOPBACK:
-            keep_ray_on_loopback()  # else Ray rewrites a loopback address to the machine's network address
-        token_note = prepare_cluster_auth()
-    import ray
-
-    if spec.address is None:
-        gpus = spec.gpus if spec.gpus is not None else detect_local_gpus()
-        ctx = ray.init(address="local", num_gpus=int(math.ceil(gpus)), include_dashboard=spec.dashboard,
-                       dashboard_host=spec.dashboard_host, dashboard_port=spec.dashboard_port,
-                       log_to_driver=not spec.quiet, configure_logging=True, logging_level="WARNING")
-    else:
-        try:
-            ctx = ray.init(address=spec.address, log_to_driver=not spec.quiet, logging_level="WARNING")
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            hint = f"; {token_note}" if token_note else ""
-            raise SweepError(f"cannot join the Ray cluster at --address {spec.address}: "
-                             f"{type(e).__name__}: {str(e).splitlines()[0]}{hint}") from None
-    url = getattr(ctx, "dashboard_url", None) or None
-    token = auth_token_path() if os.environ.get("RAY_AUTH_MODE") != "disabled" and auth_token_path().is_file() else None
-    return RayInfo(float(ray.cluster_resources().get("GPU", 0)), f"http://{url}" if url else None, token)
-
-
-def dashboard_lines(info: RayInfo) -> list[str]:
-    """How to reach the dashboard: its URL and how to authenticate."""
-    if not info.dashboard_url:
-        return []
-    lines = [f"Ray dashboard: {info.dashboard_url}"]
-    if info.token_file:
-        lines.append(f"  token auth: the token is in {info.token_file}; log in with it in the browser, or send "
-                     f"'Authorization: Bearer <token>' (curl -H \"Authorization: Bearer $(cat {info.token_file})\" "
-                     f"{info.dashboard_url}/api/version)")
-    return lines
-
-
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast (Ray itself retries for minutes) when nothing listens at a host:port address."""
-    host, sep, port = address.rpartition(":")
-    if not sep or "://" in address or not port.isdigit():
-        return  # "auto", ray:// client addresses: left to Ray
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise SweepError(f"--address {address}: nothing answers there ({e.strerror or e}); start the head with "
-                         f"`ray start --head --port {port}` or check the address") from None
-
-
-def auth_token_path() -> Path:
-    """Where Ray keeps the cluster token (RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)."""
-    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
-
-
-def prepare_cluster_auth() -> str:
-    """Before joining an existing cluster: switch the client to token auth when a token is at hand.
-
-    Returns "" when a token was found (or auth is explicitly disabled), else a note saying what is
-    missing, for the error message if joining fails.
-    """
-    if os.environ.get("RAY_AUTH_MODE") == "disabled":
-        return ""
-    if os.environ.get("RAY_AUTH_TOKEN") or auth_token_path().is_file():
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-        return ""
-    return (f"if the cluster uses token auth, put its token in {auth_token_path()} or RAY_AUTH_TOKEN "
-            f"(it is ~/.ray/auth_token on the head node)")
 
 
 def quiet_tune_env() -> None:
@@ -415,9 +301,18 @@ def build_tuner(spec: SweepSpec, keep_checkpoints: int):
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             progress_reporter=_reporter(spec.quiet),
+            callbacks=_tracker_callbacks(spec),
             verbose=1,
         ),
     )
+
+
+def _tracker_callbacks(spec: SweepSpec) -> list:
+    if not spec.log_to:
+        return []
+    from t2s_ray.trackers import tracker_callbacks
+
+    return tracker_callbacks(spec.log_to, experiment=spec.name, storage=spec.experiment_dir)
 
 
 @dataclass
@@ -482,10 +377,10 @@ def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
 
 def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutcome:
     """Validate, start Ray, run the grid, return counts. Raises before writing anything if invalid."""
-    existing = _existing_cluster_gpus()
+    existing = existing_cluster_gpus()
     available = existing if existing is not None else (None if spec.address else detect_local_gpus())
     configs = validate(spec, available_gpus=available)
-    _validate_dashboard(spec)
+    validate_dashboard(spec.ray_options())
     for line in spec.plan_lines():
         say(line)
     probes = _pack_by_memory(spec, configs, say) if spec.pack_by_memory else {}
@@ -493,7 +388,7 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
         prepare_data(configs, say)
         prepare_evaluators(configs, say)
     t0 = time.perf_counter()
-    info = _start_ray(spec, say)
+    info = start_ray(spec.ray_options(), say)
     if spec.gpus is None:
         spec.gpus = info.gpus  # default: every GPU the cluster has (0 -> CPU trials)
     _validate_gpus(spec, info.gpus)
@@ -619,29 +514,11 @@ def dry_run(spec: SweepSpec, say: Callable[[str], None] = print, probe_steps: in
         say(line)
 
 
-def _start_ray(spec: SweepSpec, say: Callable[[str], None]) -> RayInfo:
-    """`init_ray`, timed, then say where the dashboard is."""
-    t0 = time.perf_counter()
-    info = init_ray(spec)
-    info.start_s = time.perf_counter() - t0
-    for line in dashboard_lines(info):
-        say(line)
-    return info
-
-
 def _outcome(grid, exp: Path, t0: float, ray_start_s: float) -> SweepOutcome:
     """Counts by each trial's real state. Tune handles Ctrl+C itself, returns normally and calls the trials it
     stopped "terminated": a trial counts as finished only with its final report (its evaluation) in hand."""
     finished = sum(1 for r in grid if r.error is None and r.metrics and r.metrics.get("final"))
     return SweepOutcome(exp, len(grid), grid.num_errors, finished, time.perf_counter() - t0, ray_start_s)
-
-
-def _ray_running() -> bool:
-    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
-
-
-def _existing_cluster_gpus() -> Optional[float]:
-    return float(sys.modules["ray"].cluster_resources().get("GPU", 0)) if _ray_running() else None
 
 
 def _check_tuner_pkl(path: Path) -> None:
@@ -664,7 +541,7 @@ def resume_sweep(experiment_dir: Path, restart_errored: bool = False, quiet: boo
     _check_tuner_pkl(exp / "tuner.pkl")
     resources = saved_resources(exp, say)
     t0 = time.perf_counter()
-    info = _start_ray(SweepSpec(storage=exp.parent, name=exp.name, quiet=quiet), say)
+    info = start_ray(RayOptions(quiet=quiet), say)
     from ray import tune  # after init_ray: Ray reads its network settings at import
 
     quiet_tune_env()
