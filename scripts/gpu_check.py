@@ -51,7 +51,9 @@ MINILM_L6_H384 = {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_hea
                   "vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu",
                   "layer_norm_eps": 1e-12, "pad_token_id": 0}
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
-NVML_COLUMNS = ("gpu_used_gb", "gpu_total_gb", "gpu_util")
+# this trial's process (packed trials each have their own) and the whole device's
+NVML_COLUMNS = ("nvml_process_used_gb", "nvml_device_used_gb", "nvml_device_total_gb", "nvml_device_util_pct")
+PROCESS_STATUS = "mem/sampled_nvml_process_used_peak_gb_status"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -151,7 +153,8 @@ def _measure(cfg, steps: int) -> dict:
 # --- memory sampler ------------------------------------------------------------------------------
 
 def check_sampler(cfg, seconds: float) -> dict:
-    """Train for `seconds` under a MemorySampler and check its NVML columns are finite in every row."""
+    """Train for `seconds` under a MemorySampler and check its NVML columns are finite in every row and this
+    process's memory is within the device's used memory (the columns hold what their names say)."""
     state = build_state(cfg)
     data = build_dataset(cfg.data, "train")
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,9 +169,14 @@ def check_sampler(cfg, seconds: float) -> dict:
             rows = list(csv.DictReader(f))
     values = {c: [float(r[c]) for r in rows] for c in NVML_COLUMNS}
     bad = {c: sum(not math.isfinite(v) for v in vs) for c, vs in values.items()}
+    over = sum(p > d for p, d in zip(values["nvml_process_used_gb"], values["nvml_device_used_gb"]))  # NaN: False
     out = {"sampler_status": sampler.status, "rows": len(rows), "steps": state.step,
-           "gpu_used_gb_max": _max(values["gpu_used_gb"]), "gpu_total_gb": _max(values["gpu_total_gb"]),
-           "gpu_util_max": _max(values["gpu_util"]), "nonfinite_rows": bad}
+           "nvml_process_used_gb_max": _max(values["nvml_process_used_gb"]),
+           "nvml_process_status": sampler.summary().get(PROCESS_STATUS, _measured(bad["nvml_process_used_gb"])),
+           "nvml_device_used_gb_max": _max(values["nvml_device_used_gb"]),
+           "nvml_device_total_gb": _max(values["nvml_device_total_gb"]),
+           "nvml_device_util_max": _max(values["nvml_device_util_pct"]), "nonfinite_rows": bad,
+           "process_over_device_rows": over}
     del state, data
     free_device(torch.device(cfg.device))
     if cfg.device != "cuda":
@@ -176,8 +184,15 @@ def check_sampler(cfg, seconds: float) -> dict:
     if sampler.status != GPU_STATUS:
         return {"status": f"fail: {sampler.status}", **out}
     if not rows or any(bad.values()):
-        return {"status": f"fail: non-finite NVML readings in {bad} of {len(rows)} rows", **out}
+        why = f" (process: {out['nvml_process_status']})" if bad["nvml_process_used_gb"] else ""
+        return {"status": f"fail: non-finite NVML readings in {bad} of {len(rows)} rows{why}", **out}
+    if over:
+        return {"status": f"fail: this process's NVML memory exceeds the device's used memory in {over} rows", **out}
     return {"status": "pass", **out}
+
+
+def _measured(nonfinite_rows: int) -> str:
+    return "measured in every row" if nonfinite_rows == 0 else "measured in some rows only"
 
 
 def _max(values: list[float]) -> float:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from t2s_ray.config import SCALES, Config, ConfigError, merge, parse_override
+from t2s_ray.outputs import GRID_PARAM
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -125,9 +126,18 @@ def resolve_params(params: Mapping[str, Any], ablation: str | None = None, seed:
                    overrides: Sequence[str] = ()) -> Config:
     """The config a sweep trial of `params` (params.json: ablation, seed, scale, overrides, user_ablations) ran
     with; `ablation`/`seed` resolve another member of its grid instead, `overrides` apply last."""
-    # params["overrides"] starts with data.spec=params["data"] (see SweepSpec.all_overrides)
+    # params["overrides"] starts with data.spec=params["data"] (see SweepSpec.all_overrides); the trial's --grid
+    # point applies after them
+    grid = [grid_override(k, v) for k, v in params.get(GRID_PARAM, {}).items()]
     return resolve(ablation or params["ablation"], params["scale"], int(params["seed"] if seed is None else seed),
-                   [*params.get("overrides", []), *overrides], extra_ablations=params_ablations(params))
+                   [*params.get("overrides", []), *grid, *overrides], extra_ablations=params_ablations(params))
+
+
+def grid_override(key: str, value: Any) -> str:
+    """One `--grid` coordinate as a `--set` override (`training.lr=0.0001`); floats keep every digit."""
+    if isinstance(value, bool):
+        return f"{key}={str(value).lower()}"
+    return f"{key}={value!r}" if isinstance(value, float) else f"{key}={value}"
 
 @dataclass(frozen=True)
 class TrainingGroup:

@@ -20,8 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from t2s_ray.ablations import CALIBRATION_ARM, CALIBRATION_CONTROL, get_ablation, load_ablation_file, resolve
 from t2s_ray.cluster import LOOPBACK, ClusterError
 from t2s_ray.config import DEVICES, SCALES, ConfigError, diff, flatten
-from t2s_ray.outputs import FORMATS, INTERVALS
+from t2s_ray.outputs import FORMATS, INTERVALS, TRACKERS
 from t2s_ray.preflight import run_checks
+from t2s_ray.storage import Location, StorageError, cache_dir, local_copy, normalize, upload
 from t2s_ray.sweep import (
     SweepError,
     SweepSpec,
@@ -31,6 +32,7 @@ from t2s_ray.sweep import (
     run_sweep,
 )
 from t2s_ray.sweep import dry_run as sweep_dry_run
+from t2s_ray.trackers import TrackerError
 
 # Lazy below: modules importing torch (local, checkpoint, training, evaluator, metrics) or pandas
 # (analysis) would add seconds to every `t2s-ray --help`.
@@ -53,6 +55,7 @@ Fmt = enum.Enum("Fmt", {name: name for name in FORMATS}, type=str)
 """The `analyze --format` choices: `outputs.FORMATS`."""
 Interval = enum.Enum("Interval", {name: name for name in INTERVALS}, type=str)
 """The `analyze --interval` choices: `outputs.INTERVALS`."""
+Tracker = enum.Enum("Tracker", {name: name for name in TRACKERS}, type=str)
 Device = enum.Enum("Device", {name: name for name in DEVICES}, type=str)
 """The `evaluate --device` choices: `config.DEVICES`."""
 
@@ -215,7 +218,7 @@ def sweep_cmd(
     scale: ScaleOpt = Scale.smoke,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per trial (overrides training.steps).")] = None,
     data: Annotated[str, typer.Option(help="Dataset spec: synthsign, how2sign:ROOT, phoenix:ROOT, manifest:FILE.csv.")] = "synthsign",
-    storage: Annotated[Path, typer.Option(help="Folder that holds experiments (resolved to an absolute path).")] = Path("results"),
+    storage: Annotated[str, typer.Option(help="Where experiments go: a folder (resolved to an absolute path) or a URI Ray's storage takes: s3://bucket/prefix, gs://bucket/prefix, file:///abs (S3 endpoint and credentials from the environment, e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID). Checked for writing before anything runs.")] = "results",
     name: Annotated[Optional[str], typer.Option(help="Experiment folder name under --storage (default t2s-<date>-<time>).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster instead of starting one.")] = None,
     max_failures: Annotated[int, typer.Option(help="Retries per trial after a crash (from its last checkpoint).")] = 2,
@@ -234,6 +237,13 @@ def sweep_cmd(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the plan, resources, trials at once and a cost estimate from a short probe of "
                           "each distinct model on this machine; start nothing.")] = False,
+    grid: Annotated[Optional[list[str]], typer.Option(
+        "--grid", help="Another sweep axis, crossed with ablations x seeds (repeatable): key.path=v1,v2,... e.g. "
+                       "--grid training.lr=1e-4,3e-4; values typed by the config; each arm is compared with the "
+                       "baseline at the same grid values.")] = None,
+    log_to: Annotated[Optional[list[Tracker]], typer.Option(
+        "--log-to", help="Also send every trial's config, metrics and samples to a tracker (repeatable): wandb "
+                         "(pip install 't2s-ray[wandb]') or mlflow ('t2s-ray[mlflow]').")] = None,
 ) -> None:
     """Run every ablation x seed as a Ray Tune grid, one GPU per trial, then print the comparison table."""
     cpus = _cpus_option(cpus_per_trial)
@@ -244,7 +254,7 @@ def sweep_cmd(
         gpus_per_trial=gpus_each or 1.0, pack_by_memory=gpus_each is None, cpus_per_trial=cpus, storage=storage, name=name, address=address,
         max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet, dashboard=dashboard,
         dashboard_host=dashboard_host, dashboard_port=dashboard_port, expose_dashboard=expose_dashboard,
-        share_training=share_training))
+        share_training=share_training, grid=tuple(grid or ()), log_to=tuple(t.value for t in log_to or ())))
     if dry_run:
         _checked(lambda: sweep_dry_run(spec, say=_say))
         return
@@ -252,7 +262,7 @@ def sweep_cmd(
         err_console.print(f"[bold yellow]warning:[/] the Ray dashboard will listen on {dashboard_host}: anyone "
                           f"who can reach it can run code on this machine", highlight=False)
     console.print(f"experiment [bold]{spec.experiment_dir}[/]: {len(spec.ablations)} ablation(s) x "
-                  f"{spec.seeds} seed(s) at scale {spec.scale}", highlight=False)
+                  f"{spec.seeds} seed(s) at scale {spec.scale}", highlight=False, soft_wrap=True)
     _finish(_checked(lambda: run_sweep(spec, say=_say), resume_from=spec.experiment_dir))
 
 
@@ -277,7 +287,7 @@ def _checked(step, resume_from: Optional[Path] = None):
     """`step()`, with bad input as a one-line error (exit 2) and Ctrl+C as exit 130 naming the resume command."""
     try:
         return step()
-    except (ConfigError, SweepError, ClusterError) as e:
+    except (ConfigError, SweepError, ClusterError, StorageError, TrackerError) as e:
         raise fail(str(e), code=2) from None
     except KeyboardInterrupt:
         hint = f"; continue with: t2s-ray resume {resume_from}" if resume_from else ""
@@ -286,13 +296,14 @@ def _checked(step, resume_from: Optional[Path] = None):
 
 @app.command("resume")
 def resume_cmd(
-    experiment_dir: Annotated[Path, typer.Argument(help="Experiment folder printed by `t2s-ray sweep`.")],
+    experiment_dir: Annotated[str, typer.Argument(help="Experiment folder or URI printed by `t2s-ray sweep` (e.g. results/<name>, s3://bucket/prefix/<name>).")],
     restart_errored: Annotated[bool, typer.Option(help="Start errored trials over instead of resuming them from their last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option(help="Only start, end and errors.")] = False,
+    address: Annotated[Optional[str], typer.Option(help="Resume on this Ray cluster (as `sweep --address`) instead of a fresh local Ray; the experiment must be on storage the cluster's nodes reach.")] = None,
 ) -> None:
     """Continue an interrupted or partly failed sweep: unfinished and errored trials resume from checkpoints."""
-    _finish(_checked(lambda: resume_sweep(experiment_dir, restart_errored=restart_errored, quiet=quiet, say=_say),
-                     resume_from=experiment_dir))
+    _finish(_checked(lambda: resume_sweep(experiment_dir, restart_errored=restart_errored, quiet=quiet, say=_say,
+                                          address=address), resume_from=experiment_dir))
 
 
 @app.command("calibrate")
@@ -302,7 +313,7 @@ def calibrate_cmd(
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per arm; fewer than 3 allow no inference (the check fails).")] = 3,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per trial (default: the small scale's).")] = None,
     with_finetuned: Annotated[bool, typer.Option(help="Also train text_finetuned (shown beside the check, not judged).")] = False,
-    storage: Annotated[Path, typer.Option(help="Folder that holds experiments.")] = Path("results"),
+    storage: Annotated[str, typer.Option(help="Where experiments go: a folder (resolved to an absolute path) or a URI Ray's storage takes: s3://bucket/prefix, gs://bucket/prefix, file:///abs (S3 endpoint and credentials from the environment, e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID). Checked for writing before anything runs.")] = "results",
     name: Annotated[Optional[str], typer.Option(help="Experiment folder name (default calibrate-<date>-<time>).")] = None,
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option(help="Only start, end and errors.")] = False,
@@ -322,33 +333,38 @@ def calibrate_cmd(
     console.print(f"calibration [bold]{spec.experiment_dir}[/]: {', '.join(arms)} x {seeds} seed(s) at scale small",
                   highlight=False)
     outcome = _checked(lambda: run_sweep(spec, say=_say), resume_from=spec.experiment_dir)
-    _finish(outcome)
+    local = _finish(outcome)
     from t2s_ray.calibrate import judge_experiment, render, write
 
-    cal = judge_experiment(outcome.experiment_dir)
+    cal = judge_experiment(local)
     typer.echo("\n" + render(cal))
-    md, _ = write(cal, outcome.experiment_dir)
-    console.print(f"wrote {md}", highlight=False)
+    written = write(cal, local)
+    console.print(f"wrote {written[0]}", highlight=False)
+    _upload(written, outcome.experiment_dir)
     if not cal.passed:
         raise typer.Exit(code=1)
 
 
-def _finish(outcome) -> None:
+def _finish(outcome) -> Path:
     """End-of-sweep summary: path, counts, the comparison table, and the resume command on errors.
 
-    Exits 130 when trials are unfinished (Tune stops on Ctrl+C and returns), else 1 when any errored.
+    Returns the local folder analysed: the experiment folder, or for remote storage its local copy (the tables
+    written there are uploaded into the experiment). Exits 130 when trials are unfinished (Tune stops on Ctrl+C
+    and returns), else 1 when any errored.
     """
     exp = outcome.experiment_dir
     unfinished = outcome.num_trials - outcome.num_terminated - outcome.num_errors
     console.print(f"\nexperiment: {exp}\ntrials: {outcome.num_terminated} finished, {outcome.num_errors} errored, "
                   f"{unfinished} interrupted or not started (of {outcome.num_trials}); wall {outcome.wall_s:.0f} s, "
                   f"Ray start-up {outcome.ray_start_s:.1f} s", highlight=False)
+    local = exp if isinstance(exp, Path) else cache_dir(exp)
     try:
-        paths = _print_tables(exp, None, Fmt.both)
+        local = _local_copy(exp)
+        paths = _print_tables(local, None, Fmt.both, upload_to=exp)
     except ValueError as e:
         err_console.print(f"no comparison table: {e}", highlight=False)
         paths = {}
-    console.print(f"TensorBoard: tensorboard --logdir {exp}", highlight=False)
+    console.print(f"TensorBoard: tensorboard --logdir {local}", highlight=False)
     if "html" in paths:
         _print_report(paths["html"])
     if outcome.num_errors or unfinished:
@@ -356,6 +372,23 @@ def _finish(outcome) -> None:
                                      if outcome.num_errors else "",
                                      f"{unfinished} trial(s) unfinished (interrupted)" if unfinished else "") if p)
         raise fail(f"{what}; continue with: t2s-ray resume {exp}", code=130 if unfinished else 1)
+    return local
+
+
+def _local_copy(location: Location) -> Path:
+    """The folder to analyse: a local experiment itself, or a fresh copy of a remote one (without checkpoints)."""
+    if isinstance(location, Path):
+        return location
+    local = local_copy(location)
+    console.print(f"copied {location} (without checkpoints) to {local}", highlight=False, soft_wrap=True)
+    return local
+
+
+def _upload(paths, location: Location) -> None:
+    """Put files written from a local copy back into the remote experiment at `location` (nothing when local)."""
+    if isinstance(location, str):
+        written = upload(paths, location)
+        console.print(f"uploaded {len(written)} file(s) into {location}", highlight=False, soft_wrap=True)
 
 
 def _print_report(path: Path) -> None:
@@ -363,30 +396,38 @@ def _print_report(path: Path) -> None:
                   soft_wrap=True)
 
 
-def _print_tables(exp: Path, out: Optional[Path], fmt: Fmt, interval: str = "t") -> dict[str, Path]:
-    """Write the experiment's tables, report and figures, print the tables; return the paths written."""
+def _print_tables(exp: Path, out: Optional[Path], fmt: Fmt, interval: str = "t",
+                  upload_to: Optional[Location] = None) -> dict[str, Path]:
+    """Write the experiment's tables, report and figures, print the tables; return the paths written.
+
+    `exp` is a local folder; `upload_to`: the remote experiment it was copied from, which gets the files too."""
     from t2s_ray.analysis import headline_markdown, write_outputs
 
-    paths = write_outputs(exp, out, fmt.value, interval=interval)
+    paths = write_outputs(exp, out, fmt.value, interval=interval,
+                          source=None if upload_to is None else str(upload_to))
     # the tables just written, else computed (--format csv); plain: a Markdown table must not be re-wrapped
     tables = paths["md"].read_text().rstrip("\n") if "md" in paths else headline_markdown(exp, interval=interval)
     typer.echo(tables)
     console.print("all metrics, and why any is NaN: comparison_table.md, ABLATION_RESULTS_REPORT.txt", highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
+    if upload_to is not None:
+        _upload(paths.values(), upload_to)
     return paths
 
 
 @app.command("analyze")
 def analyze_cmd(
-    experiment_dir: Annotated[Path, typer.Argument(help="Experiment folder (works without a running cluster).")],
-    out: Annotated[Optional[Path], typer.Option(help="Where to write the tables (default: the experiment folder).")] = None,
+    experiment_dir: Annotated[str, typer.Argument(help="Experiment folder or URI, e.g. s3://bucket/prefix/<name>: read from a local copy (without checkpoints) under $T2S_RAY_CACHE or ~/.cache/t2s-ray (works without a running cluster).")],
+    out: Annotated[Optional[Path], typer.Option(help="Where to write the tables (default: the experiment folder; for a URI, its local copy, and the files are uploaded into the experiment).")] = None,
     fmt: Annotated[Fmt, typer.Option("--format", help="Table formats to write; the text report is always written.")] = Fmt.both,
     interval: Annotated[Interval, typer.Option(help="95 % interval of the paired differences: t-based or bootstrap (scipy).")] = Interval.t,
 ) -> None:
     """Turn an experiment's results into comparison tables (mean ± std over seeds, paired verdicts vs baseline),
     the text report, figures and report.html (one self-contained page with the samples side by side)."""
     try:
-        paths = _print_tables(experiment_dir.expanduser().resolve(), out, fmt, interval.value)
+        location = normalize(experiment_dir)
+        paths = _print_tables(_local_copy(location), out, fmt, interval.value,
+                              upload_to=location if out is None else None)
     except ValueError as e:
         raise fail(str(e), code=2) from None
     _print_report(paths["html"])
@@ -395,7 +436,7 @@ def analyze_cmd(
 @app.command("check")
 def check_cmd(
     data: Annotated[str, typer.Option(help="Dataset spec to build.")] = "synthsign",
-    storage: Annotated[Path, typer.Option(help="Storage folder to test for writing.")] = Path("results"),
+    storage: Annotated[str, typer.Option(help="Storage folder or URI (s3://bucket/prefix, gs://..., file:///abs) to test for writing.")] = "results",
     scale: ScaleOpt = Scale.smoke,
 ) -> None:
     """Preflight checklist: ablations resolve, text encoder loads offline, dataset builds, torch/GPUs, Ray, storage."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -227,8 +229,12 @@ class EvalConfig:
     """Generated clips per trial (the same captions for every ablation; FVD depends on it)."""
     sampling_steps: int = 10
     """DDIM steps per sample."""
-    guidance_scale: float = 3.0
-    """Classifier-free guidance scale (1 = no guidance)."""
+    guidance_scale: float | tuple[float, ...] = 3.0
+    """Classifier-free guidance scale (1 = no guidance), or a list of scales, e.g. `[3, 1, 5]`: every `eval/*`
+    metric is then computed at the first (the headline scale), and each listed scale (the first included, its
+    numbers reused) also reports `eval/guidance/<scale>/fvd_synthsign` and `eval/guidance/<scale>/text_alignment`,
+    the guidance curve (the same prompts and noise at every scale; `<scale>` as `3`, `1.5`), plus the headline
+    scale as `eval/guidance/headline_scale`. One number reports no `eval/guidance/*` key."""
     batch_size: int = 8
     """Clips sampled at once."""
     fvd_detector: str = ""
@@ -248,8 +254,35 @@ class EvalConfig:
         _check(self.num_videos >= 1, "eval.num_videos", f"must be >= 1, got {self.num_videos}")
         _check(self.lpips_references >= 1, "eval.lpips_references", f"must be >= 1, got {self.lpips_references}")
         _check(self.sampling_steps >= 1, "eval.sampling_steps", "must be >= 1")
-        _check(self.guidance_scale >= 0, "eval.guidance_scale", "must be >= 0")
+        self._check_guidance()
         _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+
+    def _check_guidance(self) -> None:
+        if isinstance(self.guidance_scale, list):  # built in code rather than parsed: keep the config hashable
+            object.__setattr__(self, "guidance_scale", tuple(self.guidance_scale))
+        scales = self.guidance_scales
+        _check(len(scales) >= 1, "eval.guidance_scale", "an empty list; give one scale or a list, e.g. [3,1,5]")
+        _check(all(math.isfinite(s) and s >= 0 for s in scales), "eval.guidance_scale",
+               f"every scale must be a finite number >= 0, got {', '.join(f'{s:g}' for s in scales)}")
+        repeated = sorted({s for s in scales if scales.count(s) > 1})
+        _check(not repeated, "eval.guidance_scale",
+               f"lists {', '.join(f'{s:g}' for s in repeated)} more than once; give each scale once")
+
+    @property
+    def guidance_scales(self) -> tuple[float, ...]:
+        """Every scale `guidance_scale` names, the headline first (one for a single number)."""
+        g = self.guidance_scale
+        return tuple(g) if isinstance(g, tuple) else (g,)
+
+    @property
+    def guidance(self) -> float:
+        """The headline guidance scale: `guidance_scale`, or its first value when it is a list."""
+        return self.guidance_scales[0]
+
+    @property
+    def guidance_sweep(self) -> tuple[float, ...]:
+        """The scales of the guidance curve, as listed; empty when `guidance_scale` is a single number."""
+        return self.guidance_scales if isinstance(self.guidance_scale, tuple) else ()
 
 
 EVALUATION_ONLY = {"trajectory": False}
@@ -358,8 +391,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         _check(isinstance(value, Mapping), key, f"expected a table of {sorted(_field_types(tp))}, got {value!r}")
         return _build(tp, value, prefix=key + ".")
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # `x | tuple[x, ...]`: a list takes the tuple's arm
+        one, many = _union_arms(tp)
+        return _coerce(value, many if isinstance(value, (list, tuple)) else one, key)
     if origin is tuple:
         args = typing.get_args(tp)
+        if args[1:] == (Ellipsis,):
+            _check(isinstance(value, (list, tuple)), key, f"expected a list, got {value!r}")
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         _check(isinstance(value, (list, tuple)) and len(value) == len(args), key,
                f"expected {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
@@ -377,6 +416,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         _check(isinstance(value, str), key, f"expected a string, got {value!r}")
         return value
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # pragma: no cover - programming error
+
+
+def _union_arms(tp: Any) -> tuple[Any, Any]:
+    """`(scalar, tuple)` arms of a `scalar | tuple[scalar, ...]` field type."""
+    arms = typing.get_args(tp)
+    many = [a for a in arms if typing.get_origin(a) is tuple]
+    one = [a for a in arms if typing.get_origin(a) is not tuple]
+    if len(many) != 1 or len(one) != 1:  # pragma: no cover - programming error
+        raise TypeError(f"unsupported config union {tp!r}: expected `scalar | tuple[scalar, ...]`")
+    return one[0], many[0]
 
 
 def _build(cls, d: Mapping[str, Any], prefix: str):
@@ -418,9 +467,18 @@ def _parse_scalar(text: str, tp: Any, key: str) -> Any:
             return float(text)
         except ValueError:
             raise ConfigError(f"{key}: expected a number, got {text!r}") from None
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # `3` or a list `[3,1,5]` / `3,1,5`
+        one, many = _union_arms(tp)
+        is_list = text.strip().startswith(("[", "(")) or "," in text
+        try:
+            return _parse_scalar(text, many if is_list else one, key)
+        except ConfigError:
+            raise ConfigError(f"{key}: expected a number or a list of numbers like [3,1,5], got {text!r}") from None
     if typing.get_origin(tp) is tuple:
         parts = [p.strip() for p in text.strip("()[] ").split(",")]
         args = typing.get_args(tp)
+        if args[1:] == (Ellipsis,):  # any length; `[]` is the empty list (the schema says whether it may be)
+            return [_parse_scalar(p, args[0], key) for p in parts] if parts != [""] else []
         if len(parts) != len(args):
             raise ConfigError(f"{key}: expected {len(args)} comma-separated values, got {text!r}")
         return [_parse_scalar(p, a, key) for p, a in zip(parts, args)]

@@ -2,7 +2,9 @@
 
 Every ablation samples the same captions (a seeded choice of validation clips) with the same
 noise, N = `eval.num_videos`, so Fréchet distances compare at equal sample count. A metric that
-cannot be computed is NaN with an `eval/<name>_status` string saying why.
+cannot be computed is NaN with an `eval/<name>_status` string saying why. With `eval.guidance_scale` a
+list, every metric is computed at its first scale and the same prompts and noise are also scored at each
+listed scale on FVD-SynthSign and text alignment (`guidance_curve`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from t2s_ray.evaluator import (
     load_or_train_evaluator,
     recognise,
 )
+from t2s_ray.guidance import CURVE_METRICS, HEADLINE_SCALE_KEY, guidance_key
 from t2s_ray.metrics.efficiency import peak_inference_memory_gb, time_inference
 from t2s_ray.metrics.frechet import frechet_from_features
 from t2s_ray.metrics.fvd import fvd
@@ -74,20 +77,27 @@ def eval_set(dataset, n: int, seed: int, references: int = 1) -> EvalSet:
 
 
 @torch.no_grad()
-def sample(state: TrainState, texts: list[str], seed: int) -> torch.Tensor:
-    """DDIM + classifier-free guidance for `texts` with the evaluated weights; float `(N, C, T, H, W)` on CPU."""
+def sample(state: TrainState, texts: list[str], seed: int, guidance: Optional[float] = None) -> torch.Tensor:
+    """DDIM + classifier-free guidance for `texts` with the evaluated weights; float `(N, C, T, H, W)` on CPU.
+    `guidance`: the scale (default: the headline `eval.guidance_scale`)."""
     with eval_weights(state) as model:
-        return sample_with(model, state, texts, seed)
+        return sample_with(model, state, texts, seed, guidance)
+
+
+def unconditional(state: TrainState) -> bool:
+    """Trained on the empty caption alone: sampled without text or guidance, whatever the scale."""
+    return state.cfg.diffusion.caption_dropout >= 1
 
 
 @torch.no_grad()
-def sample_with(model, state: TrainState, texts: list[str], seed: int) -> torch.Tensor:
+def sample_with(model, state: TrainState, texts: list[str], seed: int,
+                guidance: Optional[float] = None) -> torch.Tensor:
     """`sample` with `model` as it is (the caller has put the evaluated weights in place)."""
     c, e = state.cfg, state.cfg.eval
     shape = (3, c.data.frames, c.data.height, c.data.width)
     gen = torch.Generator().manual_seed(seed)
-    guidance = e.guidance_scale
-    if c.diffusion.caption_dropout >= 1:  # trained on the empty caption alone: sample unconditionally
+    guidance = e.guidance if guidance is None else guidance
+    if unconditional(state):
         texts, guidance = [""] * len(texts), 1.0
     out = []
     with state.autocast:
@@ -149,27 +159,54 @@ def default_evaluator_fn(eval_cfg) -> Callable:
     return lambda data_cfg, device: load_or_train_evaluator(data_cfg, device, evaluator_config(eval_cfg))
 
 
-def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, evaluator_fn) -> dict[str, Any]:
-    """`fvd_synthsign` and `text_alignment` with the SynthSign gloss classifier."""
-    names = ("fvd_synthsign", "text_alignment", "gloss_accuracy", "gloss_wer")
+@dataclass
+class GlossJudge:
+    """The SynthSign gloss classifier with what it needs to score generated clips of the prompts: their gloss
+    labels and the real clips' features (computed once; None when N < 2 leaves no Fréchet distance)."""
+
+    classifier: Any
+    glosses: list[tuple[int, ...]]
+    real_features: Optional[np.ndarray]
+
+    def score(self, fake_u8: np.ndarray) -> tuple[float, list]:
+        """`(fvd_synthsign, predicted glosses)` of generated uint8 clips of the prompts."""
+        fake = None if self.real_features is None else clip_features(self.classifier, fake_u8)
+        distance = math.nan if fake is None else frechet_from_features(self.real_features, fake)
+        return distance, recognise(self.classifier, fake_u8)
+
+
+GLOSS_METRICS = ("fvd_synthsign", "text_alignment", "gloss_accuracy", "gloss_wer")
+"""The metrics that need the gloss classifier (NaN with its reason when there is none)."""
+
+
+def gloss_judge(state: TrainState, prompts: EvalSet, evaluator_fn) -> GlossJudge | str:
+    """The gloss judge of the prompts, or the reason the gloss metrics cannot be computed."""
     try:
         classifier, _ = evaluator_fn(state.cfg.data, state.device)
     except EvaluatorUnavailable as e:
-        return {k: v for n in names for k, v in _nan(n, str(e)).items()}
+        return str(e)
     if not prompts.glosses or not all(prompts.glosses):
-        return {k: v for n in names for k, v in _nan(n, "the evaluation clips have no gloss labels").items()}
+        return "the evaluation clips have no gloss labels"
+    real = clip_features(classifier, prompts.real) if len(prompts.texts) >= 2 else None
+    return GlossJudge(classifier, prompts.glosses, real)
+
+
+def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray,
+                   judge: GlossJudge | str) -> dict[str, Any]:
+    """`fvd_synthsign`, `text_alignment` and the gloss scores with the SynthSign gloss classifier."""
+    if isinstance(judge, str):
+        return {k: v for n in GLOSS_METRICS for k, v in _nan(n, judge).items()}
     out: dict[str, Any] = {}
     n = len(prompts.texts)
-    if n >= 2:
-        real_features = clip_features(classifier, prompts.real)
-        out["eval/fvd_synthsign"] = frechet_from_features(real_features, clip_features(classifier, fake_u8))
+    distance, predicted = judge.score(fake_u8)
+    if judge.real_features is not None:
+        out["eval/fvd_synthsign"] = distance
         out["eval/fvd_synthsign_status"] = f"ok (N={n} real, {n} fake; gloss-classifier features)"
-        out.update(_real_floor(state, classifier, real_features))
+        out.update(_real_floor(state, judge.classifier, judge.real_features))
     else:
         out.update(_nan("fvd_synthsign", "needs eval.num_videos >= 2"))
-    predicted = recognise(classifier, fake_u8)
     out["eval/text_alignment"] = text_alignment(predicted, prompts.glosses)
-    out["eval/text_alignment_real"] = text_alignment(recognise(classifier, prompts.real), prompts.glosses)
+    out["eval/text_alignment_real"] = text_alignment(recognise(judge.classifier, prompts.real), prompts.glosses)
     out["eval/text_alignment_chance"] = chance_alignment(prompts.glosses)
     out["eval/gloss_accuracy"] = gloss_accuracy(predicted, prompts.glosses)
     out["eval/gloss_wer"] = gloss_wer(predicted, prompts.glosses)
@@ -211,9 +248,37 @@ def evaluate(state: TrainState, dataset, evaluator_fn: Optional[Callable] = None
     fake = sample(state, prompts.texts, e.seed)
     fake_u8 = to_uint8(fake)
     real = to_model_input(prompts.real)
+    judge = gloss_judge(state, prompts, evaluator_fn or default_evaluator_fn(e))
     metrics: dict[str, Any] = {"eval/num_videos": len(prompts.texts)}
     metrics.update(zip(("eval/fvd", "eval/fvd_status"), fvd(real, fake, e.fvd_detector, state.device)))
-    metrics.update(_gloss_metrics(state, prompts, fake_u8, evaluator_fn or default_evaluator_fn(e)))
+    metrics.update(_gloss_metrics(state, prompts, fake_u8, judge))
     metrics.update(_lpips_metrics(fake, real, prompts.references, lpips_model, lpips_status))
     metrics.update(_cost_metrics(state, prompts.texts[0]))
+    metrics.update(guidance_curve(state, prompts, judge, metrics))
     return EvalResult(metrics, fake_u8, prompts.texts, prompts.real)
+
+
+def guidance_curve(state: TrainState, prompts: EvalSet, judge: GlossJudge | str,
+                   headline: dict[str, Any]) -> dict[str, Any]:
+    """`eval/guidance/<scale>/{fvd_synthsign,text_alignment}` for each scale of `eval.guidance_scale`'s list
+    (none for a single number), and the headline scale.
+
+    Every scale samples the same prompts with the same noise (`eval.seed`), so the curve is paired; only the
+    two curve metrics are computed, against the real features `judge` holds. A scale that samples what the
+    headline did (the headline scale itself; any scale of an unconditional model) reuses the `headline`
+    metrics; without a judge every value is NaN and `eval/<metric>_status` says why.
+    """
+    e = state.cfg.eval
+    if not e.guidance_sweep:
+        return {}
+    out: dict[str, Any] = {HEADLINE_SCALE_KEY: e.guidance}
+    with eval_weights(state) as model:  # swapped once for every scale
+        for scale in e.guidance_sweep:
+            if isinstance(judge, str) or scale == e.guidance or unconditional(state):
+                values = {m: headline[f"eval/{m}"] for m in CURVE_METRICS}  # NaN without a judge
+            else:
+                fake_u8 = to_uint8(sample_with(model, state, prompts.texts, e.seed, guidance=scale))
+                distance, predicted = judge.score(fake_u8)
+                values = {"fvd_synthsign": distance, "text_alignment": text_alignment(predicted, judge.glosses)}
+            out.update({guidance_key(scale, m): values[m] for m in CURVE_METRICS})
+    return out

@@ -11,6 +11,8 @@ CURVES_CSV = "training_curves.csv"
 COMPARISON_STATS_CSV = "comparison_stats.csv"
 FORMATS = ("csv", "md", "both")
 """`analyze --format`: which comparison tables to write (the text report is always written)."""
+TRACKERS = ("wandb", "mlflow")
+"""`sweep --log-to`: trackers that receive every trial's metrics through Ray's logger callbacks (`t2s_ray.trackers`)."""
 INTERVALS = ("t", "bootstrap")
 """`analyze --interval`: the 95 % interval of a paired difference, t-based or scipy.stats.bootstrap."""
 SAMPLES_NPZ = "samples.npz"
@@ -30,6 +32,42 @@ SHARED_PREFIX = "shared/"
 
 def shared_key(member: str, key: str) -> str:
     return f"{SHARED_PREFIX}{member}/{key}"
+
+
+def shared_members(params: dict) -> list[str]:
+    """The ablations a trial's training also served (`shared` in its params; see `t2s-ray sweep`)."""
+    return [str(m) for m in params.get("shared", {}).get(params["ablation"], [])]
 SAMPLES_KEPT = 8
 """How many evaluation prompts a trial keeps as samples (samples.gif, samples.npz)."""
 REPORT_HTML = "report.html"
+GRID_PARAM = "grid"
+"""In a trial's params: `{config key: value}` of the `--grid` axes this trial sits at (absent without --grid)."""
+GRID_JOIN = " @ "
+"""An arm of a `--grid` sweep is labelled `<ablation> @ <grid label>` in the tables and the report."""
+
+
+def grid_label(grid: dict | None) -> str:
+    """`{"training.lr": 0.0001, "eval.guidance_scale": 3.0}` -> `training.lr=0.0001, eval.guidance_scale=3.0`
+    (in the sweep's key order; "" without grid axes)."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (grid or {}).items())
+
+
+def arm_label(ablation: str, grid: dict | None) -> str:
+    """The name of one arm of the study: the ablation, plus its grid point when the sweep has grid axes."""
+    label = grid_label(grid)
+    return f"{ablation}{GRID_JOIN}{label}" if label else ablation
+
+
+def baseline_of(arm: str, baseline: str) -> str:
+    """The baseline arm an `arm` is compared with: the baseline at the same grid point."""
+    _, sep, label = arm.partition(GRID_JOIN)
+    return f"{baseline}{sep}{label}"
+
+
+def is_baseline(arm: str, baseline: str) -> bool:
+    return ablation_of(arm) == baseline
+
+
+def ablation_of(arm: str) -> str:
+    """The ablation of an arm label (`no_ema @ training.lr=0.0001` -> `no_ema`)."""
+    return arm.partition(GRID_JOIN)[0]

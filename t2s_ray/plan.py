@@ -159,15 +159,17 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def cost_lines(groups, probes: dict[str, Probe], seeds: int, steps: int, at_once: int, devices_per_trial: float,
-               device_kind: str) -> list[str]:
-    """The probe table and the estimate, as printed by `--dry-run` (and before a full-scale sweep)."""
+def cost_lines(groups, probes: dict[str, Probe], trials_per_group: int, steps: int, at_once: int,
+               devices_per_trial: float, device_kind: str, samplings_per_member: int = 1) -> list[str]:
+    """The probe table and the estimate, as printed by `--dry-run` (and before a full-scale sweep); each group
+    trains `trials_per_group` trials (its seeds x the --grid points) and samples each member's evaluation set
+    `samplings_per_member` times (the guidance scales of `eval.guidance_scale`)."""
     lines = [f"{'training group':<34} {'device':<7} {'s/step':>8} {'eval s':>8} {'trial':>9}"]
     durations = []
     for g in groups:
         p = probes[g.trainer]
-        trial = trial_seconds(p, steps, len(g.members))
-        durations += [trial] * seeds
+        trial = trial_seconds(p, steps, len(g.members) * samplings_per_member)
+        durations += [trial] * trials_per_group
         lines.append(f"{' + '.join(g.members):<34} {p.device:<7} {p.step_s:>8.3f} {p.eval_s:>8.1f} {_hms(trial):>9}")
     est = estimate(durations, at_once, devices_per_trial)
     lines.append(f"estimate: {est.trials} trial(s), {est.at_once} at once ({est.waves} wave(s)): "

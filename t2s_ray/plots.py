@@ -111,18 +111,26 @@ def lr_figure(curves: pd.DataFrame):
     return fig
 
 
+# memory sampler column -> panel title; each trial's own figures first, then the whole GPU's
+MEMORY_PANELS = {
+    "gpu_allocated_gb": "this trial: GPU allocated by torch",
+    "nvml_process_used_gb": "this trial: GPU used by its process (NVML)",
+    "nvml_device_used_gb": "whole GPU: used by every process on it (NVML),\nother trials sharing it included",
+    "cpu_rss_gb": "this trial: process RSS (CPU)",
+}
+
+
 def memory_figure(memory: pd.DataFrame):
-    """Memory over time per trial from the trials' memory sampler CSVs: one panel per reading with any
-    value (`gpu_allocated_gb`, `gpu_used_gb`, `cpu_rss_gb`), one line per trial, coloured by ablation.
-    `memory` has columns ablation, seed, time_s and the readings."""
-    readings = [(c, t) for c, t in (("gpu_allocated_gb", "GPU allocated by torch (GiB)"),
-                                    ("gpu_used_gb", "GPU used, whole device (NVML, GiB)"),
-                                    ("cpu_rss_gb", "process RSS (GiB)"))
-                if c in memory and memory[c].notna().any()]
+    """Memory over time per trial from the trials' memory sampler CSVs: one panel per `MEMORY_PANELS`
+    reading with any value, one line per trial, coloured by ablation. `memory` has columns ablation,
+    seed, time_s and the readings under the sampler's current names."""
+    readings = [(c, t) for c, t in MEMORY_PANELS.items() if c in memory and memory[c].notna().any()]
     if memory.empty or not readings:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(readings), figsize=(5.2 * len(readings), 3.4), squeeze=False)
+    cols = len(readings) if len(readings) <= 3 else 2  # four panels in a row would be too wide for the report
+    rows = math.ceil(len(readings) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
     colours = {a: f"C{i}" for i, a in enumerate(dict.fromkeys(memory["ablation"]))}
     for ax, (column, title) in zip(axes.flat, readings):
         for (ablation, seed), g in memory.groupby(["ablation", "seed"], sort=False):
@@ -130,8 +138,11 @@ def memory_figure(memory: pd.DataFrame):
                     label=ablation if seed == memory.loc[memory["ablation"] == ablation, "seed"].min() else None)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("time since the trial started (s)")
+        ax.set_ylabel("GiB")
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
+    for ax in list(axes.flat)[len(readings):]:
+        ax.axis("off")
+    axes.flat[0].legend(title="ablation (one line per seed)", fontsize=8, title_fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -171,3 +182,39 @@ def metrics_figure(summary: pd.DataFrame, metrics: list[str], labels: dict[str, 
 def plot_metrics(summary: pd.DataFrame, metrics: list[str], labels: dict[str, str], path: Path) -> Path | None:
     """`metrics_figure` (±1 std whiskers) as a PNG at `path`; None when no metric has a value."""
     return _save_closed(metrics_figure(summary, metrics, labels), path)
+
+
+def guidance_curve_figure(curve: pd.DataFrame):
+    """FVD-SynthSign against text alignment, one line per ablation through its guidance scales in increasing
+    order (means over seeds, from `analysis.guidance.guidance_curve`), each point labelled by its scale, the
+    headline scale's ringed; None when no ablation has a point with both values."""
+    from t2s_ray.guidance import scale_text
+
+    both = curve.dropna(subset=["text_alignment_mean", "fvd_synthsign_mean"])
+    if both.empty:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, (ablation, g) in enumerate(both.groupby("ablation", sort=False)):
+        g = g.sort_values("scale")
+        x, y = g["text_alignment_mean"], g["fvd_synthsign_mean"]
+        ax.plot(x, y, marker="o", color=f"C{i}", label=ablation)
+        head = g[g["headline"].astype(bool)]
+        ax.scatter(head["text_alignment_mean"], head["fvd_synthsign_mean"], s=160, facecolors="none",
+                   edgecolors=f"C{i}", linewidths=1.5)
+        for xi, yi, s in zip(x, y, g["scale"]):
+            ax.annotate(f"g={scale_text(s)}", (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8,
+                        color=f"C{i}")
+    ax.set_xlabel("text alignment (eval/text_alignment), higher is better →")
+    ax.set_ylabel("FVD-SynthSign (eval/fvd_synthsign), lower is better ↓")
+    ax.set_title("guidance curve: mean over seeds, points labelled by guidance scale (ringed: headline)",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_guidance_curve(curve: pd.DataFrame, path: Path) -> Path | None:
+    """`guidance_curve_figure` as a PNG at `path`; None when there is nothing to draw."""
+    return _save_closed(guidance_curve_figure(curve), path)

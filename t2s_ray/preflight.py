@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 
 from t2s_ray.ablations import ABLATIONS, resolve
 from t2s_ray.cluster import detect_local_gpus, keep_ray_on_loopback
+from t2s_ray.storage import check_writable, normalize
 
 # torch, Ray, the text encoder and the datasets are imported inside their checks: this module is
 # imported by the CLI, and they would cost seconds on every `t2s-ray --help`; Ray also must see the
@@ -83,15 +84,18 @@ def _ray() -> str:
         ray.shutdown()
 
 
-def _storage(path: Path) -> str:
-    path = path.expanduser().resolve()
+def _storage(location: str | Path) -> str:
+    path = normalize(location)
+    if isinstance(path, str):  # a URI: reachable, and a probe object is written and deleted
+        check_writable(path)
+        return f"{path} is writable"
     path.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path, prefix=".t2s-check-"):
         pass
     return f"{path} is writable"
 
 
-def run_checks(data: str = "synthsign", storage: Path = Path("results"), scale: str = "smoke") -> Iterator[Check]:
+def run_checks(data: str = "synthsign", storage: str | Path = "results", scale: str = "smoke") -> Iterator[Check]:
     """Yield each checklist item as it completes."""
     yield _run("ablations", lambda: _ablations(scale))
     yield _run("text encoder", _text_encoder)

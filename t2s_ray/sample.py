@@ -170,7 +170,7 @@ def sample_checkpoint(checkpoint: Path, texts: list[str], seed: int, overrides: 
     clips, weights = sample_state(state, texts, seed, raw)
     e = state.cfg.eval
     # trained on the empty caption alone: sampled unconditionally (evaluation.sample_with)
-    guidance = "unconditional" if state.cfg.diffusion.caption_dropout >= 1 else f"guidance {e.guidance_scale:g}"
+    guidance = "unconditional" if state.cfg.diffusion.caption_dropout >= 1 else f"guidance {e.guidance:g}"
     sampler = f"DDIM {e.sampling_steps} steps, {guidance}"
     return Column(state.cfg.ablation, clips, checkpoint, state.step, weights, sampler)
 

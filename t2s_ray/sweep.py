@@ -7,15 +7,16 @@ costs nothing and writes nothing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
-from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, TrainingGroup, resolve, training_groups
+from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, TrainingGroup, grid_override, resolve, training_groups
 from t2s_ray.cluster import (
     RayOptions,
     detect_local_gpus,
@@ -25,6 +26,7 @@ from t2s_ray.cluster import (
 )
 from t2s_ray.config import DEFAULT_SEEDS, diff
 from t2s_ray.io import write_text_atomic
+from t2s_ray.outputs import GRID_PARAM
 from t2s_ray.plan import (
     AUTO_MAX_CPUS,
     CONTEXT_GIB,
@@ -35,6 +37,18 @@ from t2s_ray.plan import (
     cost_lines,
     pack,
     probe,
+)
+from t2s_ray.storage import (
+    Location,
+    StorageError,
+    check_reachable,
+    check_writable,
+    exists,
+    filesystem,
+    join,
+    normalize,
+    read_bytes,
+    write_bytes,
 )
 
 
@@ -60,7 +74,8 @@ class SweepSpec:
     """`--gpus-per-trial auto`: set gpus_per_trial from a probe of each model's peak memory (`plan.pack`)."""
     cpus_per_trial: Optional[float] = None
     """None: auto (`plan.auto_cpus`, decided once Ray reports the cluster's CPUs and GPUs)."""
-    storage: Path = Path("results")
+    storage: Location = Path("results")
+    """A local folder (resolved to an absolute Path; `file:///abs` too) or a URI Ray's storage takes (s3://, gs://)."""
     name: Optional[str] = None
     """Experiment folder under `storage`; None: t2s-<date>-<time>."""
     address: Optional[str] = None
@@ -73,6 +88,8 @@ class SweepSpec:
     expose_dashboard: bool = False
     share_training: bool = True
     """Train once per training group (ablations differing only in EMA/evaluation fields); False: per ablation."""
+    grid: tuple[str, ...] = ()
+    """Extra sweep axes (`--grid key.path=v1,v2`), crossed with ablations x seeds; parsed by `parse_grid`."""
     log_to: tuple[str, ...] = ()
     """Trackers that also receive every trial's metrics (`--log-to`): see `t2s_ray.trackers`."""
 
@@ -84,20 +101,26 @@ class SweepSpec:
     def __post_init__(self) -> None:
         if self.seeds is None:
             self.seeds = DEFAULT_SEEDS.get(self.scale, 1)
-        self.storage = Path(self.storage).expanduser().resolve()
+        self.storage = normalize(self.storage)
         self.name = datetime.now().strftime("t2s-%Y%m%d-%H%M%S") if self.name is None else check_name(self.name)
         # Tune runs each trial in its own working directory: every path the trials read must be absolute.
         self.overrides = tuple(absolutize_override(o) for o in self.overrides)
         self.data = absolutize_spec(self.data)
 
     @property
-    def experiment_dir(self) -> Path:
-        return self.storage / self.name
+    def experiment_dir(self) -> Location:
+        """`<storage>/<name>`: a local Path, or a URI for remote storage."""
+        return join(self.storage, self.name)
 
     @property
     def all_overrides(self) -> list[str]:
         return ([f"data.spec={self.data}", *self.overrides]
                 + ([f"training.steps={self.steps}"] if self.steps is not None else []))
+
+    @property
+    def grid_points(self) -> int:
+        """Points of the --grid axes (1 without any)."""
+        return math.prod(len(v) for v in parse_grid(self.grid, self.overrides).values())
 
     def param_space(self) -> dict[str, Any]:
         """Grid over ablation x seed; everything else constant, so params.json says what a trial was."""
@@ -111,6 +134,9 @@ class SweepSpec:
             "data": self.data,
             "overrides": self.all_overrides,
         }
+        axes = parse_grid(self.grid, self.overrides)
+        if axes:
+            space[GRID_PARAM] = {key: tune.grid_search(values) for key, values in axes.items()}
         shared = {g.trainer: list(g.others) for g in groups if g.others}
         if shared:  # the trial of `trainer` also evaluates these ablations' weights
             space["shared"] = shared
@@ -129,8 +155,14 @@ class SweepSpec:
     def plan_lines(self) -> list[str]:
         """What will train: trials, and which ablations share one training run."""
         groups = self.training_groups()
-        lines = [f"plan: {len(self.ablations)} ablation(s) x {self.seeds} seed(s) = {len(groups) * self.seeds} "
-                 f"trial(s) at scale {self.scale}"]
+        axes = parse_grid(self.grid, self.overrides)
+        points = self.grid_points
+        grid = "".join(f" x {len(v)} {k}" for k, v in axes.items())
+        lines = [f"plan: {len(self.ablations)} ablation(s) x {self.seeds} seed(s){grid} = "
+                 f"{len(groups) * self.seeds * points} trial(s) at scale {self.scale}"]
+        for key, values in axes.items():
+            lines.append(f"  --grid {key}: {', '.join(map(str, values))} (each compared with the baseline at the "
+                         f"same value)")
         for g in groups:
             if g.others:
                 lines.append(f"  {' + '.join(g.members)}: trained once ({g.trainer}'s config; they differ only in "
@@ -173,6 +205,52 @@ def absolutize_spec(spec: str) -> str:
     return f"{name}:{_abs(arg)}" if sep and arg else spec
 
 
+GRID_RESERVED = {"ablation": "--ablations", "seed": "--seeds", "scale": "--scale", "data.spec": "--data"}
+"""Config keys that are sweep axes or settings of their own, not `--grid` axes (the option to use instead)."""
+
+
+def parse_grid(items: Sequence[str], overrides: Sequence[str] = ()) -> dict[str, list]:
+    """`("training.lr=1e-4,3e-4",)` -> `{"training.lr": [0.0001, 0.0003]}`, values typed by the config schema.
+
+    Raises `SweepError`/`ConfigError` naming the item: no values, one value, a repeated key or value, a key that
+    is also --set, a key with its own option, a tuple-valued key (its values contain commas)."""
+    axes: dict[str, list] = {}
+    set_keys = {o.partition("=")[0].strip() for o in overrides}
+    for item in items:
+        key, sep, text = (part.strip() for part in item.partition("="))
+        values = [v.strip() for v in text.split(",")] if sep else []
+        if not key or not values or any(not v for v in values):
+            raise SweepError(f"--grid {item!r}: expected key.path=v1,v2,... e.g. --grid training.lr=1e-4,3e-4")
+        if key in GRID_RESERVED:
+            raise SweepError(f"--grid {item!r}: {key} has its own option ({GRID_RESERVED[key]}); use that")
+        if key in axes or key in set_keys:
+            raise SweepError(f"--grid {item!r}: {key} is already {'a --grid axis' if key in axes else 'set by --set'}; "
+                             f"give each key once")
+        typed = [_typed_value(key, v, item) for v in values]
+        if len(typed) < 2:
+            raise SweepError(f"--grid {item!r}: one value is not an axis; use --set {key}={values[0]}")
+        if len(set(map(repr, typed))) < len(typed):
+            raise SweepError(f"--grid {item!r}: a value is repeated")
+        axes[key] = typed
+    return axes
+
+
+def _typed_value(key: str, text: str, item: str) -> Any:
+    from t2s_ray.config import ConfigError, parse_override
+
+    try:
+        value: Any = parse_override(f"{key}={text}")
+    except ConfigError as e:
+        msg = str(e)
+        raise SweepError(msg.replace(msg.split(":")[0], f"--grid {item!r}", 1) if msg.startswith("--set")
+                         else f"--grid {item!r}: {msg}") from None
+    for part in key.split("."):
+        value = value[part]
+    if isinstance(value, (list, tuple, dict)):
+        raise SweepError(f"--grid {item!r}: {key} holds several values; sweep it with separate --set runs")
+    return value
+
+
 # --- validation (no Ray, nothing written) -----------------------------------------------------
 
 def _nearest_existing(path: Path) -> Path:
@@ -197,10 +275,15 @@ def validate(spec: SweepSpec, available_gpus: Optional[float] = None) -> list:
     if spec.max_concurrent is not None and spec.max_concurrent < 1:
         raise SweepError("--max-concurrent must be >= 1")
     _validate_gpus(spec, available_gpus)
+    axes = parse_grid(spec.grid, spec.overrides)
+    for key, values in axes.items():  # every grid value must give a valid config (e.g. training.lr > 0)
+        for value in values:
+            resolve("baseline", spec.scale, 0, [*spec.all_overrides, grid_override(key, value)],
+                    extra_ablations=spec.user_ablations)
     if spec.log_to:
         from t2s_ray.trackers import check_trackers
 
-        check_trackers(spec.log_to)
+        check_trackers(spec.log_to, storage=spec.experiment_dir)
     configs = [resolve(a, spec.scale, s, spec.all_overrides, extra_ablations=spec.user_ablations)
                for a in spec.ablations for s in range(spec.seeds)]
     _refuse_copies_of_baseline(spec)
@@ -235,6 +318,9 @@ def _validate_gpus(spec: SweepSpec, available: Optional[float]) -> None:
 
 
 def _validate_storage(spec: SweepSpec) -> None:
+    if isinstance(spec.storage, str):
+        _validate_remote_storage(spec)
+        return
     exp = spec.experiment_dir
     if exp.exists():
         raise SweepError(f"experiment {exp} already exists; continue it with `t2s-ray resume {exp}` "
@@ -245,6 +331,18 @@ def _validate_storage(spec: SweepSpec) -> None:
                          f"choose another --storage")
 
 
+def _validate_remote_storage(spec: SweepSpec) -> None:
+    """A URI: reachable and writable (a probe object is written and deleted), and no experiment of that name."""
+    try:
+        check_writable(spec.storage)
+        taken = exists(spec.experiment_dir)
+    except StorageError as e:
+        raise SweepError(str(e)) from None
+    if taken:
+        raise SweepError(f"experiment {spec.experiment_dir} already exists; continue it with "
+                         f"`t2s-ray resume {spec.experiment_dir}` or choose another --name")
+
+
 def quiet_tune_env() -> None:
     """Tune's legacy reporter (a table with our columns) and no warnings about routine snapshots."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -252,7 +350,8 @@ def quiet_tune_env() -> None:
 
 
 def _trial_dirname(trial) -> str:
-    return f"{trial.config['ablation']}_seed{trial.config['seed']}_{trial.trial_id}"
+    grid = "".join(f"_{key.rsplit('.', 1)[-1]}={value}" for key, value in trial.config.get(GRID_PARAM, {}).items())
+    return f"{trial.config['ablation']}_seed{trial.config['seed']}{grid}_{trial.trial_id}"
 
 
 def _resources(spec: SweepSpec) -> dict[str, float]:
@@ -268,11 +367,12 @@ def trainable_with_resources(resources: dict[str, float]):
     return tune.with_resources(t2s_trial, resources)
 
 
-def _reporter(quiet: bool):
+def _reporter(quiet: bool, grid_keys: Sequence[str] = ()):
     from ray.tune import CLIReporter
 
     return CLIReporter(
-        parameter_columns={"ablation": "ablation", "seed": "seed"},
+        parameter_columns={"ablation": "ablation", "seed": "seed",
+                           **{f"{GRID_PARAM}/{k}": k.rsplit(".", 1)[-1] for k in grid_keys}},
         metric_columns={"step": "step", "loss": "loss", "samples_per_s": "samples/s",
                         "mem/gpu_peak_gb": "gpu_peak_gb", "mem/cpu_rss_gb": "rss_gb"},
         max_report_frequency=60 if quiet else 15,
@@ -297,10 +397,13 @@ def build_tuner(spec: SweepSpec, keep_checkpoints: int):
         ),
         run_config=tune.RunConfig(
             name=spec.name,
-            storage_path=spec.storage.as_posix(),
+            storage_path=spec.storage if isinstance(spec.storage, str) else spec.storage.as_posix(),
+            # remote storage: Ray also uploads each trial's working directory, where the trial then writes its
+            # samples and memory CSV (trainables.t2s_trial.artifact_dir), at each checkpoint and at its end
+            sync_config=tune.SyncConfig(sync_artifacts=isinstance(spec.storage, str)),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            progress_reporter=_reporter(spec.quiet),
+            progress_reporter=_reporter(spec.quiet, list(parse_grid(spec.grid, spec.overrides))),
             callbacks=_tracker_callbacks(spec),
             verbose=1,
         ),
@@ -319,7 +422,8 @@ def _tracker_callbacks(spec: SweepSpec) -> list:
 class SweepOutcome:
     """What a finished (or interrupted) `fit()` left behind."""
 
-    experiment_dir: Path
+    experiment_dir: Location
+    """The experiment folder, or its URI for remote storage."""
     num_trials: int
     num_errors: int
     num_terminated: int
@@ -375,6 +479,41 @@ def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
             f"test clips")
 
 
+def prepare_cluster_data(configs, say: Callable[[str], None]) -> None:
+    """Under --address: check the data this machine can see, and say where the trials find their cache.
+
+    Each trial builds or reuses the cache (gloss evaluator included) on its own node under the cache's file
+    locks: this machine's cache may be no node's. A given data.cache_dir is created here when possible, so
+    that every node mounting it sees it (a trial that cannot see it fails, naming its node).
+    """
+    from t2s_ray.data import check_layout, dataset_path
+
+    lines = []
+    for data in dict.fromkeys(cfg.data for cfg in configs):
+        try:
+            here = check_layout(data)
+        except (ValueError, OSError) as e:
+            raise SweepError(str(e) if data.spec in str(e) else f"--data {data.spec}: {e}") from None
+        if not here:
+            lines.append(f"data: {dataset_path(data)} is not on this machine; each trial looks for it on its node")
+        lines.append(_cluster_cache_line(data))
+    for line in dict.fromkeys(lines):
+        say(line)
+
+
+def _cluster_cache_line(data) -> str:
+    if not data.cache_dir:
+        return ("data: each node builds or reuses its own cache ($T2S_RAY_CACHE or ~/.cache/t2s-ray on that node); "
+                "set data.cache_dir to a folder every node mounts to build it once")
+    folder = Path(data.cache_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return (f"data: trials build or reuse the cache in {folder} (data.cache_dir), which every node must see; "
+                f"it cannot be created here ({e.strerror or e}): create it on a filesystem every node mounts")
+    return f"data: trials build or reuse the cache in {folder} (data.cache_dir) once; every node must see that folder"
+
+
 def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutcome:
     """Validate, start Ray, run the grid, return counts. Raises before writing anything if invalid."""
     existing = existing_cluster_gpus()
@@ -384,9 +523,11 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     for line in spec.plan_lines():
         say(line)
     probes = _pack_by_memory(spec, configs, say) if spec.pack_by_memory else {}
-    if spec.address is None:  # a remote cluster's workers may not share this machine's cache
+    if spec.address is None:
         prepare_data(configs, say)
         prepare_evaluators(configs, say)
+    else:  # a cluster's nodes may not share this machine's cache: trials build or find it on their node
+        prepare_cluster_data(configs, say)
     t0 = time.perf_counter()
     info = start_ray(spec.ray_options(), say)
     if spec.gpus is None:
@@ -401,26 +542,30 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
         spec.max_concurrent = max(1, int(spec.gpus // spec.gpus_per_trial))
     save_resources(spec)
     grid = build_tuner(spec, configs[0].training.keep_checkpoints).fit()
-    return _outcome(grid, Path(grid.experiment_path), t0, info.start_s)
+    exp = spec.experiment_dir if isinstance(spec.storage, str) else Path(grid.experiment_path)
+    return _outcome(grid, exp, t0, info.start_s)
 
 
 SWEEP_FILE = "t2s_sweep.json"
 """In the experiment folder: what each trial asks Ray for, so that `resume` gives trials it starts the same."""
 
 
-def save_resources(spec: SweepSpec) -> Path:
+def save_resources(spec: SweepSpec) -> Location:
     """Write the trials' resource request into the experiment folder (before Tune creates its files)."""
-    spec.experiment_dir.mkdir(parents=True, exist_ok=True)
     body = {"resources": _resources(spec), "gpus": spec.gpus, "max_concurrent": spec.max_concurrent}
-    return write_text_atomic(spec.experiment_dir / SWEEP_FILE, json.dumps(body, indent=2) + "\n")
+    text = json.dumps(body, indent=2) + "\n"
+    if isinstance(spec.storage, str):
+        return write_bytes(join(spec.experiment_dir, SWEEP_FILE), text.encode())
+    spec.experiment_dir.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(spec.experiment_dir / SWEEP_FILE, text)
 
 
-def saved_resources(exp: Path, say: Callable[[str], None]) -> dict[str, float]:
+def saved_resources(exp: Location, say: Callable[[str], None]) -> dict[str, float]:
     """The resources the sweep of `exp` asked for per trial; an experiment written before they were saved gets
     1 CPU and no GPU for trials not yet started, and is told so."""
-    path = exp / SWEEP_FILE
+    path = join(exp, SWEEP_FILE)
     try:
-        resources = json.loads(path.read_text())["resources"]
+        resources = json.loads(read_bytes(path))["resources"]
         return {"cpu": float(resources["cpu"]), "gpu": float(resources["gpu"])}
     except FileNotFoundError:
         say(f"note: {exp} has no {SWEEP_FILE} (written by an older t2s-ray): trials not started yet will get "
@@ -432,7 +577,7 @@ def saved_resources(exp: Path, say: Callable[[str], None]) -> dict[str, float]:
 
 
 def n_trials(spec: SweepSpec) -> int:
-    return len(spec.training_groups()) * spec.seeds
+    return len(spec.training_groups()) * spec.seeds * spec.grid_points
 
 
 def _choose_cpus(spec: SweepSpec, say: Callable[[str], None]) -> None:
@@ -484,8 +629,10 @@ def _print_estimate(spec: SweepSpec, configs, say: Callable[[str], None], probes
     at_once = concurrency(cpus, gpus, spec.cpus_per_trial, spec.gpus_per_trial, n_trials(spec), spec.max_concurrent)
     device = "cuda" if gpus and detect_local_gpus() else "cpu"
     probes = probes or _probes(spec, configs, device, say, threads=max(1, int(spec.cpus_per_trial)))
-    for line in cost_lines(spec.training_groups(), probes, spec.seeds, configs[0].training.steps, at_once,
-                           spec.gpus_per_trial if gpus else spec.cpus_per_trial, "GPU" if gpus else "CPU"):
+    for line in cost_lines(spec.training_groups(), probes, spec.seeds * spec.grid_points, configs[0].training.steps,
+                           at_once,
+                           spec.gpus_per_trial if gpus else spec.cpus_per_trial, "GPU" if gpus else "CPU",
+                           samplings_per_member=max(1, len(configs[0].eval.guidance_sweep))):
         say(line)
 
 
@@ -509,49 +656,65 @@ def dry_run(spec: SweepSpec, say: Callable[[str], None] = print, probe_steps: in
         f"; {where}: {cpus:g} CPUs, {gpus:g} GPUs -> {at_once} trial(s) at once")
     probes = probes or _probes(spec, configs, "cuda" if gpus else "cpu", say, max(1, int(cpus_per_trial)),
                                probe_steps)
-    for line in cost_lines(spec.training_groups(), probes, spec.seeds, configs[0].training.steps, at_once,
-                           spec.gpus_per_trial if gpus else cpus_per_trial, "GPU" if gpus else "CPU"):
+    for line in cost_lines(spec.training_groups(), probes, spec.seeds * spec.grid_points, configs[0].training.steps,
+                           at_once,
+                           spec.gpus_per_trial if gpus else cpus_per_trial, "GPU" if gpus else "CPU",
+                           samplings_per_member=max(1, len(configs[0].eval.guidance_sweep))):
         say(line)
 
 
-def _outcome(grid, exp: Path, t0: float, ray_start_s: float) -> SweepOutcome:
+def _outcome(grid, exp: Location, t0: float, ray_start_s: float) -> SweepOutcome:
     """Counts by each trial's real state. Tune handles Ctrl+C itself, returns normally and calls the trials it
     stopped "terminated": a trial counts as finished only with its final report (its evaluation) in hand."""
     finished = sum(1 for r in grid if r.error is None and r.metrics and r.metrics.get("final"))
     return SweepOutcome(exp, len(grid), grid.num_errors, finished, time.perf_counter() - t0, ray_start_s)
 
 
-def _check_tuner_pkl(path: Path) -> None:
-    """Refuse a truncated or corrupt `tuner.pkl` before Ray starts (Tune cannot rebuild it)."""
+def _check_tuner_pkl(exp: Location) -> None:
+    """Refuse a missing, truncated or corrupt `tuner.pkl` before Ray starts (Tune cannot rebuild it)."""
     try:
-        with open(path, "rb") as f:
-            pickle.load(f)
+        data = read_bytes(join(exp, "tuner.pkl"))
+    except (FileNotFoundError, IsADirectoryError):
+        raise SweepError(f"{exp} is not a t2s-ray experiment (no tuner.pkl); pass the folder that "
+                         f"`t2s-ray sweep` printed, e.g. results/<name> or s3://bucket/prefix/<name>") from None
+    try:
+        pickle.loads(data)
     except (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError, OSError) as e:
-        raise SweepError(f"cannot restore {path.parent}: {path.name} is corrupt or truncated ({type(e).__name__}: "
+        raise SweepError(f"cannot restore {exp}: tuner.pkl is corrupt or truncated ({type(e).__name__}: "
                          f"{e}); the trial folders and checkpoints are intact, start a new sweep to continue") from None
 
 
-def resume_sweep(experiment_dir: Path, restart_errored: bool = False, quiet: bool = False,
-                 say: Callable[[str], None] = print) -> SweepOutcome:
-    """`Tuner.restore` unfinished and errored trials of an existing experiment and run them."""
-    exp = Path(experiment_dir).expanduser().resolve()
-    if not (exp / "tuner.pkl").is_file():
-        raise SweepError(f"{exp} is not a t2s-ray experiment (no tuner.pkl); pass the folder that "
-                         f"`t2s-ray sweep` printed, e.g. results/<name>")
-    _check_tuner_pkl(exp / "tuner.pkl")
+def resume_sweep(experiment_dir: str | Path, restart_errored: bool = False, quiet: bool = False,
+                 say: Callable[[str], None] = print, address: Optional[str] = None) -> SweepOutcome:
+    """`Tuner.restore` unfinished and errored trials of an existing experiment (a folder or a URI) and run them,
+    on a fresh local Ray or, with `address`, on the cluster there (as `sweep --address`)."""
+    exp = _experiment_location(experiment_dir)
+    _check_tuner_pkl(exp)
     resources = saved_resources(exp, say)
     t0 = time.perf_counter()
-    info = start_ray(RayOptions(quiet=quiet), say)
+    info = start_ray(RayOptions(address=address, quiet=quiet), say)
     from ray import tune  # after init_ray: Ray reads its network settings at import
 
     quiet_tune_env()
     try:
         # trials already created keep the resources stored in the experiment state; trials Ray creates after the
         # restore (pending ones, under a concurrency cap) get these: the sweep's own
-        tuner = tune.Tuner.restore(exp.as_posix(), trainable=trainable_with_resources(resources),
+        tuner = tune.Tuner.restore(str(exp), trainable=trainable_with_resources(resources),
                                    resume_unfinished=True, resume_errored=not restart_errored,
                                    restart_errored=restart_errored)
     except (EOFError, pickle.UnpicklingError, ValueError, RuntimeError, OSError) as e:
         raise SweepError(f"cannot restore {exp}: {type(e).__name__}: {e} (tuner.pkl or experiment state may be "
                          f"corrupt)") from None
     return _outcome(tuner.fit(), exp, t0, info.start_s)
+
+
+def _experiment_location(experiment_dir: str | Path) -> Location:
+    """A local experiment folder (absolute), or a URI checked to be reachable; `SweepError` otherwise."""
+    exp = normalize(experiment_dir)
+    if isinstance(exp, str):
+        try:
+            check_reachable(exp, option="experiment")
+            filesystem(exp, option="experiment")
+        except StorageError as e:
+            raise SweepError(str(e)) from None
+    return exp

@@ -319,6 +319,25 @@ def exp(tmp_path):
     return exp
 
 
+def _ray_state(exp, statuses):
+    """An experiment_state-*.json shaped as Tune 2.60 writes it: trial_data pairs of JSON strings."""
+    trials = [[json.dumps({"trial_id": f"t_{i:05d}", "relative_logdir": folder, "status": status}), "{}"]
+              for i, (folder, status) in enumerate(statuses.items())]
+    (exp / "experiment_state-2026.json").write_text(json.dumps({"trial_data": trials, "runner_data": {}}))
+
+
+def test_load_trials_takes_status_from_ray_records_where_they_exist(exp):
+    # Ray says the unfinished dit_s trial errored (it died before writing error.txt); a finished trial whose
+    # record says TERMINATED stays finished; a trial Ray does not list keeps what its folder says
+    _ray_state(exp, {"dit_s_seed0_f": "ERROR", "baseline_seed0_a": "TERMINATED", "no_ema_seed0_d": "TERMINATED"})
+    t = an.load_trials(exp)
+    by_dir = t.set_index(t["trial_dir"].map(lambda p: Path(p).name))
+    assert by_dir.loc["dit_s_seed0_f", "status"] == "errored"
+    assert "Ray recorded the trial as ERROR" in by_dir.loc["dit_s_seed0_f", "error"]
+    assert by_dir.loc["baseline_seed0_a", ["status", "ray_state"]].tolist() == ["finished", "TERMINATED"]
+    assert by_dir.loc["no_ema_seed1_e", "status"] == "errored" and by_dir["ray_state"].isna().sum() == 3
+
+
 def test_load_trials_statuses_and_metrics(exp):
     t = an.load_trials(exp)
     assert len(t) == 6

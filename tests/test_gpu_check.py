@@ -38,6 +38,8 @@ def test_cpu_run_without_the_bundled_encoder_writes_one_json(gpu_check, monkeypa
     assert row["flops_per_step"] > 0 and row["tflops"] > 0
     assert row["mfu"] is None and row["mfu_status"] == "CPU run: no peak FLOP/s table entry"
     assert report["sampler"]["status"].startswith("not applicable: CPU run") and report["sampler"]["rows"] >= 2
+    assert report["sampler"]["nvml_process_status"] == "never measured: no CUDA device or NVML in this trial"
+    assert report["sampler"]["nonfinite_rows"]["nvml_process_used_gb"] == report["sampler"]["rows"]
     assert report["sweep"]["status"].startswith("skipped:")
     assert report["gpu_machine"]["torch"] == torch.__version__
 

@@ -45,7 +45,8 @@ def test_cost_lines_arithmetic_with_a_fake_probe(tmp_path):
     groups = spec.training_groups()
     probes = {"baseline": Probe("baseline", "cuda:0", 0.5, 100.0),
               "text_finetuned": Probe("text_finetuned", "cuda:0", 0.75, 100.0)}
-    lines = cost_lines(groups, probes, seeds=3, steps=1000, at_once=3, devices_per_trial=1, device_kind="GPU")
+    lines = cost_lines(groups, probes, trials_per_group=3, steps=1000, at_once=3, devices_per_trial=1,
+                       device_kind="GPU")
     # baseline + no_ema: 0.5 x 1000 + 2 evaluations x 100 = 700 s; text_finetuned: 750 + 100 = 850 s
     assert "baseline + no_ema" in lines[1] and "11m40s" in lines[1] and "14m10s" in lines[2]
     # 6 trials, 3 at once: 700 700 700 | 850 850 850 -> wall 700 + 850 = 1550 s; 3 x (700 + 850) s = 1.29 h

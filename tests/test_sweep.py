@@ -1,12 +1,14 @@
 """The sweep end to end on a local Ray with fake GPUs, and its validation through the CLI."""
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from t2s_ray.checkpoint import list_checkpoints, read_checkpoint
 from t2s_ray.cli import app
 from t2s_ray.sweep import SweepError, SweepSpec, run_sweep, validate
 
@@ -42,6 +44,45 @@ def shared_sweep(fake_gpu_ray, tmp_path_factory):
     return run_sweep(spec, say=said.append), said
 
 
+@pytest.fixture(scope="module")
+def grid_sweep(fake_gpu_ray, tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    spec = SweepSpec(ablations=("baseline", "no_ema"), seeds=1, scale="smoke", gpus=3, cpus_per_trial=0.5,
+                     overrides=TINY + (f"data.cache_dir={root / 'cache'}", "ema.decay=0.9"),
+                     grid=("training.lr=1e-4,3e-3",), storage=root / "results", name="grid", quiet=True)
+    said = []
+    return run_sweep(spec, say=said.append), said
+
+
+@pytest.mark.slow
+def test_grid_sweep_crosses_its_axis_and_compares_with_the_baseline_at_the_same_value(grid_sweep, tmp_path):
+    outcome, said = grid_sweep
+    assert any("x 2 training.lr = 2 trial(s)" in line for line in said), said
+    assert (outcome.num_trials, outcome.num_terminated) == (2, 2)
+    trials = sorted(p for p in outcome.experiment_dir.iterdir() if p.is_dir() and "_seed0_" in p.name)
+    assert [t.name.split("_seed0_")[1].split("_")[0] for t in trials] == ["lr=0.0001", "lr=0.003"]
+    params = [json.loads((t / "params.json").read_text()) for t in trials]
+    assert [p["grid"] for p in params] == [{"training.lr": 1e-4}, {"training.lr": 3e-3}]
+    trained = [json.loads(read_checkpoint(list_checkpoints(t)[-1])[0]["config"]) for t in trials]
+    assert [c["training"]["lr"] for c in trained] == [1e-4, 3e-3]  # the grid value reached the training config
+    r = runner.invoke(app, ["analyze", str(outcome.experiment_dir), "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(tmp_path / "comparison_table.csv")
+    assert list(table["ablation"]) == ["baseline @ training.lr=0.0001", "no_ema @ training.lr=0.0001",
+                                       "baseline @ training.lr=0.003", "no_ema @ training.lr=0.003"]
+    assert list(table["grid"]) == ["training.lr=0.0001"] * 2 + ["training.lr=0.003"] * 2
+    comparisons = pd.read_csv(tmp_path / "comparison_stats.csv")
+    val = comparisons[comparisons["metric"] == "val_loss"].set_index("grid")
+    # each arm against the baseline trained at the same learning rate (the same trial: EMA vs raw weights)
+    for point, lr_trial in zip(("training.lr=0.0001", "training.lr=0.003"), trials):
+        final = _rows(lr_trial)[-1]
+        assert val.loc[point, "ablation"] == f"no_ema @ {point}"
+        assert val.loc[point, "baseline_mean"] == final["val_loss"]
+        assert val.loc[point, "mean"] == final["shared/no_ema/val_loss"]
+    assert "no_ema @ training.lr=0.003" in r.output and "no_ema @ training.lr=0.003" in (
+        tmp_path / "report.html").read_text()
+
+
 @pytest.mark.slow
 def test_shared_training_runs_one_trial_and_reports_both_ablations(shared_sweep, tmp_path):
     outcome, said = shared_sweep
@@ -58,6 +99,29 @@ def test_shared_training_runs_one_trial_and_reports_both_ablations(shared_sweep,
     assert list(table["ablation"]) == ["baseline", "no_ema"] and list(table["trained_with"]) == ["baseline"] * 2
     assert table.set_index("ablation").loc["no_ema", "val_loss_mean"] == final["shared/no_ema/val_loss"]
     assert "Trained with: baseline" in (tmp_path / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_ray_own_tools_read_a_finished_experiment(finished_sweep):
+    """ExperimentAnalysis and Tuner.restore(...).get_results() find every trial with its final metrics, and
+    analyze reads Ray's record of each trial's status."""
+    from ray import tune
+
+    from t2s_ray.analysis import load_trials
+    from t2s_ray.sweep import trainable_with_resources
+
+    exp = finished_sweep.experiment_dir
+    analysis = tune.ExperimentAnalysis(exp.as_posix())
+    finals = {t.config["ablation"]: t.last_result for t in analysis.trials}
+    assert sorted(finals) == ["baseline", "no_ema", "text_finetuned"]
+    assert all(r["final"] == 1 and math.isfinite(r["eval/fvd_synthsign"]) for r in finals.values()), finals
+    grid = tune.Tuner.restore(exp.as_posix(), trainable=trainable_with_resources({"cpu": 0.5, "gpu": 0})
+                              ).get_results()
+    assert grid.num_errors == 0 and len(grid) == 3
+    assert {r.config["ablation"]: r.metrics["eval/fvd_synthsign"] for r in grid} == {
+        a: r["eval/fvd_synthsign"] for a, r in finals.items()}
+    trials = load_trials(exp)
+    assert list(trials["ray_state"]) == ["TERMINATED"] * 3 and set(trials["status"]) == {"finished"}
 
 
 def _rows(trial_dir: Path) -> list[dict]:
@@ -150,6 +214,14 @@ def test_run_sweep_rejects_a_bad_spec_before_writing_anything(tmp_path, monkeypa
     (["--seeds", "0"], "--seeds 0"),
     (["--gpus-per-trial", "1.5", "--gpus", "0"], "--gpus-per-trial 1.5"),
     (["--steps", "0"], "'--steps'"),
+    (["--grid", "training.lr=1e-4"], "one value is not an axis; use --set training.lr=1e-4"),
+    (["--grid", "training.lr=1e-4,abc"], "--grid 'training.lr=1e-4,abc': training.lr: expected a number"),
+    (["--grid", "training.lr=0,1e-4"], "training.lr: must be > 0"),
+    (["--grid", "training.lrr=1,2"], "unknown key 'training.lrr'"),
+    (["--grid", "seed=0,1"], "seed has its own option (--seeds)"),
+    (["--grid", "training.lr=1e-4,3e-4", "--set", "training.lr=1e-3"], "training.lr is already set by --set"),
+    (["--grid", "training.lr=1e-4,1e-4"], "a value is repeated"),
+    (["--log-to", "neptune"], "'neptune' is not one of"),
 ])
 def test_sweep_cli_rejects_bad_input_before_writing(tmp_path, args, message):
     r = runner.invoke(app, ["sweep", "--storage", str(tmp_path / "s"), "--name", "n", *args])

@@ -3,7 +3,8 @@
 The reading layer (`read`) opens the trial folders Ray Tune wrote (params.json, result.json,
 error.txt) directly, so `t2s-ray analyze` needs neither Ray nor a running cluster. The rest are
 pure pandas functions of their arguments: the metric catalogue (`catalog`), the statistics
-tables (`tables`), their formatting and the text report (`render`); `write` writes the files.
+tables (`tables`), the guidance curve (`guidance`), their formatting and the text report (`render`);
+`write` writes the files.
 Each module imports only those before it in that order.
 """
 
@@ -20,6 +21,7 @@ from t2s_ray.analysis.catalog import (
     metric_info,
     tested_values,
 )
+from t2s_ray.analysis.guidance import guidance_curve, headline_note
 from t2s_ray.analysis.read import (
     EXPERIMENT_DIR_HELP,
     STEP_KEYS,
@@ -56,7 +58,8 @@ __all__ = [
     "ARROWS", "COMPARISON_STATS_CSV", "COST", "CURVES_CSV", "EXPERIMENT_DIR_HELP", "FORMATS", "HEADLINE",
     "LEGEND", "MARKS", "META_COLUMNS", "METRICS", "QUALITY_COLUMNS", "REFERENCES", "REPORT_TXT", "STEP_KEYS",
     "TABLE_CSV", "TABLE_MD", "TUNE_KEYS", "MetricInfo", "all_nan_notes", "column_decimals", "comparison_markdown",
-    "comparison_stats", "delta_pct", "header_label", "headline_markdown", "load_history", "load_trials",
+    "comparison_stats", "delta_pct", "guidance_curve", "header_label", "headline_markdown", "headline_note",
+    "load_history", "load_trials",
     "mean_std_text", "metric_columns", "metric_info", "nan_notes", "render_report", "select_trials", "stats",
     "summarize", "summary_metrics", "tested_values", "to_csv", "to_markdown", "training_curves", "write_outputs",
 ]

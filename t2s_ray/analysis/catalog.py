@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from t2s_ray.guidance import GUIDANCE_PREFIX
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -64,7 +66,7 @@ ARROWS = {"lower": "↓", "higher": "↑", "one": "→1", "real": "→real"}
 # Columns of load_trials/select_trials that describe a trial rather than measure it.
 META_COLUMNS = frozenset({
     "ablation", "seed", "trial_dir", "status", "trial_id", "last_time", "n_reports", "error",
-    "scale", "data", "n_attempts", "other_dirs", "trained_with",
+    "scale", "data", "n_attempts", "other_dirs", "trained_with", "grid", "ray_state",
 })
 
 
@@ -89,15 +91,25 @@ REFERENCES = (
 )
 
 
+def _numeric(df: pd.DataFrame, c: str) -> bool:
+    return pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+
+
 def metric_columns(df: pd.DataFrame) -> list[str]:
-    """Numeric metric columns of a trials frame: known ones in display order, then sorted."""
+    """Numeric metric columns of a trials frame: known ones in display order, then sorted. The guidance curve's
+    columns (`guidance_columns`) are not among them: the tables and statistics stay at the headline scale."""
     numeric = [
         c for c in df.columns
-        if c not in META_COLUMNS and not c.endswith("_status")
-        and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+        if c not in META_COLUMNS and not c.endswith("_status") and not c.startswith(GUIDANCE_PREFIX)
+        and _numeric(df, c)
     ]
     known = [m for m in METRICS if m in numeric]
     return known + sorted(set(numeric) - set(known))
+
+
+def guidance_columns(df: pd.DataFrame) -> list[str]:
+    """The numeric `eval/guidance/*` columns of a trials frame (the guidance curve; see `t2s_ray.guidance`)."""
+    return sorted(c for c in df.columns if c.startswith(GUIDANCE_PREFIX) and _numeric(df, c))
 
 
 def metric_info(metric: str) -> MetricInfo:

@@ -26,18 +26,21 @@ from PIL import Image
 
 from t2s_ray.ablations import get_ablation, params_ablations, resolve_params
 from t2s_ray.analysis.catalog import HEADLINE
+from t2s_ray.analysis.guidance import guidance_curve, missing_curves
 from t2s_ray.analysis.read import _Attempt
 from t2s_ray.analysis.render import (
     _notes_section,
     _reference_section,
     comparison_parts,
+    guidance_cells,
     header_label,
     nan_notes,
 )
 from t2s_ray.analysis.tables import training_curves
 from t2s_ray.config import ConfigError, diff
 from t2s_ray.metrics.sampler import CSV_NAME as MEMORY_CSV
-from t2s_ray.outputs import samples_npz
+from t2s_ray.metrics.sampler import LEGACY_COLUMNS as MEMORY_LEGACY_COLUMNS
+from t2s_ray.outputs import ablation_of, baseline_of, is_baseline, samples_npz
 
 SMOOTHING = 0.6
 """EMA weight of the smoothed training-loss panel (TensorBoard's default slider value)."""
@@ -96,6 +99,12 @@ def _node_values(attempts: list[_Attempt], key: str) -> list[str]:
     return sorted(values)
 
 
+def _hosts(attempts: list[_Attempt]) -> str:
+    """The trials' host names, and how many Ray nodes they ran on when more than one (several may share a host)."""
+    hosts, nodes = _node_values(attempts, "node/hostname"), _node_values(attempts, "node/id")
+    return (", ".join(hosts) or "not recorded") + (f" ({len(nodes)} Ray nodes)" if len(nodes) > 1 else "")
+
+
 def _header(exp_dir: Path, selected: pd.DataFrame, attempts: list[_Attempt], params: dict[str, dict],
             baseline: str) -> dict:
     counts = selected["status"].value_counts()
@@ -124,7 +133,7 @@ def _header(exp_dir: Path, selected: pd.DataFrame, attempts: list[_Attempt], par
         "ray": ", ".join(_node_values(attempts, "node/ray")) or "not recorded",
         "python": ", ".join(_node_values(attempts, "node/python")) or "not recorded",
         "devices": ", ".join(devices) or "not recorded",
-        "hosts": ", ".join(_node_values(attempts, "node/hostname")) or "not recorded",
+        "hosts": _hosts(attempts),
         "n_trials": len(selected), "finished_n": int(counts.get("finished", 0)),
         "errored_n": int(counts.get("errored", 0)), "unfinished_n": int(counts.get("unfinished", 0)),
         "problems": problems,
@@ -133,14 +142,15 @@ def _header(exp_dir: Path, selected: pd.DataFrame, attempts: list[_Attempt], par
 
 def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: dict[str, dict], baseline: str,
                        out_dir: Path) -> list[dict]:
-    """Per ablation: its description, the config keys that differ from the baseline, its trial folders."""
-    base_params = params.get(baseline)
-    try:
-        base_cfg = resolve_params(base_params, seed=0) if base_params else None
-    except (ConfigError, KeyError, ValueError):
-        base_cfg = None  # each section then says why its config cannot be shown
+    """Per ablation: its description, the config keys that differ from the baseline (at the same --grid point),
+    its trial folders."""
     sections = []
     for ablation in summary["ablation"]:
+        base_params = params.get(baseline_of(ablation, baseline))
+        try:
+            base_cfg = resolve_params(base_params, seed=0) if base_params else None
+        except (ConfigError, KeyError, ValueError):
+            base_cfg = None  # the section then says why its config cannot be shown
         p = params.get(ablation)
         trials = selected[selected["ablation"] == ablation].sort_values("seed")
         links = [{"seed": int(r["seed"]), "status": r["status"],
@@ -149,8 +159,8 @@ def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: di
         section = {"name": ablation, "description": "", "changes": [], "links": links, "error": None,
                    "trained_with": ", ".join(t for t in trained_with if t != ablation)}
         try:
-            section["description"] = get_ablation(ablation, params_ablations(p or {})).description
-            if p is not None and ablation != baseline:
+            section["description"] = get_ablation(ablation_of(ablation), params_ablations(p or {})).description
+            if p is not None and not is_baseline(ablation, baseline):
                 if base_cfg is None:
                     raise ValueError(f"the baseline {baseline!r} has no resolvable trial config")
                 changed = diff(resolve_params(p, seed=0), base_cfg)
@@ -171,7 +181,7 @@ def _memory_frame(selected: pd.DataFrame) -> pd.DataFrame:
         if not path.is_file():
             continue
         try:
-            df = pd.read_csv(path)
+            df = pd.read_csv(path).rename(columns=MEMORY_LEGACY_COLUMNS)  # older runs' names, same figures
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
             continue  # a CSV cut mid-row by a crash: the other trials still plot
         if "time_s" in df and not df.empty:
@@ -214,7 +224,7 @@ def _samples(summary: pd.DataFrame, selected: pd.DataFrame) -> dict:
             notes.append(f"{ablation}: no finished trial")
             continue
         folder = Path(trial["trial_dir"])
-        npz = folder / samples_npz(ablation)  # a member of a shared training run
+        npz = folder / samples_npz(ablation_of(ablation))  # a member of a shared training run
         if not npz.is_file():
             npz = folder / samples_npz()
         if npz.is_file():
@@ -245,6 +255,17 @@ def _samples(summary: pd.DataFrame, selected: pd.DataFrame) -> dict:
     return {"columns": columns, "rows": rows, "whole_gifs": whole_gifs, "notes": notes, "px": SAMPLE_PX}
 
 
+def _guidance_section(selected: pd.DataFrame) -> dict | None:
+    """The guidance curve (figure and per-scale table) when some ablation evaluated a list of guidance scales."""
+    from t2s_ray.plots import guidance_curve_figure
+
+    curve, missing = guidance_curve(selected), missing_curves(selected)
+    if curve.empty and not missing:
+        return None
+    return {"table": guidance_cells(curve) if not curve.empty else None, "missing": missing,
+            "src": _fig_uri(guidance_curve_figure(curve))}
+
+
 # --------------------------------------------------------------------------- page
 
 
@@ -256,19 +277,21 @@ def _environment() -> jinja2.Environment:
 
 def render_html(exp_dir: str | os.PathLike, attempts: list[_Attempt], selected: pd.DataFrame,
                 summary: pd.DataFrame, comparisons: pd.DataFrame, history: pd.DataFrame, out_dir: Path,
-                baseline: str = "baseline") -> str:
+                baseline: str = "baseline", source: str | None = None) -> str:
     """The report page as a string (see the module docstring). `out_dir`: where it will be written (the
-    links to trial folders are relative to it)."""
+    links to trial folders are relative to it); `source`: the experiment's storage URI when `exp_dir` is a
+    local copy of it."""
     exp = Path(exp_dir)
     params = {}
     for _, r in selected.iterrows():
         # a trial that shared its training holds its trainer's params: the row's ablation is the member
-        params.setdefault(r["ablation"], {**_params(r["trial_dir"]), "ablation": r["ablation"]})
+        params.setdefault(r["ablation"], {**_params(r["trial_dir"]), "ablation": ablation_of(r["ablation"])})
     parts = comparison_parts(selected, summary, comparisons, baseline)
     context = {
-        "h": _header(exp, selected, attempts, params, baseline),
+        "h": _header(exp, selected, attempts, params, baseline) | ({"path": source} if source else {}),
         "quality": parts["quality"], "cost": parts["cost"], "legend": parts["legend"],
         "frechet": parts["frechet"], "more": parts["more"], "missing": parts["missing"],
+        "guidance": parts["guidance"], "curve": _guidance_section(selected),
         "references": [line.strip() for line in _reference_section(selected)],
         "nan_notes": nan_notes(selected), "notes": [line.strip() for line in _notes_section(selected, summary,
                                                                                               baseline)],

@@ -7,6 +7,7 @@ Ray nor a running cluster. One row per folder (`load_trials`), one per (ablation
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from t2s_ray.analysis.catalog import META_COLUMNS, metric_columns
-from t2s_ray.outputs import SHARED_PREFIX, shared_key
+from t2s_ray.analysis.catalog import META_COLUMNS, guidance_columns, metric_columns
+from t2s_ray.outputs import GRID_PARAM, SHARED_PREFIX, arm_label, grid_label, shared_key, shared_members
 
 # Keys of the final row that are Tune bookkeeping or per-step snapshots, not final metrics.
 TUNE_KEYS = frozenset({
@@ -44,6 +45,21 @@ class _Attempt:
     params: dict
     rows: list[dict]
     error: str | None
+    ray_status: str | None = None
+    """The trial's status in Ray Tune's newest experiment_state-*.json (TERMINATED, ERROR, PENDING, ...)."""
+
+
+def ray_statuses(exp_dir: Path) -> dict[str, str]:
+    """Trial folder name -> status, from the newest experiment state Tune wrote (read as JSON: no Ray needed);
+    {} when there is none or it cannot be read (the trial folders are then the only record)."""
+    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        trials = json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]
+        return {t["relative_logdir"]: t["status"] for t in (json.loads(pair[0]) for pair in trials)}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return {}
 
 
 def _trial_folders(exp_dir: Path) -> list[Path]:
@@ -105,7 +121,9 @@ def _read_attempt(folder: Path) -> _Attempt:
 
 
 def _scan(exp_dir: str | os.PathLike) -> list[_Attempt]:
-    attempts = [_read_attempt(f) for f in _trial_folders(Path(exp_dir))]
+    statuses = ray_statuses(Path(exp_dir))
+    attempts = [dataclasses.replace(_read_attempt(f), ray_status=statuses.get(f.name))
+                for f in _trial_folders(Path(exp_dir))]
     # Tune's trial ids end in the grid counter: sorting by them restores the sweep's order.
     ids = [a.rows[-1].get("trial_id") if a.rows else None for a in attempts]
     order = sorted(range(len(attempts)), key=lambda i: (ids[i] is None, str(ids[i])))
@@ -130,11 +148,6 @@ def _final_values(row: dict) -> dict:
     return values
 
 
-def shared_members(params: dict) -> list[str]:
-    """The ablations a trial's training also served (`shared` in its params; see `t2s-ray sweep`)."""
-    return [str(m) for m in params.get("shared", {}).get(params["ablation"], [])]
-
-
 def _member_values(final: dict, member: str) -> dict:
     prefix = shared_key(member, "")
     return _final_values({k.removeprefix(prefix): v for k, v in final.items() if k.startswith(prefix)})
@@ -144,18 +157,24 @@ def _trial_records(att: _Attempt) -> list[dict]:
     """The trial's own record, then one per ablation that shared its training (the same folder and training,
     that ablation's final metrics); `trained_with` names the ablation whose config trained the weights."""
     final = next((r for r in reversed(att.rows) if r.get("final")), None)
-    status = "finished" if final else "errored" if att.error is not None else "unfinished"
+    # finished only with the final report (Tune calls a trial it stopped on Ctrl+C "TERMINATED" too); errored when
+    # the trial wrote error.txt or Ray's records say ERROR
+    errored = att.error is not None or att.ray_status == "ERROR"
+    status = "finished" if final else "errored" if errored else "unfinished"
     last = att.rows[-1] if att.rows else {}
     trainer = str(att.params["ablation"])
+    grid = att.params.get(GRID_PARAM) or {}
     record = {
-        "ablation": trainer, "seed": int(att.params["seed"]),
+        "ablation": arm_label(trainer, grid), "seed": int(att.params["seed"]),
+        **({"grid": grid_label(grid)} if grid else {}),
         "trial_dir": str(att.folder), "status": status, "trial_id": last.get("trial_id"),
         "last_time": float(last.get("timestamp", att.folder.stat().st_mtime)),
-        "n_reports": len(att.rows), "error": att.error,
+        "n_reports": len(att.rows), "error": att.error if att.error is not None or not errored
+        else "Ray recorded the trial as ERROR (no error.txt in its folder)", "ray_state": att.ray_status,
         "scale": att.params.get("scale"), "data": att.params.get("data"), "trained_with": trainer,
     }
     return [record | (_final_values(final) if final else {})] + [
-        record | {"ablation": member} | (_member_values(final, member) if final else {})
+        record | {"ablation": arm_label(member, grid)} | (_member_values(final, member) if final else {})
         for member in shared_members(att.params)]
 
 
@@ -163,15 +182,16 @@ def _trials_frame(attempts: list[_Attempt]) -> pd.DataFrame:
     df = pd.DataFrame([r for a in attempts for r in _trial_records(a)])
     statuses = sorted(c for c in df.columns if c.endswith("_status"))
     meta = [c for c in df.columns if c in META_COLUMNS]
-    return df[meta + metric_columns(df) + statuses].reset_index(drop=True)
+    return df[meta + metric_columns(df) + guidance_columns(df) + statuses].reset_index(drop=True)
 
 
 def _history_frame(attempts: list[_Attempt]) -> pd.DataFrame:
     records = [
-        {"ablation": str(a.params["ablation"]), "seed": int(a.params["seed"]),
+        # a shared training run is every member's training curve
+        {"ablation": arm_label(name, a.params.get(GRID_PARAM)), "seed": int(a.params["seed"]),
          "trial_dir": str(a.folder)}
         | {k: v for k, v in row.items() if _is_number(v) or isinstance(v, str)}
-        | {"ablation": name}  # a shared training run is every member's training curve
+        | {"ablation": arm_label(name, a.params.get(GRID_PARAM))}
         for a in attempts for name in [str(a.params["ablation"]), *shared_members(a.params)]
         for row in a.rows if not row.get("final")
     ]
@@ -182,7 +202,8 @@ def load_trials(exp_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per trial folder (attempt) of an experiment dir.
 
     Columns: ablation, seed, trial_dir, status ("finished" when a final report exists,
-    "errored" when error.txt exists without one, else "unfinished"), trial_id, last_time,
+    "errored" when error.txt exists without one, or Ray's experiment state says ERROR, else "unfinished"),
+    ray_state (Tune's own status of the trial where its experiment state records it), trial_id, last_time,
     n_reports, error, scale, data, then every numeric final metric and `*_status` string.
     Raises ValueError when exp_dir is missing or holds no trial folders.
     """

@@ -19,7 +19,10 @@ from t2s_ray.analysis.catalog import (
     metric_info,
     tested_values,
 )
+from t2s_ray.analysis.guidance import headline_note
 from t2s_ray.analysis.tables import comparison_stats, summary_metrics
+from t2s_ray.guidance import CURVE_METRICS, scale_text
+from t2s_ray.outputs import is_baseline
 
 
 def _decimals(x: float, digits: int) -> int:
@@ -54,7 +57,7 @@ def _cell(row: pd.Series, m: str, decimals: int) -> str:
 
 
 def _delta_cell(row: pd.Series, m: str, baseline: str) -> str:
-    if row["ablation"] == baseline:
+    if is_baseline(row["ablation"], baseline):
         return "—"
     d = row[f"{m}_delta_pct"]
     return "n/a" if math.isnan(d) else f"{round(d, 1) + 0.0:+.1f}%"  # no "-0.0%"
@@ -83,7 +86,7 @@ LEGEND = ("Δ vs baseline: paired by seed, mean difference [95 % CI] (in % of th
 
 
 def _verdict_cell(row: pd.Series, m: str, baseline: str, comparisons: pd.DataFrame) -> str:
-    if row["ablation"] == baseline:
+    if is_baseline(row["ablation"], baseline):
         return "—"
     c = comparisons[(comparisons["ablation"] == row["ablation"]) & (comparisons["metric"] == m)]
     if c.empty:
@@ -149,8 +152,9 @@ QUALITY_COLUMNS = 4
 def comparison_parts(selected: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
                      baseline: str = "baseline") -> dict:
     """What the comparison shows, as data: `quality` and `cost` tables (`table_cells`, None when empty),
-    `legend`, `frechet` (the sample count note or None), `more` (quality metrics only in the CSVs) and
-    `missing` (the all-NaN metrics with their reason)."""
+    `legend`, `frechet` (the sample count note or None), `guidance` (the guidance scale of the tables when a
+    list was evaluated, else None), `more` (quality metrics only in the CSVs) and `missing` (the all-NaN metrics
+    with their reason)."""
     present = [m for m in summary_metrics(summary) if summary[f"{m}_mean"].notna().any()]
     quality = [m for m in HEADLINE if m in present and metric_info(m).kind == "quality"]
     more = [m for m in present if metric_info(m).kind == "quality" and m not in quality[:QUALITY_COLUMNS]
@@ -161,7 +165,7 @@ def comparison_parts(selected: pd.DataFrame, summary: pd.DataFrame, comparisons:
         "cost": table_cells(summary, cost, baseline, comparisons=comparisons.iloc[0:0]) if cost else None,
         "legend": LEGEND,
         "frechet": _frechet_n(selected) if any(m in FRECHET for m in quality[:QUALITY_COLUMNS]) else None,
-        "more": more, "missing": all_nan_notes(selected),
+        "guidance": headline_note(selected), "more": more, "missing": all_nan_notes(selected),
     }
 
 
@@ -178,6 +182,8 @@ def comparison_markdown(selected: pd.DataFrame, summary: pd.DataFrame, compariso
     and the metrics left out: those with values (in the CSVs) and the all-NaN ones with their reason."""
     c = comparison_parts(selected, summary, comparisons, baseline)
     parts = ["Quality", "", _markdown_table(c["quality"]), "", c["legend"]]
+    if c["guidance"]:
+        parts.append(c["guidance"])
     if c["frechet"]:
         parts.append(c["frechet"])
     if c["more"]:
@@ -302,8 +308,8 @@ def _sample_count_section(selected: pd.DataFrame) -> list[str]:
 
 def _notes_section(selected: pd.DataFrame, summary: pd.DataFrame, baseline: str) -> list[str]:
     lines = []
-    base = summary[summary["ablation"] == baseline]
-    if base.empty or base["n_seeds"].iloc[0] == 0:
+    base = summary[summary["ablation"].map(lambda a: is_baseline(a, baseline))]
+    if base.empty or (base["n_seeds"] == 0).any():
         lines.append(f"  Baseline '{baseline}' has no finished seed: every Δ% is n/a.")
     done = selected[selected["status"] == "finished"]
     if "eval/text_alignment_chance" in done and done["eval/text_alignment_chance"].notna().any():
@@ -335,7 +341,7 @@ def render_report(exp_dir: str | os.PathLike, selected: pd.DataFrame, summary: p
         f"Scale: {scales or '?'}    Baseline: {baseline}", "",
         "1. TRIALS", *_trials_section(selected), "",
         "2. RESULTS (mean ± std over finished seeds; Δ% vs the baseline's mean)",
-        to_markdown(summary, baseline=baseline), "",
+        to_markdown(summary, baseline=baseline), *filter(None, [headline_note(selected)]), "",
         "3. VERDICTS AGAINST THE BASELINE (paired by seed: mean difference [95 % CI], p, Holm-adjusted p)",
         *_verdict_section(comparisons, summary), "",
         "4. REFERENCE: REAL CLIPS ON THE SAME PROMPTS", *_reference_section(selected), "",
@@ -344,3 +350,35 @@ def render_report(exp_dir: str | os.PathLike, selected: pd.DataFrame, summary: p
     ]
     notes = _notes_section(selected, summary, baseline)
     return "\n".join(parts + (["", "7. NOTES", *notes] if notes else [])) + "\n"
+
+
+# --------------------------------------------------------------------------- guidance curve
+
+
+def guidance_cells(curve: pd.DataFrame, digits: int = 4) -> tuple[list[str], list[list[str]]]:
+    """`(header, rows)` of the guidance table from `guidance_curve`: one row per ablation with its headline scale,
+    then per scale (increasing) each curve metric's `mean ± std` over seeds (`(n=k)` when fewer seeds than the
+    row's most; "—" where the ablation did not list that scale)."""
+    scales = sorted(curve["scale"].unique())
+    decimals = {m: _decimals(curve[f"{m}_mean"].abs().max(), digits) for m in CURVE_METRICS}
+    header = ["Ablation", "Headline scale"] + [f"{header_label(f'eval/{m}')} @ {scale_text(s)}"
+                                               for s in scales for m in CURVE_METRICS]
+    rows = []
+    for ablation, g in curve.groupby("ablation", sort=False):
+        by_scale = g.set_index("scale")
+        most = int(max(g[f"{m}_n"].max() for m in CURVE_METRICS))
+        head = g.loc[g["headline"].astype(bool), "scale"]
+        cells = [str(ablation), scale_text(head.iloc[0]) if len(head) else "?"]
+        for s in scales:
+            for m in CURVE_METRICS:
+                cells.append(_curve_cell(by_scale.loc[s], m, decimals[m], most) if s in by_scale.index else "—")
+        rows.append(cells)
+    return header, rows
+
+
+def _curve_cell(row: pd.Series, metric: str, decimals: int, most: int) -> str:
+    n = int(row[f"{metric}_n"])
+    if n == 0:
+        return "n/a"
+    text = mean_std_text(row[f"{metric}_mean"], row[f"{metric}_std"], decimals)
+    return text if n == most else f"{text} (n={n})"

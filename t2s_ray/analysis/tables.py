@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pandas as pd
 
 from t2s_ray import stats
 from t2s_ray.analysis.catalog import metric_columns, metric_info, tested_values
+from t2s_ray.outputs import GRID_JOIN
 
 
 def _ablation_order(ablations: pd.Series, baseline: str) -> list[str]:
@@ -30,6 +32,22 @@ def _check_unique(trials: pd.DataFrame) -> None:
                          "select_trials() first (a restarted trial has several folders).")
 
 
+def by_grid_point(fn):
+    """`fn(trials, baseline, ...)` once per `--grid` point of `trials` (its `grid` column), each against the
+    baseline at that point, the frames concatenated with a leading `grid` column; `fn` itself without grid."""
+    @functools.wraps(fn)
+    def per_point(trials: pd.DataFrame, baseline: str = "baseline", *args, **kwargs) -> pd.DataFrame:
+        if "grid" not in trials or not trials["grid"].notna().any():
+            return fn(trials, baseline, *args, **kwargs)
+        parts = []
+        for point, sub in trials.groupby("grid", sort=False):
+            part = fn(sub, baseline + GRID_JOIN + point, *args, **kwargs)
+            parts.append(part.assign(grid=point)[["grid", *part.columns]])
+        return pd.concat(parts, ignore_index=True)
+    return per_point
+
+
+@by_grid_point
 def summarize(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
     """One row per ablation (baseline first, then first appearance) with per-metric statistics.
 
@@ -65,8 +83,10 @@ def summary_metrics(summary: pd.DataFrame) -> list[str]:
     return [c.removesuffix("_mean") for c in summary.columns if c.endswith("_mean")]
 
 
+@by_grid_point
 def comparison_stats(selected: pd.DataFrame, baseline: str = "baseline", interval: str = "t") -> pd.DataFrame:
-    """Every ablation vs the baseline on every ranked metric, paired by seed (long format).
+    """Every ablation vs the baseline on every ranked metric, paired by seed (long format); in a `--grid` sweep,
+    every arm vs the baseline at the same grid point (Holm within each point).
 
     Columns: ablation, metric, kind, n (pairs), dropped (unpaired seeds), mean, std, baseline_mean,
     diff (mean per-seed difference; for a ratio metric the difference of |log r|), ci_low,

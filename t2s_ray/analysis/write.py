@@ -8,10 +8,12 @@ from pathlib import Path
 import pandas as pd
 
 from t2s_ray.analysis.catalog import HEADLINE
+from t2s_ray.analysis.guidance import guidance_curve
 from t2s_ray.analysis.html import render_html
 from t2s_ray.analysis.read import _history_frame, _scan, _trials_frame, select_trials
 from t2s_ray.analysis.render import comparison_markdown, header_label, render_report, to_csv
 from t2s_ray.analysis.tables import comparison_stats, summarize, training_curves
+from t2s_ray.guidance import GUIDANCE_CSV
 from t2s_ray.io import write_text_atomic
 from t2s_ray.outputs import COMPARISON_STATS_CSV, CURVES_CSV, FORMATS, REPORT_HTML, REPORT_TXT, TABLE_CSV, TABLE_MD
 
@@ -24,14 +26,17 @@ def headline_markdown(exp_dir: str | os.PathLike, baseline: str = "baseline", in
 
 
 def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                  fmt: str = "both", baseline: str = "baseline", interval: str = "t") -> dict[str, Path]:
+                  fmt: str = "both", baseline: str = "baseline", interval: str = "t",
+                  source: str | None = None) -> dict[str, Path]:
     """Analyze an experiment dir and write its tables and report into out_dir (default exp_dir).
 
     Writes comparison_table.csv (fmt csv/both), comparison_table.md (fmt md/both),
     and comparison_stats.csv (fmt csv/both), ABLATION_RESULTS_REPORT.txt, training_curves.csv and
     the figures training_curves.png and metrics.png, and the self-contained page report.html, each
-    atomically. Returns {"csv", "stats", "md", "report", "curves", "html", "curves_png", "metrics_png"} ->
-    path for the files written. `interval`: the paired differences' 95 % interval, `t` or `bootstrap`.
+    atomically; with a guidance curve (`eval.guidance_scale` a list) also guidance_curve.csv and .png. Returns
+    {"csv", "stats", "md", "report", "curves", "html", "curves_png", "metrics_png"[, "guidance", "guidance_png"]}
+    -> path for the files written. `interval`: the paired differences' 95 % interval, `t` or `bootstrap`.
+    `source`: where the experiment lives when `exp_dir` is a local copy of it (a storage URI), for the report.
     """
     fmt = getattr(fmt, "value", fmt)  # a str Enum from the CLI
     if fmt not in FORMATS:
@@ -52,17 +57,21 @@ def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     history = _history_frame(attempts)
     curves = training_curves(history)
     texts["curves"] = (CURVES_CSV, curves.to_csv(index=False))
+    guidance = guidance_curve(selected)
+    if not guidance.empty:  # some ablation evaluated a list of guidance scales
+        texts["guidance"] = (GUIDANCE_CSV, guidance.to_csv(index=False))
     texts["html"] = (REPORT_HTML, render_html(exp_dir, attempts, selected, summary, comparisons, history, out,
-                                              baseline))
+                                              baseline, source=source))
     paths = {key: write_text_atomic(out / name, text) for key, (name, text) in texts.items()}
-    return {**paths, **_write_plots(curves, summary, out)}
+    return {**paths, **_write_plots(curves, summary, guidance, out)}
 
 
-def _write_plots(curves: pd.DataFrame, summary: pd.DataFrame, out: Path) -> dict[str, Path]:
-    """training_curves.png and metrics.png (each only when there is something to draw)."""
-    from t2s_ray.plots import plot_metrics, plot_training_curves
+def _write_plots(curves: pd.DataFrame, summary: pd.DataFrame, guidance: pd.DataFrame, out: Path) -> dict[str, Path]:
+    """training_curves.png, metrics.png and guidance_curve.png (each only when there is something to draw)."""
+    from t2s_ray.plots import plot_guidance_curve, plot_metrics, plot_training_curves
 
     labels = {m: header_label(m) for m in HEADLINE}
     plots = {"curves_png": plot_training_curves(curves, out / "training_curves.png"),
-             "metrics_png": plot_metrics(summary, list(HEADLINE), labels, out / "metrics.png")}
+             "metrics_png": plot_metrics(summary, list(HEADLINE), labels, out / "metrics.png"),
+             "guidance_png": plot_guidance_curve(guidance, out / "guidance_curve.png")}
     return {k: v for k, v in plots.items() if v is not None}

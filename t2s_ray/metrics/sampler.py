@@ -2,12 +2,18 @@
 
 A reader returns some of `READINGS` (GiB, utilisation in %); what it leaves out is NaN. The default
 reader takes the torch allocator and NVML figures on CUDA and the process RSS always.
+
+Column names say whose memory a figure is: `gpu_allocated_gb`/`gpu_reserved_gb` (torch's allocator)
+and `nvml_process_used_gb` (NVML's figure for this process: allocator, CUDA context and any other
+library) are this trial's; `nvml_device_*` are the whole GPU's, so with fractional GPUs they include
+every other trial packed on it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +22,7 @@ from typing import Any, TextIO
 
 import torch
 
+from t2s_ray.io import write_text_atomic
 from t2s_ray.metrics.memory import GIB, cpu_rss_gb, nvml_handle_or_reason
 
 logger = logging.getLogger(__name__)
@@ -23,16 +30,24 @@ logger = logging.getLogger(__name__)
 Reader = Callable[[], dict[str, float]]
 
 CSV_NAME = "gpu_memory.csv"
-READINGS = ("gpu_allocated_gb", "gpu_reserved_gb", "gpu_used_gb", "gpu_total_gb", "gpu_util", "cpu_rss_gb")
+READINGS = ("gpu_allocated_gb", "gpu_reserved_gb", "nvml_process_used_gb", "nvml_device_used_gb",
+            "nvml_device_total_gb", "nvml_device_util_pct", "cpu_rss_gb")
 COLUMNS = ("time_s", "unix_time", "step", *READINGS)
 HEADER = ",".join(COLUMNS)
+# files written before the NVML columns said whose memory they hold: old name -> current name
+LEGACY_COLUMNS = {"gpu_used_gb": "nvml_device_used_gb", "gpu_total_gb": "nvml_device_total_gb",
+                  "gpu_util": "nvml_device_util_pct"}
+LEGACY_HEADER = ("time_s,unix_time,step,gpu_allocated_gb,gpu_reserved_gb,gpu_used_gb,gpu_total_gb,gpu_util,"
+                 "cpu_rss_gb")
 GPU_STATUS = "gpu: torch allocator + NVML"
+NEVER_MEASURED = "never measured: no CUDA device or NVML in this trial"
 # summary key -> (reading, statistic over the samples where it was measured)
 SUMMARY = {
     "mem/sampled_gpu_allocated_peak_gb": ("gpu_allocated_gb", "peak"),
     "mem/sampled_gpu_allocated_avg_gb": ("gpu_allocated_gb", "avg"),
-    "mem/sampled_gpu_used_peak_gb": ("gpu_used_gb", "peak"),
-    "mem/sampled_gpu_util_avg": ("gpu_util", "avg"),
+    "mem/sampled_nvml_process_used_peak_gb": ("nvml_process_used_gb", "peak"),
+    "mem/sampled_nvml_device_used_peak_gb": ("nvml_device_used_gb", "peak"),
+    "mem/sampled_nvml_device_util_avg": ("nvml_device_util_pct", "avg"),
     "mem/sampled_cpu_rss_peak_gb": ("cpu_rss_gb", "peak"),
     "mem/sampled_cpu_rss_avg_gb": ("cpu_rss_gb", "avg"),
 }
@@ -46,15 +61,19 @@ def cpu_reader() -> dict[str, float]:
 
 
 class CudaReader:
-    """Allocator figures of one CUDA device, NVML device figures when `nvml_handle` is set, process RSS.
+    """Allocator figures of one CUDA device, NVML figures (this process's and the device's) when
+    `nvml_handle` is set, process RSS.
 
-    An NVML query that fails (e.g. utilisation is not supported on MIG) leaves its columns NaN and is
-    logged once per query, not per sample.
+    A figure NVML cannot give (a failed query, e.g. utilisation on MIG; this pid not among NVML's
+    processes, as in a container whose pids differ from the host's; per-process memory not reported
+    by the driver) is left out, so NaN; the first reason per cause is logged once and kept in
+    `reasons` (reading -> why), never replaced by an estimate.
     """
 
     def __init__(self, index: int, nvml_handle: Any = None):
         self.index = index
         self.nvml_handle = nvml_handle
+        self.reasons: dict[str, str] = {}
         self._warned: set[str] = set()
 
     def __call__(self) -> dict[str, float]:
@@ -70,23 +89,47 @@ class CudaReader:
     def _nvml(self) -> dict[str, float]:
         import pynvml
 
-        out: dict[str, float] = {}
+        out = self._process_used()  # before the device figure, which then includes all of it
         try:
             info = pynvml.nvmlDeviceGetMemoryInfo(self.nvml_handle)
-            out.update(gpu_used_gb=info.used / GIB, gpu_total_gb=info.total / GIB)
+            out.update(nvml_device_used_gb=info.used / GIB, nvml_device_total_gb=info.total / GIB)
         except pynvml.NVMLError as exc:
-            self._warn_once("memory", exc)
+            self._nan_once("memory", ("nvml_device_used_gb", "nvml_device_total_gb"),
+                           f"NVML memory query failed ({exc})")
         try:
-            out["gpu_util"] = float(pynvml.nvmlDeviceGetUtilizationRates(self.nvml_handle).gpu)
+            out["nvml_device_util_pct"] = float(pynvml.nvmlDeviceGetUtilizationRates(self.nvml_handle).gpu)
         except pynvml.NVMLError as exc:
-            self._warn_once("utilisation", exc)
+            self._nan_once("utilisation", ("nvml_device_util_pct",), f"NVML utilisation query failed ({exc})")
         return out
 
-    def _warn_once(self, query: str, exc: Exception) -> None:
-        if query not in self._warned:
-            self._warned.add(query)
-            logger.warning("memory sampler: NVML %s query failed on cuda:%d (%s); NaN while it fails",
-                           query, self.index, exc)
+    def _process_used(self) -> dict[str, float]:
+        """`nvml_process_used_gb`: what NVML counts for this pid on the device; {} (NaN) when it cannot tell."""
+        import pynvml
+
+        pid, column = os.getpid(), ("nvml_process_used_gb",)
+        try:
+            processes = pynvml.nvmlDeviceGetComputeRunningProcesses(self.nvml_handle)
+        except pynvml.NVMLError as exc:
+            self._nan_once("processes", column, f"NVML process query failed ({exc})")
+            return {}
+        ours = [p.usedGpuMemory for p in processes if p.pid == pid]
+        if not ours:
+            self._nan_once("pid", column, f"pid {pid} is not among the {len(processes)} compute processes NVML "
+                                          "lists (in a container NVML lists host pids; or no CUDA context yet)")
+            return {}
+        if any(used is None for used in ours):
+            self._nan_once("unreported", column, "the driver does not report per-process memory (usedGpuMemory "
+                                                 "not available)")
+            return {}
+        return {"nvml_process_used_gb": sum(ours) / GIB}  # one entry per context; normally exactly one
+
+    def _nan_once(self, cause: str, readings: tuple[str, ...], why: str) -> None:
+        for reading in readings:
+            self.reasons.setdefault(reading, why)
+        if cause not in self._warned:
+            self._warned.add(cause)
+            logger.warning("memory sampler: cuda:%d: %s; %s recorded as NaN (logged once)", self.index, why,
+                           ", ".join(readings))
 
 
 def default_reader(device: torch.device) -> tuple[Reader, str]:
@@ -108,20 +151,44 @@ def _fmt(value: float) -> str:
     return format(value, ".6g")
 
 
-def _check_header(path: Path) -> None:
-    """Raise unless `path` is absent, empty or a CSV this sampler wrote (one it may append to)."""
+def _check_header(path: Path) -> bool:
+    """Raise unless `path` is absent, empty or a CSV this sampler wrote (one it may append to);
+    True when it has the legacy header (`_upgrade_legacy` must rewrite it before rows are appended)."""
     if not path.exists() or path.stat().st_size == 0:
-        return
+        return False
     with path.open("rb") as f:
         first = f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
-    if first != HEADER:
+    if first not in (HEADER, LEGACY_HEADER):
         raise ValueError(f"{path} exists with header {first!r}, not the memory sampler's {HEADER!r}; "
                          "move or delete it, or give the sampler another path")
+    return first == LEGACY_HEADER
+
+
+def _upgrade_legacy(path: Path) -> None:
+    """Rewrite a legacy-header CSV (a trial resumed under a newer version) under `HEADER`, atomically.
+
+    Old rows keep their values under the new names; `nvml_process_used_gb` was not recorded then
+    (NaN). Rows cut short by a killed run are dropped: their last value may be cut too.
+    """
+    old = LEGACY_HEADER.split(",")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()[1:]
+    if not text.endswith("\n"):
+        lines = lines[:-1]  # a killed run's half row, whatever its commas: its last value may be cut
+    kept = [dict(zip(old, line.split(","))) for line in lines if line.count(",") == len(old) - 1]
+    was = {new: name for name, new in LEGACY_COLUMNS.items()}  # current name -> legacy name
+    rows = [",".join(row.get(was.get(c, c), "nan") for c in COLUMNS) for row in kept]
+    write_text_atomic(path, "".join(f"{line}\n" for line in (HEADER, *rows)))
+    dropped = len(text.splitlines()) - 1 - len(rows)
+    logger.info("memory sampler: %s had the legacy header; rewrote its %d rows under the current one "
+                "(nvml_process_used_gb NaN there), dropped %d cut rows", path, len(rows), dropped)
 
 
 def _open_csv(path: Path) -> TextIO:
-    """Open `path` for appending rows: a header if new, a newline if a killed run left half a row."""
-    _check_header(path)
+    """Open `path` for appending rows: a header if new, a newline if a killed run left half a row,
+    a legacy header's file rewritten under the current one first (rows never land under the wrong names)."""
+    if _check_header(path):
+        _upgrade_legacy(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fresh = not path.exists() or path.stat().st_size == 0
     torn = False
@@ -217,9 +284,10 @@ class MemorySampler:
         with self._lock:
             out: dict[str, Any] = {key: self._statistic(reading, stat) for key, (reading, stat) in SUMMARY.items()}
             out["mem/samples"] = float(self._rows)
-        for key in SUMMARY:  # a NaN says why, like every other metric
+        reasons = getattr(self._reader, "reasons", {})  # the default reader says why a figure is missing
+        for key, (reading, _) in SUMMARY.items():  # a NaN says why, like every other metric
             if math.isnan(out[key]):
-                out[f"{key}_status"] = "never measured: no CUDA device or NVML in this trial"
+                out[f"{key}_status"] = f"never measured: {reasons[reading]}" if reading in reasons else NEVER_MEASURED
         return out
 
     def _statistic(self, reading: str, stat: str) -> float:

@@ -23,7 +23,7 @@ from tensorboardX import SummaryWriter
 from t2s_ray.ablations import resolve_params
 from t2s_ray.checkpoint import list_checkpoints
 from t2s_ray.config import Config
-from t2s_ray.data import build_dataset
+from t2s_ray.data import build_dataset, check_visible
 from t2s_ray.data.video import save_gif
 from t2s_ray.evaluation import evaluate
 from t2s_ray.io import atomic_path
@@ -119,6 +119,20 @@ def trial_storage_dir() -> Path | None:
     return Path(storage.trial_fs_path)
 
 
+def artifact_dir() -> Path:
+    """Where the trial writes its own files (samples, memory CSV) so that they reach the experiment's storage.
+
+    Local storage: the trial's staging folder, which the driver copies into the experiment folder. A URI: the
+    trial's working directory on its node, which Ray uploads into the trial's folder at each checkpoint and at
+    the end (`SyncConfig(sync_artifacts=True)`, see `sweep.build_tuner`) from any node; the driver's copy
+    would only carry files written on the driver's node.
+    """
+    storage = tune.get_context().get_storage()
+    if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return Path(tune.get_context().get_trial_dir())
+    return Path(storage.trial_working_directory)
+
+
 def _restore(state: TrainState, folder: Path | None, ckpt) -> None:
     """Resume from the newest valid checkpoint of this trial.
 
@@ -144,12 +158,15 @@ def t2s_trial(params: dict[str, Any]) -> None:
     members = _member_configs(params)
     gpu_ids = ray.get_gpu_ids()
     device = trial_device(cfg, gpu_ids)
-    node = {"node/hostname": socket.gethostname(), "node/gpu_ids": ",".join(map(str, gpu_ids)),
+    node_id = ray.get_runtime_context().get_node_id()
+    node = {"node/hostname": socket.gethostname(), "node/id": node_id, "node/gpu_ids": ",".join(map(str, gpu_ids)),
             "node/device": str(device), "node/pid": os.getpid(), "node/started_at": started_at,
             "node/device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)", "node/torch": torch.__version__,
             "node/ray": ray.__version__,
             "node/python": platform.python_version()}
+    # on a cluster the data and its cache are read on this node: say which node when they are not here
+    check_visible(cfg.data, where=f"Ray node {node_id} ({node['node/hostname']})")
     dataset = build_dataset(cfg.data, "train")
     state = build_state(cfg, device)
     storage_dir = trial_storage_dir()
@@ -161,7 +178,7 @@ def t2s_trial(params: dict[str, Any]) -> None:
         if state.step >= cfg.training.steps:
             final, result = _final_metrics(state, metrics["loss"])
             metrics.update(final)
-            trial_dir = Path(tune.get_context().get_trial_dir())
+            trial_dir = artifact_dir()
             samples = _save_samples(result, trial_dir, step=state.step)
             for member in members:  # the same weights, evaluated as each member ablation
                 final, result = _final_metrics(member_state(state, member), metrics["loss"])
@@ -176,7 +193,7 @@ def t2s_trial(params: dict[str, Any]) -> None:
                 shutil.copy(path, Path(tmp) / "ckpt" / path.name)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(Path(tmp) / "ckpt")))
 
-    folder = storage_dir or Path(tune.get_context().get_trial_dir())
+    folder = storage_dir or artifact_dir()
     with MemorySampler(folder / SAMPLER_CSV, device) as sampler:
         def report_with_memory(metrics: dict[str, Any], checkpoint_now: bool) -> None:
             sampler.set_step(state.step)
