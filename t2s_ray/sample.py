@@ -26,6 +26,7 @@ from t2s_ray.ablations import resolve_params
 from t2s_ray.checkpoint import META_FILE, list_checkpoints, read_meta
 from t2s_ray.config import Config, merge, parse_override
 from t2s_ray.data.video import save_gif, save_mp4, to_uint8
+from t2s_ray.outputs import ablation_of
 
 WRITERS = {".gif": save_gif, ".mp4": save_mp4}
 """Output formats by suffix: GIF through Pillow, MP4 (H.264) through PyAV; both show the same grid."""
@@ -177,11 +178,12 @@ def sample_checkpoint(checkpoint: Path, texts: list[str], seed: int, overrides: 
 
 def sample_experiment(exp: Path, texts: list[str], seed: int, overrides: Sequence[str] = (), raw: bool = False,
                       trial_seed: int = 0) -> tuple[list[Column], list[str]]:
-    """One column per ablation of `exp` (finished trials of `trial_seed`), the same sentences and noise each."""
+    """One column per ablation (per arm of a --grid sweep) of `exp` (finished trials of `trial_seed`), the same
+    sentences and noise each."""
     checkpoints, notes = experiment_checkpoints(exp, trial_seed)
     columns = []
-    for name, ckpt in checkpoints:  # one state in memory at a time
-        column = sample_checkpoint(ckpt, texts, seed, overrides, raw, member=name)
+    for name, ckpt in checkpoints:  # one state in memory at a time; a --grid arm is named `<ablation> @ <point>`
+        column = sample_checkpoint(ckpt, texts, seed, overrides, raw, member=ablation_of(name))
         column.name = name
         columns.append(column)
     shapes = {c.clips.shape[1:] for c in columns}

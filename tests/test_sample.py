@@ -190,3 +190,22 @@ def test_write_lays_out_a_row_per_sentence_and_a_column_per_ablation(tmp_path):
     with av.open(str(tmp_path / "grid.mp4")) as f:
         frames = list(f.decode(video=0))
     assert len(frames) == 3 and frames[0].width == 3 * 7 + 1  # padded to even for yuv420p
+
+
+def test_experiment_of_a_grid_sweep_has_a_column_per_arm(tmp_path, run):
+    """A --grid sweep: one column per (ablation, grid point), each named `<ablation> @ <point>`, the shared
+    training's other member sampled as itself."""
+    exp = tmp_path / "grid"
+    exp.mkdir()
+    ckpt = run / "checkpoints" / "checkpoint_000002"
+    for steps in (2, 3):  # an evaluation-only axis: the one checkpoint stands for both points
+        _trial(exp, f"baseline_seed0_sampling_steps={steps}_x", "baseline", 0, True, ckpt,
+               shared={"baseline": ["no_ema"]}, overrides=TINY + [f"data.cache_dir={run / 'cache'}"],
+               grid={"eval.sampling_steps": steps})
+    out = tmp_path / "grid.gif"
+    r = _sample(exp, "-t", "hello", "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "1 sentence(s) x 4 column(s)" in r.output
+    for arm in ("baseline @ eval.sampling_steps=2: step 2, EMA weights, DDIM 2 steps",
+                "no_ema @ eval.sampling_steps=3: step 2, raw (EMA disabled) weights, DDIM 3 steps"):
+        assert arm in r.output, r.output
