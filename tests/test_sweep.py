@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -250,6 +251,27 @@ def test_analyze_and_resume_reject_a_non_experiment_folder(tmp_path):
     assert r.exit_code == 2 and "Traceback" not in r.output
     r = runner.invoke(app, ["resume", str(tmp_path)])
     assert r.exit_code == 2 and "not a t2s-ray experiment" in r.output
+
+
+def test_resume_address_joins_that_cluster_and_says_when_nothing_answers(tmp_path):
+    """`resume --address` goes to the cluster named, not to a fresh local Ray (a fresh process: a Ray already
+    running in this one would be reused)."""
+    import pickle
+    import socket
+    import subprocess
+    import sys
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "tuner.pkl").write_bytes(pickle.dumps({}))
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = subprocess.run([sys.executable, "-c", "from t2s_ray.cli import app; app()", "resume", str(exp),
+                        "--address", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"--address 127.0.0.1:{port}: nothing answers there" in r.stdout + r.stderr
 
 
 def test_check_passes_on_this_machine(tmp_path, monkeypatch):

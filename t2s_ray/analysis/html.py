@@ -123,6 +123,7 @@ def _header(exp_dir: Path, selected: pd.DataFrame, attempts: list[_Attempt], par
     devices = _node_values(attempts, "node/device_name") or _node_values(attempts, "node/device")
     return {
         "name": exp_dir.name, "path": str(exp_dir.resolve()), "baseline": baseline,
+        "grid": "grid" in selected and bool(selected["grid"].notna().any()),  # arms are `<ablation> @ <point>`
         "scale": ", ".join(sorted(selected["scale"].dropna().astype(str).unique())) or "?",
         "data": ", ".join(sorted(selected["data"].dropna().astype(str).unique())) or "?",
         "seeds": ", ".join(map(str, seeds)), "config_hash": chash,
