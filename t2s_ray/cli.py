@@ -56,12 +56,14 @@ Fmt = enum.Enum("Fmt", {name: name for name in FORMATS}, type=str)
 Interval = enum.Enum("Interval", {name: name for name in INTERVALS}, type=str)
 """The `analyze --interval` choices: `outputs.INTERVALS`."""
 Tracker = enum.Enum("Tracker", {name: name for name in TRACKERS}, type=str)
+"""The `sweep --log-to` choices: `outputs.TRACKERS`."""
 Device = enum.Enum("Device", {name: name for name in DEVICES}, type=str)
 """The `evaluate --device` choices: `config.DEVICES`."""
 
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Config override key.path=value (repeatable), e.g. training.lr=1e-4.")]
 ScaleOpt = Annotated[Scale, typer.Option(help="Size preset: smoke (CPU, < 1 min), small (CPU minutes), full (GPU hours).")]
+StorageOpt = Annotated[str, typer.Option(help="Where experiments go: a folder (resolved to an absolute path) or a URI Ray's storage takes: s3://bucket/prefix, gs://bucket/prefix, file:///abs (S3 endpoint and credentials from the environment, e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID). Checked for writing before anything runs.")]
 AblationFileOpt = Annotated[Optional[Path], typer.Option("--ablation-file", help="JSON/TOML file of user-defined ablations.")]
 
 
@@ -218,7 +220,7 @@ def sweep_cmd(
     scale: ScaleOpt = Scale.smoke,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per trial (overrides training.steps).")] = None,
     data: Annotated[str, typer.Option(help="Dataset spec: synthsign, how2sign:ROOT, phoenix:ROOT, manifest:FILE.csv.")] = "synthsign",
-    storage: Annotated[str, typer.Option(help="Where experiments go: a folder (resolved to an absolute path) or a URI Ray's storage takes: s3://bucket/prefix, gs://bucket/prefix, file:///abs (S3 endpoint and credentials from the environment, e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID). Checked for writing before anything runs.")] = "results",
+    storage: StorageOpt = "results",
     name: Annotated[Optional[str], typer.Option(help="Experiment folder name under --storage (default t2s-<date>-<time>).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster instead of starting one.")] = None,
     max_failures: Annotated[int, typer.Option(help="Retries per trial after a crash (from its last checkpoint).")] = 2,
@@ -313,7 +315,7 @@ def calibrate_cmd(
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per arm; fewer than 3 allow no inference (the check fails).")] = 3,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per trial (default: the small scale's).")] = None,
     with_finetuned: Annotated[bool, typer.Option(help="Also train text_finetuned (shown beside the check, not judged).")] = False,
-    storage: Annotated[str, typer.Option(help="Where experiments go: a folder (resolved to an absolute path) or a URI Ray's storage takes: s3://bucket/prefix, gs://bucket/prefix, file:///abs (S3 endpoint and credentials from the environment, e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID). Checked for writing before anything runs.")] = "results",
+    storage: StorageOpt = "results",
     name: Annotated[Optional[str], typer.Option(help="Experiment folder name (default calibrate-<date>-<time>).")] = None,
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option(help="Only start, end and errors.")] = False,

@@ -225,8 +225,9 @@ def upload(paths: Iterable[Path], uri: str) -> list[str]:
 
 
 def cache_root() -> Path:
-    """`$T2S_RAY_CACHE`, else `~/.cache/t2s-ray` (the data cache's root too)."""
-    return Path(os.environ.get("T2S_RAY_CACHE") or "~/.cache/t2s-ray").expanduser().resolve()
+    """`$T2S_RAY_CACHE`, else `~/.cache/t2s-ray`: where t2s-ray keeps what it can rebuild (the data cache and the
+    gloss evaluators unless `data.cache_dir` says otherwise, local copies of remote experiments)."""
+    return Path(os.environ.get("T2S_RAY_CACHE") or "~/.cache/t2s-ray").expanduser()
 
 
 def cache_dir(uri: str) -> Path:
@@ -234,7 +235,7 @@ def cache_dir(uri: str) -> Path:
     parts = urlsplit(uri)
     components = [parts.scheme, parts.netloc, *PurePosixPath(parts.path).parts[1:]]
     safe = [re.sub(r"[^A-Za-z0-9._=-]", "_", c) for c in components if c not in ("", ".", "..")]
-    return cache_root().joinpath("experiments", *safe)
+    return cache_root().resolve().joinpath("experiments", *safe)
 
 
 def local_copy(uri: str, dest: Path | None = None) -> Path:

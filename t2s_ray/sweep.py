@@ -6,6 +6,7 @@ costs nothing and writes nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -120,7 +121,17 @@ class SweepSpec:
     @property
     def grid_points(self) -> int:
         """Points of the --grid axes (1 without any)."""
-        return math.prod(len(v) for v in parse_grid(self.grid, self.overrides).values())
+        return math.prod(len(v) for v in self.grid_axes.values())
+
+    @functools.cached_property
+    def grid_axes(self) -> dict[str, list]:
+        """The --grid axes, parsed and typed once (`parse_grid`; raises on a bad --grid)."""
+        return parse_grid(self.grid, self.overrides)
+
+    @property
+    def remote(self) -> bool:
+        """True when --storage is a URI (s3://, gs://...) rather than a local folder."""
+        return isinstance(self.storage, str)
 
     def param_space(self) -> dict[str, Any]:
         """Grid over ablation x seed; everything else constant, so params.json says what a trial was."""
@@ -134,7 +145,7 @@ class SweepSpec:
             "data": self.data,
             "overrides": self.all_overrides,
         }
-        axes = parse_grid(self.grid, self.overrides)
+        axes = self.grid_axes
         if axes:
             space[GRID_PARAM] = {key: tune.grid_search(values) for key, values in axes.items()}
         shared = {g.trainer: list(g.others) for g in groups if g.others}
@@ -155,7 +166,7 @@ class SweepSpec:
     def plan_lines(self) -> list[str]:
         """What will train: trials, and which ablations share one training run."""
         groups = self.training_groups()
-        axes = parse_grid(self.grid, self.overrides)
+        axes = self.grid_axes
         points = self.grid_points
         grid = "".join(f" x {len(v)} {k}" for k, v in axes.items())
         lines = [f"plan: {len(self.ablations)} ablation(s) x {self.seeds} seed(s){grid} = "
@@ -241,9 +252,8 @@ def _typed_value(key: str, text: str, item: str) -> Any:
     try:
         value: Any = parse_override(f"{key}={text}")
     except ConfigError as e:
-        msg = str(e)
-        raise SweepError(msg.replace(msg.split(":")[0], f"--grid {item!r}", 1) if msg.startswith("--set")
-                         else f"--grid {item!r}: {msg}") from None
+        why = str(e).split(": ", 1)[1] if str(e).startswith("--set ") else str(e)  # names the --set form
+        raise SweepError(f"--grid {item!r}: {why}") from None
     for part in key.split("."):
         value = value[part]
     if isinstance(value, (list, tuple, dict)):
@@ -275,8 +285,7 @@ def validate(spec: SweepSpec, available_gpus: Optional[float] = None) -> list:
     if spec.max_concurrent is not None and spec.max_concurrent < 1:
         raise SweepError("--max-concurrent must be >= 1")
     _validate_gpus(spec, available_gpus)
-    axes = parse_grid(spec.grid, spec.overrides)
-    for key, values in axes.items():  # every grid value must give a valid config (e.g. training.lr > 0)
+    for key, values in spec.grid_axes.items():  # every grid value must give a valid config (e.g. training.lr > 0)
         for value in values:
             resolve("baseline", spec.scale, 0, [*spec.all_overrides, grid_override(key, value)],
                     extra_ablations=spec.user_ablations)
@@ -318,7 +327,7 @@ def _validate_gpus(spec: SweepSpec, available: Optional[float]) -> None:
 
 
 def _validate_storage(spec: SweepSpec) -> None:
-    if isinstance(spec.storage, str):
+    if spec.remote:
         _validate_remote_storage(spec)
         return
     exp = spec.experiment_dir
@@ -397,13 +406,13 @@ def build_tuner(spec: SweepSpec, keep_checkpoints: int):
         ),
         run_config=tune.RunConfig(
             name=spec.name,
-            storage_path=spec.storage if isinstance(spec.storage, str) else spec.storage.as_posix(),
+            storage_path=spec.storage if spec.remote else spec.storage.as_posix(),
             # remote storage: Ray also uploads each trial's working directory, where the trial then writes its
             # samples and memory CSV (trainables.t2s_trial.artifact_dir), at each checkpoint and at its end
-            sync_config=tune.SyncConfig(sync_artifacts=isinstance(spec.storage, str)),
+            sync_config=tune.SyncConfig(sync_artifacts=spec.remote),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            progress_reporter=_reporter(spec.quiet, list(parse_grid(spec.grid, spec.overrides))),
+            progress_reporter=_reporter(spec.quiet, list(spec.grid_axes)),
             callbacks=_tracker_callbacks(spec),
             verbose=1,
         ),
@@ -542,7 +551,7 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
         spec.max_concurrent = max(1, int(spec.gpus // spec.gpus_per_trial))
     save_resources(spec)
     grid = build_tuner(spec, configs[0].training.keep_checkpoints).fit()
-    exp = spec.experiment_dir if isinstance(spec.storage, str) else Path(grid.experiment_path)
+    exp = spec.experiment_dir if spec.remote else Path(grid.experiment_path)
     return _outcome(grid, exp, t0, info.start_s)
 
 
@@ -554,7 +563,7 @@ def save_resources(spec: SweepSpec) -> Location:
     """Write the trials' resource request into the experiment folder (before Tune creates its files)."""
     body = {"resources": _resources(spec), "gpus": spec.gpus, "max_concurrent": spec.max_concurrent}
     text = json.dumps(body, indent=2) + "\n"
-    if isinstance(spec.storage, str):
+    if spec.remote:
         return write_bytes(join(spec.experiment_dir, SWEEP_FILE), text.encode())
     spec.experiment_dir.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(spec.experiment_dir / SWEEP_FILE, text)
@@ -629,10 +638,7 @@ def _print_estimate(spec: SweepSpec, configs, say: Callable[[str], None], probes
     at_once = concurrency(cpus, gpus, spec.cpus_per_trial, spec.gpus_per_trial, n_trials(spec), spec.max_concurrent)
     device = "cuda" if gpus and detect_local_gpus() else "cpu"
     probes = probes or _probes(spec, configs, device, say, threads=max(1, int(spec.cpus_per_trial)))
-    for line in cost_lines(spec.training_groups(), probes, spec.seeds * spec.grid_points, configs[0].training.steps,
-                           at_once,
-                           spec.gpus_per_trial if gpus else spec.cpus_per_trial, "GPU" if gpus else "CPU",
-                           samplings_per_member=max(1, len(configs[0].eval.guidance_sweep))):
+    for line in _cost_lines(spec, configs, probes, at_once, spec.cpus_per_trial, gpus):
         say(line)
 
 
@@ -656,11 +662,17 @@ def dry_run(spec: SweepSpec, say: Callable[[str], None] = print, probe_steps: in
         f"; {where}: {cpus:g} CPUs, {gpus:g} GPUs -> {at_once} trial(s) at once")
     probes = probes or _probes(spec, configs, "cuda" if gpus else "cpu", say, max(1, int(cpus_per_trial)),
                                probe_steps)
-    for line in cost_lines(spec.training_groups(), probes, spec.seeds * spec.grid_points, configs[0].training.steps,
-                           at_once,
-                           spec.gpus_per_trial if gpus else cpus_per_trial, "GPU" if gpus else "CPU",
-                           samplings_per_member=max(1, len(configs[0].eval.guidance_sweep))):
+    for line in _cost_lines(spec, configs, probes, at_once, cpus_per_trial, gpus):
         say(line)
+
+
+def _cost_lines(spec: SweepSpec, configs, probes: dict[str, Probe], at_once: int, cpus_per_trial: float,
+                gpus: float) -> list[str]:
+    """`plan.cost_lines` for this sweep: each group's trials (seeds x grid points), in GPU- or CPU-hours, with
+    one sampling of the evaluation set per guidance scale listed."""
+    return cost_lines(spec.training_groups(), probes, spec.seeds * spec.grid_points, configs[0].training.steps,
+                      at_once, spec.gpus_per_trial if gpus else cpus_per_trial, "GPU" if gpus else "CPU",
+                      samplings_per_member=max(1, len(configs[0].eval.guidance_sweep)))
 
 
 def _outcome(grid, exp: Location, t0: float, ray_start_s: float) -> SweepOutcome:

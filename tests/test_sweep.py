@@ -35,24 +35,24 @@ def finished_sweep(fake_gpu_ray, tmp_path_factory):
     return outcome
 
 
-@pytest.fixture(scope="module")
-def shared_sweep(fake_gpu_ray, tmp_path_factory):
-    root = tmp_path_factory.mktemp("shared")
+def _baseline_and_no_ema(tmp_path_factory, name: str, grid: tuple[str, ...] = ()):
+    """baseline + no_ema (one shared training per seed and grid point), 1 seed; (outcome, lines said)."""
+    root = tmp_path_factory.mktemp(name)
     spec = SweepSpec(ablations=("baseline", "no_ema"), seeds=1, scale="smoke", gpus=3, cpus_per_trial=0.5,
-                     overrides=TINY + (f"data.cache_dir={root / 'cache'}", "ema.decay=0.9"),
-                     storage=root / "results", name="shared", quiet=True)
+                     overrides=TINY + (f"data.cache_dir={root / 'cache'}", "ema.decay=0.9"), grid=grid,
+                     storage=root / "results", name=name, quiet=True)
     said = []
     return run_sweep(spec, say=said.append), said
+
+
+@pytest.fixture(scope="module")
+def shared_sweep(fake_gpu_ray, tmp_path_factory):
+    return _baseline_and_no_ema(tmp_path_factory, "shared")
 
 
 @pytest.fixture(scope="module")
 def grid_sweep(fake_gpu_ray, tmp_path_factory):
-    root = tmp_path_factory.mktemp("grid")
-    spec = SweepSpec(ablations=("baseline", "no_ema"), seeds=1, scale="smoke", gpus=3, cpus_per_trial=0.5,
-                     overrides=TINY + (f"data.cache_dir={root / 'cache'}", "ema.decay=0.9"),
-                     grid=("training.lr=1e-4,3e-3",), storage=root / "results", name="grid", quiet=True)
-    said = []
-    return run_sweep(spec, say=said.append), said
+    return _baseline_and_no_ema(tmp_path_factory, "grid", grid=("training.lr=1e-4,3e-3",))
 
 
 @pytest.mark.slow

@@ -256,11 +256,12 @@ def _samples(summary: pd.DataFrame, selected: pd.DataFrame) -> dict:
     return {"columns": columns, "rows": rows, "whole_gifs": whole_gifs, "notes": notes, "px": SAMPLE_PX}
 
 
-def _guidance_section(selected: pd.DataFrame) -> dict | None:
-    """The guidance curve (figure and per-scale table) when some ablation evaluated a list of guidance scales."""
+def _guidance_section(selected: pd.DataFrame, curve: pd.DataFrame) -> dict | None:
+    """The guidance curve (figure and per-scale table; `curve` = `guidance_curve(selected)`) when some ablation
+    evaluated a list of guidance scales."""
     from t2s_ray.plots import guidance_curve_figure
 
-    curve, missing = guidance_curve(selected), missing_curves(selected)
+    missing = missing_curves(selected)
     if curve.empty and not missing:
         return None
     return {"table": guidance_cells(curve) if not curve.empty else None, "missing": missing,
@@ -278,10 +279,11 @@ def _environment() -> jinja2.Environment:
 
 def render_html(exp_dir: str | os.PathLike, attempts: list[_Attempt], selected: pd.DataFrame,
                 summary: pd.DataFrame, comparisons: pd.DataFrame, history: pd.DataFrame, out_dir: Path,
-                baseline: str = "baseline", source: str | None = None) -> str:
+                baseline: str = "baseline", source: str | None = None,
+                curve: pd.DataFrame | None = None) -> str:
     """The report page as a string (see the module docstring). `out_dir`: where it will be written (the
     links to trial folders are relative to it); `source`: the experiment's storage URI when `exp_dir` is a
-    local copy of it."""
+    local copy of it; `curve`: `guidance_curve(selected)` when the caller has it."""
     exp = Path(exp_dir)
     params = {}
     for _, r in selected.iterrows():
@@ -292,7 +294,8 @@ def render_html(exp_dir: str | os.PathLike, attempts: list[_Attempt], selected: 
         "h": _header(exp, selected, attempts, params, baseline) | ({"path": source} if source else {}),
         "quality": parts["quality"], "cost": parts["cost"], "legend": parts["legend"],
         "frechet": parts["frechet"], "more": parts["more"], "missing": parts["missing"],
-        "guidance": parts["guidance"], "curve": _guidance_section(selected),
+        "guidance": parts["guidance"],
+        "curve": _guidance_section(selected, guidance_curve(selected) if curve is None else curve),
         "references": [line.strip() for line in _reference_section(selected)],
         "nan_notes": nan_notes(selected), "notes": [line.strip() for line in _notes_section(selected, summary,
                                                                                               baseline)],

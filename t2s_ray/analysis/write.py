@@ -61,7 +61,7 @@ def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     if not guidance.empty:  # some ablation evaluated a list of guidance scales
         texts["guidance"] = (GUIDANCE_CSV, guidance.to_csv(index=False))
     texts["html"] = (REPORT_HTML, render_html(exp_dir, attempts, selected, summary, comparisons, history, out,
-                                              baseline, source=source))
+                                              baseline, source=source, curve=guidance))
     paths = {key: write_text_atomic(out / name, text) for key, (name, text) in texts.items()}
     return {**paths, **_write_plots(curves, summary, guidance, out)}
 

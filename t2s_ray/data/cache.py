@@ -12,7 +12,6 @@ import fcntl
 import json
 import logging
 import operator
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -20,6 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from t2s_ray.config import DataConfig
+from t2s_ray.storage import cache_root as default_cache_root
 
 __all__ = ["SPLITS", "CachedSplit", "cache_root", "check_index", "locked", "read_cached", "take_batch"]
 
@@ -30,7 +30,7 @@ SPLITS = ("train", "val", "test")
 
 def cache_root(cfg: DataConfig) -> Path:
     """`cfg.cache_dir`, else `$T2S_RAY_CACHE`, else `~/.cache/t2s-ray` (must be absolute)."""
-    root = Path(cfg.cache_dir or os.environ.get("T2S_RAY_CACHE") or "~/.cache/t2s-ray").expanduser()
+    root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_root()
     if not root.is_absolute():
         # Ray Tune runs each trial in its own working directory: a relative cache is per trial
         raise ValueError(f"data.cache_dir must be an absolute path, got {str(root)!r}")
