@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,16 @@ FORMAT_VERSION = 1
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 CHECKPOINT_PREFIX = "checkpoint_"
+CHECKPOINT_NAME = re.compile(rf"{CHECKPOINT_PREFIX}\d+")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupt or of another format; the message names its path."""
+
+
+class CheckpointDamaged(CheckpointError):
+    """A checkpoint's files are incomplete or do not match their checksum (a copy cut short, a bad disk):
+    it can never load, unlike a checkpoint of another config or format, which is the caller's mistake."""
 
 
 def _sha256(path: Path) -> str:
@@ -54,11 +61,22 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     """The checkpoint's `meta.json`, checked for format version."""
     path = Path(directory) / META_FILE
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {Path(directory)} has no readable {META_FILE} ({e})") from None
+        text = path.read_text()
+    except OSError as e:
+        raise CheckpointDamaged(f"checkpoint {Path(directory)} has no readable {META_FILE} ({e})") from None
+    return parse_meta(text, directory)
+
+
+def parse_meta(text: str, where: str | Path) -> dict[str, Any]:
+    """A `meta.json`'s text, checked for format version; `where` names the checkpoint in errors."""
+    try:
+        meta = json.loads(text)
+    except ValueError as e:
+        raise CheckpointDamaged(f"checkpoint {where} has no readable {META_FILE} ({e})") from None
+    if not isinstance(meta, dict) or "sha256" not in meta:
+        raise CheckpointDamaged(f"checkpoint {where} has a {META_FILE} without a checksum")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {Path(directory)} has format version {meta.get('format_version')!r}, "
+        raise CheckpointError(f"checkpoint {where} has format version {meta.get('format_version')!r}, "
                               f"this t2s-ray reads version {FORMAT_VERSION}")
     return meta
 
@@ -69,23 +87,29 @@ def read_checkpoint(directory: str | Path, map_location: str | torch.device = "c
     meta = read_meta(d)
     state_path = d / STATE_FILE
     if not state_path.is_file():
-        raise CheckpointError(f"checkpoint {d} is missing {STATE_FILE}")
+        raise CheckpointDamaged(f"checkpoint {d} is missing {STATE_FILE}")
     digest = _sha256(state_path)
     if digest != meta.get("sha256"):
-        raise CheckpointError(f"checkpoint {d} is corrupt: {STATE_FILE} checksum {digest[:12]}… "
+        raise CheckpointDamaged(f"checkpoint {d} is corrupt: {STATE_FILE} checksum {digest[:12]}… "
                               f"does not match the recorded {str(meta.get('sha256'))[:12]}…")
     state = torch.load(state_path, map_location=map_location, weights_only=True)
     return state, meta
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """`checkpoint_<digits>` (Ray's and ours); a folder set aside as `checkpoint_000003.corrupt` is not."""
+    return CHECKPOINT_NAME.fullmatch(name) is not None
+
+
 def list_checkpoints(root: str | Path) -> list[Path]:
-    """Checkpoint directories directly under `root` (named `checkpoint_*`), oldest step first."""
+    """Checkpoint directories directly under `root` (named `checkpoint_<digits>` and holding a `meta.json`,
+    which is written last), oldest step first."""
     root = Path(root)
     if not root.is_dir():
         return []
     found = []
     for d in root.iterdir():
-        if d.is_dir() and d.name.startswith(CHECKPOINT_PREFIX) and (d / META_FILE).exists():
+        if d.is_dir() and is_checkpoint_name(d.name) and (d / META_FILE).exists():
             try:
                 found.append((int(read_meta(d).get("step", -1)), d.name, d))
             except CheckpointError:

@@ -22,3 +22,31 @@ def fake_gpu_ray():
     ray.init(address="local", num_cpus=2, num_gpus=3, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """moto in server mode on a free loopback port; yields the environment that points pyarrow (and Ray's
+    workers, which inherit it) at it. Stopped by pid."""
+    import subprocess
+    import sys
+
+    from tests.helpers import accepts, free_port, wait_for
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: accepts(port), 30, f"moto on 127.0.0.1:{port} (log: {log})", interval_s=0.2)
+        yield {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+               "AWS_EC2_METADATA_DISABLED": "true"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2s_ray.checkpoint import list_checkpoints, read_checkpoint
+from t2s_ray.checkpoint import CheckpointDamaged, list_checkpoints, read_checkpoint
 from t2s_ray.sweep import SweepSpec, run_sweep
-from tests.helpers import descendants, wait_for
+from tests.helpers import descendants, s3_client, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +44,17 @@ def _rows(trial: Path) -> list[dict]:
         except ValueError:
             pass  # a line being written
     return rows
+
+
+def _valid_steps(trial: Path) -> list[int]:
+    """The steps of the trial's checkpoints that load (one being copied at a kill does not)."""
+    steps = []
+    for c in list_checkpoints(trial):
+        try:
+            steps.append(read_checkpoint(c)[0]["progress"]["step"])
+        except CheckpointDamaged:
+            pass
+    return steps
 
 
 def _final_weights(trial: Path) -> dict:
@@ -134,7 +145,7 @@ def test_sigkilled_driver_then_resume_finishes_without_losing_progress(reference
     finally:
         _kill(descendants(driver.pid) | locals().get("started", set()))
     assert step_at_kill < 40, "the sweep finished before the driver could be killed"
-    checkpointed = max(read_checkpoint(c)[0]["progress"]["step"] for c in list_checkpoints(_trial_dir(exp)))
+    checkpointed = max(_valid_steps(_trial_dir(exp)))
     r = subprocess.run(_cli("resume", str(exp), "--quiet"), env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 finished, 0 errored" in r.stdout
@@ -167,7 +178,12 @@ else:
 
 def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path):
     """Two GPU trials, one at a time; the driver is killed while the second is pending. After `resume` the
-    second trial, created by Ray only then, must hold a (fake) GPU like the first, not train on CPU."""
+    second trial, created by Ray only then, must hold a (fake) GPU like the first, not train on CPU.
+
+    A started trial is told by its folder in storage, which the trial itself creates: the driver writes
+    `params.json` and `result.json` into its own staging folder and Ray syncs them into storage with the
+    experiment state (every ~10 s), so at the kill the trial's checkpoint can be in storage while neither file
+    is. After the resume every trial, that one included, must hold its final result."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     overrides = [*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"]
     driver = subprocess.Popen([sys.executable, "-c", FAKE_GPU_DRIVER, str(tmp_path), "sweep", *overrides], env=env,
@@ -181,15 +197,17 @@ def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path):
     finally:
         _kill(descendants(driver.pid) | locals().get("started", set()))
     assert json.loads((exp / "t2s_sweep.json").read_text())["resources"] == {"cpu": 0.5, "gpu": 1}
-    before = {p.name for p in exp.glob("baseline_seed*_*") if (p / "result.json").exists()}
-    assert len(before) == 1, f"the second trial started before the kill: {before}"
+    before = {p.name for p in exp.glob("baseline_seed*_*") if p.is_dir()}
+    assert len(before) == 1, f"expected only the first trial to have started before the kill: {before}"
     r = subprocess.run([sys.executable, "-c", FAKE_GPU_DRIVER, str(tmp_path), "resume"], env=env, capture_output=True,
                        text=True, timeout=400)
     assert r.returncode == 0 and "resumed: 2 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
-    late = [p for p in exp.glob("baseline_seed*_*") if p.name not in before]
+    late = [p for p in exp.glob("baseline_seed*_*") if p.is_dir() and p.name not in before]
     assert len(late) == 1
+    for trial in [exp / name for name in before] + late:  # killed before its first result or not: all there
+        assert _rows(trial) and _rows(trial)[-1]["final"] == 1, f"{trial} has no final result"
     final = _rows(late[0])[-1]
-    assert final["final"] == 1 and final["node/gpu_ids"] != "", final["node/gpu_ids"]  # it held a GPU
+    assert final["node/gpu_ids"] != "", final["node/gpu_ids"]  # it held a GPU
 
 
 def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference):
@@ -218,5 +236,113 @@ def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 finished, 0 errored, 0 interrupted" in " ".join(r.stdout.split())
     trial = _trial_dir(exp)
+    _assert_same_weights(_final_weights(trial), ref_weights)
+    assert _rows(trial)[-1]["final_loss"] == ref_loss
+
+
+# --- a kill while a checkpoint is being copied into storage ------------------------------------------------
+
+FAULT_DRIVER = """
+import os, sys
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+import ray
+ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
+         runtime_env={"worker_process_setup_hook": "tests.faults.cut_checkpoint_copy"})
+from t2s_ray.sweep import SweepSpec, run_sweep
+o = run_sweep(SweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
+                        name=sys.argv[2], quiet=True, max_failures=2, overrides=tuple(sys.argv[3:])))
+print(f"swept: {o.num_terminated} finished, {o.num_errors} errored")
+"""
+
+
+def _fault_env(tmp_path: Path, index: int, fraction: float, then: str, extra: dict | None = None) -> dict:
+    return {**os.environ, **(extra or {}), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+            "T2S_FAULT_INDEX": str(index), "T2S_FAULT_FRACTION": str(fraction), "T2S_FAULT_THEN": then,
+            "T2S_FAULT_MARKER": str(tmp_path / "cut.marker")}
+
+
+def _trial_in_storage(storage: str, name: str) -> tuple:
+    """(filesystem, the baseline trial's path, names in it) in local or S3 storage."""
+    import pyarrow.fs
+
+    fs, exp = pyarrow.fs.FileSystem.from_uri(f"{storage}/{name}")
+    (trial,) = [i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(exp))
+                if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("baseline_seed0_")]
+    return fs, trial, sorted(i.base_name for i in fs.get_file_info(pyarrow.fs.FileSelector(trial)))
+
+
+def _weights_in_storage(fs, trial: str, tmp: Path) -> dict:
+    import pyarrow.fs
+
+    local = tmp / "final"
+    pyarrow.fs.copy_files(trial, str(local), source_filesystem=fs)
+    return _final_weights(local)
+
+
+@pytest.mark.parametrize("where, index, fraction", [
+    ("local", 0, 0.5),   # the only checkpoint, cut mid-way through state.pt
+    ("local", 2, 0.05),  # a later one, cut early: the one before it is whole
+    ("s3", 0, 0.97),     # object storage: every object of the first checkpoint but the tail
+    ("s3", 2, 0.5),
+])
+def test_a_trial_killed_while_its_checkpoint_is_copied_finishes_with_the_uninterrupted_weights(
+        reference, request, tmp_path, monkeypatch, where, index, fraction):
+    """The trial's process dies part-way through Ray's copy of checkpoint `index` into storage. The retry sets
+    the cut copy aside (never loads it, never deletes it), resumes from the checkpoint before it, or starts
+    over when there is none, and ends with the weights and the loss of an uninterrupted run."""
+    _, ref_weights, ref_loss = reference
+    extra, storage = {}, str(tmp_path / "store")
+    if where == "s3":
+        extra = request.getfixturevalue("s3")
+        for key, value in extra.items():  # pyarrow in this process reads the bucket too
+            monkeypatch.setenv(key, value)
+        bucket = f"faults{index}"
+        s3_client(extra).create_bucket(Bucket=bucket)
+        storage = f"s3://{bucket}/sweeps"
+    sets = [*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"]
+    r = subprocess.run([sys.executable, "-c", FAULT_DRIVER, storage, "cut", *sets], capture_output=True, text=True,
+                       env=_fault_env(tmp_path, index, fraction, "die", extra), timeout=400)
+    assert (tmp_path / "cut.marker").exists(), "the copy was never cut: " + r.stderr[-3000:]
+    assert r.returncode == 0 and "swept: 1 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    fs, trial, names = _trial_in_storage(storage, "cut")
+    assert f"checkpoint_{index:06d}.corrupt" in names, names
+    with fs.open_input_stream(f"{trial}/result.json") as f:
+        rows = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+    restarts = [row for row in rows if row.get("iterations_since_restore") == 1]
+    # the first attempt died in its first checkpoint's report (index 0): no row of it reached the driver
+    assert len(restarts) == (2 if index else 1), "expected one start and one retry"
+    # checkpoints land every 5 steps: the retry resumes after the last whole one (step 5 * index) or at step 0
+    assert restarts[-1]["step"] == 5 * index + 5, restarts[-1]["step"]
+    _assert_same_weights(_weights_in_storage(fs, trial, tmp_path), ref_weights)
+    assert rows[-1]["final_loss"] == ref_loss
+
+
+def test_the_whole_sweep_killed_during_its_first_checkpoint_copy_resumes_to_the_uninterrupted_weights(
+        reference, tmp_path):
+    """The issue's case: everything SIGKILLed (driver and workers, as a lost machine) while the trial's only
+    checkpoint is half copied. `t2s-ray resume` finishes with exit 0 and the uninterrupted run's weights."""
+    _, ref_weights, ref_loss = reference
+    sets = [*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"]
+    env = _fault_env(tmp_path, 0, 0.5, "hold")
+    driver = subprocess.Popen([sys.executable, "-c", FAULT_DRIVER, str(tmp_path), "lost", *sets], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: (tmp_path / "cut.marker").exists(), 240, "the first checkpoint's copy to be cut")
+        started = descendants(driver.pid)
+        os.killpg(driver.pid, signal.SIGKILL)
+        _kill(started)
+        driver.wait(10)
+    finally:
+        _kill(descendants(driver.pid) | locals().get("started", set()))
+    exp = tmp_path / "lost"
+    trial = _trial_dir(exp)
+    assert (trial / "checkpoint_000000" / "state.pt").exists() and not list_checkpoints(trial)  # cut, uncommitted
+    resume_env = {k: v for k, v in env.items() if not k.startswith("T2S_FAULT_")}
+    r = subprocess.run(_cli("resume", str(exp), "--quiet"), env=resume_env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "1 finished, 0 errored" in r.stdout
+    assert (trial / "checkpoint_000000.corrupt" / "state.pt").exists()  # set aside, not deleted
     _assert_same_weights(_final_weights(trial), ref_weights)
     assert _rows(trial)[-1]["final_loss"] == ref_loss

@@ -3,7 +3,6 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from t2s_ray import storage
 from t2s_ray.cli import app
 from t2s_ray.storage import StorageError
 from t2s_ray.sweep import SweepSpec
-from tests.helpers import wait_for
+from tests.helpers import free_port, s3_client, s3_keys
 
 runner = CliRunner()
 
@@ -25,12 +24,6 @@ TINY = ("data.frames=4", "data.height=16", "data.width=16", "data.train_clips=16
         "training.batch_size=2", "training.steps=6", "training.warmup_steps=2", "training.report_every=2",
         "training.checkpoint_every=3", "eval.num_videos=2", "eval.sampling_steps=2",
         "eval.evaluator_clips=64", "eval.evaluator_epochs=1", "device=cpu")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- parsing and checks (no server) ------------------------------------------------------------
@@ -71,7 +64,7 @@ def test_an_unsupported_scheme_is_one_clear_line_and_exit_2(tmp_path, monkeypatc
 
 
 def test_an_unreachable_endpoint_fails_in_seconds_naming_the_variable(monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     t0 = time.perf_counter()
     with pytest.raises(StorageError, match=r"--storage s3://bucket/prefix: nothing answers at the S3 endpoint "
@@ -106,50 +99,6 @@ def test_local_copy_skips_checkpoints_and_replaces_a_stale_copy(tmp_path, monkey
 # --- a real S3-compatible server on 127.0.0.1 ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """moto in server mode on a free loopback port; yields the environment that points pyarrow (and Ray's
-    workers, which inherit it) at it. Stopped by pid."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: _accepts(port), 30, f"moto on 127.0.0.1:{port} (log: {log})", interval_s=0.2)
-        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-               "AWS_EC2_METADATA_DISABLED": "true"}
-        yield env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-def _client(env):
-    import boto3
-
-    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
-                        aws_secret_access_key="testing", region_name="us-east-1")
-
-
-def _keys(env, bucket: str, prefix: str = "") -> list[str]:
-    pages = _client(env).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return [o["Key"] for page in pages for o in page.get("Contents", [])]
-
-
 def _cli(args: list[str], env: dict, cwd: Path, timeout_s: float) -> subprocess.CompletedProcess:
     """`t2s-ray ARGS` in a fresh process (so the Ray it starts, and its workers, get `env`)."""
     full = {**os.environ, **env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -164,21 +113,21 @@ def test_a_missing_bucket_fails_up_front_with_exit_2_and_writes_nothing(s3, tmp_
     for key, value in s3.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
-    buckets = _client(s3).list_buckets()["Buckets"]
+    buckets = s3_client(s3).list_buckets()["Buckets"]
     t0 = time.perf_counter()
     r = runner.invoke(app, ["sweep", "--gpus", "0", "--storage", "s3://no-such-bucket/sweeps", "--name", "n",
                             "--no-dashboard", "--set", f"data.cache_dir={tmp_path / 'cache'}"])
     assert r.exit_code == 2, r.output
     assert "--storage s3://no-such-bucket/sweeps: the bucket 'no-such-bucket' does not exist; create it" in r.output
     assert time.perf_counter() - t0 < 30
-    assert _client(s3).list_buckets()["Buckets"] == buckets and list(tmp_path.iterdir()) == []
+    assert s3_client(s3).list_buckets()["Buckets"] == buckets and list(tmp_path.iterdir()) == []
     r = runner.invoke(app, ["check", "--storage", "s3://no-such-bucket/sweeps", "--data", "nosuchdata"])
     assert "✗ storage" in r.output and "does not exist; create it" in r.output
 
 
 @pytest.mark.slow
 def test_sweep_to_s3_then_analyze_and_resume_from_the_uri(s3, tmp_path, monkeypatch):
-    _client(s3).create_bucket(Bucket="t2s")
+    s3_client(s3).create_bucket(Bucket="t2s")
     work = tmp_path / "work"
     work.mkdir()
     env = {**s3, "T2S_RAY_CACHE": str(tmp_path / "cache")}  # data, evaluator and local copies of experiments
@@ -190,7 +139,7 @@ def test_sweep_to_s3_then_analyze_and_resume_from_the_uri(s3, tmp_path, monkeypa
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "uploaded" in r.stdout and "into s3://t2s/sweeps/tiny" in r.stdout, r.stdout[-2000:]
 
-    keys = _keys(s3, "t2s", "sweeps/tiny/")
+    keys = s3_keys(s3, "t2s", "sweeps/tiny/")
     names = {k.removeprefix("sweeps/tiny/") for k in keys}
     assert {"tuner.pkl", "t2s_sweep.json", "report.html", "comparison_table.csv"} <= names, sorted(names)
     trial = next(n.split("/")[0] for n in names if n.startswith("baseline_seed0_"))
@@ -201,7 +150,7 @@ def test_sweep_to_s3_then_analyze_and_resume_from_the_uri(s3, tmp_path, monkeypa
     assert any(n.startswith(f"{trial}/checkpoint_") and n.endswith("/state.pt") for n in names)
 
     # analyze from the bucket alone: no local copy, no report in the bucket
-    _client(s3).delete_object(Bucket="t2s", Key="sweeps/tiny/report.html")
+    s3_client(s3).delete_object(Bucket="t2s", Key="sweeps/tiny/report.html")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     local = storage.cache_dir("s3://t2s/sweeps/tiny")
@@ -217,8 +166,8 @@ def test_sweep_to_s3_then_analyze_and_resume_from_the_uri(s3, tmp_path, monkeypa
     assert list(table["ablation"]) == ["baseline"] and table.loc[0, "n_seeds"] == 1
     assert table.loc[0, "val_loss_mean"] > 0 and "eval/text_alignment_mean" in table.columns
     assert not list(local.rglob("checkpoint_*"))
-    assert "sweeps/tiny/report.html" in _keys(s3, "t2s", "sweeps/tiny/")
-    html = _client(s3).get_object(Bucket="t2s", Key="sweeps/tiny/report.html")["Body"].read().decode()
+    assert "sweeps/tiny/report.html" in s3_keys(s3, "t2s", "sweeps/tiny/")
+    html = s3_client(s3).get_object(Bucket="t2s", Key="sweeps/tiny/report.html")["Body"].read().decode()
     assert "data:image/gif;base64," in html and "no samples in" not in html  # samples.npz came from the bucket
     assert not (work / "results").exists() and list(work.iterdir()) == []
 

@@ -21,7 +21,6 @@ from ray import tune
 from tensorboardX import SummaryWriter
 
 from t2s_ray.ablations import resolve_params
-from t2s_ray.checkpoint import list_checkpoints
 from t2s_ray.config import Config
 from t2s_ray.data import build_dataset, check_visible
 from t2s_ray.data.video import save_gif
@@ -32,13 +31,13 @@ from t2s_ray.metrics.memory import cpu_rss_peak_gb
 from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
 from t2s_ray.metrics.sampler import MemorySampler
 from t2s_ray.outputs import SAMPLES_KEPT, samples_npz, shared_key
+from t2s_ray.trainables.persist import report_with_checkpoint, restore_newest
 from t2s_ray.training import (
     TrainingError,
     TrainState,
     build_state,
     load_state,
     member_state,
-    restore_latest,
     save_state,
     train_loop,
     validation_loss,
@@ -133,21 +132,18 @@ def artifact_dir() -> Path:
     return Path(storage.trial_working_directory)
 
 
-def _restore(state: TrainState, folder: Path | None, ckpt) -> None:
-    """Resume from the newest valid checkpoint of this trial.
+def _restore(state: TrainState, ckpt) -> None:
+    """Resume from the newest valid checkpoint of this trial, or leave `state` at step 0.
 
-    Tune's own choice (`ckpt`) can be older than what is on disk after a driver kill (its
-    experiment state is snapshotted every ~10 s) and may be corrupt; the trial folder is scanned
-    so neither costs progress. Corrupt checkpoints are reported and skipped, never loaded.
-    `folder` is the trial's persistent folder (None for remote storage).
+    Tune's own choice (`ckpt`) can be older than what is in storage after a driver kill (its experiment
+    state is snapshotted every ~10 s), so the trial's folder is scanned too (`persist.restore_newest`);
+    damaged checkpoints are moved aside and reported, never loaded.
     """
-    if folder is not None and list_checkpoints(folder):
-        loaded = restore_latest(state, folder)
-        log.warning("resumed %s seed %s at step %d from %s (Tune offered %s)", state.cfg.ablation,
-                    state.cfg.seed, state.step, loaded, ckpt.path if ckpt else None)
-    elif ckpt is not None:
-        with ckpt.as_directory() as d:
-            load_state(state, d)
+    what = f"{state.cfg.ablation} seed {state.cfg.seed}"
+    loaded = restore_newest(lambda folder: load_state(state, folder), ckpt, what)
+    if loaded is not None:
+        log.warning("resumed %s at step %d from %s (Tune offered %s)", what, state.step, loaded,
+                    ckpt.path if ckpt else None)
 
 
 def t2s_trial(params: dict[str, Any]) -> None:
@@ -170,7 +166,7 @@ def t2s_trial(params: dict[str, Any]) -> None:
     dataset = build_dataset(cfg.data, "train")
     state = build_state(cfg, device)
     storage_dir = trial_storage_dir()
-    _restore(state, storage_dir, tune.get_checkpoint())
+    _restore(state, tune.get_checkpoint())
 
     def report(metrics: dict[str, Any], checkpoint_now: bool) -> None:
         # timesteps_total puts the training step on TensorBoard's x axis (Tune's TBX logger reads it)
@@ -191,7 +187,7 @@ def t2s_trial(params: dict[str, Any]) -> None:
             save_state(state, Path(tmp) / "ckpt")
             for path in samples:  # also inside the checkpoint: they reach storage from any node
                 shutil.copy(path, Path(tmp) / "ckpt" / path.name)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(Path(tmp) / "ckpt")))
+            report_with_checkpoint(metrics, Path(tmp) / "ckpt")
 
     folder = storage_dir or artifact_dir()
     with MemorySampler(folder / SAMPLER_CSV, device) as sampler:
