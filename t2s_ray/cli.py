@@ -17,7 +17,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from t2s_ray.ablations import CALIBRATION_ARM, CALIBRATION_CONTROL, get_ablation, load_ablation_file, resolve
+from t2s_ray.ablations import (
+    CALIBRATION_ARM,
+    CALIBRATION_CONTROL,
+    DEFAULT_ABLATIONS,
+    get_ablation,
+    load_ablation_file,
+    resolve,
+)
 from t2s_ray.cluster import LOOPBACK, ClusterError
 from t2s_ray.config import DEVICES, SCALES, ConfigError, diff, flatten
 from t2s_ray.outputs import FORMATS, INTERVALS, TRACKERS
@@ -214,10 +221,18 @@ def sweep_cmd(
     cpus_per_trial: Annotated[str, typer.Option(
         help="CPUs reserved per trial, or auto: GPU trials get min(4, cluster CPUs / GPU trials at once), a "
              "fraction when CPUs are fewer, so every GPU is used; CPU trials share the cores (1 to 4 each).")] = "auto",
-    ablations: Annotated[str, typer.Option(help="Comma-separated ablations to run.")] = "baseline,text_finetuned,no_ema",
+    ablations: Annotated[Optional[str], typer.Option(
+        help="Comma-separated ablations to run (default baseline,text_finetuned,no_ema; with --study, all of "
+             "the study's).")] = None,
     seeds: Annotated[Optional[int], typer.Option(
-        help="Seeds per ablation (seeds 0..K-1); default 3 at small/full (a verdict needs 3), 1 at smoke.")] = None,
-    scale: ScaleOpt = Scale.smoke,
+        help="Seeds per ablation (seeds 0..K-1); default 3 at small/full (a verdict needs 3), 1 at smoke; 3 with "
+             "--study.")] = None,
+    scale: Annotated[Optional[str], typer.Option(
+        help="Size preset: smoke (CPU, < 1 min, the default), small (CPU minutes), full (GPU hours); with --study "
+             "one of the study's scales (default its first).")] = None,
+    study: Annotated[Optional[str], typer.Option(
+        help="Your own model's study, package.module:attr (a t2s_ray.Study), imported from the current folder; "
+             "its code reaches every trial through Ray's runtime_env.")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per trial (overrides training.steps).")] = None,
     data: Annotated[str, typer.Option(help="Dataset spec: synthsign, how2sign:ROOT, phoenix:ROOT, manifest:FILE.csv.")] = "synthsign",
     storage: StorageOpt = "results",
@@ -250,8 +265,27 @@ def sweep_cmd(
     """Run every ablation x seed as a Ray Tune grid, one GPU per trial, then print the comparison table."""
     cpus = _cpus_option(cpus_per_trial)
     gpus_each = _cpus_option(gpus_per_trial, "--gpus-per-trial")
+    if study is not None:
+        if steps is not None or data != "synthsign" or ablation_file or dry_run:
+            raise fail("--steps, --data, --ablation-file and --dry-run are for the bundled study; with --study, "
+                       "set your config's fields with --set key.path=value", code=2)
+        from t2s_ray.study_sweep import StudySweepSpec
+
+        spec = _checked(lambda: StudySweepSpec(
+            study=study, ablations=_split_csv(ablations or ""), seeds=seeds, scale=scale,
+            overrides=tuple(set_ or []), gpus=gpus, gpus_per_trial=gpus_each or 1.0, cpus_per_trial=cpus,
+            storage=storage, name=name, address=address, max_failures=max_failures, max_concurrent=max_concurrent,
+            quiet=quiet, dashboard=dashboard, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
+            expose_dashboard=expose_dashboard, share_training=False, grid=tuple(grid or ()),
+            log_to=tuple(t.value for t in log_to or ())))
+        console.print(f"experiment [bold]{spec.experiment_dir}[/]: study {spec.study_obj.name!r}, "
+                      f"{len(spec.ablations)} ablation(s) x {spec.seeds} seed(s) at scale {spec.scale}",
+                      highlight=False, soft_wrap=True)
+        _finish(_checked(lambda: run_sweep(spec, say=_say), resume_from=spec.experiment_dir))
+        return
+    scale = _bundled_scale(scale)
     spec = _checked(lambda: SweepSpec(
-        ablations=_split_csv(ablations), seeds=seeds, scale=scale.value, steps=steps, data=data,
+        ablations=_split_csv(ablations or ",".join(DEFAULT_ABLATIONS)), seeds=seeds, scale=scale, steps=steps, data=data,
         overrides=tuple(set_ or []), user_ablations=_user_ablations(ablation_file) or {}, gpus=gpus,
         gpus_per_trial=gpus_each or 1.0, pack_by_memory=gpus_each is None, cpus_per_trial=cpus, storage=storage, name=name, address=address,
         max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet, dashboard=dashboard,
@@ -266,6 +300,15 @@ def sweep_cmd(
     console.print(f"experiment [bold]{spec.experiment_dir}[/]: {len(spec.ablations)} ablation(s) x "
                   f"{spec.seeds} seed(s) at scale {spec.scale}", highlight=False, soft_wrap=True)
     _finish(_checked(lambda: run_sweep(spec, say=_say), resume_from=spec.experiment_dir))
+
+
+def _bundled_scale(scale: Optional[str]) -> str:
+    """`--scale` of the bundled study: one of `config.SCALES` (smoke when not given); exit 2 otherwise."""
+    if scale is None:
+        return "smoke"
+    if scale not in SCALES:
+        raise fail(f"--scale {scale!r}: expected one of {', '.join(SCALES)} (or a scale of your --study)", code=2)
+    return scale
 
 
 def _cpus_option(value: str, option: str = "--cpus-per-trial") -> Optional[float]:

@@ -35,6 +35,8 @@ class RayOptions:
     dashboard_port: Optional[int] = None
     expose_dashboard: bool = False
     quiet: bool = False
+    runtime_env: Optional[dict] = None
+    """Ray's runtime_env for every worker (a study's code, `py_modules`); None: nothing added."""
 
 
 def detect_local_gpus() -> int:
@@ -104,10 +106,12 @@ def init_ray(spec: RayOptions) -> RayInfo:
         gpus = spec.gpus if spec.gpus is not None else detect_local_gpus()
         ctx = ray.init(address="local", num_gpus=int(math.ceil(gpus)), include_dashboard=spec.dashboard,
                        dashboard_host=spec.dashboard_host, dashboard_port=spec.dashboard_port,
-                       log_to_driver=not spec.quiet, configure_logging=True, logging_level="WARNING")
+                       log_to_driver=not spec.quiet, configure_logging=True, logging_level="WARNING",
+                       runtime_env=spec.runtime_env)
     else:
         try:
-            ctx = ray.init(address=spec.address, log_to_driver=not spec.quiet, logging_level="WARNING")
+            ctx = ray.init(address=spec.address, log_to_driver=not spec.quiet, logging_level="WARNING",
+                           runtime_env=spec.runtime_env)
         except (ConnectionError, RuntimeError, ValueError) as e:
             hint = f"; {token_note}" if token_note else ""
             raise ClusterError(f"cannot join the Ray cluster at --address {spec.address}: "

@@ -485,14 +485,21 @@ def _parse_scalar(text: str, tp: Any, key: str) -> Any:
     return text
 
 
-def parse_override(item: str) -> dict[str, Any]:
-    """`"training.lr=1e-4"` -> `{"training": {"lr": 1e-4}}`, typed by the target field."""
+def parse_override(item: str, schema: Any = None) -> dict[str, Any]:
+    """`"training.lr=1e-4"` -> `{"training": {"lr": 1e-4}}`, typed by the target field of `schema` (a dataclass
+    type: the bundled `Config` unless a study's own config is given)."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. training.lr=1e-4")
     key, text = item.split("=", 1)
-    key = key.strip()
+    return nest_value(key.strip(), text.strip(), schema, item)
+
+
+def field_type(key: str, schema: Any = None, item: str | None = None) -> Any:
+    """The annotated type of the field `key` (a dotted path) of the dataclass type `schema` (default `Config`);
+    `ConfigError` naming the valid keys when there is no such field or it is a table."""
+    item = item or key
     parts = key.split(".")
-    cls: Any = Config
+    cls: Any = schema or Config
     for i, part in enumerate(parts):
         types_ = _field_types(cls)
         prefix = ".".join(parts[:i])
@@ -508,10 +515,24 @@ def parse_override(item: str) -> dict[str, Any]:
         elif dataclasses.is_dataclass(tp):
             first = next(iter(_field_types(tp)))
             raise ConfigError(f"--set {item!r}: {key} is a table; set one of its keys, e.g. {key}.{first}=...")
-    value: Any = _parse_scalar(text.strip(), tp, key)
-    for part in reversed(parts):
+    return tp
+
+
+def nest_value(key: str, value: Any, schema: Any = None, item: str | None = None) -> dict[str, Any]:
+    """`("training.lr", "1e-4")` -> `{"training": {"lr": 1e-4}}`: a string is parsed as `--set` parses it for
+    the field's type; any other value is kept (and checked when the config is built)."""
+    tp = field_type(key, schema, item)
+    if isinstance(value, str):
+        value = _parse_scalar(value, tp, key)
+    for part in reversed(key.split(".")):
         value = {part: value}
     return value
+
+
+def build(schema: Any, d: Mapping[str, Any]):
+    """An instance of the dataclass type `schema` from a nested dict; unknown keys and wrong types raise
+    `ConfigError` naming the key."""
+    return _build(schema, d, prefix="")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -71,3 +71,8 @@ def is_baseline(arm: str, baseline: str) -> bool:
 def ablation_of(arm: str) -> str:
     """The ablation of an arm label (`no_ema @ training.lr=0.0001` -> `no_ema`)."""
     return arm.partition(GRID_JOIN)[0]
+
+
+SWEEP_FILE = "t2s_sweep.json"
+"""In the experiment folder: what each trial asks Ray for (so that `resume` gives trials it starts the same)
+and, for a user study, its reference, baseline and metric directions."""

@@ -27,7 +27,7 @@ from t2s_ray.cluster import (
 )
 from t2s_ray.config import DEFAULT_SEEDS, diff
 from t2s_ray.io import write_text_atomic
-from t2s_ray.outputs import GRID_PARAM
+from t2s_ray.outputs import GRID_PARAM, SWEEP_FILE
 from t2s_ray.plan import (
     AUTO_MAX_CPUS,
     CONTEXT_GIB,
@@ -97,7 +97,20 @@ class SweepSpec:
     def ray_options(self) -> RayOptions:
         return RayOptions(address=self.address, gpus=self.gpus, dashboard=self.dashboard,
                           dashboard_host=self.dashboard_host, dashboard_port=self.dashboard_port,
-                          expose_dashboard=self.expose_dashboard, quiet=self.quiet)
+                          expose_dashboard=self.expose_dashboard, quiet=self.quiet,
+                          runtime_env=self.runtime_env())
+
+    def runtime_env(self) -> Optional[dict]:
+        """Ray's runtime_env for the trials: nothing for the bundled study (it is installed)."""
+        return None
+
+    def trainable(self):
+        """The Tune trainable of this sweep, with each trial's resources."""
+        return trainable_with_resources(_resources(self))
+
+    def sweep_record(self) -> dict[str, Any]:
+        """What `t2s_sweep.json` records beyond resources (a user study's reference)."""
+        return {}
 
     def __post_init__(self) -> None:
         if self.seeds is None:
@@ -156,6 +169,10 @@ class SweepSpec:
                                        for a in self.user_ablations.values() if a.name in self.ablations}
         return space
 
+
+    def validate(self, available_gpus: Optional[float] = None) -> list:
+        """Check every option before Ray starts; the resolved configs the driver prepares data for."""
+        return validate(self, available_gpus)
 
     def training_groups(self) -> list[TrainingGroup]:
         """The sweep's ablations grouped by the weights they train (one group each without sharing)."""
@@ -396,7 +413,7 @@ def build_tuner(spec: SweepSpec, keep_checkpoints: int):
 
     quiet_tune_env()
     return tune.Tuner(
-        trainable_with_resources(_resources(spec)),
+        spec.trainable(),
         param_space=spec.param_space(),
         tune_config=tune.TuneConfig(
             num_samples=1,
@@ -527,12 +544,14 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     """Validate, start Ray, run the grid, return counts. Raises before writing anything if invalid."""
     existing = existing_cluster_gpus()
     available = existing if existing is not None else (None if spec.address else detect_local_gpus())
-    configs = validate(spec, available_gpus=available)
+    configs = spec.validate(available)
     validate_dashboard(spec.ray_options())
     for line in spec.plan_lines():
         say(line)
     probes = _pack_by_memory(spec, configs, say) if spec.pack_by_memory else {}
-    if spec.address is None:
+    if not configs:
+        pass  # a user study prepares its own data
+    elif spec.address is None:
         prepare_data(configs, say)
         prepare_evaluators(configs, say)
     else:  # a cluster's nodes may not share this machine's cache: trials build or find it on their node
@@ -544,24 +563,26 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     _validate_gpus(spec, info.gpus)
     if spec.cpus_per_trial is None:
         _choose_cpus(spec, say)
-    if spec.scale == "full":  # hours of GPU time: say what they will cost before spending them
+    if spec.scale == "full" and configs:  # hours of GPU time: say what they will cost before spending them
         _print_estimate(spec, configs, say, probes)
     if spec.address and spec.gpus and spec.max_concurrent is None and spec.gpus_per_trial > 0:
         # A shared cluster may have more GPUs than asked for: cap the trials running at once.
         spec.max_concurrent = max(1, int(spec.gpus // spec.gpus_per_trial))
     save_resources(spec)
-    grid = build_tuner(spec, configs[0].training.keep_checkpoints).fit()
+    grid = build_tuner(spec, configs[0].training.keep_checkpoints if configs else STUDY_KEEP_CHECKPOINTS).fit()
     exp = spec.experiment_dir if spec.remote else Path(grid.experiment_path)
     return _outcome(grid, exp, t0, info.start_s)
 
 
-SWEEP_FILE = "t2s_sweep.json"
-"""In the experiment folder: what each trial asks Ray for, so that `resume` gives trials it starts the same."""
+STUDY_KEEP_CHECKPOINTS = 2
+"""Checkpoints kept per trial of a user study (the bundled study's config says its own)."""
+
 
 
 def save_resources(spec: SweepSpec) -> Location:
     """Write the trials' resource request into the experiment folder (before Tune creates its files)."""
-    body = {"resources": _resources(spec), "gpus": spec.gpus, "max_concurrent": spec.max_concurrent}
+    body = {"resources": _resources(spec), "gpus": spec.gpus, "max_concurrent": spec.max_concurrent,
+            **spec.sweep_record()}
     text = json.dumps(body, indent=2) + "\n"
     if spec.remote:
         return write_bytes(join(spec.experiment_dir, SWEEP_FILE), text.encode())
@@ -583,6 +604,20 @@ def saved_resources(exp: Location, say: Callable[[str], None]) -> dict[str, floa
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SweepError(f"cannot read {path} ({e}); it records each trial's CPUs and GPUs: restore it, or delete "
                          "it to give trials not yet started 1 CPU and no GPU") from None
+
+
+def saved_study(exp: Location) -> Optional[str]:
+    """The `--study` reference a study sweep recorded in `t2s_sweep.json` (None for the bundled study); its
+    folder goes on the path so that it imports from anywhere."""
+    import sys
+
+    try:
+        record = json.loads(read_bytes(join(exp, SWEEP_FILE)))
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+    if record.get("study_root") and record["study_root"] not in sys.path:
+        sys.path.insert(0, record["study_root"])
+    return record.get("study")
 
 
 def n_trials(spec: SweepSpec) -> int:
@@ -703,15 +738,27 @@ def resume_sweep(experiment_dir: str | Path, restart_errored: bool = False, quie
     exp = _experiment_location(experiment_dir)
     _check_tuner_pkl(exp)
     resources = saved_resources(exp, say)
+    study = saved_study(exp)
+    runtime_env = None
+    if study:
+        from t2s_ray.study import StudyError, load_study
+        from t2s_ray.study_sweep import study_runtime_env, study_trainable
+
+        try:
+            load_study(study)
+        except StudyError as e:
+            raise SweepError(f"cannot resume {exp}: {e}") from None
+        runtime_env = study_runtime_env(study)
     t0 = time.perf_counter()
-    info = start_ray(RayOptions(address=address, quiet=quiet), say)
+    info = start_ray(RayOptions(address=address, quiet=quiet, runtime_env=runtime_env), say)
     from ray import tune  # after init_ray: Ray reads its network settings at import
 
     quiet_tune_env()
     try:
         # trials already created keep the resources stored in the experiment state; trials Ray creates after the
         # restore (pending ones, under a concurrency cap) get these: the sweep's own
-        tuner = tune.Tuner.restore(str(exp), trainable=trainable_with_resources(resources),
+        trainable = study_trainable(resources) if study else trainable_with_resources(resources)
+        tuner = tune.Tuner.restore(str(exp), trainable=trainable,
                                    resume_unfinished=True, resume_errored=not restart_errored,
                                    restart_errored=restart_errored)
     except (EOFError, pickle.UnpicklingError, ValueError, RuntimeError, OSError) as e:

@@ -6,7 +6,8 @@ starts runs it. It replaces the function Ray's `StorageContext.persist_current_c
 `T2S_FAULT_INDEX`, copies the files in name order up to `T2S_FAULT_FRACTION` of their bytes (the file in
 flight is cut there), writes the marker file `T2S_FAULT_MARKER` and then, by `T2S_FAULT_THEN`:
 `die` SIGKILLs its own process (a trial lost mid-copy), `hold` sleeps, so the test can kill the whole sweep
-during the copy. Once the marker exists every copy is whole again (the retry and the resume).
+during the copy. Once the marker exists every copy is whole again (the retry and the resume). With
+`T2S_FAULT_TRIAL` set, only a destination whose path contains it is cut.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def cut_checkpoint_copy() -> None:
 
     def copy(source, destination, source_filesystem=None, destination_filesystem=None, **kwargs):
         target = posixpath.basename(str(destination).rstrip("/"))
-        if target != f"checkpoint_{index:06d}" or os.path.exists(marker):
+        only = os.environ.get("T2S_FAULT_TRIAL", "")
+        if target != f"checkpoint_{index:06d}" or os.path.exists(marker) or only not in str(destination):
             return whole_copy(source, destination, source_filesystem=source_filesystem,
                               destination_filesystem=destination_filesystem, **kwargs)
         _cut_copy(source, destination, destination_filesystem, fraction)

@@ -9,6 +9,7 @@ import pyarrow.fs
 import pytest
 import torch
 
+from t2s_ray import checkpoint_store
 from t2s_ray.checkpoint import META_FILE, STATE_FILE, CheckpointError, list_checkpoints, write_checkpoint
 from t2s_ray.trainables import persist
 
@@ -28,7 +29,8 @@ def _loader(loaded: list):
 
 def _restore(root: Path, offered=None):
     loaded: list[int] = []
-    path = persist.restore_newest_in(pyarrow.fs.LocalFileSystem(), str(root), _loader(loaded), offered, "baseline s0")
+    path = checkpoint_store.restore_newest_in(pyarrow.fs.LocalFileSystem(), str(root), _loader(loaded), offered,
+                                              "baseline s0")
     return path, loaded
 
 
@@ -115,7 +117,7 @@ def test_a_checkpoint_of_another_config_is_an_error_not_damage(tmp_path):
         raise CheckpointError("checkpoint was written with a different config")
 
     with pytest.raises(CheckpointError, match="different config"):
-        persist.restore_newest_in(pyarrow.fs.LocalFileSystem(), str(tmp_path), load, None, "baseline s0")
+        checkpoint_store.restore_newest_in(pyarrow.fs.LocalFileSystem(), str(tmp_path), load, None, "baseline s0")
     assert (tmp_path / "checkpoint_000000").is_dir() and not (tmp_path / "checkpoint_000000.corrupt").exists()
 
 

@@ -7,7 +7,11 @@ statistics compare for each (`tested_values`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import pandas as pd
 
@@ -112,8 +116,33 @@ def guidance_columns(df: pd.DataFrame) -> list[str]:
     return sorted(c for c in df.columns if c.startswith(GUIDANCE_PREFIX) and _numeric(df, c))
 
 
+_STUDY_DIRECTIONS: ContextVar[Mapping[str, str]] = ContextVar("study_directions",
+                                                                    default=MappingProxyType({}))
+
+
+@contextmanager
+def study_directions(directions: Mapping[str, str]) -> Iterator[None]:
+    """Inside the block, a user study's own metrics (`Study.metrics`: name -> lower/higher/real) are ranked and
+    tested as quality metrics, as the catalog's are."""
+    token = _STUDY_DIRECTIONS.set(dict(directions))
+    try:
+        yield
+    finally:
+        _STUDY_DIRECTIONS.reset(token)
+
+
+def headline_metrics() -> tuple[str, ...]:
+    """`HEADLINE`, led by the study's own ranked metrics when a user study is being analysed."""
+    own = tuple(m for m in _STUDY_DIRECTIONS.get() if m not in HEADLINE)
+    return own + HEADLINE
+
+
 def metric_info(metric: str) -> MetricInfo:
-    """Display/comparison info of a metric; unknown `eval/*` metrics count as quality (Δ%)."""
+    """Display/comparison info of a metric; a study's own metrics get the direction the study gives them; unknown
+    `eval/*` metrics count as quality (Δ%) without a direction (no verdict)."""
+    direction = _STUDY_DIRECTIONS.get().get(metric)
+    if direction is not None:
+        return MetricInfo(METRICS[metric].label if metric in METRICS else metric, direction, True)
     return METRICS.get(metric, MetricInfo(metric, None, metric.startswith("eval/")))
 
 

@@ -13,8 +13,8 @@ from t2s_ray.analysis.catalog import (
     ARROWS,
     COST,
     FRECHET,
-    HEADLINE,
     REFERENCES,
+    headline_metrics,
     metric_columns,
     metric_info,
     tested_values,
@@ -156,7 +156,7 @@ def comparison_parts(selected: pd.DataFrame, summary: pd.DataFrame, comparisons:
     list was evaluated, else None), `more` (quality metrics only in the CSVs) and `missing` (the all-NaN metrics
     with their reason)."""
     present = [m for m in summary_metrics(summary) if summary[f"{m}_mean"].notna().any()]
-    quality = [m for m in HEADLINE if m in present and metric_info(m).kind == "quality"]
+    quality = [m for m in headline_metrics() if m in present and metric_info(m).kind == "quality"]
     more = [m for m in present if metric_info(m).kind == "quality" and m not in quality[:QUALITY_COLUMNS]
             and metric_info(m).better is not None]
     cost = [m for m in COST if m in present]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from t2s_ray.analysis.catalog import HEADLINE
+from t2s_ray.analysis.catalog import HEADLINE, study_directions
 from t2s_ray.analysis.guidance import guidance_curve
 from t2s_ray.analysis.html import render_html
 from t2s_ray.analysis.read import _history_frame, _scan, _trials_frame, select_trials
@@ -15,9 +17,40 @@ from t2s_ray.analysis.render import comparison_markdown, header_label, render_re
 from t2s_ray.analysis.tables import comparison_stats, summarize, training_curves
 from t2s_ray.guidance import GUIDANCE_CSV
 from t2s_ray.io import write_text_atomic
-from t2s_ray.outputs import COMPARISON_STATS_CSV, CURVES_CSV, FORMATS, REPORT_HTML, REPORT_TXT, TABLE_CSV, TABLE_MD
+from t2s_ray.outputs import (
+    COMPARISON_STATS_CSV,
+    CURVES_CSV,
+    FORMATS,
+    REPORT_HTML,
+    REPORT_TXT,
+    SWEEP_FILE,
+    TABLE_CSV,
+    TABLE_MD,
+)
 
 
+def _study_record(exp_dir: str | os.PathLike) -> dict:
+    """What a user study's sweep recorded in `t2s_sweep.json` (baseline, metric directions); {} otherwise."""
+    try:
+        record = json.loads((Path(exp_dir) / SWEEP_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) and record.get("study") else {}
+
+
+def _with_study(fn):
+    """Run `fn(exp_dir, ...)` with the study's baseline (unless one is passed) and metric directions."""
+    @functools.wraps(fn)
+    def wrapper(exp_dir, *args, **kwargs):
+        record = _study_record(exp_dir)
+        if record.get("baseline") and "baseline" not in kwargs:
+            kwargs["baseline"] = record["baseline"]
+        with study_directions(record.get("metrics") or {}):
+            return fn(exp_dir, *args, **kwargs)
+    return wrapper
+
+
+@_with_study
 def headline_markdown(exp_dir: str | os.PathLike, baseline: str = "baseline", interval: str = "t") -> str:
     """The quality and cost tables for the terminal (the files hold every metric)."""
     selected = select_trials(_trials_frame(_scan(exp_dir)))
@@ -25,6 +58,7 @@ def headline_markdown(exp_dir: str | os.PathLike, baseline: str = "baseline", in
     return comparison_markdown(selected, summary, comparison_stats(selected, baseline, interval), baseline)
 
 
+@_with_study
 def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                   fmt: str = "both", baseline: str = "baseline", interval: str = "t",
                   source: str | None = None) -> dict[str, Path]:

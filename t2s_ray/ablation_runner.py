@@ -1,0 +1,145 @@
+"""`AblationRunner`: the original study's integration pattern, for users who keep their own launcher.
+
+One process per (ablation, seed), e.g. three terminals on three GPUs, each writing into the same `save_dir`:
+
+    runner = AblationRunner("text_finetuned", save_dir="ablations", experiment_scale="full", seed=0)
+    cfg = runner.config
+    for step in ...:
+        runner.log_training_step(epoch, step, loss, learning_rate, elapsed_time)
+    runner.log_evaluation(fvd=..., lpips=..., temporal_consistency=..., inference_time_ms=...)
+    runner.save_results()
+
+Each run is a folder `<save_dir>/<ablation>_seed<seed>/` laid out as a sweep's trial folder (`params.json`,
+`result.json`, `training_metrics.csv`, checkpoints), so `t2s-ray analyze <save_dir>` reads them as one
+experiment: tables, paired verdicts, report.html. No Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from t2s_ray.checkpoint import prune_checkpoints, read_checkpoint, write_checkpoint
+from t2s_ray.io import write_text_atomic
+from t2s_ray.outputs import SWEEP_FILE
+from t2s_ray.study import Session, Study
+
+RESULT_FILE = "result.json"
+KEEP_CHECKPOINTS = 2
+
+# the seed's keyword names -> the catalog's metric names
+SEED_METRICS = {"fvd": "eval/fvd", "lpips": "eval/lpips", "temporal_consistency": "eval/temporal_consistency",
+                "inference_time_ms": "eval/inference_ms_per_video", "inference_memory_gb": "eval/inference_peak_mem_gb",
+                "num_parameters_millions": "params/total_m"}
+
+
+class FolderSink:
+    """A `Session`'s sink without Ray: reports are rows of the folder's `result.json`, checkpoints live in
+    `<folder>/checkpoints/checkpoint_<step>` (written atomically, the newest `KEEP_CHECKPOINTS` kept)."""
+
+    def __init__(self, folder: Path, what: str, extra: dict[str, Any]):
+        self.folder, self.what, self.extra = folder, what, extra
+        self.root = folder / "checkpoints"
+
+    def report(self, metrics: dict[str, Any]) -> None:
+        with open(self.folder / RESULT_FILE, "a") as f:
+            f.write(json.dumps({**metrics, **self.extra, "timestamp": time.time()}) + "\n")
+
+    def save(self, state: dict[str, Any], metrics: dict[str, Any]) -> None:
+        step = int(metrics.get("step", 0))
+        write_checkpoint(self.root / f"checkpoint_{step:06d}", state, {"step": step})
+        prune_checkpoints(self.root, KEEP_CHECKPOINTS)
+        self.report(metrics)
+
+    def restore(self) -> dict[str, Any] | None:
+        loaded: dict[str, Any] = {}
+
+        def load(folder: Path) -> None:
+            loaded["state"] = read_checkpoint(folder)[0]
+
+        import pyarrow.fs
+
+        from t2s_ray.checkpoint_store import restore_newest_in
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        restore_newest_in(pyarrow.fs.LocalFileSystem(), str(self.root), load, None, self.what)
+        return loaded.get("state")
+
+
+class AblationRunner:
+    """One (ablation, seed) run of the user's own launcher, logged as a trial of an experiment in `save_dir`.
+
+    `config_name` is an ablation of `study` (a `t2s_ray.Study`), or of the bundled study when `study` is None.
+    `.config` is its resolved config at `experiment_scale`.
+    """
+
+    def __init__(self, config_name: str, save_dir: str | Path, experiment_scale: str = "full", seed: int = 0,
+                 study: Study | None = None, report_every: int = 10):
+        self.ablation, self.seed, self.scale, self.study = config_name, int(seed), experiment_scale, study
+        if study is None:
+            from t2s_ray.ablations import resolve
+
+            self.config = resolve(config_name, scale=experiment_scale, seed=self.seed)
+            baseline, directions = "baseline", {}
+        else:
+            self.config = study.resolve(config_name, experiment_scale)
+            baseline, directions = study.baseline, dict(study.metrics or {})
+        self.save_dir = Path(save_dir).absolute()
+        self.folder = self.save_dir / f"{config_name}_seed{self.seed}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        params = {"ablation": config_name, "seed": self.seed, "scale": experiment_scale,
+                  "study": study.name if study else None}
+        write_text_atomic(self.folder / "params.json", json.dumps(params, indent=2) + "\n")
+        if study is not None:  # the experiment's baseline and metric directions, as a study sweep records them
+            record = {"study": study.name, "baseline": baseline, "metrics": directions}
+            write_text_atomic(self.save_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
+        self.sink = FolderSink(self.folder, f"{config_name} seed {self.seed}", {"ablation": config_name})
+        self.session = Session(ablation=config_name, seed=self.seed, device="cpu", trial_dir=self.folder,
+                               sink=self.sink, report_every=report_every)
+
+    def log_training_step(self, epoch: int, step: int, loss: float, learning_rate: float, elapsed_time: float,
+                          **scalars: float) -> None:
+        """One training step: `training_metrics.csv`/`.jsonl` and TensorBoard at every call, `result.json` every
+        `report_every` calls."""
+        self.session.log_step(step, loss, epoch=epoch, lr=learning_rate, train_elapsed_s=elapsed_time, **scalars)
+
+    def log_evaluation(self, fvd: float | None = None, lpips: float | None = None,
+                       temporal_consistency: float | None = None, inference_time_ms: float | None = None,
+                       inference_memory_gb: float | None = None, num_parameters_millions: float | None = None,
+                       **more: float) -> None:
+        """The run's final metrics: the seed's names (mapped to the catalog's) and any more (`name` -> `eval/name`
+        unless it already has a `group/`)."""
+        seed_values = {"fvd": fvd, "lpips": lpips, "temporal_consistency": temporal_consistency,
+                       "inference_time_ms": inference_time_ms, "inference_memory_gb": inference_memory_gb,
+                       "num_parameters_millions": num_parameters_millions}
+        metrics = {SEED_METRICS[k]: v for k, v in seed_values.items() if v is not None}
+        metrics.update({(k if "/" in k else f"eval/{k}"): v for k, v in more.items()})
+        self.session.log_evaluation(metrics)
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """As `Session.checkpoint`: `state` saved atomically with its checksum under `<run>/checkpoints/`."""
+        self.session.checkpoint(state)
+
+    def restore(self) -> dict[str, Any] | None:
+        """As `Session.restore`: the newest valid checkpoint's state, or None."""
+        return self.session.restore()
+
+    def save_results(self) -> Path:
+        """Write the run's final row into `result.json` (again: the same file, one final row); return the folder."""
+        final = self.session.final_metrics()
+        path = self.folder / RESULT_FILE
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        rows = [r for r in rows if not r.get("final")]
+        rows.append({**final, "ablation": self.ablation, "timestamp": time.time()})
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+        self.session.close()
+        return self.folder
+
+    @property
+    def trial_dir(self) -> Path:
+        return self.folder
+
+
+

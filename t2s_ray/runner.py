@@ -1,0 +1,107 @@
+"""The Ray Tune function trainable of a user's `Study`: one (ablation, seed) per trial.
+
+It owns what every study gets without writing it: the device Ray assigned, the trial's folder, reports to
+Tune every `report_every` steps, checkpoints that land whole in the experiment's storage and come back after
+a crash (`trainables.persist`), the GPU-memory sampler, node facts, and the final report. The user's
+`train(cfg, session)` owns the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from t2s_ray.checkpoint import read_checkpoint, write_checkpoint
+from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
+from t2s_ray.metrics.sampler import MemorySampler
+from t2s_ray.study import Session, Study, StudyError, load_study
+from t2s_ray.trainables.persist import report_with_checkpoint, restore_newest
+
+log = logging.getLogger(__name__)
+
+STUDY_PARAM = "study"
+"""The param_space key holding the study's `package.module:attr`."""
+
+
+def study_device(gpu_ids: list) -> torch.device:
+    """The GPU Ray assigned this trial, else CPU; a GPU without CUDA in the worker is an error."""
+    if gpu_ids and not torch.cuda.is_available():
+        raise StudyError(f"this trial was assigned GPU {','.join(map(str, gpu_ids))} but CUDA is not available in "
+                         f"the worker (torch {torch.__version__}); install a CUDA build of torch or run with --gpus 0")
+    return torch.device("cuda", 0) if gpu_ids else torch.device("cpu")
+
+
+class TuneSink:
+    """`Session`'s link to Tune: reports, checkpoints into the trial's storage, restores."""
+
+    def __init__(self, what: str, extra: dict[str, Any]):
+        self.what, self.extra = what, extra
+
+    def report(self, metrics: dict[str, Any]) -> None:
+        tune.report({**metrics, **self.extra, "timesteps_total": metrics.get("step", 0)})
+
+    def save(self, state: dict[str, Any], metrics: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = write_checkpoint(Path(tmp) / "ckpt", state, {"step": int(metrics.get("step", 0))})
+            report_with_checkpoint({**metrics, **self.extra, "timesteps_total": metrics.get("step", 0)}, folder)
+
+    def restore(self) -> dict[str, Any] | None:
+        loaded: dict[str, Any] = {}
+
+        def load(folder: Path) -> None:
+            loaded["state"] = read_checkpoint(folder)[0]
+
+        path = restore_newest(load, tune.get_checkpoint(), self.what)
+        if path is not None:
+            log.warning("resumed %s from %s", self.what, path)
+        return loaded.get("state")
+
+
+def _node(device: torch.device, gpu_ids: list) -> dict[str, Any]:
+    return {"node/hostname": socket.gethostname(), "node/id": ray.get_runtime_context().get_node_id(),
+            "node/gpu_ids": ",".join(map(str, gpu_ids)), "node/device": str(device), "node/pid": os.getpid(),
+            "node/device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)", "node/torch": torch.__version__,
+            "node/ray": ray.__version__, "node/python": platform.python_version()}
+
+
+def resolve_trial(study: Study, params: dict[str, Any]):
+    """The user's config of the trial `params` (ablation, scale, overrides, --grid point)."""
+    grid = [f"{k}={v}" for k, v in (params.get("grid") or {}).items()]
+    return study.resolve(params["ablation"], params.get("scale"), [*params.get("overrides", []), *grid])
+
+
+def study_trial(params: dict[str, Any]) -> None:
+    """Ray Tune function trainable: run the study's `train(cfg, session)` for (params["ablation"], params["seed"])."""
+    started_at = time.time()
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    study = load_study(params[STUDY_PARAM])
+    cfg = resolve_trial(study, params)
+    gpu_ids = ray.get_gpu_ids()
+    device = study_device(gpu_ids)
+    what = f"{params['ablation']} seed {params['seed']}"
+    sink = TuneSink(what, {**_node(device, gpu_ids), "node/started_at": started_at})
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    with MemorySampler(trial_dir / SAMPLER_CSV, device) as sampler:
+        def on_step(step: int) -> dict[str, Any]:
+            sampler.set_step(step)
+            return sampler.summary()
+
+        session = Session(ablation=params["ablation"], seed=int(params["seed"]), device=device, trial_dir=trial_dir,
+                          sink=sink, report_every=study.report_every, on_step=on_step)
+        try:
+            study.train(cfg, session)
+            final = session.final_metrics()
+        finally:
+            session.close()
+        sink.report({**final, **sampler.summary()})
