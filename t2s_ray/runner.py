@@ -24,8 +24,8 @@ from ray import tune
 from t2s_ray.checkpoint import read_checkpoint, write_checkpoint
 from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
 from t2s_ray.metrics.sampler import MemorySampler
+from t2s_ray.persist import report_with_checkpoint, restore_newest
 from t2s_ray.study import Session, Study, StudyError, load_study
-from t2s_ray.trainables.persist import report_with_checkpoint, restore_newest
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,9 @@ class StudySweepSpec(SweepSpec):
         study = self.study_obj
         if self.scale is None:
             self.scale = study.scale_names[0]
+        if self.scale not in study.scale_names:
+            raise SweepError(f"--scale {self.scale}: study {study.name!r} has the scales "
+                             f"{', '.join(study.scale_names)}")
         if self.seeds is None:
             self.seeds = DEFAULT_STUDY_SEEDS
         if not self.ablations:

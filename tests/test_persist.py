@@ -9,9 +9,8 @@ import pyarrow.fs
 import pytest
 import torch
 
-from t2s_ray import checkpoint_store
+from t2s_ray import checkpoint_store, persist
 from t2s_ray.checkpoint import META_FILE, STATE_FILE, CheckpointError, list_checkpoints, write_checkpoint
-from t2s_ray.trainables import persist
 
 
 def _write(root: Path, index: int, step: int) -> Path:

@@ -31,7 +31,7 @@ from t2s_ray.metrics.memory import cpu_rss_peak_gb
 from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
 from t2s_ray.metrics.sampler import MemorySampler
 from t2s_ray.outputs import SAMPLES_KEPT, samples_npz, shared_key
-from t2s_ray.trainables.persist import report_with_checkpoint, restore_newest
+from t2s_ray.persist import report_with_checkpoint, restore_newest
 from t2s_ray.training import (
     TrainingError,
     TrainState,
