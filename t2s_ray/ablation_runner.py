@@ -16,6 +16,7 @@ experiment: tables, paired verdicts, report.html. No Ray.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -143,3 +144,28 @@ class AblationRunner:
 
 
 
+
+
+def train_in_process(study: Study, ablation: str, scale: str | None, seed: int, overrides: list[str],
+                     out: Path) -> dict[str, Any]:
+    """`t2s-ray train --study`: one (ablation, seed) of `study` in this process, no Ray, into the run folder `out`
+    (resumed from its checkpoints when it has some); returns the final metrics."""
+    import torch
+
+    cfg = study.resolve(ablation, scale, overrides)
+    if any(f.name == "seed" for f in dataclasses.fields(cfg)):
+        cfg = dataclasses.replace(cfg, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    params = {"ablation": ablation, "seed": seed, "scale": scale or study.scale_names[0], "study": study.name}
+    write_text_atomic(out / "params.json", json.dumps(params, indent=2) + "\n")
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    sink = FolderSink(out, f"{ablation} seed {seed}", {"ablation": ablation})
+    session = Session(ablation=ablation, seed=seed, device=device, trial_dir=out, sink=sink,
+                      report_every=study.report_every)
+    try:
+        study.train(cfg, session)
+        final = session.final_metrics()
+    finally:
+        session.close()
+    sink.report(final)
+    return final

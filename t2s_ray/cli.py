@@ -26,7 +26,7 @@ from t2s_ray.ablations import (
     resolve,
 )
 from t2s_ray.cluster import LOOPBACK, ClusterError
-from t2s_ray.config import DEVICES, SCALES, ConfigError, diff, flatten
+from t2s_ray.config import DEVICES, SCALES, ConfigError, flatten
 from t2s_ray.outputs import FORMATS, INTERVALS, TRACKERS
 from t2s_ray.preflight import run_checks
 from t2s_ray.storage import Location, StorageError, cache_dir, local_copy, normalize, upload
@@ -111,27 +111,57 @@ def _check_writable(folder: Path, option: str) -> None:
                    f"choose another {option}", code=2) from None
 
 
+StudyOpt = Annotated[Optional[str], typer.Option(
+    help="Your own model's study, package.module:attr (a t2s_ray.Study), imported from the current folder.")]
+AnyScaleOpt = Annotated[Optional[str], typer.Option(
+    help="Size preset: smoke (CPU, < 1 min, the default), small (CPU minutes), full (GPU hours); with --study one "
+         "of the study's scales (default its first).")]
+
+
+def _load_study(ref: str):
+    from t2s_ray.study import StudyError, load_study
+
+    try:
+        return load_study(ref)
+    except StudyError as e:
+        raise fail(str(e), code=2) from None
+
+
 @app.command("config")
 def config_cmd(
     ablation: Annotated[str, typer.Argument(help="Ablation name, e.g. baseline, text_finetuned, no_ema, dit_s.")],
-    scale: ScaleOpt = Scale.smoke,
+    scale: AnyScaleOpt = None,
     set_: SetOpt = None,
     ablation_file: AblationFileOpt = None,
+    study: StudyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the resolved config as JSON.")] = False,
 ) -> None:
     """Print the resolved config of ABLATION and highlight what differs from baseline."""
+    import json
+
+    from t2s_ray.study import StudyError
+
     try:
-        extra = _user_ablations(ablation_file)
-        cfg = resolve(ablation, scale.value, 0, set_ or [], extra_ablations=extra)
-        base = resolve("baseline", scale.value, 0, set_ or [])
-    except ConfigError as e:
+        if study is not None:
+            s = _load_study(study)
+            scale = scale or s.scale_names[0]
+            cfg_d = dataclasses.asdict(s.resolve(ablation, scale, set_ or []))
+            base_d = dataclasses.asdict(s.resolve(s.baseline, scale, set_ or []))
+            title, baseline = f"study {s.name!r}", s.baseline
+        else:
+            scale = _bundled_scale(scale)
+            extra = _user_ablations(ablation_file)
+            cfg = resolve(ablation, scale, 0, set_ or [], extra_ablations=extra)
+            cfg_d, base_d = cfg.to_dict(), resolve("baseline", scale, 0, set_ or []).to_dict()
+            title, baseline = get_ablation(ablation, extra).description, "baseline"
+    except (ConfigError, StudyError) as e:
         raise fail(str(e), code=2) from None
     if as_json:
-        print(cfg.to_json())
+        print(json.dumps(cfg_d, indent=2, sort_keys=True))
         return
-    console.print(f"[bold]{ablation}[/] @ {scale.value}: {get_ablation(ablation, extra).description}", highlight=False)
-    changed = diff(cfg, base)
-    ours = flatten(cfg.to_dict())
+    console.print(f"[bold]{ablation}[/] @ {scale}: {title}", highlight=False)
+    ours, theirs = flatten(cfg_d), flatten(base_d)
+    changed = {k: (v, theirs[k]) for k, v in ours.items() if theirs.get(k) != v and k != "ablation"}
     width = max(map(len, ours))
     for key, value in ours.items():
         if key in changed:
@@ -139,14 +169,14 @@ def config_cmd(
                           highlight=False)
         else:
             console.print(f"  {key:<{width}} = {value!r}", highlight=False)
-    console.print(f"{len(changed)} key(s) differ from baseline" + (f": {', '.join(changed)}" if changed else ""),
+    console.print(f"{len(changed)} key(s) differ from {baseline}" + (f": {', '.join(changed)}" if changed else ""),
                   highlight=False)
 
 
 @app.command("train")
 def train_cmd(
     ablation: Annotated[str, typer.Argument(help="Ablation to train, e.g. baseline.")],
-    scale: ScaleOpt = Scale.smoke,
+    scale: AnyScaleOpt = None,
     seed: Annotated[int, typer.Option(min=0, help="Trial seed (model init, data order, noise).")] = 0,
     steps: Annotated[Optional[int], typer.Option(
         min=1, help="Stop after step N. Below training.steps this pauses the run (the LR schedule still spans "
@@ -156,15 +186,20 @@ def train_cmd(
     ablation_file: AblationFileOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder; resumed from if it holds a checkpoint. "
                                                      "Default: runs/<ablation>_seed<k>.")] = None,
+    study: StudyOpt = None,
 ) -> None:
     """Train one (ablation, seed) in this process, without Ray, and checkpoint it like a sweep trial."""
     from t2s_ray.checkpoint import CheckpointError
     from t2s_ray.local import train_local
     from t2s_ray.training import TrainingError
 
+    if study is not None:
+        _train_study(_load_study(study), ablation, scale, seed, set_ or [], steps, ablation_file, out)
+        return
+    scale = _bundled_scale(scale)
     overrides = [absolutize_override(o) for o in set_ or []]
     try:
-        cfg = resolve(ablation, scale.value, seed, overrides, extra_ablations=_user_ablations(ablation_file))
+        cfg = resolve(ablation, scale, seed, overrides, extra_ablations=_user_ablations(ablation_file))
         if steps is not None and steps > cfg.training.steps:  # a longer run: the schedule spans it
             cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, steps=steps))
     except ConfigError as e:
@@ -172,7 +207,7 @@ def train_cmd(
     out = (out or Path("runs") / f"{ablation}_seed{seed}").expanduser().resolve()
     _check_writable(out, "--out")
     stop = min(steps or cfg.training.steps, cfg.training.steps)
-    console.print(f"training [bold]{ablation}[/] seed {seed} @ {scale.value} → {out}", highlight=False)
+    console.print(f"training [bold]{ablation}[/] seed {seed} @ {scale} → {out}", highlight=False)
     try:
         run = _with_progress(lambda progress: train_local(cfg, out, stop_at=stop, progress=progress), stop)
     except (ConfigError, CheckpointError, ValueError) as e:  # the config, --out's checkpoints or the data
@@ -182,6 +217,34 @@ def train_cmd(
     except KeyboardInterrupt:
         raise fail("interrupted; run the same command again to resume from the last checkpoint", code=130) from None
     _print_train_summary(run, stop)
+
+
+def _train_study(study, ablation: str, scale: Optional[str], seed: int, overrides: list[str], steps: Optional[int],
+                 ablation_file: Optional[Path], out: Optional[Path]) -> None:
+    """`t2s-ray train --study`: one (ablation, seed) of the user's study in this process."""
+    from t2s_ray.ablation_runner import train_in_process
+    from t2s_ray.study import StudyError
+
+    if steps is not None or ablation_file is not None:
+        raise fail("--steps and --ablation-file are for the bundled study; with --study set your config's fields "
+                   "with --set key.path=value and define ablations in the Study", code=2)
+    out = (out or Path("runs") / f"{ablation}_seed{seed}").expanduser().resolve()
+    _check_writable(out, "--out")
+    try:
+        study.resolve(ablation, scale, overrides)
+    except StudyError as e:
+        raise fail(str(e), code=2) from None
+    console.print(f"training [bold]{ablation}[/] seed {seed} of study {study.name!r} → {out}", highlight=False)
+    try:
+        final = train_in_process(study, ablation, scale, seed, overrides, out)
+    except StudyError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted; run the same command again to resume from the last checkpoint", code=130) from None
+    for key, value in final.items():
+        if isinstance(value, float) and (key.startswith(("eval/", "final_loss")) or key in (study.metrics or {})):
+            console.print(f"  {key} = {value:.4g}", highlight=False)
+    console.print(f"run folder: {out}", highlight=False)
 
 
 def _with_progress(fn, total: int):

@@ -236,3 +236,31 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
     assert set(mse.index) == {"text_finetuned", "no_ema"} and (mse["n"] == 3).all() and mse["verdict"].notna().all()
     html = (exp / "report.html").read_text()
     assert "data:image/gif;base64," in html and "text_finetuned" in html
+
+
+# --- the CLI with --study -----------------------------------------------------------------------------------------
+
+def test_config_and_train_take_a_study_and_bad_input_is_exit_2(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from t2s_ray.cli import app
+
+    runner = CliRunner()
+    monkeypatch.chdir(REPO)
+    ref = "examples.own_model.study:study"
+    r = runner.invoke(app, ["config", "text_finetuned", "--study", ref, "--scale", "tiny"])
+    assert r.exit_code == 0 and "1 key(s) differ from baseline: text.freeze" in r.output, r.output
+    for args, message in [(["config", "baseline", "--study", ref, "--set", "text.nope=1"], "unknown key 'text.nope'"),
+                          (["config", "baseline", "--study", "examples.own_model.study:nope"], "no attribute 'nope'"),
+                          (["sweep", "--study", ref, "--scale", "huge", "--gpus", "0"], "has the scales cpu, tiny"),
+                          (["train", "zzz", "--study", ref], "has no ablation 'zzz'")]:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (args, r.output)
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "no_ema", "--study", ref, "--scale", "tiny", "--out", str(out), "--set",
+                            f"cache_dir={tmp_path / 'cache'}", "--set", "train.steps=12"])
+    assert r.exit_code == 0, r.output
+    assert "eval/pixel_mse = " in r.output
+    final = json.loads((out / "result.json").read_text().splitlines()[-1])
+    assert final["final"] == 1 and final["step"] == 12 and list_checkpoints(out / "checkpoints")
+    assert json.loads((out / "params.json").read_text())["ablation"] == "no_ema"
