@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,3 +73,30 @@ def s3_keys(env: dict, bucket: str, prefix: str = "") -> list[str]:
     """Every object key under `prefix` in `bucket`."""
     pages = s3_client(env).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def run_process_tree(cmd: list[str], timeout_s: float, **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run(cmd, capture_output=True, text=True)` in a new session; when it ends or times out, every
+    process it left (a Ray it started: raylet, GCS, workers) is killed by pid, so nothing outlives the test.
+    A timeout is an AssertionError naming the command and the deadline, with the output so far."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        out, err = proc.communicate()
+        raise AssertionError(f"timed out after {timeout_s:g} s waiting for {' '.join(cmd)[:200]}; its output: "
+                             f"{out[-2000:]}{err[-2000:]}") from None
+    finally:
+        kill_tree(proc.pid)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and every process below it that is still alive."""
+    for p in descendants(pid) | {pid}:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -13,7 +13,7 @@ import torch
 
 from t2s_ray.checkpoint import CheckpointDamaged, list_checkpoints, read_checkpoint
 from t2s_ray.sweep import SweepSpec, run_sweep
-from tests.helpers import descendants, s3_client, wait_for
+from tests.helpers import descendants, run_process_tree, s3_client, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -146,7 +146,7 @@ def test_sigkilled_driver_then_resume_finishes_without_losing_progress(reference
         _kill(descendants(driver.pid) | locals().get("started", set()))
     assert step_at_kill < 40, "the sweep finished before the driver could be killed"
     checkpointed = max(_valid_steps(_trial_dir(exp)))
-    r = subprocess.run(_cli("resume", str(exp), "--quiet"), env=env, capture_output=True, text=True, timeout=300)
+    r = run_process_tree(_cli("resume", str(exp), "--quiet"), 300, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 finished, 0 errored" in r.stdout
     trial = _trial_dir(exp)
@@ -199,8 +199,7 @@ def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path):
     assert json.loads((exp / "t2s_sweep.json").read_text())["resources"] == {"cpu": 0.5, "gpu": 1}
     before = {p.name for p in exp.glob("baseline_seed*_*") if p.is_dir()}
     assert len(before) == 1, f"expected only the first trial to have started before the kill: {before}"
-    r = subprocess.run([sys.executable, "-c", FAKE_GPU_DRIVER, str(tmp_path), "resume"], env=env, capture_output=True,
-                       text=True, timeout=400)
+    r = run_process_tree([sys.executable, "-c", FAKE_GPU_DRIVER, str(tmp_path), "resume"], 400, env=env)
     assert r.returncode == 0 and "resumed: 2 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     late = [p for p in exp.glob("baseline_seed*_*") if p.is_dir() and p.name not in before]
     assert len(late) == 1
@@ -232,7 +231,7 @@ def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference):
     assert driver.returncode == 130, said[-3000:]
     assert "trials: 0 finished, 0 errored, 1 interrupted or not started (of 1)" in said, said[-3000:]
     assert f"continue with: t2s-ray resume {exp}" in said
-    r = subprocess.run(_cli("resume", str(exp), "--quiet"), env=env, capture_output=True, text=True, timeout=300)
+    r = run_process_tree(_cli("resume", str(exp), "--quiet"), 300, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 finished, 0 errored, 0 interrupted" in " ".join(r.stdout.split())
     trial = _trial_dir(exp)
@@ -301,8 +300,8 @@ def test_a_trial_killed_while_its_checkpoint_is_copied_finishes_with_the_uninter
         s3_client(extra).create_bucket(Bucket=bucket)
         storage = f"s3://{bucket}/sweeps"
     sets = [*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"]
-    r = subprocess.run([sys.executable, "-c", FAULT_DRIVER, storage, "cut", *sets], capture_output=True, text=True,
-                       env=_fault_env(tmp_path, index, fraction, "die", extra), timeout=400)
+    r = run_process_tree([sys.executable, "-c", FAULT_DRIVER, storage, "cut", *sets], 400,
+                         env=_fault_env(tmp_path, index, fraction, "die", extra))
     assert (tmp_path / "cut.marker").exists(), "the copy was never cut: " + r.stderr[-3000:]
     assert r.returncode == 0 and "swept: 1 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     fs, trial, names = _trial_in_storage(storage, "cut")
@@ -339,8 +338,7 @@ def test_the_whole_sweep_killed_during_its_first_checkpoint_copy_resumes_to_the_
     trial = _trial_dir(exp)
     assert (trial / "checkpoint_000000" / "state.pt").exists() and not list_checkpoints(trial)  # cut, uncommitted
     resume_env = {k: v for k, v in env.items() if not k.startswith("T2S_FAULT_")}
-    r = subprocess.run(_cli("resume", str(exp), "--quiet"), env=resume_env, capture_output=True, text=True,
-                       timeout=300)
+    r = run_process_tree(_cli("resume", str(exp), "--quiet"), 300, env=resume_env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 finished, 0 errored" in r.stdout
     assert (trial / "checkpoint_000000.corrupt" / "state.pt").exists()  # set aside, not deleted

@@ -16,7 +16,7 @@ from t2s_ray import storage
 from t2s_ray.cli import app
 from t2s_ray.storage import StorageError
 from t2s_ray.sweep import SweepSpec
-from tests.helpers import free_port, s3_client, s3_keys
+from tests.helpers import free_port, run_process_tree, s3_client, s3_keys
 
 runner = CliRunner()
 
@@ -100,10 +100,10 @@ def test_local_copy_skips_checkpoints_and_replaces_a_stale_copy(tmp_path, monkey
 
 
 def _cli(args: list[str], env: dict, cwd: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    """`t2s-ray ARGS` in a fresh process (so the Ray it starts, and its workers, get `env`)."""
+    """`t2s-ray ARGS` in a fresh process (so the Ray it starts, and its workers, get `env`); what it leaves running
+    is killed by pid."""
     full = {**os.environ, **env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    return subprocess.run([sys.executable, "-m", "t2s_ray.cli", *args], env=full, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout_s)
+    return run_process_tree([sys.executable, "-m", "t2s_ray.cli", *args], timeout_s, env=full, cwd=cwd)
 
 
 def test_a_missing_bucket_fails_up_front_with_exit_2_and_writes_nothing(s3, tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ import torch
 from t2s_ray import Session, Study, StudyError
 from t2s_ray.checkpoint import list_checkpoints, read_checkpoint
 from t2s_ray.study import load_study
+from tests.helpers import run_process_tree
 
 REPO = Path(__file__).parents[1]
 
@@ -206,8 +207,8 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
            "T2S_FAULT_INDEX": "2", "T2S_FAULT_FRACTION": "0.5", "T2S_FAULT_THEN": "die",
            "T2S_FAULT_MARKER": str(tmp_path / "cut.marker"), "T2S_FAULT_TRIAL": "baseline_seed0_"}
     cache = f"cache_dir={tmp_path / 'cache'}"
-    r = subprocess.run([sys.executable, "-c", STUDY_DRIVER, str(tmp_path), "own", "baseline,text_finetuned,no_ema", "3",
-                        cache], env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+    r = run_process_tree([sys.executable, "-c", STUDY_DRIVER, str(tmp_path), "own", "baseline,text_finetuned,no_ema",
+                          "3", cache], 900, env=env, cwd=REPO)
     assert r.returncode == 0 and "swept: 9 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     assert (tmp_path / "cut.marker").exists(), "no trial was killed"
     exp = tmp_path / "own"
@@ -215,8 +216,8 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
     assert (killed / "checkpoint_000002.corrupt").is_dir()  # its third checkpoint was cut mid-copy, then resumed
 
     clean = {k: v for k, v in env.items() if not k.startswith("T2S_FAULT_")}
-    r = subprocess.run([sys.executable, "-c", STUDY_DRIVER, str(tmp_path), "ref", "baseline", "1", cache], env=clean,
-                       capture_output=True, text=True, timeout=600, cwd=REPO)
+    r = run_process_tree([sys.executable, "-c", STUDY_DRIVER, str(tmp_path), "ref", "baseline", "1", cache], 600,
+                         env=clean, cwd=REPO)
     assert r.returncode == 0 and "swept: 1 finished, 0 errored" in r.stdout, r.stderr[-3000:]
     (reference,) = (tmp_path / "ref").glob("baseline_seed0_*")
     a, b = _final_state(killed), _final_state(reference)
