@@ -33,7 +33,6 @@ from t2s_ray.io import write_text_atomic
 log = logging.getLogger(__name__)
 
 
-
 def _write_text(fs: pyarrow.fs.FileSystem, path: str, text: str) -> None:
     """Write one small file so that it appears whole or not at all."""
     if _is_local(fs):
