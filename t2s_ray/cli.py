@@ -290,12 +290,8 @@ def sweep_cmd(
     seeds: Annotated[Optional[int], typer.Option(
         help="Seeds per ablation (seeds 0..K-1); default 3 at small/full (a verdict needs 3), 1 at smoke; 3 with "
              "--study.")] = None,
-    scale: Annotated[Optional[str], typer.Option(
-        help="Size preset: smoke (CPU, < 1 min, the default), small (CPU minutes), full (GPU hours); with --study "
-             "one of the study's scales (default its first).")] = None,
-    study: Annotated[Optional[str], typer.Option(
-        help="Your own model's study, package.module:attr (a t2s_ray.Study), imported from the current folder; "
-             "its code reaches every trial through Ray's runtime_env.")] = None,
+    scale: AnyScaleOpt = None,
+    study: StudyOpt = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Training steps per trial (overrides training.steps).")] = None,
     data: Annotated[str, typer.Option(help="Dataset spec: synthsign, how2sign:ROOT, phoenix:ROOT, manifest:FILE.csv.")] = "synthsign",
     storage: StorageOpt = "results",
