@@ -16,16 +16,15 @@ experiment: tables, paired verdicts, report.html. No Ray.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from t2s_ray.checkpoint import prune_checkpoints, read_checkpoint, write_checkpoint
+from t2s_ray.checkpoint import prune_checkpoints
 from t2s_ray.io import write_text_atomic
 from t2s_ray.outputs import SWEEP_FILE
-from t2s_ray.study import Session, Study
+from t2s_ray.study import Session, SessionCheckpointLoader, Study, train_and_score, with_seed, write_session_checkpoint
 
 RESULT_FILE = "result.json"
 KEEP_CHECKPOINTS = 2
@@ -48,25 +47,21 @@ class FolderSink:
         with open(self.folder / RESULT_FILE, "a") as f:
             f.write(json.dumps({**metrics, **self.extra, "timestamp": time.time()}) + "\n")
 
-    def save(self, state: dict[str, Any], metrics: dict[str, Any]) -> None:
+    def save(self, state: dict[str, Any] | Path, metrics: dict[str, Any]) -> None:
         step = int(metrics.get("step", 0))
-        write_checkpoint(self.root / f"checkpoint_{step:06d}", state, {"step": step})
+        write_session_checkpoint(self.root / f"checkpoint_{step:06d}", state, metrics)
         prune_checkpoints(self.root, KEEP_CHECKPOINTS)
         self.report(metrics)
 
-    def restore(self) -> dict[str, Any] | None:
-        loaded: dict[str, Any] = {}
-
-        def load(folder: Path) -> None:
-            loaded["state"] = read_checkpoint(folder)[0]
-
+    def restore(self) -> tuple[dict[str, Any] | Path, dict[str, Any]] | None:
         import pyarrow.fs
 
         from t2s_ray.checkpoint_store import restore_newest_in
 
         self.root.mkdir(parents=True, exist_ok=True)
-        restore_newest_in(pyarrow.fs.LocalFileSystem(), str(self.root), load, None, self.what)
-        return loaded.get("state")
+        loader = SessionCheckpointLoader(self.folder)
+        restore_newest_in(pyarrow.fs.LocalFileSystem(), str(self.root), loader, None, self.what)
+        return loader.loaded
 
 
 class AblationRunner:
@@ -119,12 +114,13 @@ class AblationRunner:
         metrics.update({(k if "/" in k else f"eval/{k}"): v for k, v in more.items()})
         self.session.log_evaluation(metrics)
 
-    def checkpoint(self, state: dict[str, Any]) -> None:
-        """As `Session.checkpoint`: `state` saved atomically with its checksum under `<run>/checkpoints/`."""
+    def checkpoint(self, state: dict[str, Any] | str | Path) -> None:
+        """As `Session.checkpoint`: `state` (a dict, or a folder) saved atomically with its checksum under
+        `<run>/checkpoints/`."""
         self.session.checkpoint(state)
 
-    def restore(self) -> dict[str, Any] | None:
-        """As `Session.restore`: the newest valid checkpoint's state, or None."""
+    def restore(self) -> dict[str, Any] | Path | None:
+        """As `Session.restore`: the newest valid checkpoint's state (or folder), or None."""
         return self.session.restore()
 
     def save_results(self) -> Path:
@@ -143,18 +139,13 @@ class AblationRunner:
         return self.folder
 
 
-
-
-
 def train_in_process(study: Study, ablation: str, scale: str | None, seed: int, overrides: list[str],
                      out: Path) -> dict[str, Any]:
     """`t2s-ray train --study`: one (ablation, seed) of `study` in this process, no Ray, into the run folder `out`
     (resumed from its checkpoints when it has some); returns the final metrics."""
     import torch
 
-    cfg = study.resolve(ablation, scale, overrides)
-    if any(f.name == "seed" for f in dataclasses.fields(cfg)):
-        cfg = dataclasses.replace(cfg, seed=seed)
+    cfg = with_seed(study.resolve(ablation, scale, overrides), seed)
     out.mkdir(parents=True, exist_ok=True)
     params = {"ablation": ablation, "seed": seed, "scale": scale or study.scale_names[0], "study": study.name}
     write_text_atomic(out / "params.json", json.dumps(params, indent=2) + "\n")
@@ -163,8 +154,7 @@ def train_in_process(study: Study, ablation: str, scale: str | None, seed: int, 
     session = Session(ablation=ablation, seed=seed, device=device, trial_dir=out, sink=sink,
                       report_every=study.report_every)
     try:
-        study.train(cfg, session)
-        final = session.final_metrics()
+        final = train_and_score(study, cfg, session)
     finally:
         session.close()
     sink.report(final)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from t2s_ray.config import SCALES, Config, ConfigError, merge, parse_override
-from t2s_ray.outputs import GRID_PARAM
+from t2s_ray.outputs import GRID_PARAM, grid_override  # noqa: F401 (grid_override: re-exported)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -132,12 +132,6 @@ def resolve_params(params: Mapping[str, Any], ablation: str | None = None, seed:
     return resolve(ablation or params["ablation"], params["scale"], int(params["seed"] if seed is None else seed),
                    [*params.get("overrides", []), *grid, *overrides], extra_ablations=params_ablations(params))
 
-
-def grid_override(key: str, value: Any) -> str:
-    """One `--grid` coordinate as a `--set` override (`training.lr=0.0001`); floats keep every digit."""
-    if isinstance(value, bool):
-        return f"{key}={str(value).lower()}"
-    return f"{key}={value!r}" if isinstance(value, float) else f"{key}={value}"
 
 @dataclass(frozen=True)
 class TrainingGroup:

@@ -22,6 +22,8 @@ from t2s_ray.io import atomic_dir
 FORMAT_VERSION = 1
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+FILES_DIR = "files"
+"""In a checkpoint given as a folder (`Session.checkpoint(path)`): that folder's files, each checksummed in meta."""
 CHECKPOINT_PREFIX = "checkpoint_"
 CHECKPOINT_NAME = re.compile(rf"{CHECKPOINT_PREFIX}\d+")
 
@@ -43,8 +45,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_checkpoint(directory: str | Path, state: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Write `state` + `meta` into `directory` atomically (temp dir, fsync, rename); return it.
+def write_checkpoint(directory: str | Path, state: dict[str, Any], meta: dict[str, Any],
+                     files: str | Path | None = None) -> Path:
+    """Write `state` + `meta` into `directory` atomically (temp dir, fsync, rename); return it. `files`, a folder
+    of the caller's (a user study's own checkpoint format), is copied into `FILES_DIR` with a checksum per file.
 
     The same step written again (e.g. after a restore) replaces the old directory whole.
     """
@@ -53,6 +57,10 @@ def write_checkpoint(directory: str | Path, state: dict[str, Any], meta: dict[st
     with atomic_dir(final) as tmp:
         torch.save(state, tmp / STATE_FILE)
         full_meta = {**meta, "format_version": FORMAT_VERSION, "sha256": _sha256(tmp / STATE_FILE)}
+        if files is not None:
+            shutil.copytree(files, tmp / FILES_DIR)
+            full_meta["files"] = {p.relative_to(tmp / FILES_DIR).as_posix(): _sha256(p)
+                                  for p in sorted((tmp / FILES_DIR).rglob("*")) if p.is_file()}
         (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
     return final
 
@@ -92,6 +100,11 @@ def read_checkpoint(directory: str | Path, map_location: str | torch.device = "c
     if digest != meta.get("sha256"):
         raise CheckpointDamaged(f"checkpoint {d} is corrupt: {STATE_FILE} checksum {digest[:12]}… "
                               f"does not match the recorded {str(meta.get('sha256'))[:12]}…")
+    for name, recorded in (meta.get("files") or {}).items():
+        path = d / FILES_DIR / name
+        if not path.is_file() or _sha256(path) != recorded:
+            raise CheckpointDamaged(f"checkpoint {d}: {FILES_DIR}/{name} is "
+                                    f"{'missing' if not path.is_file() else 'corrupt (checksum mismatch)'}")
     state = torch.load(state_path, map_location=map_location, weights_only=True)
     return state, meta
 

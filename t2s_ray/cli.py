@@ -325,9 +325,9 @@ def sweep_cmd(
     cpus = _cpus_option(cpus_per_trial)
     gpus_each = _cpus_option(gpus_per_trial, "--gpus-per-trial")
     if study is not None:
-        if steps is not None or data != "synthsign" or ablation_file or dry_run:
-            raise fail("--steps, --data, --ablation-file and --dry-run are for the bundled study; with --study, "
-                       "set your config's fields with --set key.path=value", code=2)
+        if steps is not None or data != "synthsign" or ablation_file:
+            raise fail("--steps, --data and --ablation-file are for the bundled study; with --study, set your "
+                       "config's fields with --set key.path=value", code=2)
         from t2s_ray.study_sweep import StudySweepSpec
 
         spec = _checked(lambda: StudySweepSpec(
@@ -335,8 +335,13 @@ def sweep_cmd(
             overrides=tuple(set_ or []), gpus=gpus, gpus_per_trial=gpus_each or 1.0, cpus_per_trial=cpus,
             storage=storage, name=name, address=address, max_failures=max_failures, max_concurrent=max_concurrent,
             quiet=quiet, dashboard=dashboard, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
-            expose_dashboard=expose_dashboard, share_training=False, grid=tuple(grid or ()),
+            expose_dashboard=expose_dashboard, share_training=share_training, grid=tuple(grid or ()),
             log_to=tuple(t.value for t in log_to or ())))
+        if dry_run:
+            from t2s_ray.study_sweep import study_dry_run
+
+            _checked(lambda: study_dry_run(spec, say=_say))
+            return
         console.print(f"experiment [bold]{spec.experiment_dir}[/]: study {spec.study_obj.name!r}, "
                       f"{len(spec.ablations)} ablation(s) x {spec.seeds} seed(s) at scale {spec.scale}",
                       highlight=False, soft_wrap=True)

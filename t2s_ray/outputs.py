@@ -52,6 +52,13 @@ def grid_label(grid: dict | None) -> str:
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (grid or {}).items())
 
 
+def grid_override(key: str, value: object) -> str:
+    """One `--grid` coordinate as a `--set` override (`training.lr=0.0001`); floats keep every digit."""
+    if isinstance(value, bool):
+        return f"{key}={str(value).lower()}"
+    return f"{key}={value!r}" if isinstance(value, float) else f"{key}={value}"
+
+
 def arm_label(ablation: str, grid: dict | None) -> str:
     """The name of one arm of the study: the ablation, plus its grid point when the sweep has grid axes."""
     label = grid_label(grid)

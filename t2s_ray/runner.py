@@ -21,11 +21,20 @@ import ray
 import torch
 from ray import tune
 
-from t2s_ray.checkpoint import read_checkpoint, write_checkpoint
 from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
 from t2s_ray.metrics.sampler import MemorySampler
+from t2s_ray.outputs import GRID_PARAM, grid_override, shared_members
 from t2s_ray.persist import report_with_checkpoint, restore_newest
-from t2s_ray.study import Session, Study, StudyError, load_study
+from t2s_ray.study import (
+    Session,
+    SessionCheckpointLoader,
+    Study,
+    StudyError,
+    load_study,
+    train_and_score,
+    with_seed,
+    write_session_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +53,23 @@ def study_device(gpu_ids: list) -> torch.device:
 class TuneSink:
     """`Session`'s link to Tune: reports, checkpoints into the trial's storage, restores."""
 
-    def __init__(self, what: str, extra: dict[str, Any]):
-        self.what, self.extra = what, extra
+    def __init__(self, what: str, extra: dict[str, Any], trial_dir: Path):
+        self.what, self.extra, self.trial_dir = what, extra, trial_dir
 
     def report(self, metrics: dict[str, Any]) -> None:
         tune.report({**metrics, **self.extra, "timesteps_total": metrics.get("step", 0)})
 
-    def save(self, state: dict[str, Any], metrics: dict[str, Any]) -> None:
+    def save(self, state: dict[str, Any] | Path, metrics: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            folder = write_checkpoint(Path(tmp) / "ckpt", state, {"step": int(metrics.get("step", 0))})
+            folder = write_session_checkpoint(Path(tmp) / "ckpt", state, metrics)
             report_with_checkpoint({**metrics, **self.extra, "timesteps_total": metrics.get("step", 0)}, folder)
 
-    def restore(self) -> dict[str, Any] | None:
-        loaded: dict[str, Any] = {}
-
-        def load(folder: Path) -> None:
-            loaded["state"] = read_checkpoint(folder)[0]
-
-        path = restore_newest(load, tune.get_checkpoint(), self.what)
+    def restore(self) -> tuple[dict[str, Any] | Path, dict[str, Any]] | None:
+        loader = SessionCheckpointLoader(self.trial_dir)
+        path = restore_newest(loader, tune.get_checkpoint(), self.what)
         if path is not None:
             log.warning("resumed %s from %s", self.what, path)
-        return loaded.get("state")
+        return loader.loaded
 
 
 def _node(device: torch.device, gpu_ids: list) -> dict[str, Any]:
@@ -75,10 +80,12 @@ def _node(device: torch.device, gpu_ids: list) -> dict[str, Any]:
             "node/ray": ray.__version__, "node/python": platform.python_version()}
 
 
-def resolve_trial(study: Study, params: dict[str, Any]):
-    """The user's config of the trial `params` (ablation, scale, overrides, --grid point)."""
-    grid = [f"{k}={v}" for k, v in (params.get("grid") or {}).items()]
-    return study.resolve(params["ablation"], params.get("scale"), [*params.get("overrides", []), *grid])
+def resolve_trial(study: Study, params: dict[str, Any], ablation: str | None = None):
+    """The user's config of the trial `params` (ablation, scale, overrides, --grid point, seed), or of the
+    `ablation` that shares its training."""
+    grid = [grid_override(k, v) for k, v in (params.get(GRID_PARAM) or {}).items()]
+    cfg = study.resolve(ablation or params["ablation"], params.get("scale"), [*params.get("overrides", []), *grid])
+    return with_seed(cfg, int(params["seed"]))
 
 
 def study_trial(params: dict[str, Any]) -> None:
@@ -90,8 +97,8 @@ def study_trial(params: dict[str, Any]) -> None:
     gpu_ids = ray.get_gpu_ids()
     device = study_device(gpu_ids)
     what = f"{params['ablation']} seed {params['seed']}"
-    sink = TuneSink(what, {**_node(device, gpu_ids), "node/started_at": started_at})
     trial_dir = Path(tune.get_context().get_trial_dir())
+    sink = TuneSink(what, {**_node(device, gpu_ids), "node/started_at": started_at}, trial_dir)
     with MemorySampler(trial_dir / SAMPLER_CSV, device) as sampler:
         def on_step(step: int) -> dict[str, Any]:
             sampler.set_step(step)
@@ -99,9 +106,9 @@ def study_trial(params: dict[str, Any]) -> None:
 
         session = Session(ablation=params["ablation"], seed=int(params["seed"]), device=device, trial_dir=trial_dir,
                           sink=sink, report_every=study.report_every, on_step=on_step)
+        members = {m: resolve_trial(study, params, m) for m in shared_members(params)}
         try:
-            study.train(cfg, session)
-            final = session.final_metrics()
+            final = train_and_score(study, cfg, session, members)
         finally:
             session.close()
         sink.report({**final, **sampler.summary()})

@@ -23,10 +23,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from t2s_ray.config import ConfigError, build, merge, nest_value, parse_override
+from t2s_ray.config import ConfigError, build, field_type, merge, nest_value, parse_override
 from t2s_ray.io import atomic_path
 
-__all__ = ["DIRECTIONS", "Session", "Sink", "Study", "StudyError", "load_study"]
+__all__ = ["DIRECTIONS", "Session", "Sink", "Study", "StudyError", "load_study", "train_and_score", "with_seed"]
 
 DIRECTIONS = ("lower", "higher", "real")
 """How a study's metric is ranked: lower, higher, or closer to the real clips' value (`<metric>_real`)."""
@@ -68,13 +68,19 @@ class Study:
     metrics: Mapping[str, str] | None = None
     """The study's own metric names -> "lower" | "higher" | "real"."""
     evaluation_only: tuple[str, ...] = ()
-    """Config fields (dotted) that cannot change the trained weights."""
+    """Config fields (dotted, e.g. `"train.ema"`) that cannot change the trained weights: ablations that differ
+    only in them train once per seed and are each scored by `evaluate` (needs `evaluate`)."""
     evaluate: Callable | None = None
-    """`evaluate(cfg, checkpoint_state, session)`: scores a trained checkpoint (for shared training)."""
+    """`evaluate(cfg, checkpoint_state, session)`: scores the trained checkpoint for one ablation of a shared
+    training run (`cfg` is that ablation's config, `checkpoint_state` what `train` last gave
+    `session.checkpoint`); it ends with `session.log_evaluation`/`evaluate`, as `train` does."""
     sample: Callable | None = None
     """`sample(cfg, checkpoint_state, texts, seed) -> clips` (uint8, clips x frames x H x W x 3)."""
     report_every: int = 10
     """`Session.log_step` calls between two reports to Tune (every call is written to the trial's files)."""
+    steps: str | None = None
+    """The dotted config field that holds the number of training steps (e.g. `"train.steps"`): lets
+    `sweep --dry-run` turn its probe's time per step into a cost estimate."""
 
     def __post_init__(self) -> None:
         if not _frozen_dataclass_type(self.config):
@@ -88,6 +94,15 @@ class Study:
         if bad:
             m, d = next(iter(bad.items()))
             raise StudyError(f"study {self.name!r}: metric {m!r} has direction {d!r}; use one of {DIRECTIONS}")
+        self._check_evaluation_only()
+        if self.steps is not None:
+            try:
+                tp = field_type(self.steps, self.config, self.steps)
+            except ConfigError as e:
+                raise StudyError(f"study {self.name!r}: steps {self.steps!r}: {str(e).split(': ', 1)[-1]}") from None
+            if tp not in (int, "int"):
+                raise StudyError(f"study {self.name!r}: steps {self.steps!r} must name an int field of the config "
+                                 f"(the number of training steps), not {getattr(tp, '__name__', tp)}")
         if self.report_every < 1:
             raise StudyError(f"study {self.name!r}: report_every must be >= 1, got {self.report_every}")
         for scale in self.scale_names:
@@ -106,6 +121,48 @@ class Study:
         except TypeError:
             raise StudyError(f"study {self.name!r}: train{inspect.signature(self.train)} must take two arguments, "
                              f"train(cfg, session)") from None
+
+    def _check_evaluation_only(self) -> None:
+        if isinstance(self.evaluation_only, str):
+            raise StudyError(f"study {self.name!r}: evaluation_only must be a tuple of field names, e.g. "
+                             f"({self.evaluation_only!r},)")
+        if self.evaluation_only and self.evaluate is None:
+            raise StudyError(f"study {self.name!r}: evaluation_only {list(self.evaluation_only)} needs "
+                             f"evaluate(cfg, checkpoint_state, session) to score each ablation of a shared training "
+                             f"run; give it, or drop evaluation_only to train every ablation on its own")
+        if self.evaluate is not None:
+            try:
+                inspect.signature(self.evaluate).bind(None, None, None)
+            except TypeError:
+                raise StudyError(f"study {self.name!r}: evaluate{inspect.signature(self.evaluate)} must take three "
+                                 f"arguments, evaluate(cfg, checkpoint_state, session)") from None
+        for key in self.evaluation_only:
+            try:
+                field_type(key, self.config, key)
+            except ConfigError as e:
+                why = str(e).split(": ", 1)[-1]
+                raise StudyError(f"study {self.name!r}: evaluation_only {key!r}: {why}") from None
+
+    def training_key(self, cfg: Any) -> str:
+        """What decides `cfg`'s trained weights: the config without its `evaluation_only` fields (as JSON)."""
+        d = dataclasses.asdict(cfg)
+        for key in self.evaluation_only:
+            *path, last = key.split(".")
+            node = d
+            for part in path:
+                node = node[part]
+            node.pop(last, None)
+        return json.dumps(d, sort_keys=True, default=str)
+
+    def training_groups(self, configs: Mapping[str, Any], share: bool = True) -> list[tuple[str, tuple[str, ...]]]:
+        """(trainer, members) per training run: ablations (name -> resolved config) whose configs differ only in
+        `evaluation_only` fields train once, with the first member's config; every one alone without
+        `evaluation_only` or with `share=False`. In the order of each group's first member."""
+        groups: dict[str, list[str]] = {}
+        for name, cfg in configs.items():
+            key = self.training_key(cfg) if share and self.evaluation_only else name
+            groups.setdefault(key, []).append(name)
+        return [(members[0], tuple(members)) for members in groups.values()]
 
     @property
     def scale_names(self) -> list[str]:
@@ -134,6 +191,15 @@ class Study:
             return build(self.config, d)
         except ConfigError as e:
             raise StudyError(str(e)) from None
+
+    def steps_of(self, cfg: Any) -> int | None:
+        """The number of training steps `cfg` runs (the `steps` field), else None."""
+        if self.steps is None:
+            return None
+        value = cfg
+        for part in self.steps.split("."):
+            value = getattr(value, part)
+        return int(value)
 
     def direction(self, metric: str) -> str | None:
         """The direction the study gives `metric`, else None."""
@@ -168,11 +234,49 @@ def study_root(ref: str) -> Path:
 
 
 class Sink(Protocol):
-    """Where a `Session` sends what it does not write itself: Tune in a trial, nothing more without Ray."""
+    """Where a `Session` sends what it does not write itself: Tune in a trial, nothing more without Ray.
+    `save` writes with `write_session_checkpoint`, `restore` reads with `SessionCheckpointLoader`."""
 
     def report(self, metrics: dict[str, Any]) -> None: ...
-    def save(self, state: dict[str, Any], metrics: dict[str, Any]) -> None: ...
-    def restore(self) -> dict[str, Any] | None: ...
+    def save(self, state: dict[str, Any] | Path, metrics: dict[str, Any]) -> None: ...
+    def restore(self) -> tuple[dict[str, Any] | Path, dict[str, Any]] | None: ...
+
+
+RESTORED_DIR = "restored_checkpoint"
+"""In the trial folder: the files of the checkpoint `Session.restore` returned, when it was given as a folder."""
+
+
+def write_session_checkpoint(directory: Path, state: dict[str, Any] | Path, metrics: dict[str, Any]) -> Path:
+    """One `Session.checkpoint`: a state dict, or a folder's files, with the last step's metrics (so that a
+    trial restored at its last step still reports its final loss)."""
+    from t2s_ray.checkpoint import write_checkpoint
+
+    meta = {"step": int(metrics.get("step", 0)), "last": metrics}
+    if isinstance(state, Path):
+        return write_checkpoint(directory, {}, meta, files=state)
+    return write_checkpoint(directory, state, meta)
+
+
+class SessionCheckpointLoader:
+    """`load(folder)` for `restore_newest_in`: keeps the state (or, for a folder checkpoint, a copy of its files
+    in `<trial_dir>/restored_checkpoint`) and the metrics of its step."""
+
+    def __init__(self, trial_dir: Path):
+        self.trial_dir = trial_dir
+        self.loaded: tuple[dict[str, Any] | Path, dict[str, Any]] | None = None
+
+    def __call__(self, folder: Path) -> None:
+        import shutil
+
+        from t2s_ray.checkpoint import FILES_DIR, read_checkpoint
+
+        state, meta = read_checkpoint(folder)
+        if "files" in meta:
+            target = self.trial_dir / RESTORED_DIR
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(folder / FILES_DIR, target)
+            state = target
+        self.loaded = (state, meta.get("last") or {})
 
 
 def _scalar(value: Any, key: str) -> float:
@@ -187,9 +291,12 @@ class Session:
     CPU), `trial_dir`. See each method."""
 
     def __init__(self, *, ablation: str, seed: int, device: Any, trial_dir: Path, sink: Sink, report_every: int,
-                 on_step: Callable[[int], dict[str, Any]] | None = None):
+                 on_step: Callable[[int], dict[str, Any]] | None = None, member: bool = False):
         self.ablation, self.seed, self.device, self.trial_dir = ablation, seed, device, Path(trial_dir)
         self._sink, self._every, self._on_step = sink, report_every, on_step
+        self._member = member  # scoring another ablation of a shared training run: its samples get their own name
+        self._state: dict[str, Any] | None = None  # the last state checkpointed or restored, and
+        self._steps_since_state = 0  # the log_step calls since
         self._steps = 0
         self._last: dict[str, Any] = {}
         self.final: dict[str, Any] | None = None
@@ -210,6 +317,7 @@ class Session:
         self._write_row(row)
         self._last = {**row, **(self._on_step(row["step"]) if self._on_step else {})}
         self._steps += 1
+        self._steps_since_state += 1
         if self._steps % self._every == 0:
             self._sink.report(dict(self._last))
 
@@ -233,18 +341,51 @@ class Session:
 
     # --- checkpoints ----------------------------------------------------------------------------
 
-    def checkpoint(self, state: dict[str, Any]) -> None:
+    def checkpoint(self, state: dict[str, Any] | str | Path) -> None:
         """Save `state` (a dict of tensors and plain values: weights, optimiser, EMA, RNG, step ...) atomically,
-        with its checksum, into the experiment's storage; `restore()` gives the newest valid one back."""
-        if not isinstance(state, dict):
-            raise StudyError(f"session.checkpoint: expected a dict of tensors and plain values, got "
+        with its checksum, into the experiment's storage; `restore()` gives the newest valid one back. `state` may
+        instead be a folder in your own format (e.g. what `save_pretrained` wrote): its files are copied, each
+        with a checksum, and `restore()` returns a local copy of the folder."""
+        if self._member:
+            raise StudyError(f"session.checkpoint in evaluate (ablation {self.ablation}): evaluate scores the "
+                             f"trained checkpoint it is given and saves none; checkpoint in train")
+        if isinstance(state, (str, os.PathLike)):
+            state = Path(state)
+            if not state.is_dir():
+                raise StudyError(f"session.checkpoint: {state} is not a folder; give a folder of checkpoint files "
+                                 f"or a dict of tensors and plain values")
+        elif not isinstance(state, dict):
+            raise StudyError(f"session.checkpoint: expected a dict of tensors and plain values or a folder, got "
                              f"{type(state).__name__}")
         self._sink.save(state, {**self._last, "step": self._last.get("step", 0)})
+        self._state, self._steps_since_state = state, 0
 
-    def restore(self) -> dict[str, Any] | None:
-        """The newest valid checkpoint's state after a crashed trial, a killed driver or `t2s-ray resume`; None on
-        a fresh start. Damaged checkpoints are set aside, never returned."""
-        return self._sink.restore()
+    def restore(self) -> dict[str, Any] | Path | None:
+        """The newest valid checkpoint after a crashed trial, a killed driver or `t2s-ray resume` (its state dict,
+        or a local copy of the folder it was given as); None on a fresh start. Damaged checkpoints are set aside,
+        never returned."""
+        restored = self._sink.restore()
+        if restored is None:
+            return None
+        state, last = restored
+        self._state, self._steps_since_state = state, 0
+        self._last = {**last, **self._last}
+        return state
+
+    def final_state(self) -> dict[str, Any]:
+        """The trained weights a shared training run's ablations are scored on: the state `train` checkpointed
+        (or restored) last, after its last `log_step`; raises when there is none."""
+        if self._state is None or self._steps_since_state:
+            raise StudyError(f"ablation {self.ablation} seed {self.seed} shares its training with other ablations "
+                             f"(evaluation_only), which are scored on its final weights: end train with "
+                             f"session.checkpoint(state) after the last session.log_step")
+        return self._state
+
+    def for_member(self, ablation: str) -> Session:
+        """A session for scoring `ablation`, which shares this run's training: the same trial folder and device,
+        its own final metrics and samples (`samples-<ablation>.*`)."""
+        return Session(ablation=ablation, seed=self.seed, device=self.device, trial_dir=self.trial_dir,
+                       sink=self._sink, report_every=self._every, member=True)
 
     # --- the end --------------------------------------------------------------------------------
 
@@ -279,7 +420,7 @@ class Session:
             raise StudyError(f"session.log_samples: expected uint8 clips x frames x H x W x 3 and one caption per "
                              f"clip, got {videos.dtype} {videos.shape} with {len(texts)} captions")
         n = min(SAMPLES_KEPT, len(texts))
-        npz = self.trial_dir / samples_npz(None)
+        npz = self.trial_dir / samples_npz(self.ablation if self._member else None)
         save_gif(npz.with_suffix(".gif"), videos[:n], list(texts[:n]))
         with atomic_path(npz, suffix=".npz") as tmp:
             np.savez_compressed(tmp, fake=videos[:n], texts=np.array(texts[:n]))
@@ -295,3 +436,30 @@ class Session:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def with_seed(cfg: Any, seed: int) -> Any:
+    """`cfg` with its `seed` field (when the user's config has one) set to the trial's seed."""
+    if any(f.name == "seed" for f in dataclasses.fields(cfg)):
+        return dataclasses.replace(cfg, seed=seed)
+    return cfg
+
+
+def train_and_score(study: Study, cfg: Any, session: Session, members: Mapping[str, Any] | None = None) -> dict:
+    """Run `study.train(cfg, session)` and return the trial's final metrics. `members` (ablation -> config) share
+    this training run: each is scored by `study.evaluate` on the final checkpoint, its metrics reported as
+    `shared/<member>/<key>`. The trainer is scored by `evaluate` too when `train` logged no evaluation."""
+    from t2s_ray.outputs import shared_key
+
+    study.train(cfg, session)
+    if session.final is None and study.evaluate is not None:
+        study.evaluate(cfg, session.final_state(), session)
+    final = session.final_metrics()
+    for name, member_cfg in (members or {}).items():
+        scored = session.for_member(name)
+        study.evaluate(member_cfg, session.final_state(), scored)
+        if scored.final is None:
+            raise StudyError(f"evaluate returned without session.log_evaluation or session.evaluate (ablation "
+                             f"{name}, seed {session.seed}); end evaluate with the ablation's final metrics")
+        final.update({shared_key(name, k): v for k, v in scored.final.items()})
+    return final

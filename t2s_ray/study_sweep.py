@@ -8,12 +8,16 @@ module), so it need not be installed on the cluster's nodes.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from t2s_ray.ablations import TrainingGroup
+from t2s_ray.outputs import GRID_PARAM, grid_override
+from t2s_ray.plan import Probe
 from t2s_ray.study import Study, StudyError, load_study, study_root
-from t2s_ray.sweep import SweepError, SweepSpec, _resources, _validate_gpus, _validate_storage
+from t2s_ray.sweep import SweepError, SweepSpec, _resources, _validate_gpus, _validate_storage, parse_grid
 
 DEFAULT_STUDY_SEEDS = 3
 """Seeds per ablation of a study sweep that names none: a paired verdict needs 3."""
@@ -25,6 +29,10 @@ class StudySweepSpec(SweepSpec):
 
     study: str = ""
     """`package.module:attr` of the `Study`, importable from the current directory."""
+    ablations: tuple[str, ...] = ()
+    """Empty: every ablation of the study."""
+    scale: Optional[str] = None
+    """None: the study's first scale."""
 
     def __post_init__(self) -> None:
         study = self.study_obj
@@ -50,27 +58,50 @@ class StudySweepSpec(SweepSpec):
     def all_overrides(self) -> list[str]:
         return list(self.overrides)
 
-    @property
+    @functools.cached_property
     def grid_axes(self) -> dict[str, list]:
-        if self.grid:
-            raise SweepError("--grid is not available for a --study sweep yet; add the values as ablations")
-        return {}
+        """The --grid axes, typed by the study's config dataclass."""
+        return parse_grid(self.grid, self.overrides, schema=self.study_obj.config)
 
     def param_space(self) -> dict[str, Any]:
         from ray import tune
 
-        return {"study": self.study, "ablation": tune.grid_search(list(self.ablations)),
-                "seed": tune.grid_search(list(range(self.seeds))), "scale": self.scale,
-                "overrides": self.all_overrides, "baseline": self.study_obj.baseline}
+        groups = self.training_groups()
+        space: dict[str, Any] = {"study": self.study, "ablation": tune.grid_search([g.trainer for g in groups]),
+                                 "seed": tune.grid_search(list(range(self.seeds))), "scale": self.scale,
+                                 "overrides": self.all_overrides, "baseline": self.study_obj.baseline}
+        if self.grid_axes:
+            space[GRID_PARAM] = {key: tune.grid_search(values) for key, values in self.grid_axes.items()}
+        shared = {g.trainer: list(g.others) for g in groups if g.others}
+        if shared:  # the trial of `trainer` also scores these ablations (Study.evaluate on its final checkpoint)
+            space["shared"] = shared
+        return space
 
     def training_groups(self) -> list[TrainingGroup]:
-        return [TrainingGroup(a, (a,)) for a in self.ablations]
+        """Ablations that differ only in the study's `evaluation_only` fields train once (see
+        `Study.training_groups`); a --grid point sets the same value in each, so the groups hold at every one."""
+        study = self.study_obj
+        configs = {a: study.resolve(a, self.scale, self.all_overrides) for a in self.ablations}
+        groups = study.training_groups(configs, share=self.share_training)
+        return [TrainingGroup(trainer, members) for trainer, members in groups]
 
     def plan_lines(self) -> list[str]:
         s = self.study_obj
-        return [f"plan: study {s.name!r} ({self.study}): {len(self.ablations)} ablation(s) x {self.seeds} seed(s) = "
-                f"{len(self.ablations) * self.seeds} trial(s) at scale {self.scale}",
-                "  every ablation trains its own weights"]
+        groups = self.training_groups()
+        grid = "".join(f" x {len(v)} {k}" for k, v in self.grid_axes.items())
+        lines = [f"plan: study {s.name!r} ({self.study}): {len(self.ablations)} ablation(s) x {self.seeds} "
+                 f"seed(s){grid} = {len(groups) * self.seeds * self.grid_points} trial(s) at scale {self.scale}"]
+        for key, values in self.grid_axes.items():
+            lines.append(f"  --grid {key}: {', '.join(map(str, values))} (each compared with the baseline at the "
+                         f"same value)")
+        for g in groups:
+            if g.others:
+                lines.append(f"  {' + '.join(g.members)}: trained once ({g.trainer}'s config; they differ only in "
+                             f"{', '.join(s.evaluation_only)}), each scored by evaluate on the final checkpoint")
+        if all(not g.others for g in groups):
+            lines.append("  every ablation trains its own weights" + (
+                " (--no-share-training)" if s.evaluation_only and not self.share_training else ""))
+        return lines
 
     def validate(self, available_gpus: Optional[float] = None) -> list:
         """The study's ablations, scale and `--set` overrides resolve; GPUs and storage as for any sweep.
@@ -84,8 +115,12 @@ class StudySweepSpec(SweepSpec):
         try:
             for ablation in self.ablations:
                 study.resolve(ablation, self.scale, self.all_overrides)
+            for key, values in self.grid_axes.items():  # every grid value must give a valid config
+                for value in values:
+                    study.resolve(study.baseline, self.scale, [*self.all_overrides, grid_override(key, value)])
         except StudyError as e:
             raise SweepError(str(e)) from None
+
         _validate_gpus(self, available_gpus)
         if self.log_to:
             raise SweepError("--log-to is not available for a --study sweep yet")
@@ -117,3 +152,104 @@ def study_trainable(resources: dict[str, float]):
     from t2s_ray.runner import study_trial
 
     return tune.with_resources(study_trial, resources)
+
+
+class _ProbeDone(BaseException):
+    """Raised from `log_step` once the probe has timed its steps (a BaseException: `except Exception` in the
+    user's loop does not swallow it)."""
+
+
+class _DiscardSink:
+    """The probe's sink: nothing is reported, saved or restored."""
+
+    def report(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def save(self, state: dict[str, Any], metrics: dict[str, Any]) -> None:
+        pass
+
+    def restore(self) -> None:
+        return None
+
+
+def probe_study(study: Study, cfg: Any, trainer: str, steps: int, device: str) -> Probe:
+    """Time `steps` of the user's `train(cfg, session)` after its first one (the warm-up): the median time between
+    two `log_step` calls, and the peak GPU memory on CUDA. Nothing is kept: the run stops inside `log_step`."""
+    import math
+    import statistics
+    import tempfile
+    import time
+
+    import torch
+
+    from t2s_ray.study import Session, with_seed
+
+    marks: list[float] = []
+
+    def on_step(step: int) -> dict[str, Any]:
+        marks.append(time.perf_counter())
+        if len(marks) > steps:
+            raise _ProbeDone
+        return {}
+
+    cuda = device == "cuda"
+    dev = torch.device("cuda", 0) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+    with tempfile.TemporaryDirectory(prefix="t2s-probe-") as tmp:
+        session = Session(ablation=trainer, seed=0, device=dev, trial_dir=Path(tmp), sink=_DiscardSink(),
+                          report_every=2**31, on_step=on_step)
+        try:
+            study.train(with_seed(cfg, 0), session)
+        except _ProbeDone:
+            pass
+        except Exception as e:  # the user's code: say whose and where, not a traceback of ours
+            raise SweepError(f"--dry-run: train of ablation {trainer!r} raised {type(e).__name__}: {e}; run "
+                             f"`t2s-ray train {trainer} --study ...` to see the traceback") from None
+        finally:
+            session.close()
+    if len(marks) < 2:
+        raise SweepError(f"--dry-run: train of ablation {trainer!r} called session.log_step {len(marks)} time(s); "
+                         f"timing a step needs at least 2 (one per training step)")
+    step_s = statistics.median(b - a for a, b in zip(marks, marks[1:]))
+    peak = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else math.nan
+    total = torch.cuda.get_device_properties(dev).total_memory / 2**30 if cuda else math.nan
+    return Probe(trainer, str(dev), step_s, 0.0, peak, total)
+
+
+def study_dry_run(spec: StudySweepSpec, say: Callable[[str], None] = print, probe_steps: int = 3) -> None:
+    """`t2s-ray sweep --study ... --dry-run`: the plan, resources per trial, and each training group's time per step
+    from a probe of the user's `train` on this machine; with `Study.steps` also the sweep's cost. Starts no Ray."""
+    import os
+
+    from t2s_ray.cluster import detect_local_gpus
+    from t2s_ray.plan import auto_cpus, concurrency, cost_lines
+
+    spec.validate(available_gpus=None if spec.address else detect_local_gpus())
+    for line in spec.plan_lines():
+        say(line)
+    gpus = spec.gpus if spec.gpus is not None else detect_local_gpus()
+    cpus = float(os.cpu_count() or 1)
+    trials = len(spec.training_groups()) * spec.seeds * spec.grid_points
+    cpus_per_trial = spec.cpus_per_trial or auto_cpus(cpus, gpus, spec.gpus_per_trial, trials)
+    at_once = concurrency(cpus, gpus, cpus_per_trial, spec.gpus_per_trial, trials, spec.max_concurrent)
+    say(f"resources per trial: {cpus_per_trial:g} CPU" + (f", {spec.gpus_per_trial:g} GPU" if gpus else "") +
+        f"; this machine: {cpus:g} CPUs, {gpus:g} GPUs -> {at_once} trial(s) at once")
+    study = spec.study_obj
+    device = "cuda" if gpus and detect_local_gpus() else "cpu"
+    groups = spec.training_groups()
+    configs = {g.trainer: study.resolve(g.trainer, spec.scale, spec.all_overrides) for g in groups}
+    say(f"probing each training group's train for {probe_steps} step(s) after one on {device} ...")
+    probes = {g.trainer: probe_study(study, configs[g.trainer], g.trainer, probe_steps, device) for g in groups}
+    steps = {study.steps_of(c) for c in configs.values()}
+    if None in steps:
+        for g in groups:
+            p = probes[g.trainer]
+            say(f"  {' + '.join(g.members)}: {p.step_s:.3f} s/step on {p.device}")
+        say("estimate: not available, the study does not say which config field holds its steps: give "
+            "Study(steps='train.steps') (your field's path)")
+        return
+    for line in cost_lines(groups, probes, spec.seeds * spec.grid_points, max(steps), at_once,
+                           spec.gpus_per_trial if gpus else cpus_per_trial, "GPU" if gpus else "CPU"):
+        say(line)
+    say("  (evaluation is the study's own and is not probed)")

@@ -237,11 +237,12 @@ GRID_RESERVED = {"ablation": "--ablations", "seed": "--seeds", "scale": "--scale
 """Config keys that are sweep axes or settings of their own, not `--grid` axes (the option to use instead)."""
 
 
-def parse_grid(items: Sequence[str], overrides: Sequence[str] = ()) -> dict[str, list]:
-    """`("training.lr=1e-4,3e-4",)` -> `{"training.lr": [0.0001, 0.0003]}`, values typed by the config schema.
+def parse_grid(items: Sequence[str], overrides: Sequence[str] = (), schema: Any = None) -> dict[str, list]:
+    """`("training.lr=1e-4,3e-4",)` -> `{"training.lr": [0.0001, 0.0003]}`, values typed by the config schema
+    (the bundled `Config`, or a study's dataclass type `schema`).
 
     Raises `SweepError`/`ConfigError` naming the item: no values, one value, a repeated key or value, a key that
-    is also --set, a key with its own option, a tuple-valued key (its values contain commas)."""
+    is also --set, a key with its own option (bundled study), a tuple-valued key (its values contain commas)."""
     axes: dict[str, list] = {}
     set_keys = {o.partition("=")[0].strip() for o in overrides}
     for item in items:
@@ -249,12 +250,12 @@ def parse_grid(items: Sequence[str], overrides: Sequence[str] = ()) -> dict[str,
         values = [v.strip() for v in text.split(",")] if sep else []
         if not key or not values or any(not v for v in values):
             raise SweepError(f"--grid {item!r}: expected key.path=v1,v2,... e.g. --grid training.lr=1e-4,3e-4")
-        if key in GRID_RESERVED:
+        if key in GRID_RESERVED and schema is None:
             raise SweepError(f"--grid {item!r}: {key} has its own option ({GRID_RESERVED[key]}); use that")
         if key in axes or key in set_keys:
             raise SweepError(f"--grid {item!r}: {key} is already {'a --grid axis' if key in axes else 'set by --set'}; "
                              f"give each key once")
-        typed = [_typed_value(key, v, item) for v in values]
+        typed = [_typed_value(key, v, item, schema) for v in values]
         if len(typed) < 2:
             raise SweepError(f"--grid {item!r}: one value is not an axis; use --set {key}={values[0]}")
         if len(set(map(repr, typed))) < len(typed):
@@ -263,11 +264,11 @@ def parse_grid(items: Sequence[str], overrides: Sequence[str] = ()) -> dict[str,
     return axes
 
 
-def _typed_value(key: str, text: str, item: str) -> Any:
+def _typed_value(key: str, text: str, item: str, schema: Any = None) -> Any:
     from t2s_ray.config import ConfigError, parse_override
 
     try:
-        value: Any = parse_override(f"{key}={text}")
+        value: Any = parse_override(f"{key}={text}", schema)
     except ConfigError as e:
         why = str(e).split(": ", 1)[1] if str(e).startswith("--set ") else str(e)  # names the --set form
         raise SweepError(f"--grid {item!r}: {why}") from None

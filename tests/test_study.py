@@ -5,8 +5,10 @@ and gets paired verdicts and a report."""
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +89,121 @@ def test_load_study_names_what_is_wrong(tmp_path, monkeypatch):
             load_study(ref)
 
 
+@dataclasses.dataclass(frozen=True)
+class SharedCfg:
+    steps: int = 3
+    ema: bool = True
+    guidance: float = 1.0
+    lr: float = 0.1
+
+
+def _shared_train(cfg, session):
+    session.log_step(1, 1.0)
+    session.log_step(2, 0.5)
+    session.checkpoint({"w": torch.tensor([2.0]), "step": 2})
+
+
+def _shared_evaluate(cfg, state, session):
+    session.log_evaluation({"eval/score": float(state["w"]) * (10 if cfg.ema else 1) + cfg.guidance})
+
+
+def _shared_study(**kw) -> Study:
+    args = {"name": "s", "config": SharedCfg, "train": _shared_train, "evaluate": _shared_evaluate,
+            "evaluation_only": ("ema", "guidance"), "steps": "steps",
+            "ablations": {"baseline": {}, "no_ema": {"ema": False}, "fast": {"lr": 0.5}, "g2": {"guidance": 2.0}}}
+    return Study(**(args | kw))
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"evaluate": None}, "evaluation_only ['ema', 'guidance'] needs evaluate(cfg, checkpoint_state, session)"),
+    ({"evaluation_only": ("emma",)}, "evaluation_only 'emma': unknown key 'emma'"),
+    ({"evaluation_only": "ema"}, "evaluation_only must be a tuple of field names, e.g. ('ema',)"),
+    ({"evaluate": lambda cfg, state: None}, "must take three arguments, evaluate(cfg, checkpoint_state, session)"),
+    ({"steps": "lr"}, "steps 'lr' must name an int field"),
+    ({"steps": "nsteps"}, "steps 'nsteps': unknown key 'nsteps'"),
+])
+def test_shared_training_options_are_checked(kw, message):
+    with pytest.raises(StudyError, match=re.escape(message)):
+        _shared_study(**kw)
+
+
+def test_ablations_differing_only_in_evaluation_fields_train_once_and_are_each_scored(tmp_path):
+    from t2s_ray.study import train_and_score
+
+    study = _shared_study()
+    configs = {a: study.resolve(a) for a in study.ablations}
+    assert study.training_groups(configs) == [("baseline", ("baseline", "no_ema", "g2")), ("fast", ("fast",))]
+    assert study.training_groups(configs, share=False) == [(a, (a,)) for a in configs]
+    assert _study().training_groups({a: _study().resolve(a) for a in ("baseline", "text_finetuned")}) == [
+        ("baseline", ("baseline",)), ("text_finetuned", ("text_finetuned",))]  # no evaluation_only: never shared
+    session = Session(ablation="baseline", seed=0, device="cpu", trial_dir=tmp_path, sink=_Sink(), report_every=1)
+    final = train_and_score(study, configs["baseline"], session, {m: configs[m] for m in ("no_ema", "g2")})
+    # the trainer, which logged no evaluation, is scored by evaluate too; each member with its own config
+    assert final["eval/score"] == 21.0 and final["shared/no_ema/eval/score"] == 3.0
+    assert final["shared/g2/eval/score"] == 22.0 and final["final_loss"] == 0.5
+
+    def no_final_checkpoint(cfg, session):
+        session.log_step(1, 1.0)
+        session.checkpoint({"w": torch.tensor([1.0])})
+        session.log_step(2, 0.5)
+
+    late = _shared_study(train=no_final_checkpoint)
+    with pytest.raises(StudyError, match=r"end train with session.checkpoint\(state\) after the last"):
+        train_and_score(late, configs["baseline"], Session(ablation="baseline", seed=0, device="cpu",
+                        trial_dir=tmp_path / "b", sink=_Sink(), report_every=1), {"no_ema": configs["no_ema"]})
+
+
+def test_a_study_sweep_shares_training_takes_a_grid_and_checks_its_values(tmp_path, monkeypatch):
+    from t2s_ray.study_sweep import StudySweepSpec
+    from t2s_ray.sweep import SweepError
+
+    monkeypatch.setattr("t2s_ray.study_sweep.load_study", lambda ref: _shared_study())
+    monkeypatch.setattr("t2s_ray.study_sweep.study_root", lambda ref: tmp_path)
+    spec = StudySweepSpec(study="x:y", storage=tmp_path, name="e", gpus=0, grid=("lr=0.1,0.2",))
+    space = spec.param_space()
+    assert space["ablation"]["grid_search"] == ["baseline", "fast"]
+    assert space["shared"] == {"baseline": ["no_ema", "g2"]}
+    assert space["grid"] == {"lr": {"grid_search": [0.1, 0.2]}}
+    lines = spec.plan_lines()
+    assert lines[0].endswith("4 ablation(s) x 3 seed(s) x 2 lr = 12 trial(s) at scale default"), lines
+    assert "baseline + no_ema + g2: trained once (baseline's config; they differ only in ema, guidance)" in lines[2]
+    assert spec.validate(0) == []
+    assert StudySweepSpec(study="x:y", storage=tmp_path, name="e", gpus=0, share_training=False).param_space()[
+        "ablation"]["grid_search"] == ["baseline", "no_ema", "fast", "g2"]
+    for grid, message in [(("lr=0.1,fast",), "lr: expected a number, got 'fast'"),
+                          (("nope=1,2",), "unknown key 'nope'"), (("lr=0.1",), "one value is not an axis")]:
+        with pytest.raises(SweepError, match=re.escape(message)):
+            StudySweepSpec(study="x:y", storage=tmp_path, name="e", gpus=0, grid=grid).validate(0)
+
+
+def test_dry_run_probes_the_users_train_and_estimates_the_sweep(tmp_path, monkeypatch):
+    from t2s_ray.study_sweep import StudySweepSpec, study_dry_run
+    from t2s_ray.sweep import SweepError
+
+    def slow_train(cfg, session):
+        for step in range(1, 100):
+            time.sleep(0.01)
+            session.log_step(step, 1.0)
+        raise AssertionError("the probe stops train inside log_step")
+
+    monkeypatch.setattr("t2s_ray.study_sweep.load_study", lambda ref: _shared_study(train=slow_train))
+    monkeypatch.setattr("t2s_ray.study_sweep.study_root", lambda ref: tmp_path)
+    lines: list[str] = []
+    study_dry_run(StudySweepSpec(study="x:y", storage=tmp_path, name="e", gpus=0), say=lines.append)
+    text = "\n".join(lines)
+    assert "probing each training group's train for 3 step(s)" in text
+    (row,) = [line for line in lines if line.startswith("baseline + no_ema + g2")]
+    assert 0.009 < float(row.split()[6]) < 0.5, row  # s/step: the 10 ms sleep
+    assert "estimate: 6 trial(s)" in text and not (tmp_path / "e").exists()
+
+    def broken(cfg, session):
+        raise KeyError("my_field")
+
+    monkeypatch.setattr("t2s_ray.study_sweep.load_study", lambda ref: _shared_study(train=broken, steps=None))
+    with pytest.raises(SweepError, match="train of ablation 'baseline' raised KeyError: 'my_field'"):
+        study_dry_run(StudySweepSpec(study="x:y", storage=tmp_path, name="f", gpus=0), say=lines.append)
+
+
 # --- Session ------------------------------------------------------------------------------------------------------
 
 class _Sink:
@@ -100,7 +217,7 @@ class _Sink:
         self.saved.append((state, metrics))
 
     def restore(self):
-        return self.saved[-1][0] if self.saved else None
+        return self.saved[-1] if self.saved else None
 
 
 def test_log_step_writes_every_call_and_reports_every_k(tmp_path):
@@ -122,9 +239,62 @@ def test_log_step_writes_every_call_and_reports_every_k(tmp_path):
     assert final["final"] == 1 and final["final_loss"] == pytest.approx(1 / 7) and final["eval/score"] == 0.25
     with pytest.raises(StudyError, match="loss became nan at step 8"):
         s.log_step(8, float("nan"))
-    with pytest.raises(StudyError, match="expected a dict"):
+    with pytest.raises(StudyError, match="expected a dict of tensors and plain values or a folder"):
         s.checkpoint([1, 2])
+    with pytest.raises(StudyError, match="is not a folder"):
+        s.checkpoint(tmp_path / "nowhere")
     s.close()
+
+
+def _folder_session(folder: Path, sink=None) -> Session:
+    from t2s_ray.ablation_runner import FolderSink
+
+    return Session(ablation="baseline", seed=0, device="cpu", trial_dir=folder,
+                   sink=sink or FolderSink(folder, "baseline seed 0", {}), report_every=2)
+
+
+def test_a_trial_restored_at_its_last_step_reports_the_same_final_loss(tmp_path):
+    s = _folder_session(tmp_path)
+    for step in (1, 2, 3):
+        s.log_step(step, 1.0 / step)
+    s.checkpoint({"w": torch.full((2,), 3.0), "step": 3})
+    s.log_evaluation({"eval/score": 1.0})
+    straight = s.final_metrics()
+    s.close()
+    again = _folder_session(tmp_path)  # the process died after the last checkpoint: nothing left to train
+    assert again.restore()["step"] == 3
+    again.log_evaluation({"eval/score": 1.0})
+    assert again.final_metrics()["final_loss"] == straight["final_loss"] == pytest.approx(1 / 3)
+    assert again.final_metrics()["step"] == 3
+    again.close()
+
+
+def test_a_folder_checkpoint_comes_back_as_a_folder_and_a_damaged_one_is_set_aside(tmp_path, caplog):
+    own = tmp_path / "own_format"
+    (own / "sub").mkdir(parents=True)
+    (own / "weights.bin").write_bytes(b"\x01" * 100)
+    (own / "sub" / "config.json").write_text('{"a": 1}')
+    trial = tmp_path / "trial"
+    s = _folder_session(trial)
+    s.log_step(1, 0.5)
+    s.checkpoint(own)
+    (own / "weights.bin").write_bytes(b"\x02" * 100)  # the user's folder changes after: the checkpoint does not
+    s.log_step(2, 0.25)
+    s.checkpoint(str(own))
+    s.close()
+    restored = _folder_session(trial).restore()
+    assert isinstance(restored, Path) and restored == trial / "restored_checkpoint"
+    assert (restored / "weights.bin").read_bytes() == b"\x02" * 100
+    assert (restored / "sub" / "config.json").read_text() == '{"a": 1}'
+    # a file of the newest checkpoint damaged on disk: it is set aside and the one before comes back
+    newest = trial / "checkpoints" / "checkpoint_000002"
+    (newest / "files" / "weights.bin").write_bytes(b"\x03" * 100)
+    again = _folder_session(trial)
+    restored = again.restore()
+    assert (restored / "weights.bin").read_bytes() == b"\x01" * 100
+    assert (trial / "checkpoints" / "checkpoint_000002.corrupt").is_dir()
+    assert "files/weights.bin is corrupt (checksum mismatch)" in caplog.text
+    assert again._last["step"] == 1  # the metrics of the step it came from
 
 
 def test_session_evaluate_scores_user_clips_and_says_why_a_metric_is_nan(tmp_path):

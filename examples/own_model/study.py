@@ -36,7 +36,8 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 2e-3
     ema: bool = True
-    """Evaluate an exponential moving average of the weights."""
+    """Evaluate an exponential moving average of the weights (the average is kept either way, so this field
+    cannot change training: `evaluation_only`)."""
     ema_decay: float = 0.95
     checkpoint_every: int = 50
 
@@ -85,13 +86,12 @@ def train(cfg: OwnConfig, session: Session) -> None:
     if not cfg.text.freeze:
         groups.append({"params": list(model.text.parameters()), "lr": cfg.text.lr})
     opt = torch.optim.Adam(groups)
-    ema = EMA(model, t.ema_decay) if t.ema else None
+    ema = EMA(model, t.ema_decay)
     step = 0
     if (state := session.restore()) is not None:  # a crashed trial, a killed driver, `t2s-ray resume`
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        if ema:
-            ema.load_state_dict(state["ema"])
+        ema.load_state_dict(state["ema"])
         step = state["step"]
     data, started = _clips(cfg, "train"), time.time()
     while step < t.steps:
@@ -103,28 +103,41 @@ def train(cfg: OwnConfig, session: Session) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if ema:
-            ema.update(model)
+        ema.update(model)
         step += 1
         session.log_step(step, loss.item(), lr=t.lr, samples_per_s=step * t.batch_size / (time.time() - started))
         if step % t.checkpoint_every == 0 or step == t.steps:
             session.checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                "ema": ema.state_dict() if ema else {}})
-    evaluate_model(cfg, ema.shadow if ema else model, session)
+                                "ema": ema.state_dict()})  # the last one, at t.steps, is what evaluate scores
 
 
 @torch.no_grad()
-def evaluate_model(cfg: OwnConfig, model: torch.nn.Module, session: Session) -> None:
-    """Generate a clip for each validation caption (noise from the seed) and score it against its real clip."""
+def evaluate(cfg: OwnConfig, state: dict, session: Session) -> None:
+    """Score the trained checkpoint `state` as ablation `cfg` (its EMA or its raw weights): a clip per validation
+    caption (noise from the seed) against its real clip. t2s-ray calls it for every ablation of a training run."""
     val = _clips(cfg, "val")
     real, texts = val.get_batch(list(range(len(val))))
-    noise = torch.randn(len(texts), cfg.noise_dim, generator=torch.Generator().manual_seed(10_000 + session.seed))
-    model.eval()
-    fake = model(texts, noise.to(session.device))
+    fake = _generate(cfg, state, texts, 10_000 + session.seed, session.device)
     session.evaluate(_to_uint8(fake), real, texts)
     mse = torch.nn.functional.mse_loss(fake, _to_model(real, session.device)).item()
     session.log_evaluation({"eval/pixel_mse": mse})
     session.log_samples(_to_uint8(fake), texts)
+
+
+def sample(cfg: OwnConfig, state: dict, texts: list[str], seed: int) -> np.ndarray:
+    """Clips for any captions from a trained checkpoint (`t2s-ray sample --study`): uint8, N x T x H x W x 3."""
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    return _to_uint8(_generate(cfg, state, texts, seed, device))
+
+
+@torch.no_grad()
+def _generate(cfg: OwnConfig, state: dict, texts: list[str], seed: int, device) -> torch.Tensor:
+    """The checkpoint's EMA (or, without `train.ema`, raw) weights applied to `texts`, noise drawn from `seed`."""
+    model = TextToSign(cfg.text.dim, cfg.noise_dim, cfg.width, cfg.frames, cfg.size, cfg.text.freeze)
+    model.load_state_dict(state["ema"] if cfg.train.ema else state["model"])
+    model = model.to(device).eval()
+    noise = torch.randn(len(texts), cfg.noise_dim, generator=torch.Generator().manual_seed(seed))
+    return model(texts, noise.to(device))
 
 
 study = Study(
@@ -135,5 +148,9 @@ study = Study(
     scales={"cpu": {}, "tiny": {"train.steps": 40, "train.checkpoint_every": 10, "train_clips": 32,
                                 "eval_clips": 8, "frames": 4, "size": 16, "width": 16}},
     metrics={"eval/pixel_mse": "lower"},
+    evaluation_only=("train.ema",),  # baseline and no_ema differ only here: one training run per seed serves both
+    evaluate=evaluate,
+    sample=sample,
+    steps="train.steps",
     report_every=10,
 )
