@@ -80,7 +80,7 @@ class AblationRunner:
             self.config = resolve(config_name, scale=experiment_scale, seed=self.seed)
             baseline, directions = "baseline", {}
         else:
-            self.config = study.resolve(config_name, experiment_scale)
+            self.config = with_seed(study.resolve(config_name, experiment_scale), self.seed)
             baseline, directions = study.baseline, dict(study.metrics or {})
         self.save_dir = Path(save_dir).absolute()
         self.folder = self.save_dir / f"{config_name}_seed{self.seed}"
@@ -89,10 +89,10 @@ class AblationRunner:
                   "study": study.name if study else None}
         write_text_atomic(self.folder / "params.json", json.dumps(params, indent=2) + "\n")
         if study is not None:  # the experiment's baseline and metric directions, as a study sweep records them
-            record = {"study": study.name, "baseline": baseline, "metrics": directions}
+            record = {"study_name": study.name, "baseline": baseline, "metrics": directions}
             write_text_atomic(self.save_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
         self.sink = FolderSink(self.folder, f"{config_name} seed {self.seed}", {"ablation": config_name})
-        self.session = Session(ablation=config_name, seed=self.seed, device="cpu", trial_dir=self.folder,
+        self.session = Session(ablation=config_name, seed=self.seed, device=_device(), trial_dir=self.folder,
                                sink=self.sink, report_every=report_every)
 
     def log_training_step(self, epoch: int, step: int, loss: float, learning_rate: float, elapsed_time: float,
@@ -124,7 +124,10 @@ class AblationRunner:
         return self.session.restore()
 
     def save_results(self) -> Path:
-        """Write the run's final row into `result.json` (again: the same file, one final row); return the folder."""
+        """Write the run's final row into `result.json` (again: the same file, one final row); return the folder.
+        A study's run that logged no evaluation is scored first by the study's `evaluate` on its last checkpoint."""
+        if self.session.final is None and self.study is not None and self.study.evaluate is not None:
+            self.study.evaluate(self.config, self.session.final_state(), self.session)  # as a sweep's trial does
         final = self.session.final_metrics()
         path = self.folder / RESULT_FILE
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -139,17 +142,24 @@ class AblationRunner:
         return self.folder
 
 
+def _device():
+    """The GPU this process sees (the launcher chose it, e.g. CUDA_VISIBLE_DEVICES), else CPU."""
+    import torch
+
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def train_in_process(study: Study, ablation: str, scale: str | None, seed: int, overrides: list[str],
                      out: Path) -> dict[str, Any]:
     """`t2s-ray train --study`: one (ablation, seed) of `study` in this process, no Ray, into the run folder `out`
     (resumed from its checkpoints when it has some); returns the final metrics."""
-    import torch
 
     cfg = with_seed(study.resolve(ablation, scale, overrides), seed)
     out.mkdir(parents=True, exist_ok=True)
-    params = {"ablation": ablation, "seed": seed, "scale": scale or study.scale_names[0], "study": study.name}
+    params = {"ablation": ablation, "seed": seed, "scale": scale or study.scale_names[0], "study": study.name,
+              "overrides": list(overrides)}
     write_text_atomic(out / "params.json", json.dumps(params, indent=2) + "\n")
-    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    device = _device()
     sink = FolderSink(out, f"{ablation} seed {seed}", {"ablation": ablation})
     session = Session(ablation=ablation, seed=seed, device=device, trial_dir=out, sink=sink,
                       report_every=study.report_every)

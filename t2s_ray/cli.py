@@ -27,7 +27,7 @@ from t2s_ray.ablations import (
 )
 from t2s_ray.cluster import LOOPBACK, ClusterError
 from t2s_ray.config import DEVICES, SCALES, ConfigError, flatten
-from t2s_ray.outputs import FORMATS, INTERVALS, TRACKERS
+from t2s_ray.outputs import FORMATS, INTERVALS, SWEEP_FILE, TRACKERS
 from t2s_ray.preflight import run_checks
 from t2s_ray.storage import Location, StorageError, cache_dir, local_copy, normalize, upload
 from t2s_ray.sweep import (
@@ -619,6 +619,7 @@ def sample_cmd(
     device: Annotated[Device, typer.Option(help="Where to sample.")] = Device.auto,
     fps: Annotated[int, typer.Option(min=1, help="Frames per second of the output.")] = 8,
     zoom: Annotated[int, typer.Option(min=1, help="Pixel upscaling of every clip.")] = 3,
+    study: StudyOpt = None,
 ) -> None:
     """Generate sign videos for --text sentences with the weights the ablation evaluates (EMA when enabled).
 
@@ -642,8 +643,17 @@ def sample_cmd(
             raise sampling.SampleError("no output file: pass -o clip.gif or -o clip.mp4")
         sampling.check_output(out)
         kind, path = sampling.resolve_source(source.expanduser())
+        study_ref = study or _recorded_study(path if kind == "experiment" else path.parent)
         with console.status(f"sampling {len(texts)} sentence(s)…"):
-            if kind == "experiment":
+            if study_ref is not None:  # a user study: its own sample(cfg, checkpoint_state, texts, seed)
+                from t2s_ray.study_sample import sample_study_checkpoint, sample_study_experiment
+
+                s = _load_study(study_ref)
+                if kind == "experiment":
+                    columns, notes = sample_study_experiment(s, path, texts, seed, trial_seed)
+                else:
+                    columns = [sample_study_checkpoint(s, path, texts, seed)]
+            elif kind == "experiment":
                 columns, notes = sampling.sample_experiment(path, texts, seed, overrides, raw_weights, trial_seed)
             else:
                 columns = [sampling.sample_checkpoint(path, texts, seed, overrides, raw_weights)]
@@ -662,6 +672,16 @@ def sample_cmd(
     for c in columns:
         console.print(f"  {c.name}: step {c.step}, {c.weights} weights, {c.sampler}; {c.checkpoint}",
                       highlight=False, markup=False, soft_wrap=True)
+
+
+def _recorded_study(folder: Path) -> Optional[str]:
+    """The `--study` a sweep recorded in `folder` (an experiment) or in the experiment above it (a trial)."""
+    from t2s_ray.sweep import saved_study
+
+    for exp in (folder, folder.parent):
+        if (exp / SWEEP_FILE).is_file():
+            return saved_study(exp)
+    return None
 
 
 @app.command("train-evaluator")

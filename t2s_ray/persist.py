@@ -91,3 +91,25 @@ def restore_newest(load: Callable[[Path], None], offered: tune.Checkpoint | None
     See `restore_newest_in`; the trial's folder comes from Tune's storage context."""
     storage = tune.get_context().get_storage()
     return restore_newest_in(storage.storage_filesystem, storage.trial_fs_path, load, offered, what)
+
+
+def trial_storage_dir() -> Path | None:
+    """This trial's persistent folder when storage is a local/shared filesystem, else None."""
+    storage = tune.get_context().get_storage()
+    if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return None
+    return Path(storage.trial_fs_path)
+
+
+def artifact_dir() -> Path:
+    """Where the trial writes its own files (samples, memory CSV) so that they reach the experiment's storage.
+
+    Local storage: the trial's staging folder, which the driver copies into the experiment folder. A URI: the
+    trial's working directory on its node, which Ray uploads into the trial's folder at each checkpoint and at
+    the end (`SyncConfig(sync_artifacts=True)`, see `sweep.build_tuner`) from any node; the driver's copy
+    would only carry files written on the driver's node.
+    """
+    storage = tune.get_context().get_storage()
+    if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return Path(tune.get_context().get_trial_dir())
+    return Path(storage.trial_working_directory)

@@ -23,16 +23,15 @@ from ray import tune
 
 from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
 from t2s_ray.metrics.sampler import MemorySampler
-from t2s_ray.outputs import GRID_PARAM, grid_override, shared_members
-from t2s_ray.persist import report_with_checkpoint, restore_newest
+from t2s_ray.outputs import shared_members
+from t2s_ray.persist import artifact_dir, report_with_checkpoint, restore_newest, trial_storage_dir
 from t2s_ray.study import (
     Session,
     SessionCheckpointLoader,
-    Study,
     StudyError,
     load_study,
+    resolve_trial,
     train_and_score,
-    with_seed,
     write_session_checkpoint,
 )
 
@@ -72,20 +71,13 @@ class TuneSink:
         return loader.loaded
 
 
-def _node(device: torch.device, gpu_ids: list) -> dict[str, Any]:
+def node_facts(device: torch.device, gpu_ids: list) -> dict[str, Any]:
+    """Where a trial runs (`node/*` in its results; the report's environment section reads them)."""
     return {"node/hostname": socket.gethostname(), "node/id": ray.get_runtime_context().get_node_id(),
             "node/gpu_ids": ",".join(map(str, gpu_ids)), "node/device": str(device), "node/pid": os.getpid(),
             "node/device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)", "node/torch": torch.__version__,
             "node/ray": ray.__version__, "node/python": platform.python_version()}
-
-
-def resolve_trial(study: Study, params: dict[str, Any], ablation: str | None = None):
-    """The user's config of the trial `params` (ablation, scale, overrides, --grid point, seed), or of the
-    `ablation` that shares its training."""
-    grid = [grid_override(k, v) for k, v in (params.get(GRID_PARAM) or {}).items()]
-    cfg = study.resolve(ablation or params["ablation"], params.get("scale"), [*params.get("overrides", []), *grid])
-    return with_seed(cfg, int(params["seed"]))
 
 
 def study_trial(params: dict[str, Any]) -> None:
@@ -97,9 +89,9 @@ def study_trial(params: dict[str, Any]) -> None:
     gpu_ids = ray.get_gpu_ids()
     device = study_device(gpu_ids)
     what = f"{params['ablation']} seed {params['seed']}"
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    sink = TuneSink(what, {**_node(device, gpu_ids), "node/started_at": started_at}, trial_dir)
-    with MemorySampler(trial_dir / SAMPLER_CSV, device) as sampler:
+    trial_dir = artifact_dir()  # samples and step logs reach the experiment's storage from any node
+    sink = TuneSink(what, {**node_facts(device, gpu_ids), "node/started_at": started_at}, trial_dir)
+    with MemorySampler((trial_storage_dir() or trial_dir) / SAMPLER_CSV, device) as sampler:
         def on_step(step: int) -> dict[str, Any]:
             sampler.set_step(step)
             return sampler.summary()

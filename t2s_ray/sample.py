@@ -132,7 +132,11 @@ def load_for_sampling(checkpoint: Path, overrides: Sequence[str] = (), text_enco
     """A `TrainState` loaded from `checkpoint`, its config changed by `overrides` (device, eval.*)."""
     from t2s_ray.training import build_state, load_state  # lazy: torch
 
-    d = read_meta(checkpoint)["config"]
+    meta = read_meta(checkpoint)
+    if "config" not in meta:
+        raise SampleError(f"{checkpoint} is a checkpoint of your own study (its meta.json holds no t2s-ray config); "
+                          f"sample it with --study package.module:attr")
+    d = meta["config"]
     for item in overrides:
         d = merge(d, parse_override(item))
     state = build_state(Config.from_dict(d), text_encoder=text_encoder)

@@ -26,7 +26,8 @@ import numpy as np
 from t2s_ray.config import ConfigError, build, field_type, merge, nest_value, parse_override
 from t2s_ray.io import atomic_path
 
-__all__ = ["DIRECTIONS", "Session", "Sink", "Study", "StudyError", "load_study", "train_and_score", "with_seed"]
+__all__ = ["DIRECTIONS", "Session", "Sink", "Study", "StudyError", "load_study", "resolve_trial", "train_and_score",
+           "with_seed"]
 
 DIRECTIONS = ("lower", "higher", "real")
 """How a study's metric is ranked: lower, higher, or closer to the real clips' value (`<metric>_real`)."""
@@ -443,6 +444,16 @@ def with_seed(cfg: Any, seed: int) -> Any:
     if any(f.name == "seed" for f in dataclasses.fields(cfg)):
         return dataclasses.replace(cfg, seed=seed)
     return cfg
+
+
+def resolve_trial(study: Study, params: Mapping[str, Any], ablation: str | None = None) -> Any:
+    """The user's config of the sweep trial `params` (params.json: ablation, scale, overrides, --grid point, seed),
+    or of the `ablation` that shared its training."""
+    from t2s_ray.outputs import GRID_PARAM, grid_override
+
+    grid = [grid_override(k, v) for k, v in (params.get(GRID_PARAM) or {}).items()]
+    cfg = study.resolve(ablation or params["ablation"], params.get("scale"), [*params.get("overrides", []), *grid])
+    return with_seed(cfg, int(params["seed"]))
 
 
 def train_and_score(study: Study, cfg: Any, session: Session, members: Mapping[str, Any] | None = None) -> dict:

@@ -426,7 +426,7 @@ def build_tuner(spec: SweepSpec, keep_checkpoints: int):
             name=spec.name,
             storage_path=spec.storage if spec.remote else spec.storage.as_posix(),
             # remote storage: Ray also uploads each trial's working directory, where the trial then writes its
-            # samples and memory CSV (trainables.t2s_trial.artifact_dir), at each checkpoint and at its end
+            # samples and memory CSV (persist.artifact_dir), at each checkpoint and at its end
             sync_config=tune.SyncConfig(sync_artifacts=spec.remote),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),

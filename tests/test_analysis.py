@@ -466,3 +466,23 @@ def test_analyze_with_bootstrap_intervals(exp, tmp_path):
     assert (tmp_path / an.COMPARISON_STATS_CSV).exists() and "Quality" in r.output
     r = CliRunner().invoke(app, ["analyze", str(exp), "--interval", "jackknife"])
     assert r.exit_code == 2
+
+
+def test_a_metric_without_a_direction_gets_no_verdict_and_the_report_says_why():
+    from t2s_ray.analysis.catalog import study_directions
+
+    rows = [(a, s, {"eval/own_score": v + s, "eval/lpips": 0.3 + 0.01 * s})
+            for a, v in (("baseline", 1.0), ("b", 2.0)) for s in range(3)]
+    trials = frame(rows).assign(status="finished", trial_dir=[f"d{k}" for k in range(len(rows))], error=None)
+    trials = an.select_trials(trials)
+    summary = an.summarize(trials)
+    stats = an.comparison_stats(trials)
+    assert "eval/own_score" not in set(stats["metric"])  # no direction: never tested
+    why = "Shown without a verdict (no direction"
+    md = an.comparison_markdown(trials, summary, stats)
+    report = an.render_report("exp", trials, summary, comparisons=stats)
+    assert why in md and "eval/own_score; give each one in Study(metrics=" in md and why in report
+    with study_directions({"eval/own_score": "higher"}):  # the study gives it one: a verdict, no note
+        stats = an.comparison_stats(trials)
+        assert stats.set_index("metric").loc["eval/own_score", "verdict"] == "better"
+        assert why not in an.comparison_markdown(trials, summary, stats)

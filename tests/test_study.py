@@ -379,7 +379,9 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
     cache = f"cache_dir={tmp_path / 'cache'}"
     r = run_process_tree([sys.executable, "-c", STUDY_DRIVER, str(tmp_path), "own", "baseline,text_finetuned,no_ema",
                           "3", cache], 900, env=env, cwd=REPO)
-    assert r.returncode == 0 and "swept: 9 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    # baseline and no_ema differ only in train.ema (evaluation_only): 3 training runs per seed x 2 = 6 trials
+    assert r.returncode == 0 and "swept: 6 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "baseline + no_ema: trained once" in r.stdout
     assert (tmp_path / "cut.marker").exists(), "no trial was killed"
     exp = tmp_path / "own"
     (killed,) = exp.glob("baseline_seed0_*")
@@ -407,6 +409,67 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
     assert set(mse.index) == {"text_finetuned", "no_ema"} and (mse["n"] == 3).all() and mse["verdict"].notna().all()
     html = (exp / "report.html").read_text()
     assert "data:image/gif;base64," in html and "text_finetuned" in html
+    assert (killed / "samples-no_ema.npz").is_file()  # no_ema's samples, from the run it shared with baseline
+    no_ema = stats[(stats["ablation"] == "no_ema") & (stats["metric"] == "eval/pixel_mse")].iloc[0]
+    assert no_ema["diff"] != 0  # scored on the raw weights, not baseline's EMA
+
+    gif = tmp_path / "grid.gif"  # t2s-ray sample finds the study in the experiment's t2s_sweep.json
+    r = subprocess.run([sys.executable, "-m", "t2s_ray.cli", "sample", str(exp), "-t", "hello", "-t", "good morning",
+                        "-o", str(gif)], capture_output=True, text=True, timeout=300, env=clean, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 sentence(s) x 3 column(s)" in r.stdout and "no_ema: step 40, the study's weights" in r.stdout
+    assert gif.stat().st_size > 0
+
+
+FAULTY_STUDY = """
+from dataclasses import dataclass
+import t2s_ray
+
+@dataclass(frozen=True)
+class Cfg:
+    mode: str = "ok"
+
+def train(cfg, session):
+    for step in range(1, 4):
+        session.log_step(step, 1.0 / step)
+    if cfg.mode == "boom":
+        raise RuntimeError("boom in the user's train")
+    if cfg.mode == "ok":
+        session.log_evaluation({"eval/score": 1.0 + session.seed})
+
+study = t2s_ray.Study(name="faulty", config=Cfg, train=train, metrics={"eval/score": "higher"},
+                      ablations={"baseline": {}, "boom": {"mode": "boom"}, "silent": {"mode": "silent"}})
+"""
+
+FAULTY_DRIVER = """
+import os, sys
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+import ray
+ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+from t2s_ray.study_sweep import StudySweepSpec
+from t2s_ray.sweep import run_sweep
+o = run_sweep(StudySweepSpec(study="faulty_study:study", seeds=1, gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
+                             name="faulty", quiet=True, max_failures=0))
+print(f"swept: {o.num_terminated} finished, {o.num_errors} errored")
+"""
+
+
+@pytest.mark.slow
+def test_a_train_that_raises_or_logs_no_evaluation_errors_its_trial_and_the_others_go_on(tmp_path):
+    (tmp_path / "faulty_study.py").write_text(FAULTY_STUDY)  # a single-module study, shipped to the trials
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(REPO)}
+    r = run_process_tree([sys.executable, "-c", FAULTY_DRIVER, str(tmp_path / "results")], 600, env=env,
+                         cwd=tmp_path)
+    assert r.returncode == 0 and "swept: 1 finished, 2 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    exp = tmp_path / "results" / "faulty"
+    (boom,) = exp.glob("boom_seed0_*")
+    error = (boom / "error.txt").read_text()
+    assert "RuntimeError: boom in the user's train" in error and "faulty_study.py" in error  # the user's traceback
+    (silent,) = exp.glob("silent_seed0_*")
+    assert "train returned without session.log_evaluation or session.evaluate" in (silent / "error.txt").read_text()
+    (ok,) = exp.glob("baseline_seed0_*")
+    final = [json.loads(line) for line in (ok / "result.json").read_text().splitlines()][-1]
+    assert final["final"] == 1 and final["eval/score"] == 1.0 and final["final_loss"] == pytest.approx(1 / 3)
 
 
 # --- the CLI with --study -----------------------------------------------------------------------------------------

@@ -166,7 +166,19 @@ def comparison_parts(selected: pd.DataFrame, summary: pd.DataFrame, comparisons:
         "legend": LEGEND,
         "frechet": _frechet_n(selected) if any(m in FRECHET for m in quality[:QUALITY_COLUMNS]) else None,
         "guidance": headline_note(selected), "more": more, "missing": all_nan_notes(selected),
+        "undirected": undirected_note(present),
     }
+
+
+def undirected_note(metrics: list[str]) -> str | None:
+    """Why the quality metrics among `metrics` that have no direction get no verdict, and the fix; None when
+    every one has a direction."""
+    none = [m for m in metrics if metric_info(m).kind == "quality" and metric_info(m).better is None]
+    if not none:
+        return None
+    return (f"Shown without a verdict (no direction: neither t2s-ray's metric catalog nor the study says whether "
+            f"higher or lower is better): {', '.join(none)}; give each one in Study(metrics={{name: \"lower\" | "
+            f"\"higher\" | \"real\"}}).")
 
 
 def _markdown_table(cells: tuple[list[str], list[list[str]]]) -> str:
@@ -190,6 +202,8 @@ def comparison_markdown(selected: pd.DataFrame, summary: pd.DataFrame, compariso
         parts += ["", "More quality metrics (comparison_table.csv, comparison_stats.csv): " + ", ".join(c["more"])]
     if c["cost"]:
         parts += ["", "Cost", "", _markdown_table(c["cost"])]
+    if c["undirected"]:
+        parts += ["", c["undirected"]]
     if c["missing"]:
         parts += ["", "Not computed (NaN in every finished trial):", *c["missing"]]
     return "\n".join(parts)
@@ -320,6 +334,9 @@ def _notes_section(selected: pd.DataFrame, summary: pd.DataFrame, baseline: str)
     if single:
         lines.append(f"  One finished seed only (no std, and no inference: a verdict needs 3 seeds): "
                      f"{', '.join(single)}.")
+    present = [m for m in summary_metrics(summary) if summary[f"{m}_mean"].notna().any()]
+    if (note := undirected_note(present)) is not None:
+        lines.append(f"  {note}")
     settings = {c: sorted(selected[c].dropna().astype(str).unique())
                 for c in ("scale", "data") if c in selected}
     for c, vals in settings.items():

@@ -35,7 +35,7 @@ def _study_record(exp_dir: str | os.PathLike) -> dict:
         record = json.loads((Path(exp_dir) / SWEEP_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    return record if isinstance(record, dict) and record.get("study") else {}
+    return record if isinstance(record, dict) and (record.get("study") or record.get("study_name")) else {}
 
 
 def _with_study(fn):

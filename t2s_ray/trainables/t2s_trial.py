@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import platform
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.fs
 import ray
 import torch
 from ray import tune
@@ -31,7 +27,8 @@ from t2s_ray.metrics.memory import cpu_rss_peak_gb
 from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
 from t2s_ray.metrics.sampler import MemorySampler
 from t2s_ray.outputs import SAMPLES_KEPT, samples_npz, shared_key
-from t2s_ray.persist import report_with_checkpoint, restore_newest
+from t2s_ray.persist import artifact_dir, report_with_checkpoint, restore_newest, trial_storage_dir
+from t2s_ray.runner import node_facts
 from t2s_ray.training import (
     TrainingError,
     TrainState,
@@ -110,28 +107,6 @@ def _member_configs(params: dict[str, Any]) -> list[Config]:
     return [resolve_params(params, ablation=name) for name in params.get("shared", {}).get(params["ablation"], [])]
 
 
-def trial_storage_dir() -> Path | None:
-    """This trial's persistent folder when storage is a local/shared filesystem, else None."""
-    storage = tune.get_context().get_storage()
-    if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
-        return None
-    return Path(storage.trial_fs_path)
-
-
-def artifact_dir() -> Path:
-    """Where the trial writes its own files (samples, memory CSV) so that they reach the experiment's storage.
-
-    Local storage: the trial's staging folder, which the driver copies into the experiment folder. A URI: the
-    trial's working directory on its node, which Ray uploads into the trial's folder at each checkpoint and at
-    the end (`SyncConfig(sync_artifacts=True)`, see `sweep.build_tuner`) from any node; the driver's copy
-    would only carry files written on the driver's node.
-    """
-    storage = tune.get_context().get_storage()
-    if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
-        return Path(tune.get_context().get_trial_dir())
-    return Path(storage.trial_working_directory)
-
-
 def _restore(state: TrainState, ckpt) -> None:
     """Resume from the newest valid checkpoint of this trial, or leave `state` at step 0.
 
@@ -154,13 +129,8 @@ def t2s_trial(params: dict[str, Any]) -> None:
     members = _member_configs(params)
     gpu_ids = ray.get_gpu_ids()
     device = trial_device(cfg, gpu_ids)
-    node_id = ray.get_runtime_context().get_node_id()
-    node = {"node/hostname": socket.gethostname(), "node/id": node_id, "node/gpu_ids": ",".join(map(str, gpu_ids)),
-            "node/device": str(device), "node/pid": os.getpid(), "node/started_at": started_at,
-            "node/device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-            else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)", "node/torch": torch.__version__,
-            "node/ray": ray.__version__,
-            "node/python": platform.python_version()}
+    node = {**node_facts(device, gpu_ids), "node/started_at": started_at}
+    node_id = node["node/id"]
     # on a cluster the data and its cache are read on this node: say which node when they are not here
     check_visible(cfg.data, where=f"Ray node {node_id} ({node['node/hostname']})")
     dataset = build_dataset(cfg.data, "train")
