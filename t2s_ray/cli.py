@@ -333,14 +333,12 @@ def sweep_cmd(
         spec = _checked(lambda: StudySweepSpec(
             study=study, ablations=_split_csv(ablations or ""), seeds=seeds, scale=scale,
             overrides=tuple(set_ or []), gpus=gpus, gpus_per_trial=gpus_each or 1.0, cpus_per_trial=cpus,
-            storage=storage, name=name, address=address, max_failures=max_failures, max_concurrent=max_concurrent,
-            quiet=quiet, dashboard=dashboard, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
-            expose_dashboard=expose_dashboard, share_training=share_training, grid=tuple(grid or ()),
-            log_to=tuple(t.value for t in log_to or ())))
+            pack_by_memory=gpus_each is None, storage=storage, name=name, address=address,
+            max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet, dashboard=dashboard,
+            dashboard_host=dashboard_host, dashboard_port=dashboard_port, expose_dashboard=expose_dashboard,
+            share_training=share_training, grid=tuple(grid or ()), log_to=tuple(t.value for t in log_to or ())))
         if dry_run:
-            from t2s_ray.study_sweep import study_dry_run
-
-            _checked(lambda: study_dry_run(spec, say=_say))
+            _checked(lambda: sweep_dry_run(spec, say=_say))
             return
         console.print(f"experiment [bold]{spec.experiment_dir}[/]: study {spec.study_obj.name!r}, "
                       f"{len(spec.ablations)} ablation(s) x {spec.seeds} seed(s) at scale {spec.scale}",

@@ -77,7 +77,8 @@ class StudySweepSpec(SweepSpec):
             space["shared"] = shared
         return space
 
-    def training_groups(self) -> list[TrainingGroup]:
+    @functools.cached_property
+    def _training_groups(self) -> list[TrainingGroup]:
         """Ablations that differ only in the study's `evaluation_only` fields train once (see
         `Study.training_groups`); a --grid point sets the same value in each, so the groups hold at every one."""
         study = self.study_obj
@@ -126,6 +127,24 @@ class StudySweepSpec(SweepSpec):
             raise SweepError("--log-to is not available for a --study sweep yet")
         _validate_storage(self)
         return []
+
+    def probes(self, configs, device: str, say: Callable[[str], None], threads: int,
+               probe_steps: int = 3) -> dict[str, Probe]:
+        """The user's `train` of each training group timed for `probe_steps` steps after one (`probe_study`)."""
+        say(f"probing each training group's train for {probe_steps} step(s) after one on {device} "
+            f"(its evaluation is not probed) ...")
+        study = self.study_obj
+        return {g.trainer: probe_study(study, study.resolve(g.trainer, self.scale, self.all_overrides), g.trainer,
+                                       probe_steps, device) for g in self.training_groups()}
+
+    def trial_steps(self, configs) -> Optional[int]:
+        """From the config field `Study.steps` names (the largest over the sweep's ablations); None without it."""
+        study = self.study_obj
+        steps = [study.steps_of(study.resolve(a, self.scale, self.all_overrides)) for a in self.ablations]
+        return None if None in steps else max(steps)
+
+    def samplings_per_member(self, configs) -> int:
+        return 0  # the study's evaluation is its own: not in the estimate
 
     def runtime_env(self) -> Optional[dict]:
         return study_runtime_env(self.study)
@@ -215,41 +234,3 @@ def probe_study(study: Study, cfg: Any, trainer: str, steps: int, device: str) -
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else math.nan
     total = torch.cuda.get_device_properties(dev).total_memory / 2**30 if cuda else math.nan
     return Probe(trainer, str(dev), step_s, 0.0, peak, total)
-
-
-def study_dry_run(spec: StudySweepSpec, say: Callable[[str], None] = print, probe_steps: int = 3) -> None:
-    """`t2s-ray sweep --study ... --dry-run`: the plan, resources per trial, and each training group's time per step
-    from a probe of the user's `train` on this machine; with `Study.steps` also the sweep's cost. Starts no Ray."""
-    import os
-
-    from t2s_ray.cluster import detect_local_gpus
-    from t2s_ray.plan import auto_cpus, concurrency, cost_lines
-
-    spec.validate(available_gpus=None if spec.address else detect_local_gpus())
-    for line in spec.plan_lines():
-        say(line)
-    gpus = spec.gpus if spec.gpus is not None else detect_local_gpus()
-    cpus = float(os.cpu_count() or 1)
-    trials = len(spec.training_groups()) * spec.seeds * spec.grid_points
-    cpus_per_trial = spec.cpus_per_trial or auto_cpus(cpus, gpus, spec.gpus_per_trial, trials)
-    at_once = concurrency(cpus, gpus, cpus_per_trial, spec.gpus_per_trial, trials, spec.max_concurrent)
-    say(f"resources per trial: {cpus_per_trial:g} CPU" + (f", {spec.gpus_per_trial:g} GPU" if gpus else "") +
-        f"; this machine: {cpus:g} CPUs, {gpus:g} GPUs -> {at_once} trial(s) at once")
-    study = spec.study_obj
-    device = "cuda" if gpus and detect_local_gpus() else "cpu"
-    groups = spec.training_groups()
-    configs = {g.trainer: study.resolve(g.trainer, spec.scale, spec.all_overrides) for g in groups}
-    say(f"probing each training group's train for {probe_steps} step(s) after one on {device} ...")
-    probes = {g.trainer: probe_study(study, configs[g.trainer], g.trainer, probe_steps, device) for g in groups}
-    steps = {study.steps_of(c) for c in configs.values()}
-    if None in steps:
-        for g in groups:
-            p = probes[g.trainer]
-            say(f"  {' + '.join(g.members)}: {p.step_s:.3f} s/step on {p.device}")
-        say("estimate: not available, the study does not say which config field holds its steps: give "
-            "Study(steps='train.steps') (your field's path)")
-        return
-    for line in cost_lines(groups, probes, spec.seeds * spec.grid_points, max(steps), at_once,
-                           spec.gpus_per_trial if gpus else cpus_per_trial, "GPU" if gpus else "CPU"):
-        say(line)
-    say("  (evaluation is the study's own and is not probed)")

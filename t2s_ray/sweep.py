@@ -174,8 +174,30 @@ class SweepSpec:
         """Check every option before Ray starts; the resolved configs the driver prepares data for."""
         return validate(self, available_gpus)
 
+    def probes(self, configs, device: str, say: Callable[[str], None], threads: int,
+               probe_steps: int = 3) -> dict[str, Probe]:
+        """One cost probe per training group's trainer (the distinct models of the sweep), on `device`."""
+        try:
+            return {g.trainer: probe(next(c for c in configs if c.ablation == g.trainer), probe_steps, device=device,
+                                     say=say, threads=threads) for g in self.training_groups()}
+        except (OSError, ValueError) as e:  # a text encoder or data path the trials could not read either
+            raise SweepError(f"the cost probe could not train a step: {e}") from None
+
+    def trial_steps(self, configs) -> Optional[int]:
+        """Training steps of one trial (None when unknown)."""
+        return configs[0].training.steps
+
+    def samplings_per_member(self, configs) -> int:
+        """Samplings of the evaluation set per member ablation: one per guidance scale listed."""
+        return max(1, len(configs[0].eval.guidance_sweep))
+
     def training_groups(self) -> list[TrainingGroup]:
-        """The sweep's ablations grouped by the weights they train (one group each without sharing)."""
+        """The sweep's ablations grouped by the weights they train (one group each without sharing); computed
+        once (ablations, scale, overrides and sharing do not change after the spec is made)."""
+        return self._training_groups
+
+    @functools.cached_property
+    def _training_groups(self) -> list[TrainingGroup]:
         configs = {a: resolve(a, self.scale, 0, self.all_overrides, extra_ablations=self.user_ablations)
                    for a in self.ablations}
         return training_groups(configs, share=self.share_training)
@@ -637,16 +659,6 @@ def _choose_cpus(spec: SweepSpec, say: Callable[[str], None]) -> None:
     say(f"--cpus-per-trial auto: {spec.cpus_per_trial:g} ({why})")
 
 
-def _probes(spec: SweepSpec, configs, device: str, say: Callable[[str], None], threads: int,
-            probe_steps: int = 3) -> dict[str, Probe]:
-    """One probe per training group's trainer (the distinct models of the sweep)."""
-    try:
-        return {g.trainer: probe(next(c for c in configs if c.ablation == g.trainer), probe_steps, device=device,
-                                 say=say, threads=threads) for g in spec.training_groups()}
-    except (OSError, ValueError) as e:  # a text encoder or data path the trials could not read either
-        raise SweepError(f"the cost probe could not train a step: {e}") from None
-
-
 def _pack_by_memory(spec: SweepSpec, configs, say: Callable[[str], None]) -> dict[str, Probe]:
     """`--gpus-per-trial auto`: probe each distinct model on this machine's GPU and pack by the largest peak."""
     local = detect_local_gpus()
@@ -656,7 +668,7 @@ def _pack_by_memory(spec: SweepSpec, configs, say: Callable[[str], None]) -> dic
     if local == 0:
         raise SweepError("--gpus-per-trial auto measures a trial's peak memory on this machine's GPU, and none is "
                          "visible here; give a number instead, e.g. --gpus-per-trial 0.5")
-    probes = _probes(spec, configs, "cuda", say, threads=1)
+    probes = spec.probes(configs, "cuda", say, threads=1)
     worst = max(probes.values(), key=lambda p: p.peak_gib)
     try:
         n, spec.gpus_per_trial = pack(worst.peak_gib, worst.total_gib)
@@ -673,7 +685,7 @@ def _print_estimate(spec: SweepSpec, configs, say: Callable[[str], None], probes
     gpus, cpus = spec.gpus or 0.0, float(ray.cluster_resources().get("CPU", 1))
     at_once = concurrency(cpus, gpus, spec.cpus_per_trial, spec.gpus_per_trial, n_trials(spec), spec.max_concurrent)
     device = "cuda" if gpus and detect_local_gpus() else "cpu"
-    probes = probes or _probes(spec, configs, device, say, threads=max(1, int(spec.cpus_per_trial)))
+    probes = probes or spec.probes(configs, device, say, threads=max(1, int(spec.cpus_per_trial)))
     for line in _cost_lines(spec, configs, probes, at_once, spec.cpus_per_trial, gpus):
         say(line)
 
@@ -684,7 +696,7 @@ def dry_run(spec: SweepSpec, say: Callable[[str], None] = print, probe_steps: in
     The cluster is this machine (its CPUs and GPUs) unless --address is given, whose resources are unknown
     without joining it: then --gpus and the CPUs given per trial are taken as they are.
     """
-    configs = validate(spec, available_gpus=None if spec.address else detect_local_gpus())
+    configs = spec.validate(available_gpus=None if spec.address else detect_local_gpus())
     for line in spec.plan_lines():
         say(line)
     gpus = spec.gpus if spec.gpus is not None else detect_local_gpus()
@@ -696,8 +708,8 @@ def dry_run(spec: SweepSpec, say: Callable[[str], None] = print, probe_steps: in
     where = "this machine" if spec.address is None else f"the cluster at {spec.address} (assumed like this machine)"
     say(f"resources per trial: {cpus_per_trial:g} CPU" + (f", {spec.gpus_per_trial:g} GPU" if gpus else "") +
         f"; {where}: {cpus:g} CPUs, {gpus:g} GPUs -> {at_once} trial(s) at once")
-    probes = probes or _probes(spec, configs, "cuda" if gpus else "cpu", say, max(1, int(cpus_per_trial)),
-                               probe_steps)
+    probes = probes or spec.probes(configs, "cuda" if gpus else "cpu", say, max(1, int(cpus_per_trial)),
+                                   probe_steps)
     for line in _cost_lines(spec, configs, probes, at_once, cpus_per_trial, gpus):
         say(line)
 
@@ -705,10 +717,16 @@ def dry_run(spec: SweepSpec, say: Callable[[str], None] = print, probe_steps: in
 def _cost_lines(spec: SweepSpec, configs, probes: dict[str, Probe], at_once: int, cpus_per_trial: float,
                 gpus: float) -> list[str]:
     """`plan.cost_lines` for this sweep: each group's trials (seeds x grid points), in GPU- or CPU-hours, with
-    one sampling of the evaluation set per guidance scale listed."""
-    return cost_lines(spec.training_groups(), probes, spec.seeds * spec.grid_points, configs[0].training.steps,
+    the evaluation's samplings per member; each group's time per step alone when a trial's steps are unknown."""
+    steps = spec.trial_steps(configs)
+    if steps is None:
+        return [*(f"  {' + '.join(g.members)}: {probes[g.trainer].step_s:.3f} s/step on {probes[g.trainer].device}"
+                  for g in spec.training_groups()),
+                "estimate: not available, the study does not say which config field holds its steps: give "
+                "Study(steps='train.steps') (your field's path)"]
+    return cost_lines(spec.training_groups(), probes, spec.seeds * spec.grid_points, steps,
                       at_once, spec.gpus_per_trial if gpus else cpus_per_trial, "GPU" if gpus else "CPU",
-                      samplings_per_member=max(1, len(configs[0].eval.guidance_sweep)))
+                      samplings_per_member=spec.samplings_per_member(configs))
 
 
 def _outcome(grid, exp: Location, t0: float, ray_start_s: float) -> SweepOutcome:

@@ -177,8 +177,9 @@ def test_a_study_sweep_shares_training_takes_a_grid_and_checks_its_values(tmp_pa
 
 
 def test_dry_run_probes_the_users_train_and_estimates_the_sweep(tmp_path, monkeypatch):
-    from t2s_ray.study_sweep import StudySweepSpec, study_dry_run
+    from t2s_ray.study_sweep import StudySweepSpec
     from t2s_ray.sweep import SweepError
+    from t2s_ray.sweep import dry_run as study_dry_run
 
     def slow_train(cfg, session):
         for step in range(1, 100):
