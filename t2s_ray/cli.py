@@ -324,42 +324,31 @@ def sweep_cmd(
     """Run every ablation x seed as a Ray Tune grid, one GPU per trial, then print the comparison table."""
     cpus = _cpus_option(cpus_per_trial)
     gpus_each = _cpus_option(gpus_per_trial, "--gpus-per-trial")
+    common = dict(seeds=seeds, overrides=tuple(set_ or []), gpus=gpus, gpus_per_trial=gpus_each or 1.0,
+                  pack_by_memory=gpus_each is None, cpus_per_trial=cpus, storage=storage, name=name, address=address,
+                  max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet, dashboard=dashboard,
+                  dashboard_host=dashboard_host, dashboard_port=dashboard_port, expose_dashboard=expose_dashboard,
+                  share_training=share_training, grid=tuple(grid or ()), log_to=tuple(t.value for t in log_to or ()))
     if study is not None:
         if steps is not None or data != "synthsign" or ablation_file:
             raise fail("--steps, --data and --ablation-file are for the bundled study; with --study, set your "
                        "config's fields with --set key.path=value", code=2)
         from t2s_ray.study_sweep import StudySweepSpec
 
-        spec = _checked(lambda: StudySweepSpec(
-            study=study, ablations=_split_csv(ablations or ""), seeds=seeds, scale=scale,
-            overrides=tuple(set_ or []), gpus=gpus, gpus_per_trial=gpus_each or 1.0, cpus_per_trial=cpus,
-            pack_by_memory=gpus_each is None, storage=storage, name=name, address=address,
-            max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet, dashboard=dashboard,
-            dashboard_host=dashboard_host, dashboard_port=dashboard_port, expose_dashboard=expose_dashboard,
-            share_training=share_training, grid=tuple(grid or ()), log_to=tuple(t.value for t in log_to or ())))
-        if dry_run:
-            _checked(lambda: sweep_dry_run(spec, say=_say))
-            return
-        console.print(f"experiment [bold]{spec.experiment_dir}[/]: study {spec.study_obj.name!r}, "
-                      f"{len(spec.ablations)} ablation(s) x {spec.seeds} seed(s) at scale {spec.scale}",
-                      highlight=False, soft_wrap=True)
-        _finish(_checked(lambda: run_sweep(spec, say=_say), resume_from=spec.experiment_dir))
-        return
-    scale = _bundled_scale(scale)
-    spec = _checked(lambda: SweepSpec(
-        ablations=_split_csv(ablations or ",".join(DEFAULT_ABLATIONS)), seeds=seeds, scale=scale, steps=steps, data=data,
-        overrides=tuple(set_ or []), user_ablations=_user_ablations(ablation_file) or {}, gpus=gpus,
-        gpus_per_trial=gpus_each or 1.0, pack_by_memory=gpus_each is None, cpus_per_trial=cpus, storage=storage, name=name, address=address,
-        max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet, dashboard=dashboard,
-        dashboard_host=dashboard_host, dashboard_port=dashboard_port, expose_dashboard=expose_dashboard,
-        share_training=share_training, grid=tuple(grid or ()), log_to=tuple(t.value for t in log_to or ())))
+        spec = _checked(lambda: StudySweepSpec(study=study, ablations=_split_csv(ablations or ""), scale=scale,
+                                               **common))
+    else:
+        spec = _checked(lambda: SweepSpec(
+            ablations=_split_csv(ablations or ",".join(DEFAULT_ABLATIONS)), scale=_bundled_scale(scale), steps=steps,
+            data=data, user_ablations=_user_ablations(ablation_file) or {}, **common))
     if dry_run:
         _checked(lambda: sweep_dry_run(spec, say=_say))
         return
     if dashboard and dashboard_host not in LOOPBACK and expose_dashboard:
         err_console.print(f"[bold yellow]warning:[/] the Ray dashboard will listen on {dashboard_host}: anyone "
                           f"who can reach it can run code on this machine", highlight=False)
-    console.print(f"experiment [bold]{spec.experiment_dir}[/]: {len(spec.ablations)} ablation(s) x "
+    what = f"study {spec.study_obj.name!r}, " if study is not None else ""
+    console.print(f"experiment [bold]{spec.experiment_dir}[/]: {what}{len(spec.ablations)} ablation(s) x "
                   f"{spec.seeds} seed(s) at scale {spec.scale}", highlight=False, soft_wrap=True)
     _finish(_checked(lambda: run_sweep(spec, say=_say), resume_from=spec.experiment_dir))
 

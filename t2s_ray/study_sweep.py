@@ -86,23 +86,11 @@ class StudySweepSpec(SweepSpec):
         groups = study.training_groups(configs, share=self.share_training)
         return [TrainingGroup(trainer, members) for trainer, members in groups]
 
-    def plan_lines(self) -> list[str]:
-        s = self.study_obj
-        groups = self.training_groups()
-        grid = "".join(f" x {len(v)} {k}" for k, v in self.grid_axes.items())
-        lines = [f"plan: study {s.name!r} ({self.study}): {len(self.ablations)} ablation(s) x {self.seeds} "
-                 f"seed(s){grid} = {len(groups) * self.seeds * self.grid_points} trial(s) at scale {self.scale}"]
-        for key, values in self.grid_axes.items():
-            lines.append(f"  --grid {key}: {', '.join(map(str, values))} (each compared with the baseline at the "
-                         f"same value)")
-        for g in groups:
-            if g.others:
-                lines.append(f"  {' + '.join(g.members)}: trained once ({g.trainer}'s config; they differ only in "
-                             f"{', '.join(s.evaluation_only)}), each scored by evaluate on the final checkpoint")
-        if all(not g.others for g in groups):
-            lines.append("  every ablation trains its own weights" + (
-                " (--no-share-training)" if s.evaluation_only and not self.share_training else ""))
-        return lines
+    def plan_subject(self) -> str:
+        return f"study {self.study_obj.name!r} ({self.study}): "
+
+    def shared_training_how(self) -> str:
+        return f"{', '.join(self.study_obj.evaluation_only)}), each scored by evaluate on the final checkpoint"
 
     def validate(self, available_gpus: Optional[float] = None) -> list:
         """The study's ablations, scale and `--set` overrides resolve; GPUs and storage as for any sweep.

@@ -202,13 +202,21 @@ class SweepSpec:
                    for a in self.ablations}
         return training_groups(configs, share=self.share_training)
 
+    def plan_subject(self) -> str:
+        """What the plan line names before its counts ("" for the bundled study)."""
+        return ""
+
+    def shared_training_how(self) -> str:
+        """How the members of a training group differ and are scored (the plan's line per shared group)."""
+        return "EMA/evaluation settings), each evaluated with its own weights"
+
     def plan_lines(self) -> list[str]:
         """What will train: trials, and which ablations share one training run."""
         groups = self.training_groups()
         axes = self.grid_axes
         points = self.grid_points
         grid = "".join(f" x {len(v)} {k}" for k, v in axes.items())
-        lines = [f"plan: {len(self.ablations)} ablation(s) x {self.seeds} seed(s){grid} = "
+        lines = [f"plan: {self.plan_subject()}{len(self.ablations)} ablation(s) x {self.seeds} seed(s){grid} = "
                  f"{len(groups) * self.seeds * points} trial(s) at scale {self.scale}"]
         for key, values in axes.items():
             lines.append(f"  --grid {key}: {', '.join(map(str, values))} (each compared with the baseline at the "
@@ -216,7 +224,7 @@ class SweepSpec:
         for g in groups:
             if g.others:
                 lines.append(f"  {' + '.join(g.members)}: trained once ({g.trainer}'s config; they differ only in "
-                             f"EMA/evaluation settings), each evaluated with its own weights")
+                             f"{self.shared_training_how()}")
         if self.share_training and all(not g.others for g in groups):
             lines.append("  every ablation trains its own weights")
         elif not self.share_training:
