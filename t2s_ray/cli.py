@@ -319,7 +319,7 @@ def sweep_cmd(
                        "baseline at the same grid values.")] = None,
     log_to: Annotated[Optional[list[Tracker]], typer.Option(
         "--log-to", help="Also send every trial's config, metrics and samples to a tracker (repeatable): wandb "
-                         "(pip install 't2s-ray[wandb]') or mlflow ('t2s-ray[mlflow]').")] = None,
+                         "(pip install 't2s-ray\\[wandb]') or mlflow ('t2s-ray\\[mlflow]').")] = None,
 ) -> None:
     """Run every ablation x seed as a Ray Tune grid, one GPU per trial, then print the comparison table."""
     cpus = _cpus_option(cpus_per_trial)

@@ -48,10 +48,29 @@ def _frozen_dataclass_type(tp: Any) -> bool:
 class Study:
     """An ablation study of the user's own model.
 
-    `config` is the user's frozen dataclass type (nested dataclasses allowed): the schema of `--set`, `--grid`
-    and `t2s-ray config`. `ablations` and `scales` map a name to overrides `{"key.path": value}` (a string
-    value is parsed as `--set` parses it). `metrics` maps the study's metric names to a direction in
-    `DIRECTIONS`; a metric without one is shown without a verdict.
+    Study(name, config, train, ablations, scales=None, baseline="baseline", metrics=None, evaluation_only=(),
+          evaluate=None, sample=None, report_every=10, steps=None)
+
+    - `config`: the user's frozen dataclass type (nested dataclasses allowed): the schema of `--set`, `--grid`
+      and `t2s-ray config`. A field named `seed` is set to each trial's seed.
+    - `train(cfg, session)`: trains one (ablation, seed) with `cfg`; see `Session`. It ends with
+      `session.log_evaluation`/`session.evaluate`, or, when `evaluate` is given, with `session.checkpoint` of
+      the final weights (then t2s-ray scores them with `evaluate`; a `train` that scores its own run may still
+      do so, and `evaluate` then scores only the other ablations of a shared run).
+    - `ablations`, `scales`: name -> overrides `{"key.path": value}` (a string value is parsed as `--set`
+      parses it); `ablations` holds `baseline`. Overrides apply defaults <- scale <- ablation <- `--set`.
+    - `metrics`: the study's metric names -> "lower" | "higher" | "real" (closer to the real clips' value,
+      `<name>_real`); a metric with no direction here or in the catalog is shown without a verdict.
+    - `evaluation_only`: dotted config fields that cannot change the trained weights (e.g. `("train.ema",)` when
+      `train` keeps the EMA either way). Ablations differing only in them train once per seed.
+    - `evaluate(cfg, checkpoint_state, session)`: scores the state `train` checkpointed last as the ablation
+      `cfg` (called for each ablation of a shared run), ending with `session.log_evaluation`/`evaluate`.
+    - `sample(cfg, checkpoint_state, texts, seed) -> clips`: uint8 clips x frames x H x W x 3, one per text
+      (`t2s-ray sample`).
+    - `report_every`: `session.log_step` calls between two reports to Tune.
+    - `steps`: the dotted int field holding the number of training steps (`sweep --dry-run`'s estimate).
+
+    Checkpoints: the newest 2 per trial are kept (the last one is never removed).
     """
 
     name: str
@@ -288,8 +307,11 @@ def _scalar(value: Any, key: str) -> float:
 
 
 class Session:
-    """What `train(cfg, session)` is handed. Attributes: `ablation`, `seed`, `device` (the GPU Ray assigned, else
-    CPU), `trial_dir`. See each method."""
+    """What `train(cfg, session)` (and `evaluate`) is handed.
+
+    Attributes: `ablation` (str), `seed` (int), `device` (a `torch.device`: the GPU Ray assigned, else CPU),
+    `trial_dir` (a local `Path` for your own files). Methods: `log_step`, `checkpoint`, `restore`,
+    `log_evaluation`, `evaluate`, `log_samples`."""
 
     def __init__(self, *, ablation: str, seed: int, device: Any, trial_dir: Path, sink: Sink, report_every: int,
                  on_step: Callable[[int], dict[str, Any]] | None = None, member: bool = False):
@@ -371,6 +393,7 @@ class Session:
         state, last = restored
         self._state, self._steps_since_state = state, 0
         self._last = {**last, **self._last}
+        self._started = time.time() - float(last.get("elapsed_s", 0.0))  # elapsed_s and train_time_h go on
         return state
 
     def final_state(self) -> dict[str, Any]:

@@ -486,3 +486,15 @@ def test_a_metric_without_a_direction_gets_no_verdict_and_the_report_says_why():
         stats = an.comparison_stats(trials)
         assert stats.set_index("metric").loc["eval/own_score", "verdict"] == "better"
         assert why not in an.comparison_markdown(trials, summary, stats)
+
+
+def test_a_trial_that_finished_after_a_retry_is_named_with_its_crash():
+    rows = [(a, s, {"eval/lpips": 0.3 + 0.01 * s}) for a in ("baseline", "b") for s in range(3)]
+    trials = frame(rows).assign(status="finished", trial_dir=[f"d{k}" for k in range(6)], error=None)
+    trials.loc[4, "error"] = "Traceback (most recent call last):\n  ...\nRuntimeError: out of memory\n"
+    selected = an.select_trials(trials)
+    report = an.render_report("exp", selected, an.summarize(selected))
+    assert "finished 6, errored 0" in report
+    assert ("RECOVERED: (b, seed 1) crashed, was retried from its last checkpoint and finished "
+            "(d4/error.txt: RuntimeError: out of memory)") in report
+    assert report.count("RECOVERED") == 1

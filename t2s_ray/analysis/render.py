@@ -13,6 +13,7 @@ from t2s_ray.analysis.catalog import (
     ARROWS,
     COST,
     FRECHET,
+    METRICS,
     REFERENCES,
     headline_metrics,
     metric_columns,
@@ -173,7 +174,10 @@ def comparison_parts(selected: pd.DataFrame, summary: pd.DataFrame, comparisons:
 def undirected_note(metrics: list[str]) -> str | None:
     """Why the quality metrics among `metrics` that have no direction get no verdict, and the fix; None when
     every one has a direction."""
-    none = [m for m in metrics if metric_info(m).kind == "quality" and metric_info(m).better is None]
+    # the study's own evaluation metrics: the catalog's unranked ones (sample counts, the real clips' reference
+    # values, memory) are unranked on purpose
+    none = [m for m in metrics if m.startswith(("eval/", "params/")) and m not in METRICS
+            and not m.endswith("_real") and metric_info(m).better is None]
     if not none:
         return None
     return (f"Shown without a verdict (no direction: neither t2s-ray's metric catalog nor the study says whether "
@@ -251,6 +255,12 @@ def _trials_section(selected: pd.DataFrame) -> list[str]:
     for _, r in selected[selected["n_attempts"] > 1].iterrows():
         lines.append(f"  RESTARTED: ({r['ablation']}, seed {r['seed']}) had {r['n_attempts']} "
                      f"attempts; kept {r['trial_dir']}\n      other attempts: {r['other_dirs']}")
+    errors = selected["error"] if "error" in selected else pd.Series(None, index=selected.index, dtype=object)
+    recovered = selected[(selected["status"] == "finished") & errors.map(lambda e: isinstance(e, str))]
+    for _, r in recovered.iterrows():  # Ray retried it in the same folder (--max-failures); error.txt is the crash
+        crash = r["error"].strip().splitlines()[-1] if r["error"].strip() else "see error.txt"
+        lines.append(f"  RECOVERED: ({r['ablation']}, seed {r['seed']}) crashed, was retried from its last "
+                     f"checkpoint and finished ({r['trial_dir']}/error.txt: {crash})")
     return lines
 
 
