@@ -516,7 +516,7 @@ def analyze_cmd(
     experiment_dir: Annotated[str, typer.Argument(help="Experiment folder or URI, e.g. s3://bucket/prefix/<name>: read from a local copy (without checkpoints) under $T2S_RAY_CACHE or ~/.cache/t2s-ray (works without a running cluster).")],
     out: Annotated[Optional[Path], typer.Option(help="Where to write the tables (default: the experiment folder; for a URI, its local copy, and the files are uploaded into the experiment).")] = None,
     fmt: Annotated[Fmt, typer.Option("--format", help="Table formats to write; the text report is always written.")] = Fmt.both,
-    interval: Annotated[Interval, typer.Option(help="95 % interval of the paired differences: t-based or bootstrap (scipy).")] = Interval.t,
+    interval: Annotated[Interval, typer.Option(help="95 % interval of the paired differences: t-based or bootstrap (scipy; needs >= 10 paired seeds).")] = Interval.t,
 ) -> None:
     """Turn an experiment's results into comparison tables (mean ± std over seeds, paired verdicts vs baseline),
     the text report, figures and report.html (one self-contained page with the samples side by side)."""

@@ -2,9 +2,11 @@
 
 Seed k gives every arm the same initialisation where shapes allow, the same data order, the
 same training noise and the same evaluation prompts and noise, so an arm is compared with the
-baseline by its per-seed differences: their mean, a 95 % t-interval (or a bootstrap one), and a
-paired test (paired t; Wilcoxon signed-rank from 6 pairs). Seeds present on one side only are
-dropped and counted; only when nothing pairs does Welch's unpaired test stand in, and says so.
+baseline by its per-seed differences: their mean, a 95 % t-interval (or, from 10 pairs, a bootstrap
+one), and the paired t-test at every n (a rank test's smallest p, 2/2^n, would leave 6-9 seeds unable to
+decide anything once corrected). Identical non-zero differences have no variance for t: they get the
+exact sign-flip p, 2/2^n (0.25 at n = 3), never a free "significant". Seeds present on one side only
+are dropped and counted; only when nothing pairs does Welch's unpaired test stand in, and says so.
 Across the cells of one experiment p-values are Holm-adjusted.
 """
 
@@ -21,8 +23,11 @@ from t2s_ray.outputs import INTERVALS
 
 BETTER, WORSE, NO_DIFFERENCE, TOO_FEW = "better", "worse", "no detectable difference", "n < 3: no inference"
 ALPHA = 0.05
-WILCOXON_FROM = 6
-"""Pairs from which the p-value is Wilcoxon's signed-rank test instead of the paired t-test."""
+BOOTSTRAP_FROM = 10
+"""Pairs a bootstrap interval needs: below, a percentile interval covers far less than 95 % (75 % at most at
+n = 3)."""
+SIGN_FLIP = "sign-flip (equal differences)"
+"""The test of identical non-zero differences: the exact sign-flip p, 2/2^n."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class Paired:
     p: float
     """Two-sided p-value of `test` (NaN when it cannot be computed)."""
     test: str = "paired t"
-    """`paired t`, `wilcoxon`, `welch (nothing pairs)` or `none`."""
+    """`paired t`, `sign-flip (equal differences)`, `welch (nothing pairs)` or `none`."""
     p_holm: float = math.nan
     """`p` after Holm's correction across the experiment's comparisons (see `holm`)."""
 
@@ -72,10 +77,9 @@ def _bootstrap_interval(d: np.ndarray, confidence: float, seed: int) -> tuple[fl
 def _paired_p(d: np.ndarray) -> tuple[float, str]:
     if np.all(d == 0):
         return 1.0, "paired t"
-    if len(d) >= WILCOXON_FROM:
-        return float(sps.wilcoxon(d).pvalue), "wilcoxon"
-    if float(np.std(d)) == 0:  # identical non-zero differences: no variance for a t statistic
-        return math.nan, "paired t"
+    if np.ptp(d) <= 1e-9 * np.abs(d).max():  # identical non-zero differences (to round-off): no variance for t
+        # of the 2^n sign patterns only the observed one and its mirror reach |sum d|
+        return min(1.0, 2.0 / 2 ** len(d)), SIGN_FLIP
     return float(sps.ttest_1samp(d, 0.0).pvalue), "paired t"
 
 
@@ -104,10 +108,18 @@ def paired(arm: Mapping[int, float], reference: Mapping[int, float], confidence:
             return _welch(list(a.values()), list(r.values()), dropped, confidence)
         return Paired(0, dropped, math.nan, math.nan, math.nan, math.nan, "none")
     d = np.array([a[s] - r[s] for s in both], dtype=np.float64)
+    if interval == "bootstrap" and len(d) < BOOTSTRAP_FROM:
+        raise ValueError(f"a bootstrap interval needs >= {BOOTSTRAP_FROM} paired seeds (at n = {len(d)} a percentile "
+                         f"interval covers well under 95 %); use the t-interval (--interval t) or run more seeds")
     if len(d) < 2:
         return Paired(1, dropped, float(d[0]), math.nan, math.nan, math.nan, "none")
-    low, high = _t_interval(d, confidence) if interval == "t" else _bootstrap_interval(d, confidence, seed)
     p, test = _paired_p(d)
+    if test == SIGN_FLIP:
+        # the sign-flip test inverted: every shift but the common difference is rejected when 2/2^n < 1 - confidence,
+        # else none is: the interval is that one point, or unknown (NaN) rather than a zero-width [d, d]
+        low = high = float(d.mean()) if p < 1 - confidence else math.nan
+    else:
+        low, high = _t_interval(d, confidence) if interval == "t" else _bootstrap_interval(d, confidence, seed)
     return Paired(len(d), dropped, float(d.mean()), low, high, p, test)
 
 
@@ -131,12 +143,13 @@ def with_holm(results: Sequence[Paired]) -> list[Paired]:
 def verdict(result: Paired, higher_is_better: bool = True, alpha: float = ALPHA) -> str:
     """`better` / `worse` when the interval excludes 0 and the (Holm-adjusted, when set) p < alpha.
 
-    Else `no detectable difference`; fewer than 3 pairs (or unpaired values) draw no inference.
+    Else `no detectable difference` (a NaN p is never significant); fewer than 3 pairs (or unpaired values)
+    draw no inference.
     """
     if result.n < 3 or result.test == "none":
         return TOO_FEW
     p = result.p_holm if math.isfinite(result.p_holm) else result.p
-    significant = (math.isnan(p) and result.ci_low == result.ci_high != 0) or p < alpha
+    significant = p < alpha  # False for NaN
     if significant and result.ci_low > 0:
         return BETTER if higher_is_better else WORSE
     if significant and result.ci_high < 0:

@@ -6,9 +6,9 @@ PSD. That is real by construction (scipy's sqrtm returns complex output on rank-
 are the norm when N < D) and ~50x faster at D=400.
 
 FD is biased upward by roughly 1/N: compare values only at equal sample counts. Covariances use
-ddof=0, as StyleGAN-V's FVD (`compute_fvd`: `np.cov(feats, rowvar=False)` on N-normalised stats),
-so FVD numbers compare with published ones; the distance is clamped at 0 (identical sets give tiny
-negatives from round-off).
+ddof=1, as StyleGAN-V's FVD (`compute_fvd`: `np.cov(feats, rowvar=False)`, whose default is the unbiased
+N - 1 normalisation), so FVD numbers compare with published ones; the distance is clamped at 0 (identical
+sets give tiny negatives from round-off).
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import numpy as np
 
 
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (D,) and covariance (D, D, ddof=0 as StyleGAN-V) of features (N, D), in float64; needs N >= 2."""
+    """Mean (D,) and covariance (D, D, ddof=1 as StyleGAN-V's `np.cov`) of features (N, D), in float64; needs
+    N >= 2."""
     feats = np.asarray(feats, dtype=np.float64)
     if feats.ndim != 2:
         raise ValueError(f"features must be (N, D), got shape {feats.shape}")
     if feats.shape[0] < 2:
         raise ValueError(f"a covariance needs N >= 2 feature vectors, got N={feats.shape[0]}")
-    return feats.mean(axis=0), np.atleast_2d(np.cov(feats, rowvar=False, ddof=0))
+    return feats.mean(axis=0), np.atleast_2d(np.cov(feats, rowvar=False, ddof=1))
 
 
 def _sqrt_psd(sigma: np.ndarray) -> np.ndarray:

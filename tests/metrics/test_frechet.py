@@ -12,13 +12,13 @@ def _random_stats(rng, n=200, d=16):
     return feature_stats(feats)
 
 
-def test_feature_stats_is_float64_with_stylegan_v_ddof0():
+def test_feature_stats_is_float64_with_stylegan_v_ddof1():
     feats = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 8.0]], dtype=np.float32)
     mu, sigma = feature_stats(feats)
     assert mu.dtype == sigma.dtype == np.float64
     np.testing.assert_allclose(mu, [2.0, 4.0])
-    np.testing.assert_allclose(sigma, np.cov(feats.astype(np.float64), rowvar=False, ddof=0))
-    assert sigma[0, 0] == pytest.approx(8 / 3)  # divides by N, as StyleGAN-V's FVD
+    np.testing.assert_allclose(sigma, np.cov(feats.astype(np.float64), rowvar=False))
+    assert sigma[0, 0] == pytest.approx(8 / 2)  # divides by N - 1, as np.cov in StyleGAN-V's FVD
 
 
 def test_equal_covariances_give_mean_distance():
@@ -72,10 +72,10 @@ def test_non_finite_statistics_raise():
         frechet_distance(np.array([np.nan]), np.eye(1), np.zeros(1), np.eye(1))
 
 
-def test_covariance_is_stylegan_v_ddof0_and_distance_never_negative():
+def test_covariance_is_stylegan_v_ddof1_and_distance_never_negative():
     from t2s_ray.metrics.frechet import feature_stats, frechet_from_features
 
     feats = np.random.default_rng(0).normal(size=(50, 4))
     _, sigma = feature_stats(feats)
-    np.testing.assert_allclose(sigma, np.cov(feats, rowvar=False, ddof=0))
+    np.testing.assert_allclose(sigma, np.cov(feats, rowvar=False))
     assert frechet_from_features(feats, feats.copy()) == 0.0  # clamped: round-off gives tiny negatives
