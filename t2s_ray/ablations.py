@@ -10,6 +10,7 @@ JSON or TOML file:
     [my_cosine_eps]
     description = "epsilon prediction instead of v"
     overrides = { diffusion = { prediction = "eps" } }
+    primary = ["distribution"]          # optional: the metric(s) its question is decided on
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class Ablation:
     """Nested config overrides applied on top of the scale preset."""
     control: bool = False
     """A control arm with a known effect (calibration), not a design choice under study."""
+    primary: tuple[str, ...] = ()
+    """The metric(s) its question is decided on (Holm runs over these comparisons only); `distribution` is the
+    distribution metric: I3D FVD with a detector, else FVD-SynthSign. The others are exploratory."""
 
 
 ABLATIONS: dict[str, Ablation] = {
@@ -48,17 +52,19 @@ ABLATIONS: dict[str, Ablation] = {
     for a in (
         Ablation("baseline", "frozen text encoder, EMA on (the reference arm)", {}),
         Ablation("text_finetuned", "text encoder finetuned in its own optimizer group at a smaller LR",
-                 {"text_encoder": {"freeze": False}}),
-        Ablation("no_ema", "no EMA; evaluation uses the raw weights", {"ema": {"enabled": False}}),
+                 {"text_encoder": {"freeze": False}}, primary=("eval/text_alignment", "distribution")),
+        Ablation("no_ema", "no EMA; evaluation uses the raw weights", {"ema": {"enabled": False}},
+                 primary=("distribution",)),
         Ablation("dit_s", "DiT-S denoiser (hidden 384, depth 12, 6 heads) instead of the scale's size",
-                 {"model": {"size": "dit-s"}}),
+                 {"model": {"size": "dit-s"}}, primary=("distribution",)),
         Ablation("eps_prediction", "the network predicts the noise (eps) instead of the clean clip",
-                 {"diffusion": {"prediction": "eps"}}),
+                 {"diffusion": {"prediction": "eps"}}, primary=("distribution",)),
         Ablation("v_prediction", "the network predicts the velocity v instead of the clean clip",
-                 {"diffusion": {"prediction": "v"}}),
+                 {"diffusion": {"prediction": "v"}}, primary=("distribution",)),
         # controls: arms whose effect is known, so that a study can prove it detects one
         Ablation("no_text", "negative control: captions always dropped in training, unconditional sampling; "
-                 "text alignment must fall to chance", {"diffusion": {"caption_dropout": 1.0}}, control=True),
+                 "text alignment must fall to chance", {"diffusion": {"caption_dropout": 1.0}}, control=True,
+                 primary=("eval/text_alignment",)),
     )
 }
 
@@ -87,11 +93,17 @@ def load_ablation_file(path: str | Path) -> dict[str, Ablation]:
         raise ConfigError(f"ablation file {str(p)!r} is not valid {p.suffix[1:] or 'JSON'}: {e}") from None
     out: dict[str, Ablation] = {}
     for name, body in raw.items():
-        if not isinstance(body, Mapping) or set(body) - {"description", "overrides"}:
-            raise ConfigError(f"ablation {name!r} in {p}: expected a table with 'description' and 'overrides'")
+        if not isinstance(body, Mapping) or set(body) - {"description", "overrides", "primary"}:
+            raise ConfigError(f"ablation {name!r} in {p}: expected a table with 'description', 'overrides' and "
+                              f"optionally 'primary' (a list of metric names)")
         if name in ABLATIONS:
             raise ConfigError(f"ablation {name!r} in {p} shadows a built-in ablation; pick another name")
-        abl = Ablation(name, str(body.get("description", "")), dict(body.get("overrides", {})))
+        primary = body.get("primary", [])
+        if isinstance(primary, str) or not all(isinstance(m, str) for m in primary):
+            raise ConfigError(f"ablation {name!r} in {p}: primary must be a list of metric names, e.g. "
+                              f"primary = [\"eval/text_alignment\"]")
+        abl = Ablation(name, str(body.get("description", "")), dict(body.get("overrides", {})),
+                       primary=tuple(primary))
         try:  # validate now so that a typo fails before any trial starts
             Config.from_dict(merge(Config().to_dict(), abl.overrides))
         except ConfigError as e:
@@ -118,7 +130,7 @@ def resolve(ablation: str = "baseline", scale: str = "smoke", seed: int = 0,
 
 def params_ablations(params: Mapping[str, Any]) -> dict[str, Ablation]:
     """The user-defined ablations a sweep stored in a trial's params (`user_ablations`)."""
-    return {name: Ablation(name, body["description"], body["overrides"])
+    return {name: Ablation(name, body["description"], body["overrides"], primary=tuple(body.get("primary", ())))
             for name, body in params.get("user_ablations", {}).items()}
 
 

@@ -317,6 +317,9 @@ def sweep_cmd(
         "--grid", help="Another sweep axis, crossed with ablations x seeds (repeatable): key.path=v1,v2,... e.g. "
                        "--grid training.lr=1e-4,3e-4; values typed by the config; each arm is compared with the "
                        "baseline at the same grid values.")] = None,
+    primary: Annotated[Optional[list[str]], typer.Option(
+        "--primary", help="Decide every arm on this metric (repeatable; recorded for analyze) instead of each "
+                          "ablation's declared primary metrics.")] = None,
     log_to: Annotated[Optional[list[Tracker]], typer.Option(
         "--log-to", help="Also send every trial's config, metrics and samples to a tracker (repeatable): wandb "
                          "(pip install 't2s-ray\\[wandb]') or mlflow ('t2s-ray\\[mlflow]').")] = None,
@@ -328,7 +331,8 @@ def sweep_cmd(
                   pack_by_memory=gpus_each is None, cpus_per_trial=cpus, storage=storage, name=name, address=address,
                   max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet, dashboard=dashboard,
                   dashboard_host=dashboard_host, dashboard_port=dashboard_port, expose_dashboard=expose_dashboard,
-                  share_training=share_training, grid=tuple(grid or ()), log_to=tuple(t.value for t in log_to or ()))
+                  share_training=share_training, grid=tuple(grid or ()), log_to=tuple(t.value for t in log_to or ()),
+                  primary=tuple(primary or ()))
     if study is not None:
         if steps is not None or data != "synthsign" or ablation_file:
             raise fail("--steps, --data and --ablation-file are for the bundled study; with --study, set your "
@@ -493,16 +497,17 @@ def _print_report(path: Path) -> None:
 
 
 def _print_tables(exp: Path, out: Optional[Path], fmt: Fmt, interval: str = "t",
-                  upload_to: Optional[Location] = None) -> dict[str, Path]:
+                  upload_to: Optional[Location] = None, primary: tuple[str, ...] = ()) -> dict[str, Path]:
     """Write the experiment's tables, report and figures, print the tables; return the paths written.
 
     `exp` is a local folder; `upload_to`: the remote experiment it was copied from, which gets the files too."""
     from t2s_ray.analysis import headline_markdown, write_outputs
 
     paths = write_outputs(exp, out, fmt.value, interval=interval,
-                          source=None if upload_to is None else str(upload_to))
+                          source=None if upload_to is None else str(upload_to), primary=primary)
     # the tables just written, else computed (--format csv); plain: a Markdown table must not be re-wrapped
-    tables = paths["md"].read_text().rstrip("\n") if "md" in paths else headline_markdown(exp, interval=interval)
+    tables = (paths["md"].read_text().rstrip("\n") if "md" in paths
+              else headline_markdown(exp, interval=interval, primary=primary))
     typer.echo(tables)
     console.print("all metrics, and why any is NaN: comparison_table.md, ABLATION_RESULTS_REPORT.txt", highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
@@ -517,13 +522,17 @@ def analyze_cmd(
     out: Annotated[Optional[Path], typer.Option(help="Where to write the tables (default: the experiment folder; for a URI, its local copy, and the files are uploaded into the experiment).")] = None,
     fmt: Annotated[Fmt, typer.Option("--format", help="Table formats to write; the text report is always written.")] = Fmt.both,
     interval: Annotated[Interval, typer.Option(help="95 % interval of the paired differences: t-based or bootstrap (scipy; needs >= 10 paired seeds).")] = Interval.t,
+    primary: Annotated[Optional[list[str]], typer.Option(
+        "--primary", help="Decide every arm on this metric (repeatable), instead of each ablation's declared "
+                          "primary metrics (the sweep's --primary, the registry, an ablation file's primary, a "
+                          "study's first metric); Holm runs over the primary comparisons only.")] = None,
 ) -> None:
     """Turn an experiment's results into comparison tables (mean ± std over seeds, paired verdicts vs baseline),
     the text report, figures and report.html (one self-contained page with the samples side by side)."""
     try:
         location = normalize(experiment_dir)
         paths = _print_tables(_local_copy(location), out, fmt, interval.value,
-                              upload_to=location if out is None else None)
+                              upload_to=location if out is None else None, primary=tuple(primary or ()))
     except ValueError as e:
         raise fail(str(e), code=2) from None
     _print_report(paths["html"])

@@ -22,6 +22,11 @@ from scipy import stats as sps
 from t2s_ray.outputs import INTERVALS
 
 BETTER, WORSE, NO_DIFFERENCE, TOO_FEW = "better", "worse", "no detectable difference", "n < 3: no inference"
+EXPLORATORY = " (exploratory)"
+"""Appended to the better/worse of a secondary metric: found, but not what the arm's question is decided on."""
+LOSS = "loss: no verdict"
+"""The verdict of a training objective: compared (interval, p), never ranked."""
+POWER = 0.8
 ALPHA = 0.05
 BOOTSTRAP_FROM = 10
 """Pairs a bootstrap interval needs: below, a percentile interval covers far less than 95 % (75 % at most at
@@ -50,6 +55,8 @@ class Paired:
     """`paired t`, `sign-flip (equal differences)`, `welch (nothing pairs)` or `none`."""
     p_holm: float = math.nan
     """`p` after Holm's correction across the experiment's comparisons (see `holm`)."""
+    sd_diff: float = math.nan
+    """Standard deviation (ddof=1) of the per-seed differences (NaN below 2 pairs or for Welch)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,7 +127,7 @@ def paired(arm: Mapping[int, float], reference: Mapping[int, float], confidence:
         low = high = float(d.mean()) if p < 1 - confidence else math.nan
     else:
         low, high = _t_interval(d, confidence) if interval == "t" else _bootstrap_interval(d, confidence, seed)
-    return Paired(len(d), dropped, float(d.mean()), low, high, p, test)
+    return Paired(len(d), dropped, float(d.mean()), low, high, p, test, sd_diff=float(d.std(ddof=1)))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -155,6 +162,29 @@ def verdict(result: Paired, higher_is_better: bool = True, alpha: float = ALPHA)
     if significant and result.ci_high < 0:
         return WORSE if higher_is_better else BETTER
     return NO_DIFFERENCE
+
+
+def _detectable(n: int, sd: float, alpha: float, power: float) -> float:
+    return float((sps.t.ppf(1 - alpha / 2, n - 1) + sps.t.ppf(power, n - 1)) * sd / math.sqrt(n))
+
+
+def mde(result: Paired, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The minimum detectable effect of a paired comparison: the |mean difference| the paired t-test finds with
+    probability `power` at its n, the observed sd of the differences and `alpha` (after correction), from
+    (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n). NaN below 3 pairs, unpaired, or without variance."""
+    if result.n < 3 or not math.isfinite(result.sd_diff) or result.sd_diff == 0:
+        return math.nan
+    return _detectable(result.n, result.sd_diff, alpha, power)
+
+
+def seeds_for(effect: float, sd: float, alpha: float = ALPHA, power: float = POWER, most: int = 1000) -> int | None:
+    """The fewest paired seeds (>= 3) whose MDE at `sd` and `alpha` is <= |effect|; None beyond `most`."""
+    if not (math.isfinite(effect) and math.isfinite(sd)) or effect == 0 or sd <= 0:
+        return None
+    for n in range(3, most + 1):
+        if _detectable(n, sd, alpha, power) <= abs(effect):
+            return n
+    return None
 
 
 def delta_pct(result: Paired, reference_mean: float) -> tuple[float, float, float]:

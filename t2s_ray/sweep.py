@@ -93,6 +93,8 @@ class SweepSpec:
     """Extra sweep axes (`--grid key.path=v1,v2`), crossed with ablations x seeds; parsed by `parse_grid`."""
     log_to: tuple[str, ...] = ()
     """Trackers that also receive every trial's metrics (`--log-to`): see `t2s_ray.trackers`."""
+    primary: tuple[str, ...] = ()
+    """`--primary`: the metric(s) every arm is decided on (recorded for `analyze`); empty: each arm's own."""
 
     def ray_options(self) -> RayOptions:
         return RayOptions(address=self.address, gpus=self.gpus, dashboard=self.dashboard,
@@ -165,7 +167,8 @@ class SweepSpec:
         if shared:  # the trial of `trainer` also evaluates these ablations' weights
             space["shared"] = shared
         if self.user_ablations:
-            space["user_ablations"] = {a.name: {"description": a.description, "overrides": dict(a.overrides)}
+            space["user_ablations"] = {a.name: {"description": a.description, "overrides": dict(a.overrides),
+                                                "primary": list(a.primary)}
                                        for a in self.user_ablations.values() if a.name in self.ablations}
         return space
 
@@ -613,7 +616,7 @@ STUDY_KEEP_CHECKPOINTS = 2
 def save_resources(spec: SweepSpec) -> Location:
     """Write the trials' resource request into the experiment folder (before Tune creates its files)."""
     body = {"resources": _resources(spec), "gpus": spec.gpus, "max_concurrent": spec.max_concurrent,
-            **spec.sweep_record()}
+            **({"primary": list(spec.primary)} if spec.primary else {}), **spec.sweep_record()}
     text = json.dumps(body, indent=2) + "\n"
     if spec.remote:
         return write_bytes(join(spec.experiment_dir, SWEEP_FILE), text.encode())

@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -196,7 +197,7 @@ def test_paired_verdict_detects_what_mean_pm_std_calls_noise():
     """Seed-to-seed spread 10x the effect: the means are within one std, the paired verdict is not."""
     base = [10.0, 20.0, 30.0, 15.0]
     arm = [b - 1.0 + 0.05 * k for k, b in enumerate(base)]  # ~1 lower on every seed
-    trials = frame(_seeded("baseline", base) + _seeded("b", arm)).assign(status="finished")
+    trials = frame(_seeded("baseline", base) + _seeded("b", arm)).assign(status="finished", primary="eval/fvd")
     summary = an.summarize(trials).set_index("ablation")
     gap = abs(summary.loc["b", "eval/fvd_mean"] - summary.loc["baseline", "eval/fvd_mean"])
     assert gap < summary.loc["baseline", "eval/fvd_std"]  # "within seed noise" by the old rule
@@ -210,7 +211,8 @@ def test_comparison_stats_directions_ratio_metric_and_holm():
                                                                                "eval/text_alignment")
         + _seeded("baseline", [0.5, 0.5, 0.6], "eval/motion_ratio") + _seeded("b", [1.1, 0.95, 1.0],
                                                                               "eval/motion_ratio"))
-    trials = trials.groupby(["ablation", "seed"], as_index=False).first().assign(status="finished")
+    trials = trials.groupby(["ablation", "seed"], as_index=False).first().assign(
+        status="finished", primary="eval/text_alignment,eval/motion_ratio")  # b's declared primary metrics
     c = an.comparison_stats(trials).set_index("metric")
     assert c.loc["eval/text_alignment", "verdict"] == "better"
     assert c.loc["eval/text_alignment", "delta_pct"] == pytest.approx(100 * (0.6 + 0.62 + 0.59) / 3 / 0.25)
@@ -441,7 +443,7 @@ def test_temporal_consistency_ranks_by_closeness_to_the_real_clips():
                                      "eval/temporal_consistency_ssim_real": real}),
                  ("b", seed, {"eval/temporal_consistency_ssim": real - 0.01 * (seed + 1),
                               "eval/temporal_consistency_ssim_real": real})]
-    trials = frame(rows).assign(status="finished")
+    trials = frame(rows).assign(status="finished", primary="eval/temporal_consistency_ssim")
     c = an.comparison_stats(trials).set_index("metric").loc["eval/temporal_consistency_ssim"]
     assert c["verdict"] == "better"  # 0.99 looks "more consistent" but is far from the real 0.8: frozen-ish
 
@@ -471,7 +473,7 @@ def test_analyze_refuses_bootstrap_intervals_below_ten_seeds(exp, tmp_path):
 
 
 def test_a_metric_without_a_direction_gets_no_verdict_and_the_report_says_why():
-    from t2s_ray.analysis.catalog import study_directions
+    from t2s_ray.analysis.catalog import primary_metrics, study_directions
 
     rows = [(a, s, {"eval/own_score": v + s + (0.1 * s * s if a == "b" else 0), "eval/lpips": 0.3 + 0.01 * s})
             for a, v in (("baseline", 1.0), ("b", 2.0)) for s in range(3)]
@@ -484,7 +486,8 @@ def test_a_metric_without_a_direction_gets_no_verdict_and_the_report_says_why():
     md = an.comparison_markdown(trials, summary, stats)
     report = an.render_report("exp", trials, summary, comparisons=stats)
     assert why in md and "eval/own_score; give each one in Study(metrics=" in md and why in report
-    with study_directions({"eval/own_score": "higher"}):  # the study gives it one: a verdict, no note
+    # the study gives it a direction: a verdict (its first metric is every arm's primary), no note
+    with study_directions({"eval/own_score": "higher"}), primary_metrics(study_default=("eval/own_score",)):
         stats = an.comparison_stats(trials)
         assert stats.set_index("metric").loc["eval/own_score", "verdict"] == "better"
         assert why not in an.comparison_markdown(trials, summary, stats)
@@ -500,3 +503,97 @@ def test_a_trial_that_finished_after_a_retry_is_named_with_its_crash():
     assert ("RECOVERED: (b, seed 1) crashed, was retried from its last checkpoint and finished "
             "(d4/error.txt: RuntimeError: out of memory)") in report
     assert report.count("RECOVERED") == 1
+
+
+def _families_trials():
+    """3 seeds; b: text alignment +0.10 +- 0.01 on every seed, and 8 more metrics that move at random."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for seed in range(3):
+        base = {"eval/text_alignment": 0.5 + 0.02 * seed, "eval/gloss_accuracy": 0.5 + 0.02 * seed,
+                "final_loss": 0.2 + 0.01 * seed, "eval/lpips": 0.3 + 0.01 * seed}
+        base |= {f"eval/x{k}": rng.normal() for k in range(8)}
+        arm = {**{k: v + rng.normal(0, 0.3) for k, v in base.items()},
+               "eval/text_alignment": base["eval/text_alignment"] + [0.09, 0.10, 0.11][seed],
+               "eval/gloss_accuracy": base["eval/gloss_accuracy"] + [0.09, 0.10, 0.11][seed],
+               "final_loss": base["final_loss"] - [0.09, 0.10, 0.11][seed]}
+        rows += [("baseline", seed, base), ("b", seed, arm)]
+    return frame(rows).assign(status="finished", primary="eval/text_alignment")
+
+
+def test_a_primary_effect_at_3_seeds_is_found_beside_many_secondary_metrics():
+    from t2s_ray.analysis.catalog import study_directions
+
+    trials = _families_trials()
+    with study_directions({f"eval/x{k}": "higher" for k in range(8)}):
+        c = an.comparison_stats(trials).set_index("metric")
+    ta = c.loc["eval/text_alignment"]
+    assert ta["primary"] and ta["family"] == "primary" and ta["p_holm"] == ta["p"]  # a family of one
+    assert ta["p"] == pytest.approx(0.0033, abs=5e-4) and ta["verdict"] == "better"
+    # the same effect on a secondary metric is found but labelled exploratory (its own, larger family)
+    ga = c.loc["eval/gloss_accuracy"]
+    assert not ga["primary"] and ga["family"] == "secondary" and ga["p_holm"] > ga["p"]
+    assert ga["verdict"] in ("better (exploratory)", "no detectable difference")
+    assert c.loc["final_loss", "verdict"] == "loss: no verdict" and math.isnan(c.loc["final_loss", "p_holm"])
+    assert not any(v in ("better", "worse") for m, v in c["verdict"].items() if m.startswith("eval/x"))
+    # mde: the effect the paired t finds 80 % of the time at n = 3, this sd, alpha 0.05 (a family of one)
+    from scipy.stats import t
+    assert ta["mde"] == pytest.approx((t.ppf(0.975, 2) + t.ppf(0.8, 2)) * 0.01 / math.sqrt(3))
+
+
+def test_an_arm_without_a_declared_primary_gets_only_exploratory_verdicts_and_primary_overrides():
+    from t2s_ray.analysis.catalog import primary_metrics
+
+    trials = _families_trials().drop(columns="primary")
+    c = an.comparison_stats(trials).set_index("metric")
+    assert not c["primary"].any() and c.loc["eval/text_alignment", "verdict"] == "better (exploratory)"
+    with primary_metrics(override=("eval/gloss_accuracy",)):  # --primary: one metric for every arm
+        c = an.comparison_stats(_families_trials()).set_index("metric")
+    assert c.loc["eval/gloss_accuracy", "verdict"] == "better" and not c.loc["eval/text_alignment", "primary"]
+    md = an.comparison_markdown(trials, an.summarize(trials), an.comparison_stats(trials))
+    assert "(✓)" in md
+
+
+def test_the_distribution_metric_is_i3d_fvd_where_computed_else_fvd_synthsign():
+    from t2s_ray.analysis.catalog import arm_primary
+
+    with_fvd = pd.DataFrame({"eval/fvd": [1.0, NAN], "eval/fvd_synthsign": [2.0, 3.0]})
+    without = pd.DataFrame({"eval/fvd": [NAN, NAN], "eval/fvd_synthsign": [2.0, 3.0]})
+    assert arm_primary("eval/text_alignment,distribution", with_fvd) == ("eval/text_alignment", "eval/fvd")
+    assert arm_primary("distribution", without) == ("eval/fvd_synthsign",)
+    assert arm_primary(None, without) == ()
+
+
+def test_no_detectable_difference_says_what_could_be_seen_and_with_how_many_seeds():
+    from scipy.stats import t
+
+    rows = []
+    for seed, noise in enumerate([0.05, -0.04, 0.01]):  # a small effect in large noise
+        rows += [("baseline", seed, {"eval/text_alignment": 0.5}), ("b", seed, {"eval/text_alignment": 0.5 + noise})]
+    trials = frame(rows).assign(status="finished", trial_dir=[f"d{k}" for k in range(6)], error=None,
+                                primary="eval/text_alignment")
+    selected = an.select_trials(trials)
+    c = an.comparison_stats(selected).iloc[0]
+    sd = float(np.std([0.05, -0.04, 0.01], ddof=1))
+    assert c["verdict"] == "no detectable difference" and c["sd_diff"] == pytest.approx(sd)
+    assert c["mde"] == pytest.approx((t.ppf(0.975, 2) + t.ppf(0.8, 2)) * sd / math.sqrt(3))
+    k = an.stats.seeds_for(c["mde"] / 2, sd)
+    assert k > 3 and (t.ppf(0.975, k - 1) + t.ppf(0.8, k - 1)) * sd / math.sqrt(k) <= c["mde"] / 2
+    line = f"differences below {c['mde']:.3g} cannot be seen with 3 seeds; ~{k} seeds would see {c['mde'] / 2:.3g}"
+    assert line in an.render_report("exp", selected, an.summarize(selected))
+    assert line in an.comparison_markdown(selected, an.summarize(selected), an.comparison_stats(selected))
+
+
+def test_analyze_primary_option_decides_every_arm_on_that_metric(exp, tmp_path):
+    from typer.testing import CliRunner
+
+    from t2s_ray.cli import app
+
+    r = CliRunner().invoke(app, ["analyze", str(exp), "--out", str(tmp_path), "--primary", "eval/lpips"])
+    assert r.exit_code == 0, r.output
+    stats = pd.read_csv(tmp_path / an.COMPARISON_STATS_CSV)
+    assert set(stats.loc[stats["primary"], "metric"]) == {"eval/lpips"}
+    assert {"primary", "family", "mde", "sd_diff", "alpha"} <= set(stats.columns)
+    r = CliRunner().invoke(app, ["analyze", str(exp), "--out", str(tmp_path / "own")])
+    stats = pd.read_csv(tmp_path / "own" / an.COMPARISON_STATS_CSV)  # the registry's: no_ema on FVD-SynthSign
+    assert set(stats.loc[stats["primary"] & (stats["ablation"] == "no_ema"), "metric"]) == {"eval/fvd_synthsign"}

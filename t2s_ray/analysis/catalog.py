@@ -70,7 +70,7 @@ ARROWS = {"lower": "↓", "higher": "↑", "one": "→1", "real": "→real"}
 # Columns of load_trials/select_trials that describe a trial rather than measure it.
 META_COLUMNS = frozenset({
     "ablation", "seed", "trial_dir", "status", "trial_id", "last_time", "n_reports", "error",
-    "scale", "data", "n_attempts", "other_dirs", "trained_with", "grid", "ray_state",
+    "scale", "data", "n_attempts", "other_dirs", "trained_with", "grid", "ray_state", "primary",
 })
 
 
@@ -129,6 +129,38 @@ def study_directions(directions: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         _STUDY_DIRECTIONS.reset(token)
+
+
+DISTRIBUTION = "distribution"
+"""In a list of primary metrics: the distribution metric, I3D FVD where it was computed, else FVD-SynthSign."""
+_PRIMARY: ContextVar[tuple[tuple[str, ...], tuple[str, ...]]] = ContextVar("primary", default=((), ()))
+
+
+@contextmanager
+def primary_metrics(override: tuple[str, ...] = (), study_default: tuple[str, ...] = ()) -> Iterator[None]:
+    """Inside the block, every arm's primary metrics are `override` (`--primary`), else what its trials declare
+    (the bundled registry, an ablation file), else `study_default` (a user study's first declared metric)."""
+    token = _PRIMARY.set((tuple(override), tuple(study_default)))
+    try:
+        yield
+    finally:
+        _PRIMARY.reset(token)
+
+
+def arm_primary(declared: str | None, done: pd.DataFrame) -> tuple[str, ...]:
+    """The primary metrics of an arm whose trials declare `declared` (comma-joined, see `primary_metrics`),
+    with `distribution` resolved on the finished trials `done`."""
+    override, study_default = _PRIMARY.get()
+    names = override or (tuple(m for m in str(declared).split(",") if m) if isinstance(declared, str) else ()) \
+        or study_default
+    fvd = "eval/fvd" in done and done["eval/fvd"].notna().any()
+    return tuple(("eval/fvd" if fvd else "eval/fvd_synthsign") if m == DISTRIBUTION else m for m in names)
+
+
+def is_loss(metric: str) -> bool:
+    """A training objective (final_loss, val_loss, a study's `*loss`): compared, never a verdict (losses of
+    different prediction targets or models are not on one scale)."""
+    return metric.rsplit("/", 1)[-1].endswith("loss")
 
 
 def headline_metrics() -> tuple[str, ...]:

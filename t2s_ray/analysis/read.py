@@ -172,10 +172,25 @@ def _trial_records(att: _Attempt) -> list[dict]:
         "n_reports": len(att.rows), "error": att.error if att.error is not None or not errored
         else "Ray recorded the trial as ERROR (no error.txt in its folder)", "ray_state": att.ray_status,
         "scale": att.params.get("scale"), "data": att.params.get("data"), "trained_with": trainer,
+        "primary": declared_primary(att.params, trainer),
     }
     return [record | (_final_values(final) if final else {})] + [
-        record | {"ablation": arm_label(member, grid)} | (_member_values(final, member) if final else {})
+        record | {"ablation": arm_label(member, grid), "primary": declared_primary(att.params, member)}
+        | (_member_values(final, member) if final else {})
         for member in shared_members(att.params)]
+
+
+def declared_primary(params: dict, ablation: str) -> str:
+    """The primary metric(s) the bundled study declares for `ablation` (its registry entry, or its ablation
+    file's `primary`), comma-joined; "" for a user study's trial (`catalog.primary_metrics` decides those)."""
+    from t2s_ray.ablations import ABLATIONS
+
+    if params.get("study"):
+        return ""
+    user = (params.get("user_ablations") or {}).get(ablation)
+    if user is not None:
+        return ",".join(user.get("primary", []))
+    return ",".join(ABLATIONS[ablation].primary) if ablation in ABLATIONS else ""
 
 
 def _trials_frame(attempts: list[_Attempt]) -> pd.DataFrame:

@@ -79,11 +79,15 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-MARKS = {stats.BETTER: "✓", stats.WORSE: "✗", stats.NO_DIFFERENCE: "≈", stats.TOO_FEW: "·"}
+MARKS = {stats.BETTER: "✓", stats.WORSE: "✗", stats.NO_DIFFERENCE: "≈", stats.TOO_FEW: "·",
+         stats.BETTER + stats.EXPLORATORY: "(✓)", stats.WORSE + stats.EXPLORATORY: "(✗)", stats.LOSS: "–"}
 LEGEND = ("Δ vs baseline: paired by seed, mean difference [95 % CI] (in % of the baseline mean where a "
           "metric has one; of |log r| for ratios; of |value − real clips' value| for →real metrics), then "
-          "✓ better / ✗ worse (interval excludes 0 and the Holm-adjusted p < 0.05), ≈ no detectable "
-          "difference, · fewer than 3 seeds (no inference); p-values in comparison_stats.csv.")
+          "✓ better / ✗ worse on the arm's primary metric(s) (interval excludes 0 and the Holm-adjusted p < 0.05, "
+          "Holm over the primary comparisons), (✓)/(✗) the same on a secondary metric (exploratory: its own Holm "
+          "family), ≈ no detectable difference (with the Holm p when the unadjusted interval excludes 0), "
+          "– a loss (compared, never ranked), · fewer than 3 seeds (no inference); p-values and the minimum "
+          "detectable effect (mde) in comparison_stats.csv.")
 
 
 def _verdict_cell(row: pd.Series, m: str, baseline: str, comparisons: pd.DataFrame) -> str:
@@ -100,7 +104,10 @@ def _verdict_cell(row: pd.Series, m: str, baseline: str, comparisons: pd.DataFra
         return f"n/a {MARKS[c['verdict']]}"
     fmt = (lambda x: f"{x:+.1f}%") if pct else (lambda x: f"{x:+.3g}")
     interval = f" [{fmt(lo)}, {fmt(hi)}]" if math.isfinite(lo) else ""
-    return f"{fmt(d)}{interval} {MARKS[c['verdict']]}".replace("-0.0%", "+0.0%")
+    mark = MARKS[c["verdict"]]
+    if c["verdict"] == stats.NO_DIFFERENCE and math.isfinite(lo) and (lo > 0 or hi < 0):
+        mark += f" (Holm p {c['p_holm']:.2g})"  # the interval is unadjusted: say why it is no verdict
+    return f"{fmt(d)}{interval} {mark}".replace("-0.0%", "+0.0%")
 
 
 def table_cells(summary: pd.DataFrame, metrics: list[str] | None = None, baseline: str = "baseline",
@@ -206,6 +213,10 @@ def comparison_markdown(selected: pd.DataFrame, summary: pd.DataFrame, compariso
         parts += ["", "More quality metrics (comparison_table.csv, comparison_stats.csv): " + ", ".join(c["more"])]
     if c["cost"]:
         parts += ["", "Cost", "", _markdown_table(c["cost"])]
+    power = [f"- {r['ablation']}, {r['metric']}: no detectable difference{power_note(r)}"
+             for _, r in comparisons.iterrows() if r.get("primary") and power_note(r)]
+    if power:
+        parts += ["", "Primary comparisons without a verdict (minimum detectable effect at 80 % power):", *power]
     if c["undirected"]:
         parts += ["", c["undirected"]]
     if c["missing"]:
@@ -287,8 +298,19 @@ def _verdict_section(comparisons: pd.DataFrame, summary: pd.DataFrame) -> list[s
             dropped = f", {c['dropped']} unpaired seed(s) dropped" if c["dropped"] else ""
             lines.append(f"    {c['ablation']} − baseline: {_num(c['diff'])} [{_num(c['ci_low'])}, "
                          f"{_num(c['ci_high'])}], p {_num(c['p'])} ({c['test']}), Holm p {_num(c['p_holm'])}, "
-                         f"n {c['n']}{dropped} → {c['verdict']}")
+                         f"n {c['n']}{dropped} → {c['verdict']}{power_note(c)}")
     return lines
+
+
+def power_note(c: pd.Series) -> str:
+    """`; differences below X cannot be seen with n seeds; ~k seeds would see X/2` for a no-detectable-difference
+    comparison (X: its minimum detectable effect), "" otherwise."""
+    if c["verdict"] != stats.NO_DIFFERENCE or not math.isfinite(c.get("mde", math.nan)):
+        return ""
+    k = stats.seeds_for(c["mde"] / 2, c["sd_diff"], c["alpha"])
+    half = _num(c["mde"] / 2)
+    more = f"~{k} seeds would see {half}" if k else f"no seed count up to 1000 would see {half}"
+    return f"; differences below {_num(c['mde'])} cannot be seen with {c['n']} seeds; {more}"
 
 
 def _reference_section(selected: pd.DataFrame) -> list[str]:

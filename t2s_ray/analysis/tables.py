@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from t2s_ray import stats
-from t2s_ray.analysis.catalog import metric_columns, metric_info, tested_values
+from t2s_ray.analysis.catalog import arm_primary, is_loss, metric_columns, metric_info, tested_values
 from t2s_ray.outputs import GRID_JOIN
 
 
@@ -88,11 +88,12 @@ def comparison_stats(selected: pd.DataFrame, baseline: str = "baseline", interva
     """Every ablation vs the baseline on every ranked metric, paired by seed (long format); in a `--grid` sweep,
     every arm vs the baseline at the same grid point (Holm within each point).
 
-    Columns: ablation, metric, kind, n (pairs), dropped (unpaired seeds), mean, std, baseline_mean,
-    diff (mean per-seed difference; for a ratio metric the difference of |log r|), ci_low,
-    ci_high, delta_pct and its interval (quality metrics that have a Δ%), p, test, p_holm (Holm
-    within the experiment's quality metrics, and separately within its cost metrics) and verdict.
-    Finished trials only; a metric NaN in every finished trial is left out.
+    Columns: ablation, metric, kind, primary (the arm's question is decided on it), family (`primary`,
+    `secondary`: exploratory, `cost`, or `loss`: compared, no verdict), n (pairs), dropped (unpaired seeds),
+    mean, std, baseline_mean, diff (mean per-seed difference; for a ratio metric the difference of |log r|),
+    ci_low, ci_high, delta_pct and its interval (quality metrics that have a Δ%), p, test, p_holm (Holm within
+    the family), sd_diff, alpha (0.05 / the family's size), mde (the smallest |diff| found with 80 % power at
+    this n, sd_diff and alpha) and verdict. Finished trials only; a metric NaN in every finished trial is left out.
     """
     done = selected[selected["status"] == "finished"] if "status" in selected else selected
     base = done[done["ablation"] == baseline]
@@ -106,23 +107,39 @@ def comparison_stats(selected: pd.DataFrame, baseline: str = "baseline", interva
             if ablation == baseline:
                 continue
             arm = done[done["ablation"] == ablation]
+            declared = arm["primary"].dropna().iloc[0] if "primary" in arm and arm["primary"].notna().any() else None
+            primary = m in arm_primary(declared, done)
+            family = "loss" if is_loss(m) else "cost" if info.kind == "cost" else "primary" if primary else "secondary"
             result = stats.paired(stats.by_seed(arm["seed"], tested_values(m, arm)), ref, interval=interval)
-            row = {"ablation": ablation, "metric": m, "kind": info.kind, "mean": arm[m].mean(),
-                   "std": arm[m].std(), "baseline_mean": base[m].mean()}
+            row = {"ablation": ablation, "metric": m, "kind": info.kind, "primary": primary, "family": family,
+                   "mean": arm[m].mean(), "std": arm[m].std(), "baseline_mean": base[m].mean()}
             cells.append((row, result))
     rows = []
-    for kind in ("quality", "cost"):
-        family = [(row, r) for row, r in cells if row["kind"] == kind]
-        for (row, _), r in zip(family, stats.with_holm([r for _, r in family])):
+    for family in FAMILIES:
+        members = [(row, r) for row, r in cells if row["family"] == family]
+        adjusted = stats.with_holm([r for _, r in members]) if family != "loss" else [r for _, r in members]
+        alpha = stats.ALPHA / max(1, len(members))  # Holm's first step: what the MDE is sized at
+        for (row, _), r in zip(members, adjusted):
             info = metric_info(row["metric"])
             ref_mean = row["baseline_mean"] if info.better not in ("one", "real") else math.nan
             delta = stats.delta_pct(r, ref_mean) if info.delta else (math.nan,) * 3
+            verdict = stats.verdict(r, higher_is_better=info.better == "higher")  # else distance: lower
+            if family == "loss":
+                verdict = stats.LOSS
+            elif family == "secondary" and verdict in (stats.BETTER, stats.WORSE):
+                verdict += stats.EXPLORATORY
             rows.append(row | r.to_dict() | {
                 "diff": r.mean_diff, "delta_pct": delta[0], "delta_ci_low": delta[1], "delta_ci_high": delta[2],
-                "verdict": stats.verdict(r, higher_is_better=info.better == "higher")})  # else distance: lower
-    columns = ["ablation", "metric", "kind", "n", "dropped", "mean", "std", "baseline_mean", "diff", "ci_low",
-               "ci_high", "delta_pct", "delta_ci_low", "delta_ci_high", "p", "test", "p_holm", "verdict"]
+                "alpha": alpha, "mde": stats.mde(r, alpha=alpha) if family != "loss" else math.nan,
+                "verdict": verdict})
+    columns = ["ablation", "metric", "kind", "primary", "family", "n", "dropped", "mean", "std", "baseline_mean",
+               "diff", "ci_low", "ci_high", "delta_pct", "delta_ci_low", "delta_ci_high", "p", "test", "p_holm",
+               "sd_diff", "alpha", "mde", "verdict"]
     return pd.DataFrame(rows, columns=columns)
+
+
+FAMILIES = ("primary", "secondary", "cost", "loss")
+"""The Holm families of `comparison_stats`, each corrected on its own (a loss gets no verdict)."""
 
 
 def training_curves(history: pd.DataFrame, metric: str = "loss") -> pd.DataFrame:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from t2s_ray.analysis.catalog import HEADLINE, study_directions
+from t2s_ray.analysis.catalog import HEADLINE, primary_metrics, study_directions
 from t2s_ray.analysis.guidance import guidance_curve
 from t2s_ray.analysis.html import render_html
 from t2s_ray.analysis.read import _history_frame, _scan, _trials_frame, select_trials
@@ -35,17 +35,21 @@ def _study_record(exp_dir: str | os.PathLike) -> dict:
         record = json.loads((Path(exp_dir) / SWEEP_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    return record if isinstance(record, dict) and (record.get("study") or record.get("study_name")) else {}
+    return record if isinstance(record, dict) else {}
 
 
 def _with_study(fn):
-    """Run `fn(exp_dir, ...)` with the study's baseline (unless one is passed) and metric directions."""
+    """Run `fn(exp_dir, ...)` with the study's baseline (unless one is passed), metric directions and primary
+    metrics: `primary=` (analyze --primary), else the sweep's recorded --primary, else what each arm declares,
+    else a user study's first metric."""
     @functools.wraps(fn)
     def wrapper(exp_dir, *args, **kwargs):
         record = _study_record(exp_dir)
         if record.get("baseline") and "baseline" not in kwargs:
             kwargs["baseline"] = record["baseline"]
-        with study_directions(record.get("metrics") or {}):
+        metrics = list(record.get("metrics") or {})
+        with study_directions(record.get("metrics") or {}), \
+                primary_metrics(tuple(kwargs.pop("primary", None) or record.get("primary") or ()), tuple(metrics[:1])):
             return fn(exp_dir, *args, **kwargs)
     return wrapper
 
