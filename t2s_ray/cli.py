@@ -320,6 +320,11 @@ def sweep_cmd(
     primary: Annotated[Optional[list[str]], typer.Option(
         "--primary", help="Decide every arm on this metric (repeatable; recorded for analyze) instead of each "
                           "ablation's declared primary metrics.")] = None,
+    effect: Annotated[Optional[str], typer.Option(
+        help="With --dry-run and --pilot: the effect to detect on the primary metrics, in the metric's units "
+             "(0.02) or in % of the baseline's mean (1%); prints the seeds the paired test needs for it.")] = None,
+    pilot: Annotated[Optional[Path], typer.Option(
+        help="An earlier experiment whose per-seed differences give the variance for --effect.")] = None,
     log_to: Annotated[Optional[list[Tracker]], typer.Option(
         "--log-to", help="Also send every trial's config, metrics and samples to a tracker (repeatable): wandb "
                          "(pip install 't2s-ray\\[wandb]') or mlflow ('t2s-ray\\[mlflow]').")] = None,
@@ -327,6 +332,9 @@ def sweep_cmd(
     """Run every ablation x seed as a Ray Tune grid, one GPU per trial, then print the comparison table."""
     cpus = _cpus_option(cpus_per_trial)
     gpus_each = _cpus_option(gpus_per_trial, "--gpus-per-trial")
+    if (effect is None) != (pilot is None) or (effect is not None and not dry_run):
+        raise fail("--effect and --pilot go together, with --dry-run: e.g. --dry-run --effect 1% --pilot "
+                   "results/<earlier experiment>", code=2)
     common = dict(seeds=seeds, overrides=tuple(set_ or []), gpus=gpus, gpus_per_trial=gpus_each or 1.0,
                   pack_by_memory=gpus_each is None, cpus_per_trial=cpus, storage=storage, name=name, address=address,
                   max_failures=max_failures, max_concurrent=max_concurrent, quiet=quiet, dashboard=dashboard,
@@ -347,6 +355,8 @@ def sweep_cmd(
             data=data, user_ablations=_user_ablations(ablation_file) or {}, **common))
     if dry_run:
         _checked(lambda: sweep_dry_run(spec, say=_say))
+        if effect is not None:
+            _print_seeds_needed(pilot, effect)
         return
     if dashboard and dashboard_host not in LOOPBACK and expose_dashboard:
         err_console.print(f"[bold yellow]warning:[/] the Ray dashboard will listen on {dashboard_host}: anyone "
@@ -417,6 +427,9 @@ def calibrate_cmd(
     name: Annotated[Optional[str], typer.Option(help="Experiment folder name (default calibrate-<date>-<time>).")] = None,
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option(help="Only start, end and errors.")] = False,
+    effect: Annotated[Optional[str], typer.Option(
+        help="Also print the seeds needed to detect this effect in text alignment (0.02, or 1% of the "
+             "baseline's mean), from the calibration's own per-seed variance.")] = None,
 ) -> None:
     """Known-effect check: baseline vs the no_text control at the small scale; PASS when the study detects it.
 
@@ -425,6 +438,13 @@ def calibrate_cmd(
     """
     from datetime import datetime
 
+    if effect is not None:
+        from t2s_ray.analysis import parse_effect
+
+        try:
+            parse_effect(effect)  # before hours of training
+        except ValueError as e:
+            raise fail(str(e), code=2) from None
     arms = (CALIBRATION_ARM, CALIBRATION_CONTROL) + (("text_finetuned",) if with_finetuned else ())
     spec = _checked(lambda: SweepSpec(
         ablations=arms, seeds=seeds, scale="small", steps=steps, overrides=tuple(set_ or []), gpus=gpus,
@@ -440,9 +460,26 @@ def calibrate_cmd(
     typer.echo("\n" + render(cal))
     written = write(cal, local)
     console.print(f"wrote {written[0]}", highlight=False)
+    if effect is not None:
+        _print_seeds_needed(local, effect)
     _upload(written, outcome.experiment_dir)
     if not cal.passed:
         raise typer.Exit(code=1)
+
+
+def _print_seeds_needed(pilot: Path, effect: str) -> None:
+    """The seeds each primary comparison of `pilot` needs to find `effect` (`--effect`); exit 2 on bad input."""
+    from t2s_ray.analysis import seeds_needed
+
+    if not pilot.is_dir():
+        raise fail(f"--pilot {pilot}: no such experiment folder", code=2)
+    try:
+        lines = seeds_needed(pilot, effect)
+    except ValueError as e:
+        raise fail(str(e), code=2) from None
+    console.print(f"seeds to detect {effect} (variance from {pilot}):", highlight=False)
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _finish(outcome) -> Path:

@@ -597,3 +597,23 @@ def test_analyze_primary_option_decides_every_arm_on_that_metric(exp, tmp_path):
     r = CliRunner().invoke(app, ["analyze", str(exp), "--out", str(tmp_path / "own")])
     stats = pd.read_csv(tmp_path / "own" / an.COMPARISON_STATS_CSV)  # the registry's: no_ema on FVD-SynthSign
     assert set(stats.loc[stats["primary"] & (stats["ablation"] == "no_ema"), "metric"]) == {"eval/fvd_synthsign"}
+
+
+def test_seeds_needed_from_a_pilot_experiment(tmp_path):
+    from t2s_ray import AblationRunner
+
+    for seed, (base, arm) in enumerate([(0.50, 0.52), (0.55, 0.56), (0.45, 0.48)]):
+        for ablation, value in (("baseline", base), ("text_finetuned", arm)):
+            runner = AblationRunner(ablation, tmp_path, experiment_scale="smoke", seed=seed)
+            runner.log_training_step(0, 1, 0.5, 1e-4, 1.0)
+            runner.log_evaluation(text_alignment=value, fvd_synthsign=10.0 + seed)
+            runner.save_results()
+    lines = an.seeds_needed(tmp_path, "0.01")
+    (ta,) = [line for line in lines if "eval/text_alignment" in line]
+    sd = float(np.std([0.02, 0.01, 0.03], ddof=1))
+    k = an.stats.seeds_for(0.01, sd, 0.05 / 2)  # text_finetuned's two primary metrics: a family of 2
+    assert f"~{k} seeds find 0.01 with 80 % power at alpha 0.025 (sd of the per-seed differences {sd:.3g}" in ta
+    assert "2%" in an.seeds_needed(tmp_path, "2%")[0]
+    for bad in ("lots", "-1", "0%"):
+        with pytest.raises(ValueError, match="--effect"):
+            an.parse_effect(bad)

@@ -51,7 +51,7 @@ from t2s_ray.analysis.tables import (
     summary_metrics,
     training_curves,
 )
-from t2s_ray.analysis.write import headline_markdown, write_outputs
+from t2s_ray.analysis.write import headline_markdown, parse_effect, seeds_needed, write_outputs
 from t2s_ray.outputs import COMPARISON_STATS_CSV, CURVES_CSV, FORMATS, REPORT_TXT, TABLE_CSV, TABLE_MD
 
 __all__ = [
@@ -62,4 +62,5 @@ __all__ = [
     "load_history", "load_trials",
     "mean_std_text", "metric_columns", "metric_info", "nan_notes", "render_report", "select_trials", "stats",
     "summarize", "summary_metrics", "tested_values", "to_csv", "to_markdown", "training_curves", "write_outputs",
+    "parse_effect", "seeds_needed",
 ]

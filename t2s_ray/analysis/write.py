@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from pathlib import Path
 
 import pandas as pd
 
+from t2s_ray import stats
 from t2s_ray.analysis.catalog import HEADLINE, primary_metrics, study_directions
 from t2s_ray.analysis.guidance import guidance_curve
 from t2s_ray.analysis.html import render_html
@@ -60,6 +62,44 @@ def headline_markdown(exp_dir: str | os.PathLike, baseline: str = "baseline", in
     selected = select_trials(_trials_frame(_scan(exp_dir)))
     summary = summarize(selected, baseline)
     return comparison_markdown(selected, summary, comparison_stats(selected, baseline, interval), baseline)
+
+
+def parse_effect(text: str) -> tuple[float, bool]:
+    """`--effect`: `0.02` (in the metric's units) -> (0.02, False); `1%` (of the baseline's mean) -> (1.0, True)."""
+    raw = text.strip()
+    pct = raw.endswith("%")
+    try:
+        value = float(raw.removesuffix("%"))
+    except ValueError:
+        raise ValueError(f"--effect {text!r}: expected a number (0.02, in the metric's units) or a percentage of "
+                         f"the baseline's mean (1%)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"--effect {text!r}: must be > 0")
+    return value, pct
+
+
+@_with_study
+def seeds_needed(exp_dir: str | os.PathLike, effect: str, baseline: str = "baseline") -> list[str]:
+    """Per primary comparison of the pilot experiment `exp_dir`: the seeds the paired t-test needs to find
+    `effect` (`parse_effect`) with 80 % power at its family's alpha, from the sd of its per-seed differences."""
+    value, pct = parse_effect(effect)
+    selected = select_trials(_trials_frame(_scan(exp_dir)))
+    stats_ = comparison_stats(selected, baseline)
+    rows = stats_[stats_["primary"]] if stats_["primary"].any() else stats_[stats_["family"] == "secondary"]
+    if rows.empty:
+        raise ValueError(f"--pilot {exp_dir}: no comparison with a finished baseline to take the variance from")
+    lines = []
+    for _, r in rows.iterrows():
+        target = value * abs(r["baseline_mean"]) / 100 if pct else value
+        shown = f"{value:g}% ({target:.3g})" if pct else f"{target:.3g}"
+        if not math.isfinite(r["sd_diff"]) or not math.isfinite(target) or target == 0:
+            lines.append(f"  {r['ablation']}, {r['metric']}: n/a (no variance of the differences at n = {r['n']})")
+            continue
+        k = stats.seeds_for(target, r["sd_diff"], r["alpha"])
+        need = f"~{k} seeds" if k else "more than 1000 seeds"
+        lines.append(f"  {r['ablation']}, {r['metric']}: {need} find {shown} with 80 % power at alpha "
+                     f"{r['alpha']:.3g} (sd of the per-seed differences {r['sd_diff']:.3g} over {r['n']} seeds)")
+    return lines
 
 
 @_with_study
