@@ -240,7 +240,9 @@ class EvalConfig:
     fvd_detector: str = ""
     """Path to StyleGAN-V's `i3d_torchscript.pt`; empty = `eval/fvd` is NaN with a status."""
     seed: int = 1234
-    """Seed of the caption choice and the sampling noise (fixed across ablations)."""
+    """Base seed of the caption choice and the sampling noise: a trial evaluates with `evaluation.eval_seed`
+    (this and the trial seed), so every arm of one seed shares its prompts and noise (the pairing) and each
+    seed draws its own (seeds replicate the evaluation too, not training alone)."""
     lpips_references: int = 4
     """SynthSign: LPIPS compares each sample with this many real renders of its sentence and averages (1 = one)."""
     evaluator_clips: int = 4096

@@ -217,10 +217,16 @@ def _real_floor(state: TrainState, classifier, real_features: np.ndarray) -> dic
     """`fvd_synthsign_real`: the distance between the real prompts (val; their `real_features`) and as
     many real test clips, the floor of `fvd_synthsign` at this N (Fréchet distances are biased by N)."""
     n = len(real_features)
-    test = eval_set(build_dataset(state.cfg.data, "test"), n, state.cfg.eval.seed)
+    test = eval_set(build_dataset(state.cfg.data, "test"), n, eval_seed(state.cfg))
     value = frechet_from_features(real_features, clip_features(classifier, test.real))
     return {"eval/fvd_synthsign_real": value,
             "eval/fvd_synthsign_real_status": f"ok (N={n} val vs {n} test real clips: the floor at this N)"}
+
+
+def eval_seed(cfg) -> int:
+    """The seed of a trial's evaluation prompts and sampling noise: from `eval.seed` and the trial seed, so arms of
+    one seed are paired on the same draw and seeds differ (a seed 0 trial keeps `eval.seed` itself)."""
+    return int(cfg.eval.seed) + 1_000_003 * int(cfg.seed)
 
 
 def chance_alignment(glosses: list[tuple[int, ...]]) -> float:
@@ -244,8 +250,9 @@ def evaluate(state: TrainState, dataset, evaluator_fn: Optional[Callable] = None
     if lpips_model is not None:
         lpips_model = lpips_model.to(state.device)
     # the extra real renders only serve LPIPS: none without it
-    prompts = eval_set(dataset, e.num_videos, e.seed, references=e.lpips_references if lpips_model is not None else 1)
-    fake = sample(state, prompts.texts, e.seed)
+    seed = eval_seed(state.cfg)
+    prompts = eval_set(dataset, e.num_videos, seed, references=e.lpips_references if lpips_model is not None else 1)
+    fake = sample(state, prompts.texts, seed)
     fake_u8 = to_uint8(fake)
     real = to_model_input(prompts.real)
     judge = gloss_judge(state, prompts, evaluator_fn or default_evaluator_fn(e))
@@ -263,7 +270,7 @@ def guidance_curve(state: TrainState, prompts: EvalSet, judge: GlossJudge | str,
     """`eval/guidance/<scale>/{fvd_synthsign,text_alignment}` for each scale of `eval.guidance_scale`'s list
     (none for a single number), and the headline scale.
 
-    Every scale samples the same prompts with the same noise (`eval.seed`), so the curve is paired; only the
+    Every scale samples the same prompts with the same noise (`eval_seed`), so the curve is paired; only the
     two curve metrics are computed, against the real features `judge` holds. A scale that samples what the
     headline did (the headline scale itself; any scale of an unconditional model) reuses the `headline`
     metrics; without a judge every value is NaN and `eval/<metric>_status` says why.
@@ -277,7 +284,7 @@ def guidance_curve(state: TrainState, prompts: EvalSet, judge: GlossJudge | str,
             if isinstance(judge, str) or scale == e.guidance or unconditional(state):
                 values = {m: headline[f"eval/{m}"] for m in CURVE_METRICS}  # NaN without a judge
             else:
-                fake_u8 = to_uint8(sample_with(model, state, prompts.texts, e.seed, guidance=scale))
+                fake_u8 = to_uint8(sample_with(model, state, prompts.texts, eval_seed(state.cfg), guidance=scale))
                 distance, predicted = judge.score(fake_u8)
                 values = {"fvd_synthsign": distance, "text_alignment": text_alignment(predicted, judge.glosses)}
             out.update({guidance_key(scale, m): values[m] for m in CURVE_METRICS})

@@ -17,7 +17,7 @@ INTERVALS = ("t", "bootstrap")
 """`analyze --interval`: the 95 % interval of a paired difference, t-based or scipy.stats.bootstrap."""
 SAMPLES_NPZ = "samples.npz"
 """In each finished trial's folder: uint8 arrays `fake` and `real` (N, T, H, W, 3) and `texts` (N,), the first
-evaluation prompts' generated and real clips (the same prompts and noise in every trial)."""
+evaluation prompts' generated and real clips (the same prompts and noise in every trial of a seed)."""
 
 
 def samples_npz(member: str | None = None) -> str:

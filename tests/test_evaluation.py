@@ -91,3 +91,15 @@ def test_unavailable_lpips_and_evaluator_become_nan_with_reasons(cfg, text_encod
     assert "SynthSign" in m["eval/text_alignment_status"]
     assert "alexnet" in m["eval/lpips_status"]
     assert math.isfinite(m["eval/temporal_consistency_ssim"])  # the named fallback
+
+
+def test_each_seed_draws_its_own_evaluation_and_arms_of_a_seed_share_it():
+    from t2s_ray.evaluation import eval_seed
+
+    base0, base1 = resolve("baseline", "smoke", 0), resolve("baseline", "smoke", 1)
+    assert eval_seed(base0) == base0.eval.seed  # seed 0 keeps eval.seed itself
+    assert eval_seed(resolve("text_finetuned", "smoke", 1)) == eval_seed(base1) != eval_seed(base0)
+    data = build_dataset(base0.data, "val")
+    first = eval_set(data, 16, eval_seed(base0)).texts
+    assert eval_set(data, 16, eval_seed(resolve("no_ema", "smoke", 0))).texts == first  # paired within a seed
+    assert eval_set(data, 16, eval_seed(base1)).texts != first  # seeds replicate the evaluation too
