@@ -65,12 +65,17 @@ ABLATIONS: dict[str, Ablation] = {
         Ablation("no_text", "negative control: captions always dropped in training, unconditional sampling; "
                  "text alignment must fall to chance", {"diffusion": {"caption_dropout": 1.0}}, control=True,
                  primary=("eval/text_alignment",)),
+        Ablation("few_sampling_steps", "graded control: 5 DDIM sampling steps instead of the scale's; a small "
+                 "known loss (it shares baseline's training, so it costs one more evaluation per seed)",
+                 {"eval": {"sampling_steps": 5}}, control=True, primary=("eval/text_alignment", "distribution")),
     )
 }
 
 DEFAULT_ABLATIONS = ("baseline", "text_finetuned", "no_ema")
 CALIBRATION_ARM, CALIBRATION_CONTROL = "baseline", "no_text"
 """`t2s-ray calibrate` must tell these two apart in text alignment."""
+CALIBRATION_GRADED = "few_sampling_steps"
+"""`t2s-ray calibrate`'s control of a small known effect: whether it is detected, and the MDE, are reported."""
 
 
 def get_ablation(name: str, extra: Mapping[str, Ablation] | None = None) -> Ablation:

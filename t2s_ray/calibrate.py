@@ -5,6 +5,10 @@ the `small` scale, x 3 seeds, as an ordinary sweep, then tests the per-seed diff
 `eval/text_alignment`. The effect is known to exist; if the paired 95 % interval does not
 exclude 0, the chain of training, sampling and metrics cannot see an effect that large, and no
 other verdict of the tool at that scale is worth reading.
+
+Beside it a graded control of a small known effect, `few_sampling_steps` (baseline's weights sampled with 5
+DDIM steps; it shares baseline's training): whether it is detected, and the minimum detectable effect at this
+n, say how sensitive the study is. PASS still requires only the big effect.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import pandas as pd
 
 from t2s_ray.ablations import CALIBRATION_ARM as ARM
 from t2s_ray.ablations import CALIBRATION_CONTROL as CONTROL
+from t2s_ray.ablations import CALIBRATION_GRADED as GRADED
 from t2s_ray.analysis import load_trials, select_trials
 from t2s_ray.io import write_text_atomic
-from t2s_ray.stats import BETTER, Paired, by_seed, paired, verdict
+from t2s_ray.stats import BETTER, Paired, by_seed, mde, paired, verdict
 
 METRIC = "eval/text_alignment"
 CHANCE = "eval/text_alignment_chance"
@@ -40,15 +45,34 @@ class Calibration:
     """What a caption-blind generator can expect (share of the commonest prompt sentence)."""
     result: Paired
     verdict: str
+    graded: dict[int, float] | None = None
+    """Per-seed text alignment of the graded control (None when it was not run)."""
+    graded_result: Paired | None = None
+    """baseline − graded control."""
+    graded_verdict: str = ""
 
     @property
     def passed(self) -> bool:
         return self.verdict == BETTER
 
+    @property
+    def graded_detected(self) -> bool:
+        return self.graded_verdict == BETTER
+
+    @property
+    def graded_mde(self) -> float:
+        """The smallest text-alignment loss the graded comparison finds with 80 % power at its n (NaN if none)."""
+        return mde(self.graded_result) if self.graded_result is not None else math.nan
+
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": METRIC, "arm": ARM, "control": CONTROL, "per_seed": {ARM: self.arm, CONTROL: self.control},
+        body = {"metric": METRIC, "arm": ARM, "control": CONTROL, "per_seed": {ARM: self.arm, CONTROL: self.control},
                 "chance": self.chance, **self.result.to_dict(), "verdict": self.verdict,
-                "passed": self.passed}
+                "mde": mde(self.result), "passed": self.passed}
+        if self.graded_result is not None:
+            body["graded"] = {"control": GRADED, "per_seed": self.graded, **self.graded_result.to_dict(),
+                              "verdict": self.graded_verdict, "detected": self.graded_detected,
+                              "mde": self.graded_mde}
+        return body
 
 
 def judge(trials: pd.DataFrame) -> Calibration:
@@ -60,7 +84,13 @@ def judge(trials: pd.DataFrame) -> Calibration:
     values = {name: by_seed(rows["seed"], rows[METRIC]) for name, rows in side.items()}
     chance = float(done[CHANCE].max()) if CHANCE in done else math.nan
     result = paired(values[ARM], values[CONTROL])
-    return Calibration(values[ARM], values[CONTROL], chance, result, verdict(result))
+    graded = done[done["ablation"] == GRADED]
+    if graded.empty:
+        return Calibration(values[ARM], values[CONTROL], chance, result, verdict(result))
+    graded_values = by_seed(graded["seed"], graded[METRIC])
+    graded_result = paired(values[ARM], graded_values)
+    return Calibration(values[ARM], values[CONTROL], chance, result, verdict(result), graded_values, graded_result,
+                       verdict(graded_result))
 
 
 def judge_experiment(exp_dir: Path) -> Calibration:
@@ -89,6 +119,16 @@ def render(cal: Calibration) -> str:
          "**FAIL**: the known effect of the text was not detected; no other verdict at this scale is worth "
          "reading (train longer: --set training.steps=..., or check the samples)."),
     ]
+    g = cal.graded_result
+    if g is not None:
+        lines += [
+            "",
+            f"graded control ({GRADED}, a small known effect): {ARM} − {GRADED} = {cell(g.mean_diff)} (95 % CI "
+            f"[{cell(g.ci_low)}, {cell(g.ci_high)}], {g.test} p = {g.p:.2g}, n = {g.n}) → {cal.graded_verdict}; "
+            f"minimum detectable effect at this n: {cell(cal.graded_mde)} "
+            + ("(detected)" if cal.graded_detected else "(not detected: effects this small need more seeds or "
+               "clips; see --effect)"),
+        ]
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from t2s_ray.ablations import (
     CALIBRATION_ARM,
     CALIBRATION_CONTROL,
+    CALIBRATION_GRADED,
     DEFAULT_ABLATIONS,
     get_ablation,
     load_ablation_file,
@@ -445,7 +446,16 @@ def calibrate_cmd(
             parse_effect(effect)  # before hours of training
         except ValueError as e:
             raise fail(str(e), code=2) from None
-    arms = (CALIBRATION_ARM, CALIBRATION_CONTROL) + (("text_finetuned",) if with_finetuned else ())
+    arms = (CALIBRATION_ARM, CALIBRATION_CONTROL, CALIBRATION_GRADED) + (("text_finetuned",) if with_finetuned else ())
+    try:
+        graded = resolve(CALIBRATION_GRADED, "small", 0, set_ or [])
+        same = graded.eval.sampling_steps == resolve(CALIBRATION_ARM, "small", 0, set_ or []).eval.sampling_steps
+    except ConfigError as e:
+        raise fail(str(e), code=2) from None
+    if same:
+        arms = tuple(a for a in arms if a != CALIBRATION_GRADED)  # --set eval.sampling_steps made it the baseline
+        console.print(f"note: the graded control {CALIBRATION_GRADED} is left out: --set eval.sampling_steps gives "
+                      f"the baseline the same sampling", highlight=False)
     spec = _checked(lambda: SweepSpec(
         ablations=arms, seeds=seeds, scale="small", steps=steps, overrides=tuple(set_ or []), gpus=gpus,
         cpus_per_trial=_cpus_option(cpus_per_trial), storage=storage, quiet=quiet, dashboard=False,

@@ -34,6 +34,28 @@ def test_no_effect_or_too_few_seeds_fail(arm, control):
     assert not cal.passed and "FAIL" in render(cal)
 
 
+def _with_graded(trials, values):
+    rows = [{"ablation": "few_sampling_steps", "seed": s, "status": "finished", "eval/text_alignment": v,
+             "eval/text_alignment_chance": 0.2} for s, v in enumerate(values)]
+    return pd.concat([trials, pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_the_graded_control_is_reported_detected_or_not_with_its_mde():
+    from scipy.stats import t
+
+    arm, control = [0.55, 0.62, 0.50], [0.14, 0.11, 0.16]
+    small = judge(_with_graded(_trials(arm, control), [0.52, 0.585, 0.47]))  # -0.03 +- 0.005 on every seed
+    assert small.passed and small.graded_detected and small.graded_result.n == 3
+    sd = small.graded_result.sd_diff
+    assert small.graded_mde == pytest.approx((t.ppf(0.975, 2) + t.ppf(0.8, 2)) * sd / math.sqrt(3))
+    assert "graded control (few_sampling_steps" in render(small) and "(detected)" in render(small)
+    body = small.to_dict()["graded"]
+    assert body["detected"] is True and body["control"] == "few_sampling_steps"
+    noisy = judge(_with_graded(_trials(arm, control), [0.60, 0.55, 0.52]))  # within seed noise
+    assert noisy.passed and not noisy.graded_detected and "(not detected" in render(noisy)
+    assert judge(_trials(arm, control)).graded_result is None  # not run: not reported
+
+
 def test_an_errored_seed_is_dropped_from_the_pairs():
     trials = _trials([0.55, 0.62, 0.50, 0.6], [0.14, 0.11, 0.16, 0.1])
     trials.loc[3, "status"] = "errored"
@@ -57,6 +79,8 @@ def test_reduced_calibration_runs_the_whole_chain(fake_gpu_ray, tmp_path):
     assert "| seed | baseline | no_text | difference |" in r.output and "n < 3: no inference" in r.output
     body = json.loads((tmp_path / "results" / "cal" / "calibration.json").read_text())
     assert set(body["per_seed"]) == {"baseline", "no_text"}
+    # --set eval.sampling_steps=2 gives the baseline the graded control's sampling: it is left out, saying so
+    assert "graded control few_sampling_steps is left out" in r.output and "graded" not in body
     for values in body["per_seed"].values():
         assert sorted(values) == ["0", "1"] and all(0 <= v <= 1 for v in values.values())
     assert 0 < body["chance"] <= 1 and body["passed"] is False and body["n"] == 2
