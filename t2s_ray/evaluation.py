@@ -29,7 +29,8 @@ from t2s_ray.evaluator import (
 from t2s_ray.guidance import CURVE_METRICS, HEADLINE_SCALE_KEY, guidance_key
 from t2s_ray.metrics.efficiency import peak_inference_memory_gb, time_inference
 from t2s_ray.metrics.frechet import frechet_from_features
-from t2s_ray.metrics.fvd import fvd
+from t2s_ray.metrics.fvd import fvd_and_kid
+from t2s_ray.metrics.kid import kid
 from t2s_ray.metrics.lpips import load_lpips, lpips_video
 from t2s_ray.metrics.temporal import motion_ratio, temporal_consistency
 from t2s_ray.metrics.text_alignment import gloss_accuracy, gloss_wer, text_alignment
@@ -168,14 +169,14 @@ class GlossJudge:
     glosses: list[tuple[int, ...]]
     real_features: Optional[np.ndarray]
 
-    def score(self, fake_u8: np.ndarray) -> tuple[float, list]:
-        """`(fvd_synthsign, predicted glosses)` of generated uint8 clips of the prompts."""
+    def score(self, fake_u8: np.ndarray) -> tuple[float, list, Optional[np.ndarray]]:
+        """`(fvd_synthsign, predicted glosses, fake features)` of generated uint8 clips of the prompts."""
         fake = None if self.real_features is None else clip_features(self.classifier, fake_u8)
         distance = math.nan if fake is None else frechet_from_features(self.real_features, fake)
-        return distance, recognise(self.classifier, fake_u8)
+        return distance, recognise(self.classifier, fake_u8), fake
 
 
-GLOSS_METRICS = ("fvd_synthsign", "text_alignment", "gloss_accuracy", "gloss_wer")
+GLOSS_METRICS = ("fvd_synthsign", "kid_synthsign", "text_alignment", "gloss_accuracy", "gloss_wer")
 """The metrics that need the gloss classifier (NaN with its reason when there is none)."""
 
 
@@ -198,13 +199,18 @@ def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray,
         return {k: v for n in GLOSS_METRICS for k, v in _nan(n, judge).items()}
     out: dict[str, Any] = {}
     n = len(prompts.texts)
-    distance, predicted = judge.score(fake_u8)
+    distance, predicted, fake_features = judge.score(fake_u8)
     if judge.real_features is not None:
         out["eval/fvd_synthsign"] = distance
         out["eval/fvd_synthsign_status"] = f"ok (N={n} real, {n} fake; gloss-classifier features)"
+        out["eval/feature_dim_synthsign"] = judge.real_features.shape[1]
         out.update(_real_floor(state, judge.classifier, judge.real_features))
+        out["eval/kid_synthsign"], out["eval/kid_synthsign_sd"] = kid(judge.real_features, fake_features)
+        out["eval/kid_synthsign_status"] = (f"ok (N={n} real, {n} fake; unbiased, sd over half-size subsets)"
+                                            if n >= 4 else "KID needs eval.num_videos >= 4")
     else:
         out.update(_nan("fvd_synthsign", "needs eval.num_videos >= 2"))
+        out.update(_nan("kid_synthsign", "needs eval.num_videos >= 4"))
     out["eval/text_alignment"] = text_alignment(predicted, prompts.glosses)
     out["eval/text_alignment_real"] = text_alignment(recognise(judge.classifier, prompts.real), prompts.glosses)
     out["eval/text_alignment_chance"] = chance_alignment(prompts.glosses)
@@ -257,7 +263,7 @@ def evaluate(state: TrainState, dataset, evaluator_fn: Optional[Callable] = None
     real = to_model_input(prompts.real)
     judge = gloss_judge(state, prompts, evaluator_fn or default_evaluator_fn(e))
     metrics: dict[str, Any] = {"eval/num_videos": len(prompts.texts)}
-    metrics.update(zip(("eval/fvd", "eval/fvd_status"), fvd(real, fake, e.fvd_detector, state.device)))
+    metrics.update(fvd_and_kid(real, fake, e.fvd_detector, state.device))
     metrics.update(_gloss_metrics(state, prompts, fake_u8, judge))
     metrics.update(_lpips_metrics(fake, real, prompts.references, lpips_model, lpips_status))
     metrics.update(_cost_metrics(state, prompts.texts[0]))
@@ -285,7 +291,7 @@ def guidance_curve(state: TrainState, prompts: EvalSet, judge: GlossJudge | str,
                 values = {m: headline[f"eval/{m}"] for m in CURVE_METRICS}  # NaN without a judge
             else:
                 fake_u8 = to_uint8(sample_with(model, state, prompts.texts, eval_seed(state.cfg), guidance=scale))
-                distance, predicted = judge.score(fake_u8)
+                distance, predicted, _ = judge.score(fake_u8)
                 values = {"fvd_synthsign": distance, "text_alignment": text_alignment(predicted, judge.glosses)}
             out.update({guidance_key(scale, m): values[m] for m in CURVE_METRICS})
     return out

@@ -562,6 +562,14 @@ def test_the_distribution_metric_is_i3d_fvd_where_computed_else_fvd_synthsign():
     assert arm_primary("eval/text_alignment,distribution", with_fvd) == ("eval/text_alignment", "eval/fvd")
     assert arm_primary("distribution", without) == ("eval/fvd_synthsign",)
     assert arm_primary(None, without) == ()
+    # KID where the clips are fewer than 4 x the feature width (the Fréchet distance is mostly bias there)
+    small = without.assign(**{"eval/kid_synthsign": [0.1, 0.2], "eval/num_videos": 64,
+                              "eval/feature_dim_synthsign": 128})
+    assert arm_primary("distribution", small) == ("eval/kid_synthsign",)
+    assert arm_primary("distribution", small.assign(**{"eval/num_videos": 2048})) == ("eval/fvd_synthsign",)
+    i3d = with_fvd.assign(**{"eval/kid": [0.01, 0.02], "eval/num_videos": 256})
+    assert arm_primary("distribution", i3d) == ("eval/kid",)
+    assert arm_primary("distribution", i3d.assign(**{"eval/num_videos": 2048})) == ("eval/fvd",)
 
 
 def test_no_detectable_difference_says_what_could_be_seen_and_with_how_many_seeds():

@@ -77,6 +77,10 @@ def test_every_metric_is_a_value_or_nan_with_status(cfg, text_encoder, monkeypat
     assert m["eval/fvd_synthsign_real"] >= 0 and "N=4 val vs 4 test" in m["eval/fvd_synthsign_real_status"]
     assert 0 <= m["eval/temporal_consistency_real"] <= 1 and m["eval/gloss_wer"] >= 0
     assert "mean over K=4 real renders" in m["eval/lpips_status"]  # eval.lpips_references
+    # KID in the same features as FVD-SynthSign, with its sd; without a detector the I3D KID says why
+    assert math.isfinite(m["eval/kid_synthsign"]) and m["eval/kid_synthsign_sd"] >= 0
+    assert m["eval/kid_synthsign_status"].startswith("ok (N=4") and m["eval/feature_dim_synthsign"] > 0
+    assert math.isnan(m["eval/kid"]) and m["eval/kid_status"] == m["eval/fvd_status"]
 
 
 def test_unavailable_lpips_and_evaluator_become_nan_with_reasons(cfg, text_encoder):
@@ -86,7 +90,7 @@ def test_unavailable_lpips_and_evaluator_become_nan_with_reasons(cfg, text_encod
     state = build_state(cfg, text_encoder=text_encoder)
     m = evaluate(state, build_dataset(cfg.data, "val"), evaluator_fn=no_evaluator,
                  lpips=(None, "LPIPS backbone weights not cached: put alexnet-owt-7be5be79.pth in X")).metrics
-    for name in ("fvd_synthsign", "text_alignment", "lpips", "temporal_consistency"):
+    for name in ("fvd_synthsign", "kid_synthsign", "text_alignment", "lpips", "temporal_consistency"):
         assert math.isnan(m[f"eval/{name}"]) and m[f"eval/{name}_status"], name
     assert "SynthSign" in m["eval/text_alignment_status"]
     assert "alexnet" in m["eval/lpips_status"]

@@ -38,6 +38,11 @@ METRICS: dict[str, MetricInfo] = {
     "eval/fvd": MetricInfo("FVD", "lower", True),
     "eval/fvd_synthsign": MetricInfo("FVD-SynthSign", "lower", True),
     "eval/fvd_synthsign_real": MetricInfo("FVD-SynthSign real vs real"),
+    "eval/kid_synthsign": MetricInfo("KID-SynthSign", "lower", True),
+    "eval/kid_synthsign_sd": MetricInfo("KID-SynthSign sd"),
+    "eval/kid": MetricInfo("KID", "lower", True),
+    "eval/kid_sd": MetricInfo("KID sd"),
+    "eval/feature_dim_synthsign": MetricInfo("SynthSign feature dim"),
     "eval/lpips": MetricInfo("LPIPS", "lower", True),
     "eval/temporal_consistency": MetricInfo("Temporal cons.", "real", True),
     "eval/temporal_consistency_ssim": MetricInfo("Temporal cons. (SSIM)", "real", True),
@@ -132,7 +137,11 @@ def study_directions(directions: Mapping[str, str]) -> Iterator[None]:
 
 
 DISTRIBUTION = "distribution"
-"""In a list of primary metrics: the distribution metric, I3D FVD where it was computed, else FVD-SynthSign."""
+"""In a list of primary metrics: the distribution metric. With I3D features (a detector) FVD, else the
+SynthSign gloss-classifier features' FVD-SynthSign; KID (unbiased) instead of the Fréchet distance where the
+clips are fewer than `KID_BELOW` x the feature width (there the Fréchet distance is mostly bias)."""
+KID_BELOW = 4
+I3D_DIM = 400
 _PRIMARY: ContextVar[tuple[tuple[str, ...], tuple[str, ...]]] = ContextVar("primary", default=((), ()))
 
 
@@ -153,8 +162,21 @@ def arm_primary(declared: str | None, done: pd.DataFrame) -> tuple[str, ...]:
     override, study_default = _PRIMARY.get()
     names = override or (tuple(m for m in str(declared).split(",") if m) if isinstance(declared, str) else ()) \
         or study_default
-    fvd = "eval/fvd" in done and done["eval/fvd"].notna().any()
-    return tuple(("eval/fvd" if fvd else "eval/fvd_synthsign") if m == DISTRIBUTION else m for m in names)
+    return tuple(distribution_metric(done) if m == DISTRIBUTION else m for m in names)
+
+
+def distribution_metric(done: pd.DataFrame) -> str:
+    """What `distribution` stands for in the finished trials `done` (see `DISTRIBUTION`)."""
+    def have(m: str) -> bool:
+        return m in done and done[m].notna().any()
+
+    n = done["eval/num_videos"].max() if have("eval/num_videos") else math.nan
+    if have("eval/fvd"):
+        return "eval/kid" if have("eval/kid") and n < KID_BELOW * I3D_DIM else "eval/fvd"
+    dim = done["eval/feature_dim_synthsign"].max() if have("eval/feature_dim_synthsign") else math.nan
+    if have("eval/kid_synthsign") and not n >= KID_BELOW * dim:  # also when N or the width is unknown
+        return "eval/kid_synthsign"
+    return "eval/fvd_synthsign"
 
 
 def is_loss(metric: str) -> bool:

@@ -84,6 +84,25 @@ def _unavailable(real: torch.Tensor, fake: torch.Tensor, detector_path: str) -> 
     return None
 
 
+I3D_DIM = 400
+"""Width of the I3D features FVD and KID compare."""
+
+
+def fvd_and_kid(real: torch.Tensor, fake: torch.Tensor, detector_path: str, device="cpu",
+                batch_size: int = 16) -> dict[str, float | str]:
+    """`eval/fvd` and `eval/kid` (with `eval/kid_sd`) of the same I3D features, each with its `_status` (NaN and
+    the reason where the detector or the clips do not allow them); see `fvd` and `t2s_ray.metrics.kid`."""
+    from t2s_ray.metrics.kid import kid
+
+    value, status, feats = _fvd(real, fake, detector_path, device, batch_size)
+    if feats is None:
+        return {"eval/fvd": value, "eval/fvd_status": status, "eval/kid": math.nan, "eval/kid_sd": math.nan,
+                "eval/kid_status": status}
+    k, sd = kid(*feats)
+    return {"eval/fvd": value, "eval/fvd_status": status, "eval/kid": k, "eval/kid_sd": sd,
+            "eval/kid_status": status if math.isfinite(k) else "KID needs >= 4 clips per set"}
+
+
 def fvd(real: torch.Tensor, fake: torch.Tensor, detector_path: str, device="cpu",
         batch_size: int = 16) -> tuple[float, str]:
     """FVD between real and generated videos (B, C, T, H, W) in [-1, 1] with the I3D at `detector_path`.
@@ -92,6 +111,12 @@ def fvd(real: torch.Tensor, fake: torch.Tensor, detector_path: str, device="cpu"
     the clips are shorter than 10 frames or a set has fewer than 2 clips. Real and fake must share (C, T, H, W):
     resize real clips to the model's resolution first. FVD depends on N: compare only at equal N.
     """
+    value, status, _ = _fvd(real, fake, detector_path, device, batch_size)
+    return value, status
+
+
+def _fvd(real: torch.Tensor, fake: torch.Tensor, detector_path: str, device, batch_size: int):
+    """(FVD, status, (real features, fake features) or None)."""
     _check_videos(real, "real")
     _check_videos(fake, "fake")
     if real.shape[1:] != fake.shape[1:]:
@@ -99,8 +124,9 @@ def fvd(real: torch.Tensor, fake: torch.Tensor, detector_path: str, device="cpu"
             f"real and fake clips must share (C, T, H, W), got {tuple(real.shape)} and {tuple(fake.shape)}")
     why = _unavailable(real, fake, detector_path)
     if why is not None:
-        return math.nan, why
+        return math.nan, why, None
     detector = load_i3d(detector_path).to(device)
     real_feats = i3d_features(detector, to_uint8_bcthw(real), batch_size, device)
     fake_feats = i3d_features(detector, to_uint8_bcthw(fake), batch_size, device)
-    return frechet_video_distance(real_feats, fake_feats), f"ok (N={len(real_feats)} real, {len(fake_feats)} fake)"
+    return (frechet_video_distance(real_feats, fake_feats), f"ok (N={len(real_feats)} real, {len(fake_feats)} fake)",
+            (real_feats, fake_feats))

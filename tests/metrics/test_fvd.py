@@ -124,3 +124,16 @@ def test_fvd_of_i3d_features_is_stylegan_v_compute_fvd():
     assert frechet_video_distance(real, fake) == pytest.approx(reference, rel=1e-9)
     ddof0 = fake.var(axis=0).sum() + real.var(axis=0).sum()  # the ddof=0 traces differ by a factor 39/40
     assert not math.isclose(ddof0, np.trace(sigma_gen) + np.trace(sigma_real), rel_tol=1e-3)
+
+
+def test_i3d_fvd_and_kid_share_one_pass_of_features(detector_path):
+    from t2s_ray.metrics.fvd import fvd_and_kid
+
+    real, fake = _videos(0), _videos(1) * 0.5 + 0.3
+    m = fvd_and_kid(real, fake, detector_path, "cpu")
+    assert m["eval/fvd"] == pytest.approx(fvd(real, fake, detector_path, "cpu")[0])
+    assert math.isfinite(m["eval/kid"]) and m["eval/kid_sd"] >= 0 and m["eval/kid_status"].startswith("ok")
+    three = fvd_and_kid(real[:3], fake[:3], detector_path, "cpu")
+    assert math.isnan(three["eval/kid"]) and "KID needs >= 4 clips" in three["eval/kid_status"]
+    none = fvd_and_kid(real, fake, "", "cpu")
+    assert math.isnan(none["eval/kid"]) and none["eval/kid_status"] == none["eval/fvd_status"]
