@@ -625,3 +625,51 @@ def test_seeds_needed_from_a_pilot_experiment(tmp_path):
     for bad in ("lots", "-1", "0%"):
         with pytest.raises(ValueError, match="--effect"):
             an.parse_effect(bad)
+
+
+def _held_out(root, diffs, more_metrics=0, seed_base=0.5):
+    """An experiment written as AblationRunner runs: text_finetuned's text alignment = baseline's + diffs[k] at
+    seed k; `more_metrics` other quality metrics that move at random (more comparisons for Holm)."""
+    from t2s_ray import AblationRunner
+
+    rng = np.random.default_rng(7)
+    others = ["lpips", "gloss_wer", "kid_synthsign", "fvd", "kid"][:more_metrics]  # directed catalog metrics
+    for seed, d in enumerate(diffs):
+        base = seed_base + 0.05 * rng.normal()
+        noise = {k: rng.normal() for k in others}
+        arms = (("baseline", base), ("text_finetuned", base + d), ("no_ema", base + 0.01 * rng.normal()))
+        for ablation, value in arms:
+            runner = AblationRunner(ablation, root, experiment_scale="smoke", seed=seed)
+            runner.log_training_step(0, 1, 0.5, 1e-4, 1.0)
+            runner.log_evaluation(text_alignment=value, fvd_synthsign=10 + rng.normal(), gloss_accuracy=value,
+                                  **{k: v + rng.normal(0, 0.5) for k, v in noise.items()})
+            runner.save_results()
+    return root
+
+
+def _analyze(exp):
+    from typer.testing import CliRunner
+
+    from t2s_ray.cli import app
+
+    r = CliRunner().invoke(app, ["analyze", str(exp)])
+    assert r.exit_code == 0, r.output
+    stats = pd.read_csv(exp / an.COMPARISON_STATS_CSV)
+    return stats.set_index(["ablation", "metric"]), r.output
+
+
+def test_held_out_experiments_with_known_answers_through_analyze(tmp_path):
+    rng = np.random.default_rng(3)
+    # a consistent effect at 6 seeds: +0.03 +- 0.002 (Wilcoxon + Holm over 18 used to call it no difference)
+    six, _ = _analyze(_held_out(tmp_path / "six", 0.03 + rng.normal(0, 0.002, 6)))
+    assert six.loc[("text_finetuned", "eval/text_alignment"), "verdict"] == "better"
+    assert six.loc[("text_finetuned", "eval/text_alignment"), "primary"]
+    # identical differences at 3 seeds: no win without evidence (sign-flip p = 0.25)
+    same, _ = _analyze(_held_out(tmp_path / "same", [1 / 64] * 3))
+    row = same.loc[("text_finetuned", "eval/text_alignment")]
+    assert row["p"] == 0.25 and row["verdict"] == "no detectable difference"
+    # +0.10 +- 0.01 at 3 seeds on the primary metric, among 16 quality comparisons: found
+    tight, _ = _analyze(_held_out(tmp_path / "tight", [0.09, 0.10, 0.11], more_metrics=5))
+    assert tight.loc[("text_finetuned", "eval/text_alignment"), "verdict"] == "better"
+    assert (tight["kind"] == "quality").sum() - (tight["family"] == "loss").sum() >= 16
+    assert {"primary", "mde"} <= set(tight.columns)
