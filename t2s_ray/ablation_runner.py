@@ -47,9 +47,9 @@ class FolderSink:
         with open(self.folder / RESULT_FILE, "a") as f:
             f.write(json.dumps({**metrics, **self.extra, "timestamp": time.time()}) + "\n")
 
-    def save(self, state: dict[str, Any] | Path, metrics: dict[str, Any]) -> None:
+    def save(self, state: dict[str, Any] | Path, metrics: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
         step = int(metrics.get("step", 0))
-        write_session_checkpoint(self.root / f"checkpoint_{step:06d}", state, metrics)
+        write_session_checkpoint(self.root / f"checkpoint_{step:06d}", state, metrics, meta)
         prune_checkpoints(self.root, KEEP_CHECKPOINTS)
         self.report(metrics)
 

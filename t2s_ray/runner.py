@@ -1,9 +1,10 @@
-"""The Ray Tune function trainable of a user's `Study`: one (ablation, seed) per trial.
+"""The one Ray Tune function trainable, for every study: one (ablation, seed) per trial.
 
 It owns what every study gets without writing it: the device Ray assigned, the trial's folder, reports to
 Tune every `report_every` steps, checkpoints that land whole in the experiment's storage and come back after
-a crash (`trainables.persist`), the GPU-memory sampler, node facts, and the final report. The user's
-`train(cfg, session)` owns the rest.
+a crash (`t2s_ray.persist`), the GPU-memory sampler, node facts, and the final report. The study's
+`train(cfg, session)` owns the rest. A trial's params name its study (`study`: `package.module:attr`); without
+one it is the bundled study, `DEFAULT_STUDY`, which runs through this same code.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from t2s_ray.persist import artifact_dir, report_with_checkpoint, restore_newest
 from t2s_ray.study import (
     Session,
     SessionCheckpointLoader,
-    StudyError,
     load_study,
     resolve_trial,
     train_and_score,
@@ -39,14 +39,9 @@ log = logging.getLogger(__name__)
 
 STUDY_PARAM = "study"
 """The param_space key holding the study's `package.module:attr`."""
-
-
-def study_device(gpu_ids: list) -> torch.device:
-    """The GPU Ray assigned this trial, else CPU; a GPU without CUDA in the worker is an error."""
-    if gpu_ids and not torch.cuda.is_available():
-        raise StudyError(f"this trial was assigned GPU {','.join(map(str, gpu_ids))} but CUDA is not available in "
-                         f"the worker (torch {torch.__version__}); install a CUDA build of torch or run with --gpus 0")
-    return torch.device("cuda", 0) if gpu_ids else torch.device("cpu")
+DEFAULT_STUDY = "t2s_ray.t2s:study"
+"""The study of a trial whose params name none: the bundled text-to-sign model (`t2s-ray sweep` without
+`--study`). A reference, not an import: the runner knows no study's code."""
 
 
 class TuneSink:
@@ -58,16 +53,17 @@ class TuneSink:
     def report(self, metrics: dict[str, Any]) -> None:
         tune.report({**metrics, **self.extra, "timesteps_total": metrics.get("step", 0)})
 
-    def save(self, state: dict[str, Any] | Path, metrics: dict[str, Any]) -> None:
+    def save(self, state: dict[str, Any] | Path, metrics: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            folder = write_session_checkpoint(Path(tmp) / "ckpt", state, metrics)
+            folder = write_session_checkpoint(Path(tmp) / "ckpt", state, metrics, meta)
             report_with_checkpoint({**metrics, **self.extra, "timesteps_total": metrics.get("step", 0)}, folder)
 
     def restore(self) -> tuple[dict[str, Any] | Path, dict[str, Any]] | None:
         loader = SessionCheckpointLoader(self.trial_dir)
         path = restore_newest(loader, tune.get_checkpoint(), self.what)
         if path is not None:
-            log.warning("resumed %s from %s", self.what, path)
+            step = (loader.loaded[1] if loader.loaded else {}).get("step")
+            log.warning("resumed %s at step %s from %s", self.what, step, path)
         return loader.loaded
 
 
@@ -84,10 +80,10 @@ def study_trial(params: dict[str, Any]) -> None:
     """Ray Tune function trainable: run the study's `train(cfg, session)` for (params["ablation"], params["seed"])."""
     started_at = time.time()
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    study = load_study(params[STUDY_PARAM])
+    study = load_study(params.get(STUDY_PARAM) or DEFAULT_STUDY)
     cfg = resolve_trial(study, params)
     gpu_ids = ray.get_gpu_ids()
-    device = study_device(gpu_ids)
+    device = study.trial_device(cfg, gpu_ids)
     what = f"{params['ablation']} seed {params['seed']}"
     trial_dir = artifact_dir()  # samples and step logs reach the experiment's storage from any node
     sink = TuneSink(what, {**node_facts(device, gpu_ids), "node/started_at": started_at}, trial_dir)
@@ -97,7 +93,7 @@ def study_trial(params: dict[str, Any]) -> None:
             return sampler.summary()
 
         session = Session(ablation=params["ablation"], seed=int(params["seed"]), device=device, trial_dir=trial_dir,
-                          sink=sink, report_every=study.report_every, on_step=on_step)
+                          sink=sink, report_every=study.report_every, on_step=on_step, progress=sampler.set_step)
         members = {m: resolve_trial(study, params, m) for m in shared_members(params)}
         try:
             final = train_and_score(study, cfg, session, members)

@@ -225,6 +225,28 @@ class Study:
         """The direction the study gives `metric`, else None."""
         return (self.metrics or {}).get(metric)
 
+    # --- how a sweep trial's params become its config and device (a study with its own ablation files or
+    # device setting, as the bundled one, overrides these) ---------------------------------------------------
+
+    def trial_config(self, params: Mapping[str, Any], ablation: str | None = None) -> Any:
+        """The config of the sweep trial `params` (params.json: ablation, scale, overrides, --grid point, seed), or
+        of the `ablation` that shared its training."""
+        from t2s_ray.outputs import GRID_PARAM, grid_override
+
+        grid = [grid_override(k, v) for k, v in (params.get(GRID_PARAM) or {}).items()]
+        cfg = self.resolve(ablation or params["ablation"], params.get("scale"), [*params.get("overrides", []), *grid])
+        return with_seed(cfg, int(params["seed"]))
+
+    def trial_device(self, cfg: Any, gpu_ids: list) -> Any:
+        """The device of a trial Ray assigned `gpu_ids`: its GPU, else CPU; a GPU without CUDA is an error."""
+        import torch
+
+        if gpu_ids and not torch.cuda.is_available():
+            raise StudyError(f"this trial was assigned GPU {','.join(map(str, gpu_ids))} but CUDA is not available "
+                             f"in the worker (torch {torch.__version__}); install a CUDA build of torch or run with "
+                             f"--gpus 0")
+        return torch.device("cuda", 0) if gpu_ids else torch.device("cpu")
+
 
 def load_study(ref: str) -> Study:
     """The `Study` named by `package.module:attr`, imported from the current directory (as `uvicorn main:app`)."""
@@ -258,7 +280,8 @@ class Sink(Protocol):
     `save` writes with `write_session_checkpoint`, `restore` reads with `SessionCheckpointLoader`."""
 
     def report(self, metrics: dict[str, Any]) -> None: ...
-    def save(self, state: dict[str, Any] | Path, metrics: dict[str, Any]) -> None: ...
+    def save(self, state: dict[str, Any] | Path, metrics: dict[str, Any],
+             meta: dict[str, Any] | None = None) -> None: ...
     def restore(self) -> tuple[dict[str, Any] | Path, dict[str, Any]] | None: ...
 
 
@@ -266,12 +289,13 @@ RESTORED_DIR = "restored_checkpoint"
 """In the trial folder: the files of the checkpoint `Session.restore` returned, when it was given as a folder."""
 
 
-def write_session_checkpoint(directory: Path, state: dict[str, Any] | Path, metrics: dict[str, Any]) -> Path:
+def write_session_checkpoint(directory: Path, state: dict[str, Any] | Path, metrics: dict[str, Any],
+                             meta: dict[str, Any] | None = None) -> Path:
     """One `Session.checkpoint`: a state dict, or a folder's files, with the last step's metrics (so that a
-    trial restored at its last step still reports its final loss)."""
+    trial restored at its last step still reports its final loss) and the caller's `meta` in `meta.json`."""
     from t2s_ray.checkpoint import write_checkpoint
 
-    meta = {"step": int(metrics.get("step", 0)), "last": metrics}
+    meta = {**(meta or {}), "step": int(metrics.get("step", 0)), "last": metrics}
     if isinstance(state, Path):
         return write_checkpoint(directory, {}, meta, files=state)
     return write_checkpoint(directory, state, meta)
@@ -299,7 +323,9 @@ class SessionCheckpointLoader:
         self.loaded = (state, meta.get("last") or {})
 
 
-def _scalar(value: Any, key: str) -> float:
+def _scalar(value: Any, key: str) -> float | str:
+    if isinstance(value, str) and key.endswith("_status"):
+        return value  # why a number is NaN, as in log_evaluation
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -314,9 +340,11 @@ class Session:
     `log_evaluation`, `evaluate`, `log_samples`."""
 
     def __init__(self, *, ablation: str, seed: int, device: Any, trial_dir: Path, sink: Sink, report_every: int,
-                 on_step: Callable[[int], dict[str, Any]] | None = None, member: bool = False):
+                 on_step: Callable[[int], dict[str, Any]] | None = None, member: bool = False,
+                 progress: Callable[[int], None] | None = None):
         self.ablation, self.seed, self.device, self.trial_dir = ablation, seed, device, Path(trial_dir)
-        self._sink, self._every, self._on_step = sink, report_every, on_step
+        self._sink, self._every, self._on_step, self._progress = sink, report_every, on_step, progress
+        self._pending: dict[str, Any] | None = None  # a report due at the last log_step, sent with what follows
         self._member = member  # scoring another ablation of a shared training run: its samples get their own name
         self._state: dict[str, Any] | None = None  # the last state checkpointed or restored, and
         self._steps_since_state = 0  # the log_step calls since
@@ -331,9 +359,15 @@ class Session:
 
     def log_step(self, step: int, loss: float, **scalars: float) -> None:
         """One training step: written to the trial's `training_metrics.csv`/`.jsonl` and TensorBoard at every call,
-        reported to Tune every `report_every` calls (and at the end). The GPU-memory sampler runs on its own."""
-        row = {"step": int(step), "loss": _scalar(loss, "loss"),
-               **{k: _scalar(v, k) for k, v in scalars.items()}, "elapsed_s": time.time() - self._started}
+        reported to Tune every `report_every` calls (and at the end). The GPU-memory sampler runs on its own.
+        `scalars` are numbers, or strings under `<name>_status` keys saying why a number is NaN; `elapsed_s`
+        defaults to the seconds since the trial started (continued across a restore).
+
+        A report due at this call goes to Tune with the next call, or with `checkpoint` when one follows (one
+        row per step in the trial's results, the checkpoint's among them)."""
+        self._flush()
+        row = {"step": int(step), "loss": _scalar(loss, "loss"), "elapsed_s": time.time() - self._started,
+               **{k: _scalar(v, k) for k, v in scalars.items()}}
         if not math.isfinite(row["loss"]):
             raise StudyError(f"loss became {row['loss']} at step {step} (ablation {self.ablation}, seed {self.seed}); "
                              f"lower the learning rate or resume from the last checkpoint")
@@ -342,7 +376,18 @@ class Session:
         self._steps += 1
         self._steps_since_state += 1
         if self._steps % self._every == 0:
-            self._sink.report(dict(self._last))
+            self._pending = dict(self._last)
+
+    def at_step(self, step: int) -> None:
+        """Optional, between `log_step` calls: the step the loop is at, so that the GPU-memory sampler records
+        its rows against it (nothing is written or reported)."""
+        if self._progress is not None:
+            self._progress(int(step))
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._sink.report(pending)
 
     def _write_row(self, row: dict[str, Any]) -> None:
         path = self.trial_dir / STEP_CSV
@@ -359,16 +404,17 @@ class Session:
 
             self._writer = SummaryWriter(str(self.trial_dir), filename_suffix=".steps")
         for k, v in row.items():
-            if k != "step":
+            if k != "step" and not isinstance(v, str):
                 self._writer.add_scalar(f"train/{k}", v, global_step=row["step"])
 
     # --- checkpoints ----------------------------------------------------------------------------
 
-    def checkpoint(self, state: dict[str, Any] | str | Path) -> None:
+    def checkpoint(self, state: dict[str, Any] | str | Path, meta: Mapping[str, Any] | None = None) -> None:
         """Save `state` (a dict of tensors and plain values: weights, optimiser, EMA, RNG, step ...) atomically,
         with its checksum, into the experiment's storage; `restore()` gives the newest valid one back. `state` may
         instead be a folder in your own format (e.g. what `save_pretrained` wrote): its files are copied, each
-        with a checksum, and `restore()` returns a local copy of the folder."""
+        with a checksum, and `restore()` returns a local copy of the folder. `meta`: plain JSON values kept in
+        the checkpoint's `meta.json`, readable without loading the state (e.g. your config)."""
         if self._member:
             raise StudyError(f"session.checkpoint in evaluate (ablation {self.ablation}): evaluate scores the "
                              f"trained checkpoint it is given and saves none; checkpoint in train")
@@ -380,7 +426,11 @@ class Session:
         elif not isinstance(state, dict):
             raise StudyError(f"session.checkpoint: expected a dict of tensors and plain values or a folder, got "
                              f"{type(state).__name__}")
-        self._sink.save(state, {**self._last, "step": self._last.get("step", 0)})
+        reserved = sorted(set(meta or {}) & {"step", "last", "files", "sha256", "format_version"})
+        if reserved:
+            raise StudyError(f"session.checkpoint: meta key {reserved[0]!r} is t2s-ray's own; name it otherwise")
+        self._pending = None  # the checkpoint's report carries the same metrics
+        self._sink.save(state, {**self._last, "step": self._last.get("step", 0)}, dict(meta or {}))
         self._state, self._steps_since_state = state, 0
 
     def restore(self) -> dict[str, Any] | Path | None:
@@ -433,9 +483,12 @@ class Session:
         self.log_evaluation(metrics)
         return metrics
 
-    def log_samples(self, videos: np.ndarray, texts: list[str]) -> None:
-        """Generated clips (uint8, clips x frames x H x W x 3) and their captions: `samples.gif` and `samples.npz`,
-        which report.html shows side by side."""
+    def log_samples(self, videos: np.ndarray, texts: list[str], real: np.ndarray | None = None) -> list[Path]:
+        """Generated clips (uint8, clips x frames x H x W x 3) and their captions: `samples.gif`, `samples.npz`
+        (with `real`, the real clips of the same captions, which report.html shows beside them) and an image in
+        TensorBoard (one row per clip, its frames left to right). Returns the files written."""
+        from tensorboardX import SummaryWriter
+
         from t2s_ray.data.video import save_gif
         from t2s_ray.outputs import SAMPLES_KEPT, samples_npz
 
@@ -443,21 +496,38 @@ class Session:
         if videos.ndim != 5 or videos.shape[-1] != 3 or videos.dtype != np.uint8 or len(videos) != len(texts):
             raise StudyError(f"session.log_samples: expected uint8 clips x frames x H x W x 3 and one caption per "
                              f"clip, got {videos.dtype} {videos.shape} with {len(texts)} captions")
+        if real is not None and np.asarray(real).shape[1:] != videos.shape[1:]:
+            raise StudyError(f"session.log_samples: real clips {np.asarray(real).shape} do not match the generated "
+                             f"ones {videos.shape} (one real clip per caption, same frames, size and channels)")
         n = min(SAMPLES_KEPT, len(texts))
         npz = self.trial_dir / samples_npz(self.ablation if self._member else None)
-        save_gif(npz.with_suffix(".gif"), videos[:n], list(texts[:n]))
+        gif = npz.with_suffix(".gif")
+        save_gif(gif, videos[:n], list(texts[:n]))
+        arrays = {"fake": videos[:n], "texts": np.array(texts[:n])}
+        if real is not None:
+            arrays["real"] = np.asarray(real)[:n]
         with atomic_path(npz, suffix=".npz") as tmp:
-            np.savez_compressed(tmp, fake=videos[:n], texts=np.array(texts[:n]))
+            np.savez_compressed(tmp, **arrays)
+        grid = np.concatenate([np.concatenate(list(clip), axis=1) for clip in videos[:n]], axis=0)
+        tag, step = ("eval" if not self._member else f"eval/{self.ablation}"), int(self._last.get("step", 0))
+        with SummaryWriter(str(self.trial_dir), filename_suffix=".samples") as writer:
+            writer.add_image(f"{tag}/samples", grid, global_step=step, dataformats="HWC")
+            writer.add_text(f"{tag}/sample_captions", "\n\n".join(f"{i}. {t}" for i, t in enumerate(texts[:n])),
+                            global_step=step)
+        return [gif, npz]
 
     def final_metrics(self) -> dict[str, Any]:
         """What the trial's final report holds; raises when `train` never logged an evaluation."""
         if self.final is None:
             raise StudyError(f"train returned without session.log_evaluation or session.evaluate (ablation "
                              f"{self.ablation}, seed {self.seed}); end train with the trial's final metrics")
+        self._pending = None  # the final report carries the last step's metrics
         return {**self._last, "final": 1, "final_loss": self._last.get("loss", math.nan),
                 "train_time_h": (time.time() - self._started) / 3600, **self.final}
 
     def close(self) -> None:
+        """Sends a report still due (a `train` that raised) and closes the TensorBoard writer."""
+        self._flush()
         if self._writer is not None:
             self._writer.close()
 
@@ -470,13 +540,9 @@ def with_seed(cfg: Any, seed: int) -> Any:
 
 
 def resolve_trial(study: Study, params: Mapping[str, Any], ablation: str | None = None) -> Any:
-    """The user's config of the sweep trial `params` (params.json: ablation, scale, overrides, --grid point, seed),
-    or of the `ablation` that shared its training."""
-    from t2s_ray.outputs import GRID_PARAM, grid_override
-
-    grid = [grid_override(k, v) for k, v in (params.get(GRID_PARAM) or {}).items()]
-    cfg = study.resolve(ablation or params["ablation"], params.get("scale"), [*params.get("overrides", []), *grid])
-    return with_seed(cfg, int(params["seed"]))
+    """The study's config of the sweep trial `params`, or of the `ablation` that shared its training
+    (`Study.trial_config`)."""
+    return study.trial_config(params, ablation)
 
 
 def train_and_score(study: Study, cfg: Any, session: Session, members: Mapping[str, Any] | None = None) -> dict:
@@ -495,5 +561,7 @@ def train_and_score(study: Study, cfg: Any, session: Session, members: Mapping[s
         if scored.final is None:
             raise StudyError(f"evaluate returned without session.log_evaluation or session.evaluate (ablation "
                              f"{name}, seed {session.seed}); end evaluate with the ablation's final metrics")
-        final.update({shared_key(name, k): v for k, v in scored.final.items()})
+        # the member trained the same run: its loss and training time are the trainer's unless it says otherwise
+        trained = {k: final[k] for k in ("final_loss", "train_time_h") if k in final}
+        final.update({shared_key(name, k): v for k, v in {**trained, **scored.final}.items()})
     return final

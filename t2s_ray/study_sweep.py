@@ -17,7 +17,7 @@ from t2s_ray.ablations import TrainingGroup
 from t2s_ray.outputs import GRID_PARAM, grid_override
 from t2s_ray.plan import Probe
 from t2s_ray.study import Study, StudyError, load_study, study_root
-from t2s_ray.sweep import SweepError, SweepSpec, _resources, _validate_gpus, _validate_storage, parse_grid
+from t2s_ray.sweep import SweepError, SweepSpec, _validate_gpus, _validate_storage, parse_grid
 
 DEFAULT_STUDY_SEEDS = 3
 """Seeds per ablation of a study sweep that names none: a paired verdict needs 3."""
@@ -137,9 +137,6 @@ class StudySweepSpec(SweepSpec):
     def runtime_env(self) -> Optional[dict]:
         return study_runtime_env(self.study)
 
-    def trainable(self):
-        return study_trainable(_resources(self))
-
     def sweep_record(self) -> dict[str, Any]:
         s = self.study_obj
         return {"study": self.study, "study_root": str(study_root(self.study)), "baseline": s.baseline,
@@ -153,14 +150,6 @@ def study_runtime_env(ref: str) -> dict:
     return {"py_modules": [str(top if top.is_dir() else top.with_suffix(".py"))]}
 
 
-def study_trainable(resources: dict[str, float]):
-    from ray import tune
-
-    from t2s_ray.runner import study_trial
-
-    return tune.with_resources(study_trial, resources)
-
-
 class _ProbeDone(BaseException):
     """Raised from `log_step` once the probe has timed its steps (a BaseException: `except Exception` in the
     user's loop does not swallow it)."""
@@ -172,7 +161,7 @@ class _DiscardSink:
     def report(self, metrics: dict[str, Any]) -> None:
         pass
 
-    def save(self, state: dict[str, Any], metrics: dict[str, Any]) -> None:
+    def save(self, state: dict[str, Any], metrics: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
         pass
 
     def restore(self) -> None:

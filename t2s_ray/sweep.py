@@ -420,11 +420,12 @@ def _resources(spec: SweepSpec) -> dict[str, float]:
 
 
 def trainable_with_resources(resources: dict[str, float]):
+    """The one function trainable of every study (`runner.study_trial`; the trial's params name its study)."""
     from ray import tune
 
-    from t2s_ray.trainables import t2s_trial
+    from t2s_ray.runner import study_trial
 
-    return tune.with_resources(t2s_trial, resources)
+    return tune.with_resources(study_trial, resources)
 
 
 def _reporter(quiet: bool, grid_keys: Sequence[str] = ()):
@@ -772,7 +773,7 @@ def resume_sweep(experiment_dir: str | Path, restart_errored: bool = False, quie
     runtime_env = None
     if study:
         from t2s_ray.study import StudyError, load_study
-        from t2s_ray.study_sweep import study_runtime_env, study_trainable
+        from t2s_ray.study_sweep import study_runtime_env
 
         try:
             load_study(study)
@@ -787,8 +788,7 @@ def resume_sweep(experiment_dir: str | Path, restart_errored: bool = False, quie
     try:
         # trials already created keep the resources stored in the experiment state; trials Ray creates after the
         # restore (pending ones, under a concurrency cap) get these: the sweep's own
-        trainable = study_trainable(resources) if study else trainable_with_resources(resources)
-        tuner = tune.Tuner.restore(str(exp), trainable=trainable,
+        tuner = tune.Tuner.restore(str(exp), trainable=trainable_with_resources(resources),
                                    resume_unfinished=True, resume_errored=not restart_errored,
                                    restart_errored=restart_errored)
     except (EOFError, pickle.UnpicklingError, ValueError, RuntimeError, OSError) as e:

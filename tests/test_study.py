@@ -214,7 +214,7 @@ class _Sink:
     def report(self, metrics):
         self.reports.append(metrics)
 
-    def save(self, state, metrics):
+    def save(self, state, metrics, meta=None):
         self.saved.append((state, metrics))
 
     def restore(self):

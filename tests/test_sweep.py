@@ -306,7 +306,7 @@ def test_trial_assigned_a_gpu_without_cuda_fails_clearly(monkeypatch):
     import torch
 
     from t2s_ray.ablations import resolve
-    from t2s_ray.trainables.t2s_trial import trial_device
+    from t2s_ray.t2s.study import trial_device
     from t2s_ray.training import TrainingError
 
     cfg = resolve("baseline", "smoke")
