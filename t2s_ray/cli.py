@@ -346,7 +346,7 @@ def sweep_cmd(
         if steps is not None or data != "synthsign" or ablation_file:
             raise fail("--steps, --data and --ablation-file are for the bundled study; with --study, set your "
                        "config's fields with --set key.path=value", code=2)
-        from t2s_ray.study_sweep import StudySweepSpec
+        from t2s_ray.sweep.study import StudySweepSpec
 
         spec = _checked(lambda: StudySweepSpec(study=study, ablations=_split_csv(ablations or ""), scale=scale,
                                                **common))

@@ -4,6 +4,8 @@ import pytest
 from typer.testing import CliRunner
 
 import t2s_ray.sweep as sweep
+import t2s_ray.sweep.estimate as estimate_mod
+import t2s_ray.sweep.spec as spec_mod
 from t2s_ray.cli import app
 from t2s_ray.plan import Probe, auto_cpus, concurrency, cost_lines, estimate, pack
 from t2s_ray.sweep import SweepSpec
@@ -60,9 +62,9 @@ def test_dry_run_prints_the_plan_and_estimate_without_ray(tmp_path, monkeypatch)
         calls.append((cfg.ablation, device))
         return Probe(cfg.ablation, device, 2.0, 30.0)
 
-    monkeypatch.setattr(sweep, "probe", fake_probe)
-    monkeypatch.setattr(sweep, "detect_local_gpus", lambda: 3)
-    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(spec_mod, "probe", fake_probe)
+    monkeypatch.setattr(estimate_mod, "detect_local_gpus", lambda: 3)
+    monkeypatch.setattr(estimate_mod.os, "cpu_count", lambda: 2)
     r = runner.invoke(app, ["sweep", "--scale", "full", "--dry-run", "--storage", str(tmp_path), "--name", "x"])
     assert r.exit_code == 0, r.output
     assert "import ray" not in r.output and not (tmp_path / "x").exists()  # nothing started, nothing written
@@ -82,28 +84,28 @@ def test_pack_by_measured_memory():
 
 def test_gpus_per_trial_auto_probes_each_model_and_packs(tmp_path, monkeypatch):
     peaks = {"baseline": 10.0, "text_finetuned": 14.0}
-    monkeypatch.setattr(sweep, "detect_local_gpus", lambda: 1)
-    monkeypatch.setattr(sweep, "probe", lambda cfg, steps, device=None, say=None, threads=None: Probe(
+    monkeypatch.setattr(estimate_mod, "detect_local_gpus", lambda: 1)
+    monkeypatch.setattr(spec_mod, "probe", lambda cfg, steps, device=None, say=None, threads=None: Probe(
         cfg.ablation, "cuda:0", 0.1, 1.0, peaks[cfg.ablation], 80.0))
     spec = SweepSpec(ablations=("baseline", "text_finetuned", "no_ema"), seeds=1, gpus=1, pack_by_memory=True,
                      storage=tmp_path, name="x")
     said = []
     configs = sweep.validate(spec, available_gpus=1)
-    probes = sweep._pack_by_memory(spec, configs, said.append)
+    probes = estimate_mod._pack_by_memory(spec, configs, said.append)
     assert set(probes) == {"baseline", "text_finetuned"}  # no_ema trains with baseline: not probed
     assert spec.gpus_per_trial == 0.25  # the larger peak: 14 x 1.25 + 0.75 = 18.25 GiB -> 4 per 80 GiB GPU
     assert "text_finetuned peaks at 14.00 GiB" in said[0] and "4 trial(s) fit" in said[0]
     peaks["text_finetuned"] = 70.0
     with pytest.raises(sweep.SweepError, match="text_finetuned: a trial needs ~88.2 GiB"):
-        sweep._pack_by_memory(spec, configs, said.append)
+        estimate_mod._pack_by_memory(spec, configs, said.append)
 
 
 def test_gpus_per_trial_auto_needs_a_local_gpu_to_measure(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "detect_local_gpus", lambda: 0)
+    monkeypatch.setattr(estimate_mod, "detect_local_gpus", lambda: 0)
     spec = SweepSpec(seeds=1, gpus=3, pack_by_memory=True, storage=tmp_path, name="x")
     with pytest.raises(sweep.SweepError, match="none is visible here; give a number instead"):
-        sweep._pack_by_memory(spec, [], print)
+        estimate_mod._pack_by_memory(spec, [], print)
     cpu = SweepSpec(seeds=1, gpus=0, pack_by_memory=True, storage=tmp_path, name="y")
-    assert sweep._pack_by_memory(cpu, [], print) == {} and cpu.gpus_per_trial == 1.0
+    assert estimate_mod._pack_by_memory(cpu, [], print) == {} and cpu.gpus_per_trial == 1.0
     r = runner.invoke(app, ["sweep", "--gpus-per-trial", "lots", "--dry-run", "--storage", str(tmp_path)])
     assert r.exit_code == 2 and "--gpus-per-trial 'lots': expected auto or a number > 0" in r.output

@@ -154,11 +154,11 @@ def test_ablations_differing_only_in_evaluation_fields_train_once_and_are_each_s
 
 
 def test_a_study_sweep_shares_training_takes_a_grid_and_checks_its_values(tmp_path, monkeypatch):
-    from t2s_ray.study_sweep import StudySweepSpec
     from t2s_ray.sweep import SweepError
+    from t2s_ray.sweep.study import StudySweepSpec
 
-    monkeypatch.setattr("t2s_ray.study_sweep.load_study", lambda ref: _shared_study())
-    monkeypatch.setattr("t2s_ray.study_sweep.study_root", lambda ref: tmp_path)
+    monkeypatch.setattr("t2s_ray.sweep.study.load_study", lambda ref: _shared_study())
+    monkeypatch.setattr("t2s_ray.sweep.study.study_root", lambda ref: tmp_path)
     spec = StudySweepSpec(study="x:y", storage=tmp_path, name="e", gpus=0, grid=("lr=0.1,0.2",))
     space = spec.param_space()
     assert space["ablation"]["grid_search"] == ["baseline", "fast"]
@@ -177,9 +177,9 @@ def test_a_study_sweep_shares_training_takes_a_grid_and_checks_its_values(tmp_pa
 
 
 def test_dry_run_probes_the_users_train_and_estimates_the_sweep(tmp_path, monkeypatch):
-    from t2s_ray.study_sweep import StudySweepSpec
     from t2s_ray.sweep import SweepError
     from t2s_ray.sweep import dry_run as study_dry_run
+    from t2s_ray.sweep.study import StudySweepSpec
 
     def slow_train(cfg, session):
         for step in range(1, 100):
@@ -187,8 +187,8 @@ def test_dry_run_probes_the_users_train_and_estimates_the_sweep(tmp_path, monkey
             session.log_step(step, 1.0)
         raise AssertionError("the probe stops train inside log_step")
 
-    monkeypatch.setattr("t2s_ray.study_sweep.load_study", lambda ref: _shared_study(train=slow_train))
-    monkeypatch.setattr("t2s_ray.study_sweep.study_root", lambda ref: tmp_path)
+    monkeypatch.setattr("t2s_ray.sweep.study.load_study", lambda ref: _shared_study(train=slow_train))
+    monkeypatch.setattr("t2s_ray.sweep.study.study_root", lambda ref: tmp_path)
     lines: list[str] = []
     study_dry_run(StudySweepSpec(study="x:y", storage=tmp_path, name="e", gpus=0), say=lines.append)
     text = "\n".join(lines)
@@ -200,7 +200,7 @@ def test_dry_run_probes_the_users_train_and_estimates_the_sweep(tmp_path, monkey
     def broken(cfg, session):
         raise KeyError("my_field")
 
-    monkeypatch.setattr("t2s_ray.study_sweep.load_study", lambda ref: _shared_study(train=broken, steps=None))
+    monkeypatch.setattr("t2s_ray.sweep.study.load_study", lambda ref: _shared_study(train=broken, steps=None))
     with pytest.raises(SweepError, match="train of ablation 'baseline' raised KeyError: 'my_field'"):
         study_dry_run(StudySweepSpec(study="x:y", storage=tmp_path, name="f", gpus=0), say=lines.append)
 
@@ -357,7 +357,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 import ray
 ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
          runtime_env={"worker_process_setup_hook": "tests.faults.cut_checkpoint_copy"})
-from t2s_ray.study_sweep import StudySweepSpec
+from t2s_ray.sweep.study import StudySweepSpec
 from t2s_ray.sweep import run_sweep
 o = run_sweep(StudySweepSpec(study="examples.own_model.study:study", ablations=tuple(sys.argv[3].split(",")),
                              seeds=int(sys.argv[4]), scale="tiny", gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
@@ -447,7 +447,7 @@ import os, sys
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 import ray
 ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
-from t2s_ray.study_sweep import StudySweepSpec
+from t2s_ray.sweep.study import StudySweepSpec
 from t2s_ray.sweep import run_sweep
 o = run_sweep(StudySweepSpec(study="faulty_study:study", seeds=1, gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
                              name="faulty", quiet=True, max_failures=0))

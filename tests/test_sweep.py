@@ -187,13 +187,13 @@ def test_validation_too_many_gpus():
 def test_run_sweep_rejects_a_bad_spec_before_writing_anything(tmp_path, monkeypatch, bad):
     """A rejected spec leaves --storage empty and builds no data cache, evaluator or Ray cluster."""
     import t2s_ray.cluster as cluster
-    import t2s_ray.sweep as sweep
+    import t2s_ray.sweep.run as sweep_run
 
     def past_validation(*args, **kwargs):
         raise AssertionError("run_sweep went past validation with a bad spec")
 
     for step in ("prepare_data", "prepare_evaluators"):  # the steps that write or start things
-        monkeypatch.setattr(sweep, step, past_validation)
+        monkeypatch.setattr(sweep_run, step, past_validation)
     monkeypatch.setattr(cluster, "init_ray", past_validation)
     storage, cache = tmp_path / "results", tmp_path / "cache"
     storage.mkdir()

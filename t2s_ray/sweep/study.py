@@ -17,7 +17,8 @@ from t2s_ray.ablations import TrainingGroup
 from t2s_ray.outputs import GRID_PARAM, grid_override
 from t2s_ray.plan import Probe
 from t2s_ray.study import Study, StudyError, load_study, study_root
-from t2s_ray.sweep import SweepError, SweepSpec, _validate_gpus, _validate_storage, parse_grid
+from t2s_ray.sweep.spec import SweepError, SweepSpec, parse_grid
+from t2s_ray.sweep.validate import _validate_gpus, _validate_storage
 
 DEFAULT_STUDY_SEEDS = 3
 """Seeds per ablation of a study sweep that names none: a paired verdict needs 3."""
