@@ -21,7 +21,7 @@ import torch
 from benchkit import write_results
 
 from t2s_ray.ablations import resolve
-from t2s_ray.training import build_state, save_state
+from t2s_ray.t2s.training import build_state, save_state
 
 
 def _mb(tensors) -> float:

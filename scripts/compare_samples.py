@@ -5,7 +5,7 @@
 
 One row per caption (one caption per gloss of the validation split, up to --n): the real clip,
 then each ablation's sample from the newest checkpoint of its finished (ablation, seed) trial.
-A thin wrapper over `t2s_ray.sample` (what `t2s-ray sample EXPERIMENT --text ...` does for your own
+A thin wrapper over `t2s_ray.t2s.sample` (what `t2s-ray sample EXPERIMENT --text ...` does for your own
 sentences), adding the real clip of each caption: EMA weights when enabled, the evaluation's
 guidance and DDIM steps.
 """
@@ -19,7 +19,7 @@ from t2s_ray.checkpoint import read_meta
 from t2s_ray.config import Config
 from t2s_ray.data import build_dataset
 from t2s_ray.data.synthsign import GLOSSES
-from t2s_ray.sample import Column, SampleError, experiment_checkpoints, sample_checkpoint, write
+from t2s_ray.t2s.sample import Column, SampleError, experiment_checkpoints, sample_checkpoint, write
 
 
 def main() -> None:

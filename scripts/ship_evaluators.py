@@ -1,12 +1,12 @@
 """Regenerate, or verify, the SynthSign gloss evaluators shipped with the package for the built-in scales.
 
-    python scripts/ship_evaluators.py             # train afresh, rewrite t2s_ray/evaluator_weights/
+    python scripts/ship_evaluators.py             # train afresh, rewrite t2s_ray/t2s/evaluator_weights/
     python scripts/ship_evaluators.py --verify    # retrain, compare with the shipped weights and reports
 
 Each scale's evaluator (the one `resolve("baseline", scale, 0, [])` asks for) is trained on CPU
 in a fresh temp cache, never from the shipped copy. Writing replaces the package folder whole:
 `<key>/{model.pt,report.json}` plus `manifest.json` (key -> scale, sha256 of each file), which
-`t2s_ray.evaluator` checks before copying a shipped evaluator into a user's cache. Rerun it after
+`t2s_ray.t2s.evaluator` checks before copying a shipped evaluator into a user's cache. Rerun it after
 any change to the evaluator's key (EVALUATOR_VERSION, EvaluatorConfig, a scale's data or eval
 fields, SynthSign's rendering): `tests/test_evaluator.py` fails until the manifest covers the new keys.
 `--verify` exits 1 if a retrained evaluator reads the test clips differently from the shipped one.
@@ -28,7 +28,8 @@ import torch
 from benchkit import write_results
 
 from t2s_ray.ablations import resolve
-from t2s_ray.evaluator import (
+from t2s_ray.io import atomic_dir
+from t2s_ray.t2s.evaluator import (
     EVALUATOR_FILES,
     EVALUATOR_VERSION,
     SHIPPED_DIR,
@@ -38,7 +39,6 @@ from t2s_ray.evaluator import (
     shipped_evaluators,
     train_evaluator,
 )
-from t2s_ray.io import atomic_dir
 
 SHIPPED_SCALES = ("smoke", "small")
 """Built-in scales whose evaluator ships. `full` (16x64x64 clips) is not: ~8x smoke's compute, over

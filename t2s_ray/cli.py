@@ -191,8 +191,8 @@ def train_cmd(
 ) -> None:
     """Train one (ablation, seed) in this process, without Ray, and checkpoint it like a sweep trial."""
     from t2s_ray.checkpoint import CheckpointError
-    from t2s_ray.local import train_local
-    from t2s_ray.training import TrainingError
+    from t2s_ray.t2s.local import train_local
+    from t2s_ray.t2s.training import TrainingError
 
     if study is not None:
         _train_study(_load_study(study), ablation, scale, seed, set_ or [], steps, ablation_file, out)
@@ -464,7 +464,7 @@ def calibrate_cmd(
                   highlight=False)
     outcome = _checked(lambda: run_sweep(spec, say=_say), resume_from=spec.experiment_dir)
     local = _finish(outcome)
-    from t2s_ray.calibrate import judge_experiment, render, write
+    from t2s_ray.t2s.calibrate import judge_experiment, render, write
 
     cal = judge_experiment(local)
     typer.echo("\n" + render(cal))
@@ -615,8 +615,8 @@ def evaluate_cmd(
 ) -> None:
     """Sample the fixed caption set from a checkpoint's evaluated weights and compute every metric."""
     from t2s_ray.checkpoint import CheckpointError
-    from t2s_ray.local import evaluate_checkpoint
-    from t2s_ray.training import TrainingError
+    from t2s_ray.t2s.local import evaluate_checkpoint
+    from t2s_ray.t2s.training import TrainingError
 
     overrides = [f"device={device.value}"]
     if fvd_detector:
@@ -672,9 +672,9 @@ def sample_cmd(
 
     The output is one captioned grid, a column per ablation and a row per sentence, as a GIF or an MP4.
     """
-    from t2s_ray import sample as sampling
     from t2s_ray.checkpoint import CheckpointError
-    from t2s_ray.training import TrainingError
+    from t2s_ray.t2s import sample as sampling
+    from t2s_ray.t2s.training import TrainingError
 
     overrides = [f"device={device.value}"]
     overrides += [f"eval.guidance_scale={guidance}"] if guidance is not None else []
@@ -733,7 +733,7 @@ def train_evaluator_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Train (or find cached) the SynthSign gloss classifier behind eval/fvd_synthsign and eval/text_alignment."""
-    from t2s_ray.evaluator import EvaluatorUnavailable, evaluator_config, train_evaluator
+    from t2s_ray.t2s.evaluator import EvaluatorUnavailable, evaluator_config, train_evaluator
 
     try:
         cfg = resolve("baseline", scale.value, 0, set_ or [])

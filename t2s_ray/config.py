@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from t2s_ray.models.sizes import DIT_SIZES
+from t2s_ray.t2s.models.sizes import DIT_SIZES
 
 
 class ConfigError(ValueError):

@@ -128,9 +128,9 @@ def _probe(cfg, steps: int, device, say: Callable[[str], None]) -> Probe:
     import torch
 
     from t2s_ray.data import build_dataset
-    from t2s_ray.evaluation import sample
     from t2s_ray.metrics.efficiency import synchronize
-    from t2s_ray.training import build_state, time_train_steps
+    from t2s_ray.t2s.evaluation import sample
+    from t2s_ray.t2s.training import build_state, time_train_steps
 
     say(f"probing {cfg.ablation}: {steps} training steps and one sampling step ...")
     state = build_state(cfg, device=torch.device(device) if device else None)

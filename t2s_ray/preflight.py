@@ -40,7 +40,7 @@ def _ablations(scale: str) -> str:
 
 
 def _text_encoder() -> str:
-    from t2s_ray.models.text_encoder import TextEncoder, default_text_encoder_path
+    from t2s_ray.t2s.models.text_encoder import TextEncoder, default_text_encoder_path
 
     t0 = time.perf_counter()
     enc = TextEncoder()

@@ -86,14 +86,16 @@ def study_trial(params: dict[str, Any]) -> None:
     device = study.trial_device(cfg, gpu_ids)
     what = f"{params['ablation']} seed {params['seed']}"
     trial_dir = artifact_dir()  # samples and step logs reach the experiment's storage from any node
-    sink = TuneSink(what, {**node_facts(device, gpu_ids), "node/started_at": started_at}, trial_dir)
+    node = {**node_facts(device, gpu_ids), "node/started_at": started_at}
+    sink = TuneSink(what, node, trial_dir)
     with MemorySampler((trial_storage_dir() or trial_dir) / SAMPLER_CSV, device) as sampler:
         def on_step(step: int) -> dict[str, Any]:
             sampler.set_step(step)
             return sampler.summary()
 
         session = Session(ablation=params["ablation"], seed=int(params["seed"]), device=device, trial_dir=trial_dir,
-                          sink=sink, report_every=study.report_every, on_step=on_step, progress=sampler.set_step)
+                          sink=sink, report_every=study.report_every, on_step=on_step, progress=sampler.set_step,
+                          node=f"Ray node {node['node/id']} ({node['node/hostname']})")
         members = {m: resolve_trial(study, params, m) for m in shared_members(params)}
         try:
             final = train_and_score(study, cfg, session, members)

@@ -336,13 +336,17 @@ class Session:
     """What `train(cfg, session)` (and `evaluate`) is handed.
 
     Attributes: `ablation` (str), `seed` (int), `device` (a `torch.device`: the GPU Ray assigned, else CPU),
-    `trial_dir` (a local `Path` for your own files). Methods: `log_step`, `checkpoint`, `restore`,
+    `trial_dir` (a local `Path` for your own files), `node` (where the trial runs, for your messages: `Ray node
+    <id> (<hostname>)` in a sweep). Methods: `log_step`, `checkpoint`, `restore`,
     `log_evaluation`, `evaluate`, `log_samples`."""
 
     def __init__(self, *, ablation: str, seed: int, device: Any, trial_dir: Path, sink: Sink, report_every: int,
                  on_step: Callable[[int], dict[str, Any]] | None = None, member: bool = False,
-                 progress: Callable[[int], None] | None = None):
+                 progress: Callable[[int], None] | None = None, node: str | None = None):
         self.ablation, self.seed, self.device, self.trial_dir = ablation, seed, device, Path(trial_dir)
+        import socket
+
+        self.node = node or f"host {socket.gethostname()}"  # where it runs, for messages that must say so
         self._sink, self._every, self._on_step, self._progress = sink, report_every, on_step, progress
         self._pending: dict[str, Any] | None = None  # a report due at the last log_step, sent with what follows
         self._member = member  # scoring another ablation of a shared training run: its samples get their own name
@@ -459,7 +463,7 @@ class Session:
         """A session for scoring `ablation`, which shares this run's training: the same trial folder and device,
         its own final metrics and samples (`samples-<ablation>.*`)."""
         return Session(ablation=ablation, seed=self.seed, device=self.device, trial_dir=self.trial_dir,
-                       sink=self._sink, report_every=self._every, member=True)
+                       sink=self._sink, report_every=self._every, member=True, node=self.node)
 
     # --- the end --------------------------------------------------------------------------------
 

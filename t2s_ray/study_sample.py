@@ -11,8 +11,8 @@ import numpy as np
 
 from t2s_ray.checkpoint import read_meta
 from t2s_ray.outputs import ablation_of
-from t2s_ray.sample import Column, SampleError, experiment_checkpoints
 from t2s_ray.study import SessionCheckpointLoader, Study, StudyError, resolve_trial
+from t2s_ray.t2s.sample import Column, SampleError, experiment_checkpoints
 
 
 def _params(checkpoint: Path) -> dict:

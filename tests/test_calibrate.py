@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from t2s_ray.calibrate import judge, render
 from t2s_ray.cli import app
+from t2s_ray.t2s.calibrate import judge, render
 
 runner = CliRunner()
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from t2s_ray.config import DiffusionConfig
-from t2s_ray.diffusion import GaussianDiffusion
-from t2s_ray.models.text_encoder import TextOutput
+from t2s_ray.t2s.diffusion import GaussianDiffusion
+from t2s_ray.t2s.models.text_encoder import TextOutput
 
 SHAPE = (2, 3, 2, 4, 4)
 

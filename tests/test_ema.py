@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from t2s_ray.ema import EMA
+from t2s_ray.t2s.ema import EMA
 
 
 def make_model() -> nn.Module:

@@ -8,10 +8,10 @@ import torch
 
 from t2s_ray.ablations import resolve
 from t2s_ray.data import build_dataset
-from t2s_ray.evaluation import eval_set, evaluate, sample
-from t2s_ray.evaluator import EvaluatorUnavailable
 from t2s_ray.metrics.lpips import load_lpips
-from t2s_ray.training import build_state
+from t2s_ray.t2s.evaluation import eval_set, evaluate, sample
+from t2s_ray.t2s.evaluator import EvaluatorUnavailable
+from t2s_ray.t2s.training import build_state
 
 TINY = ["data.frames=4", "data.height=16", "data.width=16", "data.train_clips=8", "data.eval_clips=6",
         "training.batch_size=2", "eval.num_videos=4", "eval.batch_size=2", "eval.sampling_steps=2",
@@ -53,7 +53,7 @@ def test_sampling_is_deterministic_and_uses_ema_weights(cfg, text_encoder):
 
 
 def test_every_metric_is_a_value_or_nan_with_status(cfg, text_encoder, monkeypatch):
-    import t2s_ray.evaluation as ev
+    import t2s_ray.t2s.evaluation as ev
 
     monkeypatch.setattr(ev, "clip_features", lambda m, v: m.features(torch.from_numpy(
         np.ascontiguousarray(v)).permute(0, 4, 1, 2, 3).float()).double().numpy())
@@ -98,7 +98,7 @@ def test_unavailable_lpips_and_evaluator_become_nan_with_reasons(cfg, text_encod
 
 
 def test_each_seed_draws_its_own_evaluation_and_arms_of_a_seed_share_it():
-    from t2s_ray.evaluation import eval_seed
+    from t2s_ray.t2s.evaluation import eval_seed
 
     base0, base1 = resolve("baseline", "smoke", 0), resolve("baseline", "smoke", 1)
     assert eval_seed(base0) == base0.eval.seed  # seed 0 keeps eval.seed itself

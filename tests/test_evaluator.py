@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from t2s_ray import evaluator
 from t2s_ray.ablations import resolve
 from t2s_ray.config import DataConfig
 from t2s_ray.data import build_dataset
 from t2s_ray.data.synthsign import GLOSSES, split_sentences
 from t2s_ray.data.video import to_model_input
-from t2s_ray.evaluator import (
+from t2s_ray.metrics.text_alignment import gloss_accuracy, text_alignment
+from t2s_ray.t2s import evaluator
+from t2s_ray.t2s.evaluator import (
     EvaluatorConfig,
     EvaluatorUnavailable,
     evaluator_config,
@@ -26,8 +27,7 @@ from t2s_ray.evaluator import (
     train_evaluator,
     training_batches,
 )
-from t2s_ray.metrics.text_alignment import gloss_accuracy, text_alignment
-from t2s_ray.models.gloss_classifier import GlossClassifier, GlossClassifierArch, ctc_decode, ctc_loss
+from t2s_ray.t2s.models.gloss_classifier import GlossClassifier, GlossClassifierArch, ctc_decode, ctc_loss
 
 TINY_EVAL = EvaluatorConfig(train_clips=48, test_clips=8, epochs=1, batch_size=16, widths=(8, 16), feature_dim=16)
 

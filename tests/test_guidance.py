@@ -95,9 +95,9 @@ class MeanColour(torch.nn.Module):
 def judged(monkeypatch, tmp_path, text_encoder):
     """A tiny untrained state and an evaluator whose scores depend on the clips it sees: features are
     mean colours, and a clip is read as the glosses of the real prompt clip nearest to it in mean colour."""
-    import t2s_ray.evaluation as ev
+    import t2s_ray.t2s.evaluation as ev
     from t2s_ray.data import build_dataset
-    from t2s_ray.training import build_state
+    from t2s_ray.t2s.training import build_state
 
     cfg = resolve("baseline", "smoke", 0, TINY + [f"data.cache_dir={tmp_path}", "eval.guidance_scale=[3,1,5]"])
     val = build_dataset(cfg.data, "val")
@@ -123,7 +123,7 @@ def judged(monkeypatch, tmp_path, text_encoder):
 
 
 def evaluate_at(state, val, value: str, evaluator_fn=None):
-    from t2s_ray.evaluation import evaluate
+    from t2s_ray.t2s.evaluation import evaluate
 
     cfg = state.cfg
     state.cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, guidance_scale=value))
@@ -169,8 +169,8 @@ def test_each_scale_equals_a_single_scale_run_at_it(judged):
 
 
 def test_without_a_gloss_evaluator_the_curve_is_nan_with_the_reason_and_nothing_is_sampled(judged, monkeypatch):
-    import t2s_ray.evaluation as ev
-    from t2s_ray.evaluator import EvaluatorUnavailable
+    import t2s_ray.t2s.evaluation as ev
+    from t2s_ray.t2s.evaluator import EvaluatorUnavailable
 
     def no_evaluator(data_cfg, device):
         raise EvaluatorUnavailable("the gloss evaluator exists for SynthSign only")

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from t2s_ray.ablations import resolve
 from t2s_ray.cli import app
-from t2s_ray.local import train_local
-from t2s_ray.sample import Column, resolve_source, write
+from t2s_ray.t2s.local import train_local
+from t2s_ray.t2s.sample import Column, resolve_source, write
 
 runner = CliRunner()
 FRAMES, SIZE, ZOOM = 4, 16, 3

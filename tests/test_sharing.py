@@ -14,10 +14,10 @@ import t2s_ray.analysis as an
 from t2s_ray.ablations import Ablation, resolve, training_groups
 from t2s_ray.config import Config, trajectory_fields
 from t2s_ray.data import build_dataset
-from t2s_ray.evaluation import evaluate
 from t2s_ray.outputs import shared_key
 from t2s_ray.sweep import SweepSpec
-from t2s_ray.training import TrainingError, build_state, member_state, next_batch, train_step, validation_loss
+from t2s_ray.t2s.evaluation import evaluate
+from t2s_ray.t2s.training import TrainingError, build_state, member_state, next_batch, train_step, validation_loss
 from tests.test_analysis import final_row, make_trial, train_row
 from tests.test_evaluation import TINY, FakeClassifier
 
@@ -77,7 +77,7 @@ def _trained(cfg, text_encoder):
 
 
 def _eval(state, monkeypatch):
-    import t2s_ray.evaluation as ev
+    import t2s_ray.t2s.evaluation as ev
 
     monkeypatch.setattr(ev, "clip_features", lambda m, v: m.features(torch.from_numpy(
         np.ascontiguousarray(v)).permute(0, 4, 1, 2, 3).float()).double().numpy())

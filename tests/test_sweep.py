@@ -306,8 +306,8 @@ def test_trial_assigned_a_gpu_without_cuda_fails_clearly(monkeypatch):
     import torch
 
     from t2s_ray.ablations import resolve
-    from t2s_ray.t2s.study import trial_device
-    from t2s_ray.training import TrainingError
+    from t2s_ray.t2s.bundled import trial_device
+    from t2s_ray.t2s.training import TrainingError
 
     cfg = resolve("baseline", "smoke")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a worker with a CPU-only torch

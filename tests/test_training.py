@@ -12,8 +12,8 @@ import torch
 
 from t2s_ray.ablations import resolve
 from t2s_ray.checkpoint import CheckpointError, list_checkpoints, read_checkpoint
-from t2s_ray.local import train_local
-from t2s_ray.training import (
+from t2s_ray.t2s.local import train_local
+from t2s_ray.t2s.training import (
     TrainingError,
     build_state,
     drop_captions,
@@ -186,7 +186,7 @@ def test_nan_loss_stops_with_step_and_ablation(tmp_path, text_encoder):
 
 
 def test_out_of_memory_message_names_batch_and_checkpointing(tmp_path, text_encoder, monkeypatch):
-    import t2s_ray.training as tr
+    import t2s_ray.t2s.training as tr
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

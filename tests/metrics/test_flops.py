@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from t2s_ray import training
 from t2s_ray.ablations import resolve
 from t2s_ray.metrics import flops
 from t2s_ray.metrics.flops import count_flops, device_peak_flops, flops_metrics, mfu, peak_for_name
-from t2s_ray.training import build_state, train_loop
+from t2s_ray.t2s import training
+from t2s_ray.t2s.training import build_state, train_loop
 
 TINY = ["data.frames=4", "data.height=16", "data.width=16", "data.train_clips=8", "data.eval_clips=4",
         "model.size=dit-tiny", "model.patch_size=4", "training.batch_size=2", "training.steps=4",

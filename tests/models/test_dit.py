@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from t2s_ray.diffusion import GaussianDiffusion
-from t2s_ray.models.dit import VideoDiT
-from t2s_ray.models.sizes import DIT_SIZES, DiTSize
-from t2s_ray.models.text_encoder import TextOutput
+from t2s_ray.t2s.diffusion import GaussianDiffusion
+from t2s_ray.t2s.models.dit import VideoDiT
+from t2s_ray.t2s.models.sizes import DIT_SIZES, DiTSize
+from t2s_ray.t2s.models.text_encoder import TextOutput
 
 TINY = DiTSize(hidden=32, depth=2, heads=4)
 

@@ -5,8 +5,8 @@ import torch
 
 from t2s_ray.ablations import resolve
 from t2s_ray.metrics.efficiency import count_parameters
-from t2s_ray.models.t2s import build_model
-from t2s_ray.models.text_encoder import TextEncoder, TextOutput, default_text_encoder_path, masked_mean
+from t2s_ray.t2s.models.t2s import build_model
+from t2s_ray.t2s.models.text_encoder import TextEncoder, TextOutput, default_text_encoder_path, masked_mean
 
 CAPTIONS = ["hello", "the weather tomorrow will be sunny and warm in the north"]
 

@@ -19,13 +19,6 @@ import torch
 
 from t2s_ray.data import build_dataset
 from t2s_ray.data.video import to_model_input, to_uint8
-from t2s_ray.evaluator import (
-    EvaluatorUnavailable,
-    clip_features,
-    evaluator_config,
-    load_or_train_evaluator,
-    recognise,
-)
 from t2s_ray.guidance import CURVE_METRICS, HEADLINE_SCALE_KEY, guidance_key
 from t2s_ray.metrics.efficiency import peak_inference_memory_gb, time_inference
 from t2s_ray.metrics.frechet import frechet_from_features
@@ -34,7 +27,14 @@ from t2s_ray.metrics.kid import kid
 from t2s_ray.metrics.lpips import load_lpips, lpips_video
 from t2s_ray.metrics.temporal import motion_ratio, temporal_consistency
 from t2s_ray.metrics.text_alignment import gloss_accuracy, gloss_wer, text_alignment
-from t2s_ray.training import TrainState, eval_weights
+from t2s_ray.t2s.evaluator import (
+    EvaluatorUnavailable,
+    clip_features,
+    evaluator_config,
+    load_or_train_evaluator,
+    recognise,
+)
+from t2s_ray.t2s.training import TrainState, eval_weights
 
 
 @dataclass

@@ -17,8 +17,8 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from t2s_ray.models.sizes import DiTSize
-from t2s_ray.models.text_encoder import TextOutput
+from t2s_ray.t2s.models.sizes import DiTSize
+from t2s_ray.t2s.models.text_encoder import TextOutput
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -130,7 +130,7 @@ def experiment_checkpoints(exp: Path, trial_seed: int) -> tuple[list[tuple[str, 
 
 def load_for_sampling(checkpoint: Path, overrides: Sequence[str] = (), text_encoder=None):
     """A `TrainState` loaded from `checkpoint`, its config changed by `overrides` (device, eval.*)."""
-    from t2s_ray.training import build_state, load_state  # lazy: torch
+    from t2s_ray.t2s.training import build_state, load_state  # lazy: torch
 
     meta = read_meta(checkpoint)
     if "config" not in meta:
@@ -146,7 +146,7 @@ def load_for_sampling(checkpoint: Path, overrides: Sequence[str] = (), text_enco
 
 def sample_state(state, texts: list[str], seed: int, raw: bool = False) -> tuple[np.ndarray, str]:
     """uint8 clips `(N, T, H, W, 3)` for `texts` from noise `seed`, and which weights made them."""
-    from t2s_ray.evaluation import sample, sample_with  # lazy: torch
+    from t2s_ray.t2s.evaluation import sample, sample_with  # lazy: torch
 
     if state.ema is None:
         return to_uint8(sample(state, texts, seed)), "raw (EMA disabled)"
@@ -167,7 +167,7 @@ def sample_checkpoint(checkpoint: Path, texts: list[str], seed: int, overrides: 
                       raw: bool = False, text_encoder=None, member: Optional[str] = None) -> Column:
     """One checkpoint's clips for `texts`; as ablation `member` when it is another than the checkpoint's own
     (it shared that training run: the same weights, its own EMA/evaluation settings)."""
-    from t2s_ray.training import member_state  # lazy: torch
+    from t2s_ray.t2s.training import member_state  # lazy: torch
 
     state = load_for_sampling(checkpoint, overrides, text_encoder)
     if member is not None and member != state.cfg.ablation:

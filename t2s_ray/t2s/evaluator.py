@@ -34,8 +34,8 @@ from t2s_ray.data.synthsign import cache_key as synthsign_key
 from t2s_ray.data.video import to_model_input
 from t2s_ray.io import atomic_path
 from t2s_ray.metrics.text_alignment import gloss_accuracy, text_alignment
-from t2s_ray.models.gloss_classifier import GlossClassifier, GlossClassifierArch, ctc_decode, ctc_loss
-from t2s_ray.training import lr_factor
+from t2s_ray.t2s.models.gloss_classifier import GlossClassifier, GlossClassifierArch, ctc_decode, ctc_loss
+from t2s_ray.t2s.training import lr_factor
 
 log = logging.getLogger(__name__)
 

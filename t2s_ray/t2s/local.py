@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 from t2s_ray.checkpoint import prune_checkpoints
 from t2s_ray.config import Config, ConfigError
 from t2s_ray.io import atomic_path, write_text_atomic
-from t2s_ray.training import TrainState, build_state, restore_latest, save_state, train_loop
+from t2s_ray.t2s.training import TrainState, build_state, restore_latest, save_state, train_loop
 
 
 @dataclass
@@ -101,8 +101,8 @@ def evaluate_checkpoint(checkpoint: Path, overrides: list[str], out: Optional[Pa
     from t2s_ray.checkpoint import read_meta
     from t2s_ray.config import merge, parse_override
     from t2s_ray.data import build_dataset
-    from t2s_ray.evaluation import evaluate
-    from t2s_ray.training import load_state
+    from t2s_ray.t2s.evaluation import evaluate
+    from t2s_ray.t2s.training import load_state
 
     meta = read_meta(checkpoint)
     d = meta["config"]

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from t2s_ray.config import PREDICTIONS, SCHEDULES, DiffusionConfig
-from t2s_ray.models.text_encoder import TextOutput
+from t2s_ray.t2s.models.text_encoder import TextOutput
 
 
 def linear_betas(num_timesteps: int) -> torch.Tensor:

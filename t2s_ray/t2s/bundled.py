@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +24,7 @@ REPORT_KEYS = ("step", "loss")
 def trial_device(cfg: Config, gpu_ids: list) -> torch.device:
     """The device a trial trains on: the GPU Ray assigned under `device=auto`/`cuda`, CPU under `device=cpu` or
     without one; a GPU without CUDA in the worker, or `device=cuda` without a GPU, is an error."""
-    from t2s_ray.training import TrainingError
+    from t2s_ray.t2s.training import TrainingError
 
     if cfg.device == "cpu":
         return torch.device("cpu")
@@ -55,10 +54,10 @@ def train(cfg: Config, session: Session) -> None:
     reporting every `training.report_every` steps and checkpointing every `training.checkpoint_every` and at the
     end, then score the final weights."""
     from t2s_ray.data import build_dataset, check_visible
-    from t2s_ray.training import build_state, train_loop
+    from t2s_ray.t2s.training import build_state, train_loop
 
     # on a cluster the data and its cache are read on this node: say which node when they are not here
-    check_visible(cfg.data, where=f"node {socket.gethostname()}")
+    check_visible(cfg.data, where=session.node)
     dataset = build_dataset(cfg.data, "train")
     state = build_state(cfg, session.device)
     restored = session.restore()
@@ -82,7 +81,7 @@ def train(cfg: Config, session: Session) -> None:
 def evaluate(cfg: Config, checkpoint_state: dict[str, Any], session: Session) -> None:
     """Score the shared training run's final weights as the ablation `cfg` (its EMA or raw weights, its
     evaluation settings)."""
-    from t2s_ray.training import build_state, member_state
+    from t2s_ray.t2s.training import build_state, member_state
 
     if _live.get("checkpointed") is checkpoint_state:
         state = _live["state"]
@@ -97,10 +96,10 @@ def score(state, session: Session) -> None:
     """The finished trial's metrics (losses, size, time, memory and every `eval/*` metric) and its samples beside
     the real clips of the same prompts."""
     from t2s_ray.data import build_dataset
-    from t2s_ray.evaluation import evaluate as evaluate_state
     from t2s_ray.metrics.efficiency import count_parameters
     from t2s_ray.metrics.memory import cpu_rss_peak_gb
-    from t2s_ray.training import validation_loss
+    from t2s_ray.t2s.evaluation import evaluate as evaluate_state
+    from t2s_ray.t2s.training import validation_loss
 
     total, trainable = count_parameters(state.model)
     val = build_dataset(state.cfg.data, "val")
