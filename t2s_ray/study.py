@@ -357,6 +357,7 @@ class Session:
         self.final: dict[str, Any] | None = None
         self._started = time.time()
         self._writer = None
+        self._csv_fields: list[str] | None = None  # training_metrics.csv's columns
         self.trial_dir.mkdir(parents=True, exist_ok=True)
 
     # --- per step -------------------------------------------------------------------------------
@@ -395,12 +396,22 @@ class Session:
 
     def _write_row(self, row: dict[str, Any]) -> None:
         path = self.trial_dir / STEP_CSV
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
-            if new:
+        if self._csv_fields is None and path.exists():  # a restored trial appends to its own file
+            with open(path, newline="") as f:
+                self._csv_fields = next(csv.reader(f), None)
+        if self._csv_fields is None or not set(row) <= set(self._csv_fields):
+            # a first row, or keys the header lacks: the file is rewritten under the union of the columns
+            old_rows = []
+            if self._csv_fields is not None:
+                with open(path, newline="") as f:
+                    old_rows = list(csv.DictReader(f))
+            self._csv_fields = [*(self._csv_fields or []), *(k for k in row if k not in (self._csv_fields or []))]
+            with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self._csv_fields)
                 writer.writeheader()
-            writer.writerow(row)
+                writer.writerows(old_rows)
+        with open(path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self._csv_fields).writerow(row)
         with open(self.trial_dir / STEP_JSON, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self._writer is None:

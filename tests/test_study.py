@@ -314,6 +314,78 @@ def test_session_evaluate_scores_user_clips_and_says_why_a_metric_is_nan(tmp_pat
     assert (tmp_path / "samples.gif").is_file() and np.load(tmp_path / "samples.npz")["fake"].shape == real.shape
 
 
+def test_a_checkpoint_step_is_one_report_with_its_meta_status_strings_and_the_sampler_step(tmp_path):
+    """A report due at a log_step goes with the checkpoint that follows (one row per step, not two); `<x>_status`
+    strings pass; meta lands in meta.json; at_step reaches the memory sampler; a reserved meta key is refused."""
+    from t2s_ray.checkpoint import read_meta
+
+    sink, at = _Sink(), []
+    s = Session(ablation="baseline", seed=0, device="cpu", trial_dir=tmp_path, sink=sink, report_every=2,
+                progress=at.append)
+    s.log_step(1, 1.0)
+    s.at_step(2)
+    s.log_step(2, 0.5, **{"perf/mfu": float("nan"), "perf/mfu_status": "CPU: no peak FLOP/s"})
+    s.checkpoint({"w": torch.ones(1)}, meta={"config": {"lr": 0.1}})
+    s.log_step(3, 0.4)
+    s.log_step(4, 0.3)  # due: pending until the next call
+    assert [r["step"] for r in sink.reports] == [] and [m["step"] for _, m in sink.saved] == [2]
+    assert sink.saved[0][1]["perf/mfu_status"] == "CPU: no peak FLOP/s" and at == [2]
+    s.log_step(5, 0.2)
+    assert [r["step"] for r in sink.reports] == [4]
+    s.log_step(6, 0.1)
+    s.close()  # a train that raised: the report still due is sent
+    assert [r["step"] for r in sink.reports] == [4, 6]
+    rows = pd.read_csv(tmp_path / "training_metrics.csv")  # a column added at step 2: the file keeps aligned
+    assert rows["step"].tolist() == [1, 2, 3, 4, 5, 6] and rows["loss"].tolist() == [1.0, 0.5, 0.4, 0.3, 0.2, 0.1]
+    assert rows["perf/mfu_status"].iloc[1] == "CPU: no peak FLOP/s" and rows["perf/mfu_status"].isna().sum() == 5
+    with pytest.raises(StudyError, match="meta key 'step' is t2s-ray's own"):
+        s.checkpoint({"w": torch.ones(1)}, meta={"step": 3})
+
+    from t2s_ray.ablation_runner import FolderSink
+
+    f = Session(ablation="baseline", seed=0, device="cpu", trial_dir=tmp_path / "f",
+                sink=FolderSink(tmp_path / "f", "baseline seed 0", {}), report_every=1)
+    f.log_step(1, 1.0)
+    f.checkpoint({"w": torch.ones(1)}, meta={"config": {"lr": 0.1}})
+    meta = read_meta(tmp_path / "f" / "checkpoints" / "checkpoint_000001")
+    assert meta["config"] == {"lr": 0.1} and meta["step"] == 1 and meta["last"]["loss"] == 1.0
+    f.close()
+
+
+def test_log_samples_keeps_the_real_clips_beside_and_writes_the_tensorboard_image(tmp_path):
+    rng = np.random.default_rng(1)
+    fake, real = (rng.integers(0, 256, (3, 4, 8, 8, 3), dtype=np.uint8) for _ in range(2))
+    s = Session(ablation="baseline", seed=0, device="cpu", trial_dir=tmp_path, sink=_Sink(), report_every=1)
+    written = s.log_samples(fake, ["a", "b", "c"], real=real)
+    assert written == [tmp_path / "samples.gif", tmp_path / "samples.npz"]
+    saved = np.load(tmp_path / "samples.npz")
+    assert np.array_equal(saved["real"], real) and np.array_equal(saved["fake"], fake)
+    assert list(tmp_path.glob("events.out.tfevents.*.samples"))
+    with pytest.raises(StudyError, match="real clips .* do not match"):
+        s.log_samples(fake, ["a", "b", "c"], real=real[:, :2])
+    member = s.for_member("no_ema")
+    member.log_samples(fake, ["a", "b", "c"])
+    assert (tmp_path / "samples-no_ema.npz").is_file() and "real" not in np.load(tmp_path / "samples-no_ema.npz")
+
+
+def test_the_bundled_model_is_a_study_resolving_its_trials_as_the_sweep_does():
+    """`t2s_ray.t2s:study` (what the runner loads for a trial naming no study) resolves a trial's params, ablation
+    files included, exactly as `ablations.resolve_params` does, and keeps device=cpu trials off their GPU."""
+    from t2s_ray.ablations import resolve_params
+    from t2s_ray.runner import DEFAULT_STUDY
+    from t2s_ray.study import load_study
+
+    study = load_study(DEFAULT_STUDY)
+    params = {"ablation": "mine", "seed": 2, "scale": "smoke", "overrides": ["data.spec=synthsign", "device=cpu"],
+              "user_ablations": {"mine": {"description": "x", "overrides": {"training": {"lr": 5e-4}}}},
+              "grid": {"training.warmup_steps": 3}}
+    cfg = study.trial_config(params)
+    assert cfg == resolve_params(params) and cfg.training.lr == 5e-4 and cfg.seed == 2
+    assert cfg.training.warmup_steps == 3 and study.trial_config(params, "no_ema").ema.enabled is False
+    assert study.trial_device(cfg, [0]).type == "cpu"
+    assert study.evaluate is not None and study.steps_of(cfg) == cfg.training.steps
+
+
 # --- AblationRunner: the seed's pattern, nine separate processes into one folder ----------------------------------
 
 RUNNER_SCRIPT = """
