@@ -40,6 +40,11 @@ def shared_members(params: dict) -> list[str]:
 SAMPLES_KEPT = 8
 """How many evaluation prompts a trial keeps as samples (samples.gif, samples.npz)."""
 REPORT_HTML = "report.html"
+STUDY_PARAM = "study"
+"""The param_space key holding a user study's `package.module:attr`."""
+DEFAULT_STUDY = "t2s_ray.t2s:study"
+"""The study of a trial whose params name none: the bundled text-to-sign model (`t2s-ray sweep` without
+`--study`). A reference, not an import: the runner knows no study's code."""
 GRID_PARAM = "grid"
 """In a trial's params: `{config key: value}` of the `--grid` axes this trial sits at (absent without --grid)."""
 GRID_JOIN = " @ "

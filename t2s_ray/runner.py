@@ -24,7 +24,7 @@ from ray import tune
 
 from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
 from t2s_ray.metrics.sampler import MemorySampler
-from t2s_ray.outputs import shared_members
+from t2s_ray.outputs import DEFAULT_STUDY, STUDY_PARAM, shared_members
 from t2s_ray.persist import artifact_dir, report_with_checkpoint, restore_newest, trial_storage_dir
 from t2s_ray.study import (
     Session,
@@ -37,11 +37,6 @@ from t2s_ray.study import (
 
 log = logging.getLogger(__name__)
 
-STUDY_PARAM = "study"
-"""The param_space key holding the study's `package.module:attr`."""
-DEFAULT_STUDY = "t2s_ray.t2s:study"
-"""The study of a trial whose params name none: the bundled text-to-sign model (`t2s-ray sweep` without
-`--study`). A reference, not an import: the runner knows no study's code."""
 
 
 class TuneSink:

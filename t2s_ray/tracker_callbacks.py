@@ -30,26 +30,32 @@ log = logging.getLogger(__name__)
 
 
 def fetch_sample_gifs(trial, scratch: Path) -> dict[str, Path]:
-    """Media key -> local path of each sample GIF in the trial's latest checkpoint (where the trial puts them,
-    since its own folder may be on another node). Files on remote storage are copied into `scratch`; a file
-    that cannot be read is skipped with a warning: media must not stop the sweep."""
-    ckpt = trial.checkpoint
-    if ckpt is None:
-        return {}
-    local = isinstance(ckpt.filesystem, pyarrow.fs.LocalFileSystem)
+    """Media key -> local path of each sample GIF of the finished trial: in its folder in the experiment's storage
+    (where the trial writes them; Ray uploads a remote trial's files before the trial ends), else in its latest
+    checkpoint (where experiments of older versions kept them). Files on remote storage are copied into
+    `scratch`; a file that cannot be read is skipped with a warning: media must not stop the sweep."""
+    places = []
+    if getattr(trial, "storage", None) is not None and trial.path:
+        places.append((trial.storage.storage_filesystem, trial.path))
+    if trial.checkpoint is not None:
+        places.append((trial.checkpoint.filesystem, trial.checkpoint.path))
     found = {}
     for key, name in sample_gif_names(trial.config).items():
-        src = f"{ckpt.path}/{name}"
-        try:
-            if ckpt.filesystem.get_file_info(src).type != pyarrow.fs.FileType.File:
-                continue
-            if not local:
-                scratch.mkdir(parents=True, exist_ok=True)
-                pyarrow.fs.copy_files(src, str(scratch / name), source_filesystem=ckpt.filesystem,
-                                      destination_filesystem=pyarrow.fs.LocalFileSystem())
-            found[key] = Path(src) if local else scratch / name
-        except OSError as e:
-            log.warning("trial %s: cannot read %s from its checkpoint %s (%s); not logged", trial, name, ckpt.path, e)
+        for fs, folder in places:
+            src = f"{folder}/{name}"
+            try:
+                if fs.get_file_info(src).type != pyarrow.fs.FileType.File:
+                    continue
+                if isinstance(fs, pyarrow.fs.LocalFileSystem):
+                    found[key] = Path(src)
+                else:
+                    scratch.mkdir(parents=True, exist_ok=True)
+                    pyarrow.fs.copy_files(src, str(scratch / name), source_filesystem=fs,
+                                          destination_filesystem=pyarrow.fs.LocalFileSystem())
+                    found[key] = scratch / name
+                break
+            except OSError as e:
+                log.warning("trial %s: cannot read %s from %s (%s); not logged", trial, name, folder, e)
     return found
 
 
@@ -106,6 +112,7 @@ class MLflowTracker(MLflowLoggerCallback):
 
     def __init__(self, tracking_uri: str, experiment_name: str):
         super().__init__(tracking_uri=tracking_uri, experiment_name=experiment_name)
+        self._logged: dict[Any, dict[str, tuple[int, float]]] = {}  # trial -> metric -> (step, value) logged last
 
     def setup(self, *args, **kwargs):
         if urlparse(self.tracking_uri).scheme in ("", "file"):
@@ -130,8 +137,11 @@ class MLflowTracker(MLflowLoggerCallback):
         # one batch per report (Ray's own logs metric by metric, two store calls each)
         step = int(result.get("timesteps_total") or result[TRAINING_ITERATION])
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in numeric_metrics(result).items()]
-        self._client.log_batch(self._trial_runs[trial], metrics=metrics)
+        # a final report repeats its last step's values (loss, lr ...): each (metric, step) is logged once
+        seen = self._logged.setdefault(trial, {})
+        fresh = {k: v for k, v in numeric_metrics(result).items() if seen.get(k) != (step, v)}
+        seen.update({k: (step, v) for k, v in fresh.items()})
+        self._client.log_batch(self._trial_runs[trial], metrics=[Metric(k, v, now, step) for k, v in fresh.items()])
 
     def log_trial_end(self, trial, failed: bool = False):
         with tempfile.TemporaryDirectory(prefix="t2s-mlflow-samples-") as scratch:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from t2s_ray.ablations import grid_override, resolve_params
+from t2s_ray.ablations import grid_override
 from t2s_ray.config import flatten
 from t2s_ray.outputs import GRID_PARAM, samples_npz, shared_key, shared_members
 
@@ -151,8 +151,15 @@ def wandb_tags(params: Mapping[str, Any]) -> list[str]:
 
 
 def trial_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved config a trial of `params` (its Tune config) trains with, flat (`model.size`, ...)."""
-    return flatten(resolve_params(params).to_dict())
+    """The resolved config a trial of `params` (its Tune config) trains with, flat (`model.size`, ...): the bundled
+    study's, or the one of the study its params name (`Study.trial_config`)."""
+    import dataclasses
+
+    from t2s_ray.outputs import DEFAULT_STUDY, STUDY_PARAM
+    from t2s_ray.study import load_study
+
+    cfg = load_study(params.get(STUDY_PARAM) or DEFAULT_STUDY).trial_config(params)
+    return flatten(cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg))
 
 
 def numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -161,7 +168,7 @@ def numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 def sample_gif_names(params: Mapping[str, Any]) -> dict[str, str]:
-    """Media key -> file name of the sample GIFs a finished trial keeps in its final checkpoint: `samples` for
+    """Media key -> file name of the sample GIFs a finished trial keeps in its folder: `samples` for
     its own ablation, `shared/<member>/samples` for each ablation that shared its training."""
     names = {"samples": Path(samples_npz()).with_suffix(".gif").name}
     names.update({shared_key(m, "samples"): Path(samples_npz(m)).with_suffix(".gif").name

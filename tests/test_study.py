@@ -372,7 +372,7 @@ def test_the_bundled_model_is_a_study_resolving_its_trials_as_the_sweep_does():
     """`t2s_ray.t2s:study` (what the runner loads for a trial naming no study) resolves a trial's params, ablation
     files included, exactly as `ablations.resolve_params` does, and keeps device=cpu trials off their GPU."""
     from t2s_ray.ablations import resolve_params
-    from t2s_ray.runner import DEFAULT_STUDY
+    from t2s_ray.outputs import DEFAULT_STUDY
     from t2s_ray.study import load_study
 
     study = load_study(DEFAULT_STUDY)

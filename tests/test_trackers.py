@@ -81,6 +81,23 @@ def test_a_trial_run_is_tagged_with_its_identity_and_holds_its_resolved_config()
     assert sample_gif_names(PARAMS) == {"samples": "samples.gif", "shared/no_ema/samples": "samples-no_ema.gif"}
 
 
+def test_a_study_sweep_logs_to_trackers_with_the_studys_own_config(tmp_path, monkeypatch):
+    """--log-to works for --study: the run's config is the study's dataclass resolved for the trial."""
+    from t2s_ray.sweep.study import StudySweepSpec
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
+    params = {"study": "examples.own_model.study:study", "ablation": "no_ema", "seed": 2, "scale": "tiny",
+              "overrides": ["train.lr=0.002"]}
+    flat = trial_params(params)
+    assert flat["train.ema"] is False and flat["train.lr"] == 0.002 and flat["train.steps"] == 40
+    spec = StudySweepSpec(study="examples.own_model.study:study", scale="tiny", gpus=0, storage=tmp_path,
+                          name="tracked", log_to=("mlflow",))
+    assert spec.validate() == []  # checked, not refused
+    with pytest.raises(TrackerError, match="unknown tracker"):
+        StudySweepSpec(study="examples.own_model.study:study", scale="tiny", gpus=0, storage=tmp_path,
+                       name="x", log_to=("tensorboard",)).validate()
+
+
 def test_only_numbers_become_metrics():
     result = {"loss": 0.5, "step": 2, "mem/gpu_peak_gb": float("nan"), "mem/gpu_peak_gb_status": "CPU run",
               "done": False, "config": {"seed": 0}, "node/gpu_ids": "0"}

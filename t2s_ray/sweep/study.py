@@ -113,7 +113,9 @@ class StudySweepSpec(SweepSpec):
 
         _validate_gpus(self, available_gpus)
         if self.log_to:
-            raise SweepError("--log-to is not available for a --study sweep yet")
+            from t2s_ray.trackers import check_trackers
+
+            check_trackers(self.log_to, storage=self.experiment_dir)
         _validate_storage(self)
         return []
 
