@@ -23,8 +23,17 @@ from typing import Any
 
 from t2s_ray.checkpoint import prune_checkpoints
 from t2s_ray.io import write_text_atomic
-from t2s_ray.outputs import SWEEP_FILE
-from t2s_ray.study import Session, SessionCheckpointLoader, Study, train_and_score, with_seed, write_session_checkpoint
+from t2s_ray.outputs import ARMS_PARAM, DEFAULT_STUDY, SWEEP_FILE
+from t2s_ray.study import (
+    Session,
+    SessionCheckpointLoader,
+    Study,
+    load_study,
+    train_and_score,
+    with_seed,
+    write_session_checkpoint,
+    write_trial_configs,
+)
 
 RESULT_FILE = "result.json"
 KEEP_CHECKPOINTS = 2
@@ -85,9 +94,11 @@ class AblationRunner:
         self.save_dir = Path(save_dir).absolute()
         self.folder = self.save_dir / f"{config_name}_seed{self.seed}"
         self.folder.mkdir(parents=True, exist_ok=True)
+        described = study or load_study(DEFAULT_STUDY)
         params = {"ablation": config_name, "seed": self.seed, "scale": experiment_scale,
-                  "study": study.name if study else None}
+                  "study": study.name if study else None, ARMS_PARAM: {config_name: described.describe(config_name)}}
         write_text_atomic(self.folder / "params.json", json.dumps(params, indent=2) + "\n")
+        write_trial_configs(described, self.folder, self.config)
         if study is not None:  # the experiment's baseline and metric directions, as a study sweep records them
             record = {"study_name": study.name, "baseline": baseline, "metrics": directions}
             write_text_atomic(self.save_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
@@ -157,8 +168,10 @@ def train_in_process(study: Study, ablation: str, scale: str | None, seed: int, 
     cfg = with_seed(study.resolve(ablation, scale, overrides), seed)
     out.mkdir(parents=True, exist_ok=True)
     params = {"ablation": ablation, "seed": seed, "scale": scale or study.scale_names[0], "study": study.name,
+              ARMS_PARAM: {ablation: study.describe(ablation)},
               "overrides": list(overrides)}
     write_text_atomic(out / "params.json", json.dumps(params, indent=2) + "\n")
+    write_trial_configs(study, out, cfg)
     device = _device()
     sink = FolderSink(out, f"{ablation} seed {seed}", {"ablation": ablation})
     session = Session(ablation=ablation, seed=seed, device=device, trial_dir=out, sink=sink,

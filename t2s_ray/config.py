@@ -1,9 +1,10 @@
-"""Configuration as data: one frozen dataclass per concern and the `SCALES` presets.
+"""The bundled study's configuration as data: one frozen dataclass per concern and the `SCALES` presets.
 
-The schema, the scale presets and the strict parser; a leaf module (it imports nothing of the
-package but the size registry). `ablations.resolve` builds a trial's config from these: defaults
-<- scale <- ablation <- `key.path=value` overrides. Every field is type-checked and validated; an
-unknown key or a bad value raises `ConfigError` naming the key and what is allowed.
+The schema and the scale presets, read by the strict parser of `t2s_ray.schema` (re-exported here with `Config`
+as its default schema); it imports nothing of the package but that parser and the size registry.
+`ablations.resolve` builds a trial's config from these: defaults <- scale <- ablation <- `key.path=value`
+overrides. Every field is type-checked and validated; an unknown key or a bad value raises `ConfigError` naming
+the key and what is allowed.
 """
 
 from __future__ import annotations
@@ -11,17 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from t2s_ray import schema as _schema
+from t2s_ray.schema import ConfigError, _build, _check, build, flatten, merge  # noqa: F401 (re-exported)
 from t2s_ray.t2s.models.sizes import DIT_SIZES
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is invalid; the message names it and the fix."""
-
 
 DEVICES = ("auto", "cuda", "cpu")
 """Where a trial runs: `auto` (the GPU Ray assigned, else CPU), `cuda` or `cpu`."""
@@ -31,11 +27,6 @@ PREDICTIONS = ("eps", "v", "x")
 """Network targets `diffusion.prediction` may name: noise, velocity or the clean clip."""
 LOSS_SPACES = ("v", "x")
 """Where an x-prediction's error is measured: `v` weights it by 1/sigma_t^2, `x` is plain MSE."""
-
-
-def _check(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {msg}")
 
 
 def _one_of(value: str, key: str, choices) -> None:
@@ -380,172 +371,21 @@ DEFAULT_SEEDS: dict[str, int] = {"smoke": 1, "small": 3, "full": 3}
 """Seeds per ablation when a sweep names none: a verdict needs 3 (smoke only checks the pipeline)."""
 
 
-# --- strict building and overriding ---------------------------------------------------------
-
-def _field_types(cls) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotated type `tp`; ints widen to floats, lists to tuples."""
-    if dataclasses.is_dataclass(tp):
-        _check(isinstance(value, Mapping), key, f"expected a table of {sorted(_field_types(tp))}, got {value!r}")
-        return _build(tp, value, prefix=key + ".")
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):  # `x | tuple[x, ...]`: a list takes the tuple's arm
-        one, many = _union_arms(tp)
-        return _coerce(value, many if isinstance(value, (list, tuple)) else one, key)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if args[1:] == (Ellipsis,):
-            _check(isinstance(value, (list, tuple)), key, f"expected a list, got {value!r}")
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        _check(isinstance(value, (list, tuple)) and len(value) == len(args), key,
-               f"expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if tp is bool:
-        _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
-               f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp!r} for {key}")  # pragma: no cover - programming error
-
-
-def _union_arms(tp: Any) -> tuple[Any, Any]:
-    """`(scalar, tuple)` arms of a `scalar | tuple[scalar, ...]` field type."""
-    arms = typing.get_args(tp)
-    many = [a for a in arms if typing.get_origin(a) is tuple]
-    one = [a for a in arms if typing.get_origin(a) is not tuple]
-    if len(many) != 1 or len(one) != 1:  # pragma: no cover - programming error
-        raise TypeError(f"unsupported config union {tp!r}: expected `scalar | tuple[scalar, ...]`")
-    return one[0], many[0]
-
-
-def _build(cls, d: Mapping[str, Any], prefix: str):
-    types_ = _field_types(cls)
-    unknown = sorted(set(d) - set(types_))
-    if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(prefix + k for k in types_)}")
-    kwargs = {k: _coerce(v, types_[k], prefix + k) for k, v in d.items()}
-    return cls(**kwargs)
-
-
-def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge `update` into a copy of `base` (tables merge, values replace)."""
-    out = dict(base)
-    for k, v in update.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def _parse_scalar(text: str, tp: Any, key: str) -> Any:
-    """Parse the right-hand side of `--set key=value` for a field of type `tp`."""
-    if tp is bool:
-        low = text.strip().lower()
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{key}: expected true/false, got {text!r}")
-    if tp is int:
-        try:
-            return int(text.replace("_", ""))
-        except ValueError:
-            raise ConfigError(f"{key}: expected an integer, got {text!r}") from None
-    if tp is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(f"{key}: expected a number, got {text!r}") from None
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # `3` or a list `[3,1,5]` / `3,1,5`
-        one, many = _union_arms(tp)
-        is_list = text.strip().startswith(("[", "(")) or "," in text
-        try:
-            return _parse_scalar(text, many if is_list else one, key)
-        except ConfigError:
-            raise ConfigError(f"{key}: expected a number or a list of numbers like [3,1,5], got {text!r}") from None
-    if typing.get_origin(tp) is tuple:
-        parts = [p.strip() for p in text.strip("()[] ").split(",")]
-        args = typing.get_args(tp)
-        if args[1:] == (Ellipsis,):  # any length; `[]` is the empty list (the schema says whether it may be)
-            return [_parse_scalar(p, args[0], key) for p in parts] if parts != [""] else []
-        if len(parts) != len(args):
-            raise ConfigError(f"{key}: expected {len(args)} comma-separated values, got {text!r}")
-        return [_parse_scalar(p, a, key) for p, a in zip(parts, args)]
-    return text
-
+# --- the strict parser (t2s_ray.schema), with this schema as its default ------------------------
 
 def parse_override(item: str, schema: Any = None) -> dict[str, Any]:
-    """`"training.lr=1e-4"` -> `{"training": {"lr": 1e-4}}`, typed by the target field of `schema` (a dataclass
-    type: the bundled `Config` unless a study's own config is given)."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. training.lr=1e-4")
-    key, text = item.split("=", 1)
-    return nest_value(key.strip(), text.strip(), schema, item)
+    """`"training.lr=1e-4"` -> `{"training": {"lr": 1e-4}}`, typed by `schema`'s field (default `Config`)."""
+    return _schema.parse_override(item, schema or Config)
 
 
 def field_type(key: str, schema: Any = None, item: str | None = None) -> Any:
-    """The annotated type of the field `key` (a dotted path) of the dataclass type `schema` (default `Config`);
-    `ConfigError` naming the valid keys when there is no such field or it is a table."""
-    item = item or key
-    parts = key.split(".")
-    cls: Any = schema or Config
-    for i, part in enumerate(parts):
-        types_ = _field_types(cls)
-        prefix = ".".join(parts[:i])
-        if part not in types_:
-            where = f"under {prefix}" if prefix else "at the top level"
-            valid = ", ".join((prefix + "." if prefix else "") + k for k in types_)
-            raise ConfigError(f"--set {item!r}: unknown key {key!r} (valid keys {where}: {valid})")
-        tp = types_[part]
-        if i < len(parts) - 1:
-            if not dataclasses.is_dataclass(tp):
-                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is a value, not a table")
-            cls = tp
-        elif dataclasses.is_dataclass(tp):
-            first = next(iter(_field_types(tp)))
-            raise ConfigError(f"--set {item!r}: {key} is a table; set one of its keys, e.g. {key}.{first}=...")
-    return tp
+    """The annotated type of the field `key` of `schema` (default `Config`); see `schema.field_type`."""
+    return _schema.field_type(key, schema or Config, item)
 
 
 def nest_value(key: str, value: Any, schema: Any = None, item: str | None = None) -> dict[str, Any]:
-    """`("training.lr", "1e-4")` -> `{"training": {"lr": 1e-4}}`: a string is parsed as `--set` parses it for
-    the field's type; any other value is kept (and checked when the config is built)."""
-    tp = field_type(key, schema, item)
-    if isinstance(value, str):
-        value = _parse_scalar(value, tp, key)
-    for part in reversed(key.split(".")):
-        value = {part: value}
-    return value
-
-
-def build(schema: Any, d: Mapping[str, Any]):
-    """An instance of the dataclass type `schema` from a nested dict; unknown keys and wrong types raise
-    `ConfigError` naming the key."""
-    return _build(schema, d, prefix="")
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"a": {"b": 1}}` -> `{"a.b": 1}`."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
+    """`("training.lr", "1e-4")` -> `{"training": {"lr": 1e-4}}` for `schema` (default `Config`)."""
+    return _schema.nest_value(key, value, schema or Config, item)
 
 
 def diff(a: Config, b: Config, ignore: tuple[str, ...] = ("ablation",)) -> dict[str, tuple[Any, Any]]:

@@ -30,6 +30,15 @@ SHARED_PREFIX = "shared/"
 """A shared-training trial reports each other member's final metric `key` as `shared/<member>/<key>`."""
 
 
+TRIAL_CONFIG = "t2s_config.json"
+"""In each trial's folder: the config it trained with, resolved (and `t2s_config-<member>.json` for each ablation
+that shared its training), so that the analysis needs no study's code to show or hash it."""
+
+
+def trial_config_json(member: str | None = None) -> str:
+    return TRIAL_CONFIG if member is None else f"t2s_config-{member}.json"
+
+
 def shared_key(member: str, key: str) -> str:
     return f"{SHARED_PREFIX}{member}/{key}"
 
@@ -45,6 +54,9 @@ STUDY_PARAM = "study"
 DEFAULT_STUDY = "t2s_ray.t2s:study"
 """The study of a trial whose params name none: the bundled text-to-sign model (`t2s-ray sweep` without
 `--study`). A reference, not an import: the runner knows no study's code."""
+ARMS_PARAM = "arms"
+"""The param_space key holding what the report says of each ablation of the sweep: {name: {"description": str,
+"primary": [metric, ...]}} (`Study.describe`), so that the analysis needs no study's code."""
 GRID_PARAM = "grid"
 """In a trial's params: `{config key: value}` of the `--grid` axes this trial sits at (absent without --grid)."""
 GRID_JOIN = " @ "

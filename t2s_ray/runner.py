@@ -33,6 +33,7 @@ from t2s_ray.study import (
     resolve_trial,
     train_and_score,
     write_session_checkpoint,
+    write_trial_configs,
 )
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ def study_trial(params: dict[str, Any]) -> None:
                           sink=sink, report_every=study.report_every, on_step=on_step, progress=sampler.set_step,
                           node=f"Ray node {node['node/id']} ({node['node/hostname']})")
         members = {m: resolve_trial(study, params, m) for m in shared_members(params)}
+        write_trial_configs(study, trial_dir, cfg, members)
         try:
             final = train_and_score(study, cfg, session, members)
         finally:

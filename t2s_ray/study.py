@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from t2s_ray.config import ConfigError, build, field_type, merge, nest_value, parse_override
 from t2s_ray.io import atomic_path
+from t2s_ray.schema import ConfigError, build, field_type, merge, nest_value, parse_override
 
 __all__ = ["DIRECTIONS", "Session", "Sink", "Study", "StudyError", "load_study", "resolve_trial", "train_and_score",
            "with_seed"]
@@ -224,6 +224,17 @@ class Study:
     def direction(self, metric: str) -> str | None:
         """The direction the study gives `metric`, else None."""
         return (self.metrics or {}).get(metric)
+
+    def describe(self, ablation: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """What the report says of `ablation`: a one-line description (its overrides) and its primary metrics
+        (none: `t2s-ray analyze` then decides on the study's first declared metric)."""
+        overrides = self.ablations.get(ablation, {})
+        text = "the reference arm" if ablation == self.baseline else ", ".join(f"{k}={v}" for k, v in overrides.items())
+        return {"description": text, "primary": []}
+
+    def config_dict(self, cfg: Any) -> dict[str, Any]:
+        """`cfg` as a JSON-ready nested dict (what the trial folder's `t2s_config.json` holds)."""
+        return dataclasses.asdict(cfg)
 
     # --- how a sweep trial's params become its config and device (a study with its own ablation files or
     # device setting, as the bundled one, overrides these) ---------------------------------------------------
@@ -558,6 +569,16 @@ def resolve_trial(study: Study, params: Mapping[str, Any], ablation: str | None 
     """The study's config of the sweep trial `params`, or of the `ablation` that shared its training
     (`Study.trial_config`)."""
     return study.trial_config(params, ablation)
+
+
+def write_trial_configs(study: Study, folder: Path, cfg: Any, members: Mapping[str, Any] | None = None) -> None:
+    """The trial's resolved config (and each member's) as JSON in its folder (`outputs.trial_config_json`)."""
+    from t2s_ray.outputs import trial_config_json
+
+    for member, c in [(None, cfg), *(members or {}).items()]:
+        text = json.dumps(study.config_dict(c), indent=2, sort_keys=True, default=str) + "\n"
+        with atomic_path(folder / trial_config_json(member)) as tmp:
+            tmp.write_text(text)
 
 
 def train_and_score(study: Study, cfg: Any, session: Session, members: Mapping[str, Any] | None = None) -> dict:

@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from t2s_ray.ablations import grid_override
-from t2s_ray.config import flatten
-from t2s_ray.outputs import GRID_PARAM, samples_npz, shared_key, shared_members
+from t2s_ray.outputs import GRID_PARAM, grid_override, samples_npz, shared_key, shared_members
+from t2s_ray.schema import flatten
 
 
 class TrackerError(ValueError):

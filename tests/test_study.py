@@ -368,6 +368,31 @@ def test_log_samples_keeps_the_real_clips_beside_and_writes_the_tensorboard_imag
     assert (tmp_path / "samples-no_ema.npz").is_file() and "real" not in np.load(tmp_path / "samples-no_ema.npz")
 
 
+def test_the_report_shows_a_studys_configs_and_hash_from_its_trial_folders(tmp_path):
+    """report.html needs no study code for configs: each trial folder holds its resolved config
+    (t2s_config.json), so a user study's report has its config hash and each ablation's changes."""
+    from typer.testing import CliRunner
+
+    from t2s_ray import AblationRunner
+    from t2s_ray.cli import app
+
+    study = _study(metrics={"eval/score": "higher"})
+    for seed in range(3):
+        for ablation in ("baseline", "text_finetuned"):
+            runner = AblationRunner(ablation, tmp_path, experiment_scale="default", seed=seed, study=study)
+            runner.log_training_step(0, 1, 0.5, 1e-3, 1.0)
+            runner.log_evaluation(score=1.0 + seed + (0.5 if ablation == "text_finetuned" else 0.0))
+            runner.save_results()
+    saved = json.loads((tmp_path / "text_finetuned_seed1" / "t2s_config.json").read_text())
+    assert saved == {"steps": 4, "width": 8, "text": {"freeze": False, "lr": 1e-3}}
+    r = CliRunner().invoke(app, ["analyze", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "report.html").read_text()
+    assert re.search(r"Config hash</dt><dd><code>[0-9a-f]{12}</code>", html), "no config hash"
+    assert "<code>text.freeze</code></td><td>False</td><td>True</td>" in html and "not resolvable" not in html
+    assert "text.freeze=False" in html  # the ablation's description: its overrides
+
+
 def test_the_bundled_model_is_a_study_resolving_its_trials_as_the_sweep_does():
     """`t2s_ray.t2s:study` (what the runner loads for a trial naming no study) resolves a trial's params, ablation
     files included, exactly as `ablations.resolve_params` does, and keeps device=cpu trials off their GPU."""

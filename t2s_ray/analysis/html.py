@@ -15,7 +15,6 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from t2s_ray.ablations import get_ablation, params_ablations, resolve_params
 from t2s_ray.analysis.catalog import HEADLINE
 from t2s_ray.analysis.guidance import guidance_curve, missing_curves
 from t2s_ray.analysis.read import _Attempt
@@ -37,10 +35,20 @@ from t2s_ray.analysis.render import (
     nan_notes,
 )
 from t2s_ray.analysis.tables import training_curves
-from t2s_ray.config import ConfigError, diff
 from t2s_ray.metrics.sampler import CSV_NAME as MEMORY_CSV
 from t2s_ray.metrics.sampler import LEGACY_COLUMNS as MEMORY_LEGACY_COLUMNS
-from t2s_ray.outputs import ablation_of, baseline_of, is_baseline, samples_npz
+from t2s_ray.outputs import (
+    ARMS_PARAM,
+    DEFAULT_STUDY,
+    STUDY_PARAM,
+    ablation_of,
+    baseline_of,
+    is_baseline,
+    samples_npz,
+    trial_config_json,
+)
+from t2s_ray.schema import flatten
+from t2s_ray.study import StudyError, load_study
 
 SMOOTHING = 0.6
 """EMA weight of the smoothed training-loss panel (TensorBoard's default slider value)."""
@@ -76,16 +84,43 @@ def _params(trial_dir: str) -> dict:
     return json.loads((Path(trial_dir) / "params.json").read_text(encoding="utf-8"))
 
 
-def config_hash(params: Iterable[dict]) -> str:
-    """12 hex digits of a sha256 over every ablation's resolved config (seed excluded): equal for two
-    experiments that ran the same study, whatever the code's git state or the machine."""
-    configs = {}
-    for p in params:
-        d = resolve_params(p).to_dict()
-        d.pop("seed", None)
-        configs[p["ablation"]] = d
+def arm_configs(selected: pd.DataFrame, params: dict[str, dict]) -> dict[str, dict | str]:
+    """Arm -> the nested config its trials trained with, seed left out (from a trial folder's `t2s_config.json`,
+    or `t2s_config-<member>.json` for an ablation that shared its training), or why it is not known. An experiment
+    written before those files is resolved from its params by its study (the bundled one when they name none)."""
+    out: dict[str, dict | str] = {}
+    for arm, p in params.items():
+        rows = selected[selected["ablation"] == arm]
+        folder = Path(rows["trial_dir"].iloc[0])
+        member = None if _params(str(folder))["ablation"] == p["ablation"] else p["ablation"]
+        try:
+            path = folder / trial_config_json(member)
+            if path.is_file():
+                cfg = json.loads(path.read_text(encoding="utf-8"))
+            else:
+                study = load_study(p.get(STUDY_PARAM) or DEFAULT_STUDY)
+                cfg = study.config_dict(study.trial_config(p))
+            cfg.pop("seed", None)
+            out[arm] = cfg
+        except (StudyError, OSError, KeyError, ValueError) as e:
+            out[arm] = f"config not resolvable here: {e}"
+    return out
+
+
+def config_hash(configs: dict[str, dict | str]) -> str:
+    """12 hex digits of a sha256 over every arm's resolved config (seed excluded): equal for two experiments that
+    ran the same study, whatever the code's git state or the machine."""
+    bad = next((v for v in configs.values() if isinstance(v, str)), None)
+    if bad is not None:
+        return f"n/a ({bad})"
     blob = json.dumps(configs, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def config_changes(cfg: dict, base: dict, ignore: tuple[str, ...] = ("ablation", "seed")) -> dict[str, tuple]:
+    """Keys whose values differ between two nested configs: `{key: (value, baseline's value)}`."""
+    fa, fb = flatten(cfg), flatten(base)
+    return {k: (fa[k], fb.get(k)) for k in fa if fa[k] != fb.get(k) and k not in ignore}
 
 
 def _when(ts: float | None) -> str:
@@ -105,7 +140,7 @@ def _hosts(attempts: list[_Attempt]) -> str:
     return (", ".join(hosts) or "not recorded") + (f" ({len(nodes)} Ray nodes)" if len(nodes) > 1 else "")
 
 
-def _header(exp_dir: Path, selected: pd.DataFrame, attempts: list[_Attempt], params: dict[str, dict],
+def _header(exp_dir: Path, selected: pd.DataFrame, attempts: list[_Attempt], configs: dict[str, dict | str],
             baseline: str) -> dict:
     counts = selected["status"].value_counts()
     started = [r.get("node/started_at") for a in attempts for r in a.rows[:1]]
@@ -115,10 +150,7 @@ def _header(exp_dir: Path, selected: pd.DataFrame, attempts: list[_Attempt], par
                  ("no final report (interrupted or still running)" if r["status"] == "unfinished" else ""),
                  "dir": r["trial_dir"]}
                 for _, r in selected[selected["status"] != "finished"].iterrows()]
-    try:
-        chash = config_hash(params.values())
-    except (ConfigError, KeyError, ValueError) as e:
-        chash = f"n/a ({e})"
+    chash = config_hash(configs)
     seeds = sorted(selected["seed"].astype(int).unique())
     devices = _node_values(attempts, "node/device_name") or _node_values(attempts, "node/device")
     return {
@@ -141,33 +173,30 @@ def _header(exp_dir: Path, selected: pd.DataFrame, attempts: list[_Attempt], par
     }
 
 
-def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: dict[str, dict], baseline: str,
-                       out_dir: Path) -> list[dict]:
+def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: dict[str, dict],
+                       configs: dict[str, dict | str], baseline: str, out_dir: Path) -> list[dict]:
     """Per ablation: its description, the config keys that differ from the baseline (at the same --grid point),
     its trial folders."""
     sections = []
     for ablation in summary["ablation"]:
-        base_params = params.get(baseline_of(ablation, baseline))
-        try:
-            base_cfg = resolve_params(base_params, seed=0) if base_params else None
-        except (ConfigError, KeyError, ValueError):
-            base_cfg = None  # the section then says why its config cannot be shown
-        p = params.get(ablation)
+        base_cfg = configs.get(baseline_of(ablation, baseline))
+        p = params.get(ablation) or {}
         trials = selected[selected["ablation"] == ablation].sort_values("seed")
         links = [{"seed": int(r["seed"]), "status": r["status"],
                   "href": Path(os.path.relpath(r["trial_dir"], out_dir)).as_posix()} for _, r in trials.iterrows()]
         trained_with = sorted(set(trials["trained_with"].dropna())) if "trained_with" in trials else []
-        section = {"name": ablation, "description": "", "changes": [], "links": links, "error": None,
-                   "trained_with": ", ".join(t for t in trained_with if t != ablation)}
-        try:
-            section["description"] = get_ablation(ablation_of(ablation), params_ablations(p or {})).description
-            if p is not None and not is_baseline(ablation, baseline):
-                if base_cfg is None:
-                    raise ValueError(f"the baseline {baseline!r} has no resolvable trial config")
-                changed = diff(resolve_params(p, seed=0), base_cfg)
-                section["changes"] = [{"key": k, "value": repr(v), "base": repr(b)} for k, (v, b) in changed.items()]
-        except (ConfigError, KeyError, ValueError) as e:
-            section["error"] = f"config not resolvable here: {e}"
+        arm = (p.get(ARMS_PARAM) or {}).get(ablation_of(ablation)) or {}
+        section = {"name": ablation, "description": arm.get("description", ""), "changes": [], "links": links,
+                   "error": None, "trained_with": ", ".join(t for t in trained_with if t != ablation)}
+        cfg = configs.get(ablation)
+        if isinstance(cfg, str):
+            section["error"] = cfg
+        elif cfg is not None and not is_baseline(ablation, baseline):
+            if not isinstance(base_cfg, dict):
+                section["error"] = f"config not resolvable here: the baseline {baseline!r} has no resolvable config"
+            else:
+                section["changes"] = [{"key": k, "value": repr(v), "base": repr(b)}
+                                      for k, (v, b) in config_changes(cfg, base_cfg).items()]
         sections.append(section)
     return sections
 
@@ -290,8 +319,9 @@ def render_html(exp_dir: str | os.PathLike, attempts: list[_Attempt], selected: 
         # a trial that shared its training holds its trainer's params: the row's ablation is the member
         params.setdefault(r["ablation"], {**_params(r["trial_dir"]), "ablation": ablation_of(r["ablation"])})
     parts = comparison_parts(selected, summary, comparisons, baseline)
+    configs = arm_configs(selected, params)
     context = {
-        "h": _header(exp, selected, attempts, params, baseline) | ({"path": source} if source else {}),
+        "h": _header(exp, selected, attempts, configs, baseline) | ({"path": source} if source else {}),
         "quality": parts["quality"], "cost": parts["cost"], "legend": parts["legend"],
         "frechet": parts["frechet"], "more": parts["more"], "missing": parts["missing"],
         "guidance": parts["guidance"],
@@ -301,6 +331,6 @@ def render_html(exp_dir: str | os.PathLike, attempts: list[_Attempt], selected: 
                                                                                               baseline)],
         "plots": _plots(history, summary, selected),
         "samples": _samples(summary, selected),
-        "ablations": _ablation_sections(summary, selected, params, baseline, Path(out_dir)),
+        "ablations": _ablation_sections(summary, selected, params, configs, baseline, Path(out_dir)),
     }
     return _environment().get_template("report.html.j2").render(**context)

@@ -16,7 +16,17 @@ from pathlib import Path
 import pandas as pd
 
 from t2s_ray.analysis.catalog import META_COLUMNS, guidance_columns, metric_columns
-from t2s_ray.outputs import GRID_PARAM, SHARED_PREFIX, arm_label, grid_label, shared_key, shared_members
+from t2s_ray.outputs import (
+    ARMS_PARAM,
+    DEFAULT_STUDY,
+    GRID_PARAM,
+    SHARED_PREFIX,
+    STUDY_PARAM,
+    arm_label,
+    grid_label,
+    shared_key,
+    shared_members,
+)
 
 # Keys of the final row that are Tune bookkeeping or per-step snapshots, not final metrics.
 TUNE_KEYS = frozenset({
@@ -181,16 +191,17 @@ def _trial_records(att: _Attempt) -> list[dict]:
 
 
 def declared_primary(params: dict, ablation: str) -> str:
-    """The primary metric(s) the bundled study declares for `ablation` (its registry entry, or its ablation
-    file's `primary`), comma-joined; "" for a user study's trial (`catalog.primary_metrics` decides those)."""
-    from t2s_ray.ablations import ABLATIONS
+    """The primary metric(s) the trial's study declares for `ablation` (its sweep records them in the params:
+    `arms`), comma-joined; "" when it declares none (`catalog.primary_metrics` then decides)."""
+    arm = (params.get(ARMS_PARAM) or {}).get(ablation)
+    if arm is None:  # an experiment written before `arms`: its study says, when it can be loaded here
+        from t2s_ray.study import StudyError, load_study
 
-    if params.get("study"):
-        return ""
-    user = (params.get("user_ablations") or {}).get(ablation)
-    if user is not None:
-        return ",".join(user.get("primary", []))
-    return ",".join(ABLATIONS[ablation].primary) if ablation in ABLATIONS else ""
+        try:
+            arm = load_study(params.get(STUDY_PARAM) or DEFAULT_STUDY).describe(ablation, params)
+        except (StudyError, KeyError, ValueError):
+            arm = {}
+    return ",".join(arm.get("primary", []))
 
 
 def _trials_frame(attempts: list[_Attempt]) -> pd.DataFrame:

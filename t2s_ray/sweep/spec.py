@@ -10,12 +10,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, TrainingGroup, resolve, training_groups
+from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, TrainingGroup, get_ablation, resolve, training_groups
 from t2s_ray.cluster import (
     RayOptions,
 )
 from t2s_ray.config import DEFAULT_SEEDS
-from t2s_ray.outputs import GRID_PARAM
+from t2s_ray.outputs import ARMS_PARAM, GRID_PARAM
 from t2s_ray.plan import (
     Probe,
     probe,
@@ -142,6 +142,8 @@ class SweepSpec:
         shared = {g.trainer: list(g.others) for g in groups if g.others}
         if shared:  # the trial of `trainer` also evaluates these ablations' weights
             space["shared"] = shared
+        space[ARMS_PARAM] = {a: {"description": get_ablation(a, self.user_ablations).description,
+                                 "primary": list(get_ablation(a, self.user_ablations).primary)} for a in self.ablations}
         if self.user_ablations:
             space["user_ablations"] = {a.name: {"description": a.description, "overrides": dict(a.overrides),
                                                 "primary": list(a.primary)}

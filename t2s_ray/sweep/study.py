@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from t2s_ray.ablations import TrainingGroup
-from t2s_ray.outputs import GRID_PARAM, grid_override
+from t2s_ray.outputs import ARMS_PARAM, GRID_PARAM, grid_override
 from t2s_ray.plan import Probe
 from t2s_ray.study import Study, StudyError, load_study, study_root
 from t2s_ray.sweep.spec import SweepError, SweepSpec, parse_grid
@@ -71,6 +71,7 @@ class StudySweepSpec(SweepSpec):
         space: dict[str, Any] = {"study": self.study, "ablation": tune.grid_search([g.trainer for g in groups]),
                                  "seed": tune.grid_search(list(range(self.seeds))), "scale": self.scale,
                                  "overrides": self.all_overrides, "baseline": self.study_obj.baseline}
+        space[ARMS_PARAM] = {a: self.study_obj.describe(a) for a in self.ablations}
         if self.grid_axes:
             space[GRID_PARAM] = {key: tune.grid_search(values) for key, values in self.grid_axes.items()}
         shared = {g.trainer: list(g.others) for g in groups if g.others}

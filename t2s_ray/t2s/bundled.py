@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from t2s_ray.ablations import ABLATIONS, resolve, resolve_params
+from t2s_ray.ablations import ABLATIONS, get_ablation, params_ablations, resolve, resolve_params
 from t2s_ray.config import SCALES, Config, ConfigError, flatten, trajectory_fields
 from t2s_ray.study import Session, Study, StudyError
 
@@ -135,6 +135,11 @@ class BundledStudy(Study):
 
     def trial_device(self, cfg: Config, gpu_ids: list) -> torch.device:
         return trial_device(cfg, gpu_ids)
+
+    def describe(self, ablation: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The registry's (or the sweep's ablation file's) description and primary metrics."""
+        abl = get_ablation(ablation, params_ablations(params or {}))
+        return {"description": abl.description, "primary": list(abl.primary)}
 
 
 study = BundledStudy(
