@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from t2s_ray.config import SCALES, Config, ConfigError, merge, parse_override
 from t2s_ray.outputs import GRID_PARAM, grid_override  # noqa: F401 (grid_override: re-exported)
+from t2s_ray.plan import TrainingGroup
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -148,21 +149,6 @@ def resolve_params(params: Mapping[str, Any], ablation: str | None = None, seed:
     grid = [grid_override(k, v) for k, v in params.get(GRID_PARAM, {}).items()]
     return resolve(ablation or params["ablation"], params["scale"], int(params["seed"] if seed is None else seed),
                    [*params.get("overrides", []), *grid, *overrides], extra_ablations=params_ablations(params))
-
-
-@dataclass(frozen=True)
-class TrainingGroup:
-    """Ablations that train the same raw weights: one trial trains `trainer`'s config once and evaluates
-    every member's weights from it (the EMA for members with EMA on, the raw weights for the others)."""
-
-    trainer: str
-    """The ablation whose config the group trains with (a member with EMA on, when any has it)."""
-    members: tuple[str, ...]
-    """Every ablation of the group, in sweep order (the trainer among them)."""
-
-    @property
-    def others(self) -> tuple[str, ...]:
-        return tuple(m for m in self.members if m != self.trainer)
 
 
 def training_groups(configs: Mapping[str, Config], share: bool = True) -> list[TrainingGroup]:

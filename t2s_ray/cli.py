@@ -31,15 +31,9 @@ from t2s_ray.config import DEVICES, SCALES, ConfigError, flatten
 from t2s_ray.outputs import FORMATS, INTERVALS, SWEEP_FILE, TRACKERS
 from t2s_ray.preflight import run_checks
 from t2s_ray.storage import Location, StorageError, cache_dir, local_copy, normalize, upload
-from t2s_ray.sweep import (
-    SweepError,
-    SweepSpec,
-    absolutize_override,
-    absolutize_spec,
-    resume_sweep,
-    run_sweep,
-)
+from t2s_ray.sweep import SweepError, resume_sweep, run_sweep
 from t2s_ray.sweep import dry_run as sweep_dry_run
+from t2s_ray.t2s.sweep import BundledSweepSpec, absolutize_override, absolutize_spec
 from t2s_ray.trackers import TrackerError
 
 # Lazy below: modules importing torch (local, checkpoint, training, evaluator, metrics) or pandas
@@ -351,7 +345,7 @@ def sweep_cmd(
         spec = _checked(lambda: StudySweepSpec(study=study, ablations=_split_csv(ablations or ""), scale=scale,
                                                **common))
     else:
-        spec = _checked(lambda: SweepSpec(
+        spec = _checked(lambda: BundledSweepSpec(
             ablations=_split_csv(ablations or ",".join(DEFAULT_ABLATIONS)), scale=_bundled_scale(scale), steps=steps,
             data=data, user_ablations=_user_ablations(ablation_file) or {}, **common))
     if dry_run:
@@ -456,7 +450,7 @@ def calibrate_cmd(
         arms = tuple(a for a in arms if a != CALIBRATION_GRADED)  # --set eval.sampling_steps made it the baseline
         console.print(f"note: the graded control {CALIBRATION_GRADED} is left out: --set eval.sampling_steps gives "
                       f"the baseline the same sampling", highlight=False)
-    spec = _checked(lambda: SweepSpec(
+    spec = _checked(lambda: BundledSweepSpec(
         ablations=arms, seeds=seeds, scale="small", steps=steps, overrides=tuple(set_ or []), gpus=gpus,
         cpus_per_trial=_cpus_option(cpus_per_trial), storage=storage, quiet=quiet, dashboard=False,
         name=name or datetime.now().strftime("calibrate-%Y%m%d-%H%M%S")))

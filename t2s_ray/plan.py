@@ -1,18 +1,32 @@
 """What a sweep will cost before it runs: resources per trial (`--cpus-per-trial auto`), how many trials run at
 once, and a wall-time / GPU-hour estimate from a short measured probe (`t2s-ray sweep --dry-run`).
 
-The arithmetic (`auto_cpus`, `concurrency`, `estimate`) is pure; `probe` measures a few training steps and one
-sampling step of a config on this machine's device.
+The arithmetic (`auto_cpus`, `concurrency`, `estimate`, `cost_lines`) is pure; each study's sweep measures its own
+`Probe` (the bundled study's: `t2s_ray.t2s.sweep.probe`).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-import statistics
-import time
-from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+
+@dataclass(frozen=True)
+class TrainingGroup:
+    """Ablations that train the same weights: one trial trains `trainer`'s config once and scores every member
+    from it (for the bundled study: the EMA for members with EMA on, the raw weights for the others)."""
+
+    trainer: str
+    """The ablation whose config the group trains with (a member with EMA on, when any has it)."""
+    members: tuple[str, ...]
+    """Every ablation of the group, in sweep order (the trainer among them)."""
+
+    @property
+    def others(self) -> tuple[str, ...]:
+        return tuple(m for m in self.members if m != self.trainer)
+
 
 AUTO_MAX_CPUS = 4
 """`--cpus-per-trial auto` never reserves more than this per trial: data loading and bookkeeping of one
@@ -106,52 +120,6 @@ def estimate(durations: Sequence[float], at_once: int, devices_per_trial: float)
         heapq.heappush(slots, heapq.heappop(slots) + d)
     return Estimate(len(durations), at_once, math.ceil(len(durations) / at_once) if durations else 0,
                     max(slots), sum(durations) * devices_per_trial / 3600)
-
-
-def probe(cfg, steps: int = 3, device=None, say: Callable[[str], None] = lambda s: None,
-          threads: Optional[int] = None) -> Probe:
-    """Measure `cfg` on `device` (default: the config's): median of `steps` training steps after one warm-up,
-    and one guided sampling step of an evaluation batch, scaled to the evaluation's steps and batches.
-    `threads`: torch's CPU threads meanwhile (a trial gets as many as the CPUs it reserves)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return _probe(cfg, steps, device, say)
-    finally:
-        torch.set_num_threads(before)
-
-
-def _probe(cfg, steps: int, device, say: Callable[[str], None]) -> Probe:
-    import torch
-
-    from t2s_ray.data import build_dataset
-    from t2s_ray.metrics.efficiency import synchronize
-    from t2s_ray.t2s.evaluation import sample
-    from t2s_ray.t2s.training import build_state, time_train_steps
-
-    say(f"probing {cfg.ablation}: {steps} training steps and one sampling step ...")
-    state = build_state(cfg, device=torch.device(device) if device else None)
-    cuda = state.device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(state.device)
-    data = build_dataset(cfg.data, "train")
-    state.model.text_encoder.prefill(getattr(data, "texts", ()))  # as train_loop does
-    times = time_train_steps(state, data, steps, warmup=1)
-    e = cfg.eval
-    one_step = replace(state, cfg=replace(cfg, eval=replace(e, sampling_steps=1)))
-    texts = ["a person signs hello"] * min(e.batch_size, e.num_videos)
-    sample(one_step, texts, 0)  # warm-up
-    t0 = time.perf_counter()
-    sample(one_step, texts, 0)
-    synchronize(state.device)
-    per_batch_step = time.perf_counter() - t0
-    eval_s = per_batch_step * e.sampling_steps * math.ceil(e.num_videos / e.batch_size)
-    peak = torch.cuda.max_memory_allocated(state.device) / 2**30 if cuda else math.nan
-    total = torch.cuda.get_device_properties(state.device).total_memory / 2**30 if cuda else math.nan
-    return Probe(cfg.ablation, str(state.device), statistics.median(times), eval_s, peak, total)
 
 
 def _hms(seconds: float) -> str:

@@ -5,10 +5,10 @@ from typer.testing import CliRunner
 
 import t2s_ray.sweep as sweep
 import t2s_ray.sweep.estimate as estimate_mod
-import t2s_ray.sweep.spec as spec_mod
+import t2s_ray.t2s.sweep as spec_mod
 from t2s_ray.cli import app
 from t2s_ray.plan import Probe, auto_cpus, concurrency, cost_lines, estimate, pack
-from t2s_ray.sweep import SweepSpec
+from t2s_ray.t2s.sweep import BundledSweepSpec
 
 runner = CliRunner()
 
@@ -42,7 +42,7 @@ def test_estimate_schedules_trials_greedily():
 
 
 def test_cost_lines_arithmetic_with_a_fake_probe(tmp_path):
-    spec = SweepSpec(ablations=("baseline", "text_finetuned", "no_ema"), seeds=3, scale="full", storage=tmp_path,
+    spec = BundledSweepSpec(ablations=("baseline", "text_finetuned", "no_ema"), seeds=3, scale="full", storage=tmp_path,
                      name="x")
     groups = spec.training_groups()
     probes = {"baseline": Probe("baseline", "cuda:0", 0.5, 100.0),
@@ -87,7 +87,7 @@ def test_gpus_per_trial_auto_probes_each_model_and_packs(tmp_path, monkeypatch):
     monkeypatch.setattr(estimate_mod, "detect_local_gpus", lambda: 1)
     monkeypatch.setattr(spec_mod, "probe", lambda cfg, steps, device=None, say=None, threads=None: Probe(
         cfg.ablation, "cuda:0", 0.1, 1.0, peaks[cfg.ablation], 80.0))
-    spec = SweepSpec(ablations=("baseline", "text_finetuned", "no_ema"), seeds=1, gpus=1, pack_by_memory=True,
+    spec = BundledSweepSpec(ablations=("baseline", "text_finetuned", "no_ema"), seeds=1, gpus=1, pack_by_memory=True,
                      storage=tmp_path, name="x")
     said = []
     configs = sweep.validate(spec, available_gpus=1)
@@ -102,10 +102,10 @@ def test_gpus_per_trial_auto_probes_each_model_and_packs(tmp_path, monkeypatch):
 
 def test_gpus_per_trial_auto_needs_a_local_gpu_to_measure(tmp_path, monkeypatch):
     monkeypatch.setattr(estimate_mod, "detect_local_gpus", lambda: 0)
-    spec = SweepSpec(seeds=1, gpus=3, pack_by_memory=True, storage=tmp_path, name="x")
+    spec = BundledSweepSpec(seeds=1, gpus=3, pack_by_memory=True, storage=tmp_path, name="x")
     with pytest.raises(sweep.SweepError, match="none is visible here; give a number instead"):
         estimate_mod._pack_by_memory(spec, [], print)
-    cpu = SweepSpec(seeds=1, gpus=0, pack_by_memory=True, storage=tmp_path, name="y")
+    cpu = BundledSweepSpec(seeds=1, gpus=0, pack_by_memory=True, storage=tmp_path, name="y")
     assert estimate_mod._pack_by_memory(cpu, [], print) == {} and cpu.gpus_per_trial == 1.0
     r = runner.invoke(app, ["sweep", "--gpus-per-trial", "lots", "--dry-run", "--storage", str(tmp_path)])
     assert r.exit_code == 2 and "--gpus-per-trial 'lots': expected auto or a number > 0" in r.output

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from t2s_ray.checkpoint import CheckpointDamaged, list_checkpoints, read_checkpoint
-from t2s_ray.sweep import SweepSpec, run_sweep
+from t2s_ray.sweep import run_sweep
+from t2s_ray.t2s.sweep import BundledSweepSpec
 from tests.helpers import descendants, run_process_tree, s3_client, wait_for
 
 pytestmark = pytest.mark.slow
@@ -24,8 +25,8 @@ OVERRIDES = ("data.frames=4", "data.height=32", "data.width=32", "data.train_cli
              "eval.sampling_steps=2", "eval.evaluator_clips=64", "eval.evaluator_epochs=1", "device=cpu")
 
 
-def _spec(root: Path, name: str, **kw) -> SweepSpec:
-    return SweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5, storage=root,
+def _spec(root: Path, name: str, **kw) -> BundledSweepSpec:
+    return BundledSweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5, storage=root,
                      name=name, quiet=True, overrides=OVERRIDES + (f"data.cache_dir={root / 'cache'}",), **kw)
 
 
@@ -164,12 +165,14 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 import ray
 ray.init(address="local", num_cpus=2, num_gpus=3, include_dashboard=False, log_to_driver=False)
 from pathlib import Path
-from t2s_ray.sweep import SweepSpec, resume_sweep, run_sweep
+from t2s_ray.sweep import resume_sweep, run_sweep
+from t2s_ray.t2s.sweep import BundledSweepSpec
 root, what = Path(sys.argv[1]), sys.argv[2]
 overrides = tuple(sys.argv[3:])
 if what == "sweep":
-    run_sweep(SweepSpec(ablations=("baseline",), seeds=2, scale="smoke", gpus=3, gpus_per_trial=1, cpus_per_trial=0.5,
-                        max_concurrent=1, storage=root, name="gpus", quiet=True, overrides=overrides))
+    run_sweep(BundledSweepSpec(ablations=("baseline",), seeds=2, scale="smoke", gpus=3, gpus_per_trial=1,
+                               cpus_per_trial=0.5, max_concurrent=1, storage=root, name="gpus", quiet=True,
+                               overrides=overrides))
 else:
     o = resume_sweep(root / "gpus", quiet=True)
     print(f"resumed: {o.num_terminated} finished, {o.num_errors} errored")
@@ -247,8 +250,9 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 import ray
 ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
          runtime_env={"worker_process_setup_hook": "tests.faults.cut_checkpoint_copy"})
-from t2s_ray.sweep import SweepSpec, run_sweep
-o = run_sweep(SweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
+from t2s_ray.sweep import run_sweep
+from t2s_ray.t2s.sweep import BundledSweepSpec
+o = run_sweep(BundledSweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
                         name=sys.argv[2], quiet=True, max_failures=2, overrides=tuple(sys.argv[3:])))
 print(f"swept: {o.num_terminated} finished, {o.num_errors} errored")
 """

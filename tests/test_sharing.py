@@ -15,8 +15,8 @@ from t2s_ray.ablations import Ablation, resolve, training_groups
 from t2s_ray.config import Config, trajectory_fields
 from t2s_ray.data import build_dataset
 from t2s_ray.outputs import shared_key
-from t2s_ray.sweep import SweepSpec
 from t2s_ray.t2s.evaluation import evaluate
+from t2s_ray.t2s.sweep import BundledSweepSpec
 from t2s_ray.t2s.training import TrainingError, build_state, member_state, next_batch, train_step, validation_loss
 from tests.test_analysis import final_row, make_trial, train_row
 from tests.test_evaluation import TINY, FakeClassifier
@@ -54,13 +54,13 @@ def test_a_training_field_or_a_second_ema_setting_splits_a_group():
 
 
 def test_sweep_plan_and_param_space_name_the_shared_ablations(tmp_path):
-    spec = SweepSpec(ablations=("baseline", "text_finetuned", "no_ema"), seeds=2, storage=tmp_path, name="x")
+    spec = BundledSweepSpec(ablations=("baseline", "text_finetuned", "no_ema"), seeds=2, storage=tmp_path, name="x")
     plan = "\n".join(spec.plan_lines())
     assert "3 ablation(s) x 2 seed(s) = 4 trial(s)" in plan and "baseline + no_ema: trained once" in plan
     space = spec.param_space()
     assert space["ablation"] == {"grid_search": ["baseline", "text_finetuned"]}
     assert space["shared"] == {"baseline": ["no_ema"]}
-    off = SweepSpec(ablations=spec.ablations, seeds=2, storage=tmp_path, name="y", share_training=False)
+    off = BundledSweepSpec(ablations=spec.ablations, seeds=2, storage=tmp_path, name="y", share_training=False)
     assert off.param_space()["ablation"] == {"grid_search": ["baseline", "text_finetuned", "no_ema"]}
     assert "shared" not in off.param_space() and "6 trial(s)" in off.plan_lines()[0]
 

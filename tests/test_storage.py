@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from t2s_ray import storage
 from t2s_ray.cli import app
 from t2s_ray.storage import StorageError
-from t2s_ray.sweep import SweepSpec
+from t2s_ray.t2s.sweep import BundledSweepSpec
 from tests.helpers import free_port, run_process_tree, s3_client, s3_keys
 
 runner = CliRunner()
@@ -35,8 +35,8 @@ def test_local_paths_and_file_uris_become_absolute_paths_and_other_uris_stay_str
     assert storage.normalize(f"file://{tmp_path}/store/") == tmp_path / "store"
     assert storage.normalize("s3://bucket/prefix/") == "s3://bucket/prefix"
     assert not storage.is_uri("results") and storage.is_uri("gs://b/p") and storage.is_uri("file:///x")
-    assert SweepSpec(storage=f"file://{tmp_path}/s", name="n").experiment_dir == tmp_path / "s" / "n"
-    spec = SweepSpec(storage="s3://bucket/prefix/", name="n")
+    assert BundledSweepSpec(storage=f"file://{tmp_path}/s", name="n").experiment_dir == tmp_path / "s" / "n"
+    spec = BundledSweepSpec(storage="s3://bucket/prefix/", name="n")
     assert spec.storage == "s3://bucket/prefix" and spec.experiment_dir == "s3://bucket/prefix/n"
     # pyarrow's options ride in the query: names go before it
     assert storage.join("s3://b/p?scheme=http", "n", "t2s_sweep.json") == "s3://b/p/n/t2s_sweep.json?scheme=http"

@@ -596,3 +596,14 @@ def test_config_and_train_take_a_study_and_bad_input_is_exit_2(tmp_path, monkeyp
     final = json.loads((out / "result.json").read_text().splitlines()[-1])
     assert final["final"] == 1 and final["step"] == 12 and list_checkpoints(out / "checkpoints")
     assert json.loads((out / "params.json").read_text())["ablation"] == "no_ema"
+
+
+def test_the_runner_the_sweep_and_the_analysis_import_nothing_of_the_bundled_study():
+    """The house rule: the generic parts run any study; the bundled one (t2s_ray.t2s, its config and ablation
+    registry) is reached only by reference (`outputs.DEFAULT_STUDY`)."""
+    code = ("import sys, t2s_ray.runner, t2s_ray.sweep, t2s_ray.sweep.study, t2s_ray.analysis, t2s_ray.trackers\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('t2s_ray.t2s', 't2s_ray.config', "
+            "'t2s_ray.ablations'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from t2s_ray.checkpoint import list_checkpoints, read_checkpoint
 from t2s_ray.cli import app
-from t2s_ray.sweep import SweepError, SweepSpec, run_sweep, validate
+from t2s_ray.sweep import SweepError, run_sweep, validate
+from t2s_ray.t2s.sweep import BundledSweepSpec
 
 TINY = ("data.frames=4", "data.height=16", "data.width=16", "data.train_clips=16", "data.eval_clips=4",
         "training.batch_size=2", "training.steps=6", "training.warmup_steps=2", "training.report_every=2",
@@ -26,7 +27,7 @@ def finished_sweep(fake_gpu_ray, tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     # --cpus-per-trial auto on a head with 2 CPUs and 3 GPUs: 0.66 CPU each, so the three GPU trials run at once
     # (1 CPU each would leave a GPU idle); separate training, so that three trials exist
-    spec = SweepSpec(seeds=1, scale="smoke", overrides=TINY + (f"data.cache_dir={root / 'cache'}",), gpus=3,
+    spec = BundledSweepSpec(seeds=1, scale="smoke", overrides=TINY + (f"data.cache_dir={root / 'cache'}",), gpus=3,
                      gpus_per_trial=1, cpus_per_trial=None, storage=root / "results", name="fake3", quiet=True,
                      share_training=False)
     said = []
@@ -38,7 +39,7 @@ def finished_sweep(fake_gpu_ray, tmp_path_factory):
 def _baseline_and_no_ema(tmp_path_factory, name: str, grid: tuple[str, ...] = ()):
     """baseline + no_ema (one shared training per seed and grid point), 1 seed; (outcome, lines said)."""
     root = tmp_path_factory.mktemp(name)
-    spec = SweepSpec(ablations=("baseline", "no_ema"), seeds=1, scale="smoke", gpus=3, cpus_per_trial=0.5,
+    spec = BundledSweepSpec(ablations=("baseline", "no_ema"), seeds=1, scale="smoke", gpus=3, cpus_per_trial=0.5,
                      overrides=TINY + (f"data.cache_dir={root / 'cache'}", "ema.decay=0.9"), grid=grid,
                      storage=root / "results", name=name, quiet=True)
     said = []
@@ -177,7 +178,7 @@ def test_analyze_writes_one_row_per_ablation(finished_sweep, tmp_path):
 
 
 def test_validation_too_many_gpus():
-    spec = SweepSpec(gpus=4, name="x")
+    spec = BundledSweepSpec(gpus=4, name="x")
     with pytest.raises(SweepError, match=r"--gpus 4 requested but 0 GPU\(s\) detected.*use --gpus 0 to run on CPU"):
         validate(spec, available_gpus=0)
 
@@ -187,20 +188,20 @@ def test_validation_too_many_gpus():
 def test_run_sweep_rejects_a_bad_spec_before_writing_anything(tmp_path, monkeypatch, bad):
     """A rejected spec leaves --storage empty and builds no data cache, evaluator or Ray cluster."""
     import t2s_ray.cluster as cluster
-    import t2s_ray.sweep.run as sweep_run
+    import t2s_ray.t2s.sweep as bundled_sweep
 
     def past_validation(*args, **kwargs):
         raise AssertionError("run_sweep went past validation with a bad spec")
 
     for step in ("prepare_data", "prepare_evaluators"):  # the steps that write or start things
-        monkeypatch.setattr(sweep_run, step, past_validation)
+        monkeypatch.setattr(bundled_sweep, step, past_validation)
     monkeypatch.setattr(cluster, "init_ray", past_validation)
     storage, cache = tmp_path / "results", tmp_path / "cache"
     storage.mkdir()
     bad = dict(bad)
     overrides = (*TINY, f"data.cache_dir={cache}", *bad.pop("overrides", ()))
-    spec = SweepSpec(storage=storage, name="x", overrides=overrides, cpus_per_trial=bad.pop("cpus_per_trial", 0.5),
-                     quiet=True, dashboard=False, **bad)
+    spec = BundledSweepSpec(storage=storage, name="x", overrides=overrides,
+                            cpus_per_trial=bad.pop("cpus_per_trial", 0.5), quiet=True, dashboard=False, **bad)
     with pytest.raises(ValueError):  # SweepError or ConfigError, both ValueErrors naming the fix
         run_sweep(spec)
     assert list(storage.iterdir()) == [], "a rejected sweep wrote into --storage"
@@ -343,16 +344,16 @@ def test_sweep_cli_rejects_a_missing_dataset_before_ray_starts(tmp_path):
 
 
 def test_an_ablation_equal_to_the_baseline_at_this_scale_is_refused(tmp_path):
-    spec = SweepSpec(ablations=("baseline", "dit_s"), scale="full", storage=tmp_path / "s", name="n", gpus=0)
+    spec = BundledSweepSpec(ablations=("baseline", "dit_s"), scale="full", storage=tmp_path / "s", name="n", gpus=0)
     with pytest.raises(SweepError, match="'dit_s' resolves to the baseline's config at --scale full"):
         validate(spec, available_gpus=0)
     assert not (tmp_path / "s").exists()
-    validate(SweepSpec(ablations=("baseline", "dit_s"), scale="smoke", storage=tmp_path / "s", name="n", gpus=0),
+    validate(BundledSweepSpec(ablations=("baseline", "dit_s"), scale="smoke", storage=tmp_path / "s", name="n", gpus=0),
              available_gpus=0)
 
 
 def test_seeds_default_to_three_where_a_verdict_is_possible(tmp_path):
-    assert SweepSpec(scale="small", storage=tmp_path).seeds == 3
-    assert SweepSpec(scale="full", storage=tmp_path).seeds == 3
-    assert SweepSpec(scale="smoke", storage=tmp_path).seeds == 1
-    assert SweepSpec(scale="small", seeds=5, storage=tmp_path).seeds == 5
+    assert BundledSweepSpec(scale="small", storage=tmp_path).seeds == 3
+    assert BundledSweepSpec(scale="full", storage=tmp_path).seeds == 3
+    assert BundledSweepSpec(scale="smoke", storage=tmp_path).seeds == 1
+    assert BundledSweepSpec(scale="small", seeds=5, storage=tmp_path).seeds == 5

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from t2s_ray.sweep import SweepSpec, run_sweep
+from t2s_ray.sweep import run_sweep
+from t2s_ray.t2s.sweep import BundledSweepSpec
 from t2s_ray.trackers import (
     TrackerError,
     check_trackers,
@@ -151,7 +152,7 @@ def tracked_sweep(fake_gpu_ray, tmp_path_factory):
         env.setenv("WANDB_DIR", str(root / "wandb-dir"))
         env.setenv("MLFLOW_TRACKING_URI", (root / "mlruns").as_uri())
         env.delenv("WANDB_PROJECT", raising=False)
-        spec = SweepSpec(ablations=("baseline",), seeds=1, scale="smoke", gpus=0, cpus_per_trial=1,
+        spec = BundledSweepSpec(ablations=("baseline",), seeds=1, scale="smoke", gpus=0, cpus_per_trial=1,
                          overrides=TINY + (f"data.cache_dir={root / 'cache'}",), storage=root / "results",
                          name="tracked", quiet=True, dashboard=False, log_to=("wandb", "mlflow"))
         outcome = run_sweep(spec, say=lambda line: None)

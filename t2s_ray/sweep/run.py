@@ -24,7 +24,7 @@ from t2s_ray.storage import (
     write_bytes,
 )
 from t2s_ray.sweep.estimate import _choose_cpus, _pack_by_memory, _print_estimate
-from t2s_ray.sweep.spec import SweepError, SweepSpec
+from t2s_ray.sweep.spec import SweepSpec
 from t2s_ray.sweep.validate import _validate_gpus
 
 
@@ -117,89 +117,6 @@ class SweepOutcome:
     ray_start_s: float
 
 
-def prepare_data(configs, say: Callable[[str], None]) -> None:
-    """Build (or find cached) the train and val splits once, in the driver, before any trial starts.
-
-    A bad dataset path fails here with its message instead of in every trial, and trials never
-    wait on each other to decode a corpus.
-    """
-    from t2s_ray.data import build_dataset
-
-    seen = set()
-    for cfg in configs:
-        if cfg.data in seen:
-            continue
-        seen.add(cfg.data)
-        try:
-            sizes = {split: len(build_dataset(cfg.data, split)) for split in ("train", "val")}
-        except (ValueError, OSError) as e:
-            raise SweepError(str(e) if cfg.data.spec in str(e) else f"--data {cfg.data.spec}: {e}") from None
-        if sizes["val"] == 0:
-            raise SweepError(f"--data {cfg.data.spec}: the val split is empty; the evaluation samples its captions "
-                             f"from val (add val rows, e.g. a 'split' column in a manifest)")
-        say(f"data {cfg.data.spec}: {sizes['train']} train / {sizes['val']} val clips "
-            f"({cfg.data.frames}x{cfg.data.height}x{cfg.data.width})")
-
-
-def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
-    """Train (or find cached) the SynthSign gloss evaluator of each data config once, in the driver.
-
-    Otherwise the first trial would train it on its one CPU while the others wait on its lock.
-    """
-    from t2s_ray.t2s.evaluator import evaluator_config, evaluator_dir, shipped_evaluators, train_evaluator
-
-    seen = set()
-    for cfg in configs:
-        if cfg.data.spec != "synthsign" or cfg.data.frames < 3:
-            continue
-        ecfg = evaluator_config(cfg.eval)
-        folder = evaluator_dir(cfg.data, ecfg)
-        if folder in seen:
-            continue
-        seen.add(folder)
-        if not (folder / "report.json").exists() and folder.name not in shipped_evaluators():
-            say(f"training the SynthSign gloss evaluator for eval/fvd_synthsign and eval/text_alignment "
-                f"(once per data config, cached in {folder})")
-        report = train_evaluator(cfg.data, ecfg)
-        say(f"gloss evaluator ({report.source}): exact-sentence accuracy {report.exact_accuracy:.2f} on SynthSign "
-            f"test clips")
-
-
-def prepare_cluster_data(configs, say: Callable[[str], None]) -> None:
-    """Under --address: check the data this machine can see, and say where the trials find their cache.
-
-    Each trial builds or reuses the cache (gloss evaluator included) on its own node under the cache's file
-    locks: this machine's cache may be no node's. A given data.cache_dir is created here when possible, so
-    that every node mounting it sees it (a trial that cannot see it fails, naming its node).
-    """
-    from t2s_ray.data import check_layout, dataset_path
-
-    lines = []
-    for data in dict.fromkeys(cfg.data for cfg in configs):
-        try:
-            here = check_layout(data)
-        except (ValueError, OSError) as e:
-            raise SweepError(str(e) if data.spec in str(e) else f"--data {data.spec}: {e}") from None
-        if not here:
-            lines.append(f"data: {dataset_path(data)} is not on this machine; each trial looks for it on its node")
-        lines.append(_cluster_cache_line(data))
-    for line in dict.fromkeys(lines):
-        say(line)
-
-
-def _cluster_cache_line(data) -> str:
-    if not data.cache_dir:
-        return ("data: each node builds or reuses its own cache ($T2S_RAY_CACHE or ~/.cache/t2s-ray on that node); "
-                "set data.cache_dir to a folder every node mounts to build it once")
-    folder = Path(data.cache_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        return (f"data: trials build or reuse the cache in {folder} (data.cache_dir), which every node must see; "
-                f"it cannot be created here ({e.strerror or e}): create it on a filesystem every node mounts")
-    return f"data: trials build or reuse the cache in {folder} (data.cache_dir) once; every node must see that folder"
-
-
 def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutcome:
     """Validate, start Ray, run the grid, return counts. Raises before writing anything if invalid."""
     existing = existing_cluster_gpus()
@@ -209,13 +126,10 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     for line in spec.plan_lines():
         say(line)
     probes = _pack_by_memory(spec, configs, say) if spec.pack_by_memory else {}
-    if not configs:
-        pass  # a user study prepares its own data
-    elif spec.address is None:
-        prepare_data(configs, say)
-        prepare_evaluators(configs, say)
+    if spec.address is None:
+        spec.prepare(configs, say)
     else:  # a cluster's nodes may not share this machine's cache: trials build or find it on their node
-        prepare_cluster_data(configs, say)
+        spec.prepare_on_cluster(configs, say)
     t0 = time.perf_counter()
     info = start_ray(spec.ray_options(), say)
     if spec.gpus is None:
@@ -223,21 +137,15 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     _validate_gpus(spec, info.gpus)
     if spec.cpus_per_trial is None:
         _choose_cpus(spec, say)
-    if spec.scale == "full" and configs:  # hours of GPU time: say what they will cost before spending them
+    if spec.estimate_before_run():
         _print_estimate(spec, configs, say, probes)
     if spec.address and spec.gpus and spec.max_concurrent is None and spec.gpus_per_trial > 0:
         # A shared cluster may have more GPUs than asked for: cap the trials running at once.
         spec.max_concurrent = max(1, int(spec.gpus // spec.gpus_per_trial))
     save_resources(spec)
-    grid = build_tuner(spec, configs[0].training.keep_checkpoints if configs else STUDY_KEEP_CHECKPOINTS).fit()
+    grid = build_tuner(spec, spec.keep_checkpoints(configs)).fit()
     exp = spec.experiment_dir if spec.remote else Path(grid.experiment_path)
     return _outcome(grid, exp, t0, info.start_s)
-
-
-STUDY_KEEP_CHECKPOINTS = 2
-
-
-"""Checkpoints kept per trial of a user study (the bundled study's config says its own)."""
 
 
 def save_resources(spec: SweepSpec) -> Location:

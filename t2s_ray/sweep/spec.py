@@ -1,30 +1,24 @@
-"""What the user asked for, before anything runs: `SweepSpec` (the bundled study's; `sweep.study` has a user
-study's), the experiment's name and paths, the `--grid` axes typed by the config schema."""
+"""What the user asked for, before anything runs: `SweepSpec`, the options every study's sweep has, and the hooks a
+study's spec fills in (the bundled study's: `t2s_ray.t2s.sweep.BundledSweepSpec`; a user study's:
+`sweep.study.StudySweepSpec`): how its ablations resolve and group, what the driver prepares, how a trial is
+probed. Also the experiment's name and paths and the `--grid` axes typed by the config schema."""
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, TrainingGroup, get_ablation, resolve, training_groups
-from t2s_ray.cluster import (
-    RayOptions,
-)
-from t2s_ray.config import DEFAULT_SEEDS
-from t2s_ray.outputs import ARMS_PARAM, GRID_PARAM
-from t2s_ray.plan import (
-    Probe,
-    probe,
-)
-from t2s_ray.storage import (
-    Location,
-    join,
-    normalize,
-)
+from t2s_ray.cluster import RayOptions
+from t2s_ray.plan import Probe, TrainingGroup
+from t2s_ray.storage import Location, join, normalize
+
+KEEP_CHECKPOINTS = 2
+"""Checkpoints kept per trial unless the study's spec says otherwise (the last one is never removed)."""
 
 
 class SweepError(ValueError):
@@ -33,16 +27,14 @@ class SweepError(ValueError):
 
 @dataclass
 class SweepSpec:
-    """What the user asked for, before anything runs."""
+    """What the user asked for, before anything runs: the options of `t2s-ray sweep` that every study has. A study's
+    spec subclasses it and fills in the hooks that raise `NotImplementedError` here."""
 
-    ablations: tuple[str, ...] = DEFAULT_ABLATIONS
+    ablations: tuple[str, ...] = ()
     seeds: Optional[int] = None
-    """Seeds per ablation (0..K-1); None: `config.DEFAULT_SEEDS` of the scale."""
-    scale: str = "smoke"
-    steps: Optional[int] = None
-    data: str = "synthsign"
+    """Seeds per ablation (0..K-1); None: the study's default."""
+    scale: Optional[str] = None
     overrides: tuple[str, ...] = ()
-    user_ablations: dict[str, Ablation] = field(default_factory=dict)
     gpus: Optional[float] = None
     gpus_per_trial: float = 1.0
     pack_by_memory: bool = False
@@ -62,7 +54,8 @@ class SweepSpec:
     dashboard_port: Optional[int] = None
     expose_dashboard: bool = False
     share_training: bool = True
-    """Train once per training group (ablations differing only in EMA/evaluation fields); False: per ablation."""
+    """Train once per training group (ablations whose configs differ only in evaluation fields); False: per
+    ablation."""
     grid: tuple[str, ...] = ()
     """Extra sweep axes (`--grid key.path=v1,v2`), crossed with ablations x seeds; parsed by `parse_grid`."""
     log_to: tuple[str, ...] = ()
@@ -70,34 +63,23 @@ class SweepSpec:
     primary: tuple[str, ...] = ()
     """`--primary`: the metric(s) every arm is decided on (recorded for `analyze`); empty: each arm's own."""
 
+    def __post_init__(self) -> None:
+        self.storage = normalize(self.storage)
+        self.name = datetime.now().strftime("t2s-%Y%m%d-%H%M%S") if self.name is None else check_name(self.name)
+
+    # --- the same for every study ---------------------------------------------------------------------
+
     def ray_options(self) -> RayOptions:
         return RayOptions(address=self.address, gpus=self.gpus, dashboard=self.dashboard,
                           dashboard_host=self.dashboard_host, dashboard_port=self.dashboard_port,
                           expose_dashboard=self.expose_dashboard, quiet=self.quiet,
                           runtime_env=self.runtime_env())
 
-    def runtime_env(self) -> Optional[dict]:
-        """Ray's runtime_env for the trials: nothing for the bundled study (it is installed)."""
-        return None
-
     def trainable(self):
-        """The Tune trainable of this sweep, with each trial's resources."""
+        """The Tune trainable of this sweep (the one of every study), with each trial's resources."""
         from t2s_ray.sweep.run import _resources, trainable_with_resources
 
         return trainable_with_resources(_resources(self))
-
-    def sweep_record(self) -> dict[str, Any]:
-        """What `t2s_sweep.json` records beyond resources (a user study's reference)."""
-        return {}
-
-    def __post_init__(self) -> None:
-        if self.seeds is None:
-            self.seeds = DEFAULT_SEEDS.get(self.scale, 1)
-        self.storage = normalize(self.storage)
-        self.name = datetime.now().strftime("t2s-%Y%m%d-%H%M%S") if self.name is None else check_name(self.name)
-        # Tune runs each trial in its own working directory: every path the trials read must be absolute.
-        self.overrides = tuple(absolutize_override(o) for o in self.overrides)
-        self.data = absolutize_spec(self.data)
 
     @property
     def experiment_dir(self) -> Location:
@@ -105,93 +87,19 @@ class SweepSpec:
         return join(self.storage, self.name)
 
     @property
-    def all_overrides(self) -> list[str]:
-        return ([f"data.spec={self.data}", *self.overrides]
-                + ([f"training.steps={self.steps}"] if self.steps is not None else []))
-
-    @property
     def grid_points(self) -> int:
         """Points of the --grid axes (1 without any)."""
         return math.prod(len(v) for v in self.grid_axes.values())
-
-    @functools.cached_property
-    def grid_axes(self) -> dict[str, list]:
-        """The --grid axes, parsed and typed once (`parse_grid`; raises on a bad --grid)."""
-        return parse_grid(self.grid, self.overrides)
 
     @property
     def remote(self) -> bool:
         """True when --storage is a URI (s3://, gs://...) rather than a local folder."""
         return isinstance(self.storage, str)
 
-    def param_space(self) -> dict[str, Any]:
-        """Grid over ablation x seed; everything else constant, so params.json says what a trial was."""
-        from ray import tune
-
-        groups = self.training_groups()
-        space: dict[str, Any] = {
-            "ablation": tune.grid_search([g.trainer for g in groups]),
-            "seed": tune.grid_search(list(range(self.seeds))),
-            "scale": self.scale,
-            "data": self.data,
-            "overrides": self.all_overrides,
-        }
-        axes = self.grid_axes
-        if axes:
-            space[GRID_PARAM] = {key: tune.grid_search(values) for key, values in axes.items()}
-        shared = {g.trainer: list(g.others) for g in groups if g.others}
-        if shared:  # the trial of `trainer` also evaluates these ablations' weights
-            space["shared"] = shared
-        space[ARMS_PARAM] = {a: {"description": get_ablation(a, self.user_ablations).description,
-                                 "primary": list(get_ablation(a, self.user_ablations).primary)} for a in self.ablations}
-        if self.user_ablations:
-            space["user_ablations"] = {a.name: {"description": a.description, "overrides": dict(a.overrides),
-                                                "primary": list(a.primary)}
-                                       for a in self.user_ablations.values() if a.name in self.ablations}
-        return space
-
-
-    def validate(self, available_gpus: Optional[float] = None) -> list:
-        """Check every option before Ray starts; the resolved configs the driver prepares data for."""
-        from t2s_ray.sweep.validate import validate
-
-        return validate(self, available_gpus)
-
-    def probes(self, configs, device: str, say: Callable[[str], None], threads: int,
-               probe_steps: int = 3) -> dict[str, Probe]:
-        """One cost probe per training group's trainer (the distinct models of the sweep), on `device`."""
-        try:
-            return {g.trainer: probe(next(c for c in configs if c.ablation == g.trainer), probe_steps, device=device,
-                                     say=say, threads=threads) for g in self.training_groups()}
-        except (OSError, ValueError) as e:  # a text encoder or data path the trials could not read either
-            raise SweepError(f"the cost probe could not train a step: {e}") from None
-
-    def trial_steps(self, configs) -> Optional[int]:
-        """Training steps of one trial (None when unknown)."""
-        return configs[0].training.steps
-
-    def samplings_per_member(self, configs) -> int:
-        """Samplings of the evaluation set per member ablation: one per guidance scale listed."""
-        return max(1, len(configs[0].eval.guidance_sweep))
-
     def training_groups(self) -> list[TrainingGroup]:
         """The sweep's ablations grouped by the weights they train (one group each without sharing); computed
         once (ablations, scale, overrides and sharing do not change after the spec is made)."""
         return self._training_groups
-
-    @functools.cached_property
-    def _training_groups(self) -> list[TrainingGroup]:
-        configs = {a: resolve(a, self.scale, 0, self.all_overrides, extra_ablations=self.user_ablations)
-                   for a in self.ablations}
-        return training_groups(configs, share=self.share_training)
-
-    def plan_subject(self) -> str:
-        """What the plan line names before its counts ("" for the bundled study)."""
-        return ""
-
-    def shared_training_how(self) -> str:
-        """How the members of a training group differ and are scored (the plan's line per shared group)."""
-        return "EMA/evaluation settings), each evaluated with its own weights"
 
     def plan_lines(self) -> list[str]:
         """What will train: trials, and which ablations share one training run."""
@@ -214,6 +122,76 @@ class SweepSpec:
             lines.append("  --no-share-training: every ablation trains separately")
         return lines
 
+    # --- hooks with a default ----------------------------------------------------------------------------
+
+    def runtime_env(self) -> Optional[dict]:
+        """Ray's runtime_env for the trials (None: the study is installed where they run)."""
+        return None
+
+    def sweep_record(self) -> dict[str, Any]:
+        """What `t2s_sweep.json` records beyond resources (a user study's reference)."""
+        return {}
+
+    def prepare(self, configs: list, say: Callable[[str], None]) -> None:
+        """What the driver builds once before any trial starts (data, evaluators), on this machine."""
+
+    def prepare_on_cluster(self, configs: list, say: Callable[[str], None]) -> None:
+        """As `prepare`, for a sweep on a cluster (`--address`), whose nodes may not share this machine's files."""
+
+    def keep_checkpoints(self, configs: list) -> int:
+        """Checkpoints kept per trial."""
+        return KEEP_CHECKPOINTS
+
+    def estimate_before_run(self) -> bool:
+        """Whether the sweep prints its cost estimate before it starts (hours of GPU time ahead)."""
+        return False
+
+    def plan_subject(self) -> str:
+        """What the plan line names before its counts ("" for the bundled study)."""
+        return ""
+
+    # --- hooks each study's spec fills in ---------------------------------------------------------------
+
+    @property
+    def all_overrides(self) -> list[str]:
+        """Every trial's `--set` overrides (the spec's own first)."""
+        raise NotImplementedError
+
+    @functools.cached_property
+    def grid_axes(self) -> dict[str, list]:
+        """The --grid axes, parsed and typed once by the study's schema (`parse_grid`)."""
+        raise NotImplementedError
+
+    @functools.cached_property
+    def _training_groups(self) -> list[TrainingGroup]:
+        raise NotImplementedError
+
+    def param_space(self) -> dict[str, Any]:
+        """Tune's param_space: a grid over each group's trainer x seed (x --grid point), the rest constant."""
+        raise NotImplementedError
+
+    def validate(self, available_gpus: Optional[float] = None) -> list:
+        """Check every option before Ray starts (`sweep.validate` has the checks every study shares); return the
+        resolved configs the driver prepares for."""
+        raise NotImplementedError
+
+    def probes(self, configs, device: str, say: Callable[[str], None], threads: int,
+               probe_steps: int = 3) -> dict[str, Probe]:
+        """One cost probe per training group's trainer, on `device` (`--dry-run`, `--gpus-per-trial auto`)."""
+        raise NotImplementedError
+
+    def trial_steps(self, configs) -> Optional[int]:
+        """Training steps of one trial (None when unknown)."""
+        raise NotImplementedError
+
+    def samplings_per_member(self, configs) -> int:
+        """Samplings of the evaluation set per member ablation, for the estimate (0: not counted)."""
+        raise NotImplementedError
+
+    def shared_training_how(self) -> str:
+        """How the members of a training group differ and are scored (the plan's line per shared group)."""
+        raise NotImplementedError
+
 
 def check_name(name: str) -> str:
     """`name` if it is one path component, so the experiment stays under --storage; else `SweepError`."""
@@ -223,41 +201,14 @@ def check_name(name: str) -> str:
     return name
 
 
-PATH_KEYS = ("data.cache_dir", "eval.fvd_detector", "text_encoder.path")
-
-
-def _abs(path: str) -> str:
-    return str(Path(path).expanduser().resolve()) if path else path
-
-
-def absolutize_override(item: str) -> str:
-    """`data.cache_dir=rel` -> `data.cache_dir=/abs/rel` (and the other path keys); others unchanged."""
-    key, sep, value = item.partition("=")
-    if key.strip() in PATH_KEYS and sep:
-        return f"{key.strip()}={_abs(value.strip())}"
-    if key.strip() == "data.spec" and sep:
-        return f"data.spec={absolutize_spec(value.strip())}"
-    return item
-
-
-def absolutize_spec(spec: str) -> str:
-    """`how2sign:rel/root` -> `how2sign:/abs/rel/root`; `synthsign` unchanged."""
-    name, sep, arg = spec.partition(":")
-    return f"{name}:{_abs(arg)}" if sep and arg else spec
-
-
-GRID_RESERVED = {"ablation": "--ablations", "seed": "--seeds", "scale": "--scale", "data.spec": "--data"}
-
-
-"""Config keys that are sweep axes or settings of their own, not `--grid` axes (the option to use instead)."""
-
-
-def parse_grid(items: Sequence[str], overrides: Sequence[str] = (), schema: Any = None) -> dict[str, list]:
-    """`("training.lr=1e-4,3e-4",)` -> `{"training.lr": [0.0001, 0.0003]}`, values typed by the config schema
-    (the bundled `Config`, or a study's dataclass type `schema`).
+def parse_grid(items: Sequence[str], overrides: Sequence[str], schema: Any,
+               reserved: Mapping[str, str] | None = None) -> dict[str, list]:
+    """`("training.lr=1e-4,3e-4",)` -> `{"training.lr": [0.0001, 0.0003]}`, values typed by the study's config
+    dataclass type `schema`. `reserved`: config keys that have an option of their own (key -> the option to use
+    instead).
 
     Raises `SweepError`/`ConfigError` naming the item: no values, one value, a repeated key or value, a key that
-    is also --set, a key with its own option (bundled study), a tuple-valued key (its values contain commas)."""
+    is also --set, a reserved key, a tuple-valued key (its values contain commas)."""
     axes: dict[str, list] = {}
     set_keys = {o.partition("=")[0].strip() for o in overrides}
     for item in items:
@@ -265,8 +216,8 @@ def parse_grid(items: Sequence[str], overrides: Sequence[str] = (), schema: Any 
         values = [v.strip() for v in text.split(",")] if sep else []
         if not key or not values or any(not v for v in values):
             raise SweepError(f"--grid {item!r}: expected key.path=v1,v2,... e.g. --grid training.lr=1e-4,3e-4")
-        if key in GRID_RESERVED and schema is None:
-            raise SweepError(f"--grid {item!r}: {key} has its own option ({GRID_RESERVED[key]}); use that")
+        if key in (reserved or {}):
+            raise SweepError(f"--grid {item!r}: {key} has its own option ({reserved[key]}); use that")
         if key in axes or key in set_keys:
             raise SweepError(f"--grid {item!r}: {key} is already {'a --grid axis' if key in axes else 'set by --set'}; "
                              f"give each key once")
@@ -279,8 +230,8 @@ def parse_grid(items: Sequence[str], overrides: Sequence[str] = (), schema: Any 
     return axes
 
 
-def _typed_value(key: str, text: str, item: str, schema: Any = None) -> Any:
-    from t2s_ray.config import ConfigError, parse_override
+def _typed_value(key: str, text: str, item: str, schema: Any) -> Any:
+    from t2s_ray.schema import ConfigError, parse_override
 
     try:
         value: Any = parse_override(f"{key}={text}", schema)

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from t2s_ray.ablations import TrainingGroup
 from t2s_ray.outputs import ARMS_PARAM, GRID_PARAM, grid_override
-from t2s_ray.plan import Probe
+from t2s_ray.plan import Probe, TrainingGroup
 from t2s_ray.study import Study, StudyError, load_study, study_root
 from t2s_ray.sweep.spec import SweepError, SweepSpec, parse_grid
-from t2s_ray.sweep.validate import _validate_gpus, _validate_storage
+from t2s_ray.sweep.validate import validate_options, validate_storage
 
 DEFAULT_STUDY_SEEDS = 3
 """Seeds per ablation of a study sweep that names none: a paired verdict needs 3."""
@@ -95,14 +94,13 @@ class StudySweepSpec(SweepSpec):
         return f"{', '.join(self.study_obj.evaluation_only)}), each scored by evaluate on the final checkpoint"
 
     def validate(self, available_gpus: Optional[float] = None) -> list:
-        """The study's ablations, scale and `--set` overrides resolve; GPUs and storage as for any sweep.
-        Returns no configs: the driver has no data of the study's to prepare."""
-        if self.seeds < 1:
-            raise SweepError(f"--seeds {self.seeds}: must be >= 1 (seeds 0..K-1 are run)")
+        """The options every sweep has, then the study's ablations, scale, `--set` overrides and grid values resolve;
+        storage last. Returns no configs: the driver has no data of the study's to prepare."""
         study = self.study_obj
-        if study.baseline not in self.ablations:
+        if self.ablations and study.baseline not in self.ablations:
             raise SweepError(f"--ablations must include the baseline {study.baseline!r} (every verdict is a "
                              f"comparison with it)")
+        validate_options(self, available_gpus)
         try:
             for ablation in self.ablations:
                 study.resolve(ablation, self.scale, self.all_overrides)
@@ -111,13 +109,7 @@ class StudySweepSpec(SweepSpec):
                     study.resolve(study.baseline, self.scale, [*self.all_overrides, grid_override(key, value)])
         except StudyError as e:
             raise SweepError(str(e)) from None
-
-        _validate_gpus(self, available_gpus)
-        if self.log_to:
-            from t2s_ray.trackers import check_trackers
-
-            check_trackers(self.log_to, storage=self.experiment_dir)
-        _validate_storage(self)
+        validate_storage(self)
         return []
 
     def probes(self, configs, device: str, say: Callable[[str], None], threads: int,

@@ -6,8 +6,6 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from t2s_ray.ablations import grid_override, resolve
-from t2s_ray.config import diff
 from t2s_ray.storage import (
     StorageError,
     check_writable,
@@ -23,7 +21,14 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def validate(spec: SweepSpec, available_gpus: Optional[float] = None) -> list:
-    """Check every option; return the resolved configs. Raises `SweepError`/`ConfigError`."""
+    """Check every option of `spec` before Ray starts (its study's spec says how); return the resolved configs the
+    driver prepares for. Raises `SweepError`/`ConfigError`."""
+    return spec.validate(available_gpus)
+
+
+def validate_options(spec: SweepSpec, available_gpus: Optional[float] = None) -> None:
+    """The checks every study's sweep shares: seeds, ablations, resources, failures, concurrency, GPUs, trackers.
+    Storage is checked last, by `validate_storage`, once the study's own checks have passed."""
     if spec.seeds < 1:
         raise SweepError(f"--seeds {spec.seeds}: must be >= 1 (seeds 0..K-1 are run)")
     if not spec.ablations:
@@ -38,32 +43,10 @@ def validate(spec: SweepSpec, available_gpus: Optional[float] = None) -> list:
     if spec.max_concurrent is not None and spec.max_concurrent < 1:
         raise SweepError("--max-concurrent must be >= 1")
     _validate_gpus(spec, available_gpus)
-    for key, values in spec.grid_axes.items():  # every grid value must give a valid config (e.g. training.lr > 0)
-        for value in values:
-            resolve("baseline", spec.scale, 0, [*spec.all_overrides, grid_override(key, value)],
-                    extra_ablations=spec.user_ablations)
     if spec.log_to:
         from t2s_ray.trackers import check_trackers
 
         check_trackers(spec.log_to, storage=spec.experiment_dir)
-    configs = [resolve(a, spec.scale, s, spec.all_overrides, extra_ablations=spec.user_ablations)
-               for a in spec.ablations for s in range(spec.seeds)]
-    _refuse_copies_of_baseline(spec)
-    _validate_storage(spec)
-    return configs
-
-
-def _refuse_copies_of_baseline(spec: SweepSpec) -> None:
-    """An ablation whose config equals the baseline's at this scale would only measure seed noise: refuse it."""
-    base = resolve("baseline", spec.scale, 0, spec.all_overrides, extra_ablations=spec.user_ablations)
-    for name in spec.ablations:
-        if name == "baseline":
-            continue
-        cfg = resolve(name, spec.scale, 0, spec.all_overrides, extra_ablations=spec.user_ablations)
-        if not diff(cfg, base, ignore=("ablation", "device")):
-            raise SweepError(f"ablation {name!r} resolves to the baseline's config at --scale {spec.scale} (with "
-                             f"these --set overrides): it would only measure seed noise; drop it from --ablations "
-                             f"or choose another scale")
 
 
 def _validate_gpus(spec: SweepSpec, available: Optional[float]) -> None:
@@ -79,7 +62,8 @@ def _validate_gpus(spec: SweepSpec, available: Optional[float]) -> None:
         raise SweepError(f"--gpus-per-trial {spec.gpus_per_trial:g} exceeds --gpus {spec.gpus:g}")
 
 
-def _validate_storage(spec: SweepSpec) -> None:
+def validate_storage(spec: SweepSpec) -> None:
+    """--storage is writable (a folder, or a URI that takes a probe object) and holds no experiment of that name."""
     if spec.remote:
         _validate_remote_storage(spec)
         return
