@@ -97,10 +97,11 @@ def fvd_and_kid(real: torch.Tensor, fake: torch.Tensor, detector_path: str, devi
     value, status, feats = _fvd(real, fake, detector_path, device, batch_size)
     if feats is None:
         return {"eval/fvd": value, "eval/fvd_status": status, "eval/kid": math.nan, "eval/kid_sd": math.nan,
-                "eval/kid_status": status}
+                "eval/kid_status": status, "eval/kid_sd_status": status}
     k, sd = kid(*feats)
-    return {"eval/fvd": value, "eval/fvd_status": status, "eval/kid": k, "eval/kid_sd": sd,
-            "eval/kid_status": status if math.isfinite(k) else "KID needs >= 4 clips per set"}
+    why = status if math.isfinite(k) else "KID needs >= 4 clips per set"
+    return {"eval/fvd": value, "eval/fvd_status": status, "eval/kid": k, "eval/kid_sd": sd, "eval/kid_status": why,
+            "eval/kid_sd_status": why}
 
 
 def fvd(real: torch.Tensor, fake: torch.Tensor, detector_path: str, device="cpu",

@@ -208,9 +208,11 @@ def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray,
         out["eval/kid_synthsign"], out["eval/kid_synthsign_sd"] = kid(judge.real_features, fake_features)
         out["eval/kid_synthsign_status"] = (f"ok (N={n} real, {n} fake; unbiased, sd over half-size subsets)"
                                             if n >= 4 else "KID needs eval.num_videos >= 4")
+        out["eval/kid_synthsign_sd_status"] = out["eval/kid_synthsign_status"]
     else:
         out.update(_nan("fvd_synthsign", "needs eval.num_videos >= 2"))
         out.update(_nan("kid_synthsign", "needs eval.num_videos >= 4"))
+        out.update(_nan("kid_synthsign_sd", "needs eval.num_videos >= 4"))
     out["eval/text_alignment"] = text_alignment(predicted, prompts.glosses)
     out["eval/text_alignment_real"] = text_alignment(recognise(judge.classifier, prompts.real), prompts.glosses)
     out["eval/text_alignment_chance"] = chance_alignment(prompts.glosses)

@@ -137,3 +137,4 @@ def test_i3d_fvd_and_kid_share_one_pass_of_features(detector_path):
     assert math.isnan(three["eval/kid"]) and "KID needs >= 4 clips" in three["eval/kid_status"]
     none = fvd_and_kid(real, fake, "", "cpu")
     assert math.isnan(none["eval/kid"]) and none["eval/kid_status"] == none["eval/fvd_status"]
+    assert math.isnan(none["eval/kid_sd"]) and none["eval/kid_sd_status"] == none["eval/fvd_status"]
