@@ -43,7 +43,7 @@ def test_estimate_schedules_trials_greedily():
 
 def test_cost_lines_arithmetic_with_a_fake_probe(tmp_path):
     spec = BundledSweepSpec(ablations=("baseline", "text_finetuned", "no_ema"), seeds=3, scale="full", storage=tmp_path,
-                     name="x")
+                            name="x")
     groups = spec.training_groups()
     probes = {"baseline": Probe("baseline", "cuda:0", 0.5, 100.0),
               "text_finetuned": Probe("text_finetuned", "cuda:0", 0.75, 100.0)}
@@ -88,7 +88,7 @@ def test_gpus_per_trial_auto_probes_each_model_and_packs(tmp_path, monkeypatch):
     monkeypatch.setattr(spec_mod, "probe", lambda cfg, steps, device=None, say=None, threads=None: Probe(
         cfg.ablation, "cuda:0", 0.1, 1.0, peaks[cfg.ablation], 80.0))
     spec = BundledSweepSpec(ablations=("baseline", "text_finetuned", "no_ema"), seeds=1, gpus=1, pack_by_memory=True,
-                     storage=tmp_path, name="x")
+                            storage=tmp_path, name="x")
     said = []
     configs = sweep.validate(spec, available_gpus=1)
     probes = estimate_mod._pack_by_memory(spec, configs, said.append)

@@ -27,7 +27,7 @@ OVERRIDES = ("data.frames=4", "data.height=32", "data.width=32", "data.train_cli
 
 def _spec(root: Path, name: str, **kw) -> BundledSweepSpec:
     return BundledSweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5, storage=root,
-                     name=name, quiet=True, overrides=OVERRIDES + (f"data.cache_dir={root / 'cache'}",), **kw)
+                            name=name, quiet=True, overrides=OVERRIDES + (f"data.cache_dir={root / 'cache'}",), **kw)
 
 
 def _trial_dir(exp: Path, ablation="baseline") -> Path:
@@ -253,7 +253,7 @@ ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_t
 from t2s_ray.sweep import run_sweep
 from t2s_ray.t2s.sweep import BundledSweepSpec
 o = run_sweep(BundledSweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
-                        name=sys.argv[2], quiet=True, max_failures=2, overrides=tuple(sys.argv[3:])))
+                               name=sys.argv[2], quiet=True, max_failures=2, overrides=tuple(sys.argv[3:])))
 print(f"swept: {o.num_terminated} finished, {o.num_errors} errored")
 """
 

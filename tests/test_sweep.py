@@ -28,8 +28,8 @@ def finished_sweep(fake_gpu_ray, tmp_path_factory):
     # --cpus-per-trial auto on a head with 2 CPUs and 3 GPUs: 0.66 CPU each, so the three GPU trials run at once
     # (1 CPU each would leave a GPU idle); separate training, so that three trials exist
     spec = BundledSweepSpec(seeds=1, scale="smoke", overrides=TINY + (f"data.cache_dir={root / 'cache'}",), gpus=3,
-                     gpus_per_trial=1, cpus_per_trial=None, storage=root / "results", name="fake3", quiet=True,
-                     share_training=False)
+                            gpus_per_trial=1, cpus_per_trial=None, storage=root / "results", name="fake3", quiet=True,
+                            share_training=False)
     said = []
     outcome = run_sweep(spec, say=said.append)
     assert spec.cpus_per_trial == 0.66 and any("--cpus-per-trial auto: 0.66" in line for line in said), said
@@ -40,8 +40,8 @@ def _baseline_and_no_ema(tmp_path_factory, name: str, grid: tuple[str, ...] = ()
     """baseline + no_ema (one shared training per seed and grid point), 1 seed; (outcome, lines said)."""
     root = tmp_path_factory.mktemp(name)
     spec = BundledSweepSpec(ablations=("baseline", "no_ema"), seeds=1, scale="smoke", gpus=3, cpus_per_trial=0.5,
-                     overrides=TINY + (f"data.cache_dir={root / 'cache'}", "ema.decay=0.9"), grid=grid,
-                     storage=root / "results", name=name, quiet=True)
+                            overrides=TINY + (f"data.cache_dir={root / 'cache'}", "ema.decay=0.9"), grid=grid,
+                            storage=root / "results", name=name, quiet=True)
     said = []
     return run_sweep(spec, say=said.append), said
 

@@ -153,8 +153,8 @@ def tracked_sweep(fake_gpu_ray, tmp_path_factory):
         env.setenv("MLFLOW_TRACKING_URI", (root / "mlruns").as_uri())
         env.delenv("WANDB_PROJECT", raising=False)
         spec = BundledSweepSpec(ablations=("baseline",), seeds=1, scale="smoke", gpus=0, cpus_per_trial=1,
-                         overrides=TINY + (f"data.cache_dir={root / 'cache'}",), storage=root / "results",
-                         name="tracked", quiet=True, dashboard=False, log_to=("wandb", "mlflow"))
+                                overrides=TINY + (f"data.cache_dir={root / 'cache'}",), storage=root / "results",
+                                name="tracked", quiet=True, dashboard=False, log_to=("wandb", "mlflow"))
         outcome = run_sweep(spec, say=lambda line: None)
     yield outcome, root
     if not opted_in:  # the MLflow callback opted in to MLflow 3's file store for the sweep; the read-backs need it too
