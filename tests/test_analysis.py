@@ -673,3 +673,36 @@ def test_held_out_experiments_with_known_answers_through_analyze(tmp_path):
     assert tight.loc[("text_finetuned", "eval/text_alignment"), "verdict"] == "better"
     assert (tight["kind"] == "quality").sum() - (tight["family"] == "loss").sum() >= 16
     assert {"primary", "mde"} <= set(tight.columns)
+
+
+def test_a_result_json_cut_short_is_recovered_from_progress_csv_and_named(tmp_path):
+    """A trial whose result.json lost the end of its last line (the final report) still counts as finished
+    when Tune's progress.csv holds that report, and the output names the damaged file either way."""
+    import csv
+
+    exp = _held_out(tmp_path / "cut", [0.05, 0.04, 0.06])
+    folder = exp / "text_finetuned_seed1"
+    rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+    for i, row in enumerate(rows, 1):
+        row["training_iteration"] = i
+    keys = sorted({k for r in rows for k in r})
+    with open(folder / "progress.csv", "w", newline="") as f:  # what Tune writes beside result.json
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (folder / "result.json").write_text(text[: len(text) - 40])  # the final report cut mid-line
+    trials = an.select_trials(an.load_trials(exp))
+    row = trials[(trials["ablation"] == "text_finetuned") & (trials["seed"] == 1)].iloc[0]
+    assert row["status"] == "finished" and row["eval/text_alignment"] == pytest.approx(rows[-1]["eval/text_alignment"])
+    assert "result.json: its last line is cut short; 1 report(s) recovered from progress.csv" in row["damaged"]
+    stats, output = _analyze(exp)
+    assert "Damaged files:" in output and str(folder / "result.json") in output.replace("\n", "")
+    assert stats.loc[("text_finetuned", "eval/text_alignment"), "n"] == 3
+    (folder / "progress.csv").unlink()  # no second copy: the trial is unfinished, and the output says why
+    trials = an.select_trials(an.load_trials(exp))
+    row = trials[(trials["ablation"] == "text_finetuned") & (trials["seed"] == 1)].iloc[0]
+    assert row["status"] == "unfinished" and "progress.csv holds nothing more: that report is lost" in row["damaged"]
+    _, output = _analyze(exp)
+    assert "progress.csv holds nothing more" in output.replace("\n", " ")
+    assert "DAMAGED: (text_finetuned, seed 1)" in (exp / an.REPORT_TXT).read_text()

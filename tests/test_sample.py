@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import av
 import numpy as np
@@ -177,6 +178,17 @@ def test_bad_output_is_one_line_exit_2(run, tmp_path, name, message):
     lines = r.output.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_that_cannot_be_written_names_the_option_not_the_temp_file(run, tmp_path):
+    from t2s_ray.t2s.sample import SampleError
+
+    r = _sample(run, "-t", "x", "-o", tmp_path / "no" / "such" / "clip.gif")
+    assert r.exit_code == 2 and f"the folder {tmp_path / 'no' / 'such'} does not exist" in r.output, r.output
+    clips = np.zeros((1, 2, 8, 8, 3), dtype=np.uint8)
+    with pytest.raises(SampleError) as e:  # /proc exists, but its file system refuses a new file
+        write(Path("/proc/x.gif"), [Column("baseline", clips)], ["x"])
+    assert str(e.value).startswith("-o /proc/x.gif cannot be written: ") and ".x.gif." not in str(e.value)
 
 
 def test_write_lays_out_a_row_per_sentence_and_a_column_per_ablation(tmp_path):

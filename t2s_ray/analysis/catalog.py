@@ -75,7 +75,7 @@ ARROWS = {"lower": "↓", "higher": "↑", "one": "→1", "real": "→real"}
 # Columns of load_trials/select_trials that describe a trial rather than measure it.
 META_COLUMNS = frozenset({
     "ablation", "seed", "trial_dir", "status", "trial_id", "last_time", "n_reports", "error",
-    "scale", "data", "n_attempts", "other_dirs", "trained_with", "grid", "ray_state", "primary",
+    "scale", "data", "n_attempts", "other_dirs", "trained_with", "grid", "ray_state", "primary", "damaged",
 })
 
 

@@ -57,6 +57,8 @@ class _Attempt:
     error: str | None
     ray_status: str | None = None
     """The trial's status in Ray Tune's newest experiment_state-*.json (TERMINATED, ERROR, PENDING, ...)."""
+    damaged: str | None = None
+    """What was wrong with the trial's result.json and what was recovered (None: nothing)."""
 
 
 def ray_statuses(exp_dir: Path) -> dict[str, str]:
@@ -91,21 +93,59 @@ def _trial_like(folder: Path) -> bool:
     return any((p / "params.json").is_file() for p in folder.iterdir() if p.is_dir())
 
 
-def _read_rows(path: Path) -> list[dict]:
-    """JSON lines of result.json; a truncated last line (a killed trial) is dropped."""
+def _read_rows(path: Path) -> tuple[list[dict], bool]:
+    """JSON lines of result.json, and whether its last line was cut short (a killed writer, a full disk: that line
+    is dropped)."""
     if not path.is_file():
-        return []
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [], False
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     rows = []
     for i, line in enumerate(lines):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
             if i == len(lines) - 1:  # the writer died mid-line
-                break
+                return rows, True
             raise ValueError(f"{path}: line {i + 1} is not valid JSON ({err}); only the last "
                              "line of result.json may be truncated") from err
-    return rows
+    return rows, False
+
+
+def _csv_value(text: str) -> object:
+    if text == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(text, text)
+
+
+def _progress_rows(path: Path, after: int) -> list[dict]:
+    """The rows of Tune's progress.csv (the same reports as result.json, flattened) past training_iteration
+    `after`; [] when there is none or it cannot be read."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [{k: _csv_value(v) for k, v in row.items() if k is not None and v is not None}
+                    for row in csv.DictReader(f)]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+    whole = [r for r in rows if isinstance(r.get("training_iteration"), int)]
+    return [r for r in whole if r["training_iteration"] > after]
+
+
+def _recover(folder: Path, rows: list[dict]) -> tuple[list[dict], str]:
+    """result.json's rows after its cut last line, with what progress.csv holds beyond them, and the note that
+    says so."""
+    after = max((r.get("training_iteration", 0) for r in rows), default=0)
+    more = _progress_rows(folder / "progress.csv", after)
+    where = f"{folder / 'result.json'}: its last line is cut short"
+    if more:
+        return rows + more, f"{where}; {len(more)} report(s) recovered from progress.csv"
+    return rows, f"{where}, and progress.csv holds nothing more: that report is lost"
 
 
 def _read_error(path: Path) -> str | None:
@@ -126,8 +166,11 @@ def _read_attempt(folder: Path) -> _Attempt:
     if missing:
         raise ValueError(f"{folder / 'params.json'} lacks {sorted(missing)}: expected the "
                          "param_space of `t2s-ray sweep` ({'ablation': ..., 'seed': ...}).")
-    return _Attempt(folder, params, _read_rows(folder / "result.json"),
-                    _read_error(folder / "error.txt"))
+    rows, cut = _read_rows(folder / "result.json")
+    damaged = None
+    if cut:
+        rows, damaged = _recover(folder, rows)
+    return _Attempt(folder, params, rows, _read_error(folder / "error.txt"), damaged=damaged)
 
 
 def _scan(exp_dir: str | os.PathLike) -> list[_Attempt]:
@@ -182,7 +225,7 @@ def _trial_records(att: _Attempt) -> list[dict]:
         "n_reports": len(att.rows), "error": att.error if att.error is not None or not errored
         else "Ray recorded the trial as ERROR (no error.txt in its folder)", "ray_state": att.ray_status,
         "scale": att.params.get("scale"), "data": att.params.get("data"), "trained_with": trainer,
-        "primary": declared_primary(att.params, trainer),
+        "primary": declared_primary(att.params, trainer), "damaged": att.damaged,
     }
     return [record | (_final_values(final) if final else {})] + [
         record | {"ablation": arm_label(member, grid), "primary": declared_primary(att.params, member)}

@@ -221,7 +221,18 @@ def comparison_markdown(selected: pd.DataFrame, summary: pd.DataFrame, compariso
         parts += ["", c["undirected"]]
     if c["missing"]:
         parts += ["", "Not computed (NaN in every finished trial):", *c["missing"]]
+    damaged = damaged_notes(selected)
+    if damaged:
+        parts += ["", "Damaged files:", *damaged]
     return "\n".join(parts)
+
+
+def damaged_notes(selected: pd.DataFrame) -> list[str]:
+    """One line per trial whose result.json was damaged: the file, and what was recovered."""
+    if "damaged" not in selected:
+        return []
+    return [f"- ({r['ablation']}, seed {r['seed']}): {r['damaged']}" for _, r in selected.iterrows()
+            if isinstance(r["damaged"], str)]
 
 
 def _frechet_n(selected: pd.DataFrame) -> str:
@@ -272,6 +283,7 @@ def _trials_section(selected: pd.DataFrame) -> list[str]:
         crash = r["error"].strip().splitlines()[-1] if r["error"].strip() else "see error.txt"
         lines.append(f"  RECOVERED: ({r['ablation']}, seed {r['seed']}) crashed, was retried from its last "
                      f"checkpoint and finished ({r['trial_dir']}/error.txt: {crash})")
+    lines += [f"  DAMAGED: {line[2:]}" for line in damaged_notes(selected)]
     return lines
 
 

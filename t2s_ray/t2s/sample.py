@@ -16,6 +16,7 @@ noise from one seed, so every column of an experiment starts from the same noise
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -57,6 +58,11 @@ def check_output(out: Path) -> None:
         raise SampleError(f"-o {out}: {shown}; choose one of {', '.join(WRITERS)}")
     if out.is_dir():
         raise SampleError(f"-o {out} is a folder; give a file name ending in {' or '.join(WRITERS)}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise SampleError(f"-o {out}: the folder {folder} does not exist; create it or choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SampleError(f"-o {out}: the folder {folder} is not writable; choose another path")
 
 
 def check_texts(texts: Optional[Sequence[str]]) -> list[str]:
@@ -210,4 +216,7 @@ def write(out: Path, columns: list[Column], texts: list[str], named: bool = True
         captions = [f"{c.name}: {text}" if j == 0 else c.name
                     for text in texts for j, c in enumerate(columns)]
         cols = len(columns)
-    WRITERS[out.suffix.lower()](out, clips, captions, scale=zoom, fps=fps, cols=cols)
+    try:
+        WRITERS[out.suffix.lower()](out, clips, captions, scale=zoom, fps=fps, cols=cols)
+    except OSError as e:  # the file system refused it (the message would name the temp file it is written as)
+        raise SampleError(f"-o {out} cannot be written: {e.strerror or e}; choose another path") from None
