@@ -58,11 +58,11 @@ def check_output(out: Path) -> None:
         raise SampleError(f"-o {out}: {shown}; choose one of {', '.join(WRITERS)}")
     if out.is_dir():
         raise SampleError(f"-o {out} is a folder; give a file name ending in {' or '.join(WRITERS)}")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise SampleError(f"-o {out}: the folder {folder} does not exist; create it or choose another path")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise SampleError(f"-o {out}: the folder {folder} is not writable; choose another path")
+    anchor = out.parent.absolute()  # the folder, or the nearest existing one it will be created in
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise SampleError(f"-o {out}: {anchor} is not writable; choose another path")
 
 
 def check_texts(texts: Optional[Sequence[str]]) -> list[str]:
