@@ -46,8 +46,14 @@ def bench(spec: str, shape: tuple[int, int, int], workers: int, cache: Path, bat
     frames, height, width = shape
     cfg = DataConfig(spec=spec, frames=frames, height=height, width=width, cache_dir=str(cache))
     os.environ["T2S_RAY_DECODE_WORKERS"] = str(workers)
-    return {"format": spec.split(":")[0], "workers": workers, "frames": frames, "height": height, "width": width,
-            **time_cached_dataset(lambda: build_dataset(cfg, "train"), batch_size, passes=20)}
+    return {
+        "format": spec.split(":")[0],
+        "workers": workers,
+        "frames": frames,
+        "height": height,
+        "width": width,
+        **time_cached_dataset(lambda: build_dataset(cfg, "train"), batch_size, passes=20),
+    }
 
 
 def main() -> None:
@@ -71,17 +77,31 @@ def main() -> None:
         for fmt, spec in specs.items():
             for k, w in enumerate(int(x) for x in args.workers.split(",")):
                 rows.append(bench(spec, shape, w, Path(tmp) / f"cache-{fmt}-{k}", args.batch_size))  # cold each time
-    print(f"{'format':<9} {'workers':>7} {'clips':>6} {'T x H x W':<10} {'cold clips/s':>13} "
-          f"{'warm open ms':>13} {'warm clips/s':>13} {'cache MB':>9}")
+    print(
+        f"{'format':<9} {'workers':>7} {'clips':>6} {'T x H x W':<10} {'cold clips/s':>13} "
+        f"{'warm open ms':>13} {'warm clips/s':>13} {'cache MB':>9}"
+    )
     for r in rows:
-        print(f"{r['format']:<9} {r['workers']:>7} {r['clips']:>6} {r['frames']}x{r['height']}x{r['width']:<4} "
-              f"{r['cold_clips_per_s']:>13.1f} {r['warm_open_ms']:>13.1f} {r['warm_clips_per_s']:>13.0f} "
-              f"{r['cache_mb']:>9.1f}")
-    write_results(args.out, "decode", rows, cache_version=CACHE_VERSION, av=av.__version__, pillow=PIL.__version__,
-                  fixture_build_s=fixture_s,
-                  sources={"how2sign": f"H.264 mp4 320x240, {args.source_frames} frames",
-                           "phoenix": f"PNG 210x260, {args.source_frames} frames"},
-                  note="warm reads follow the cold write, so the page cache holds the file")
+        print(
+            f"{r['format']:<9} {r['workers']:>7} {r['clips']:>6} {r['frames']}x{r['height']}x{r['width']:<4} "
+            f"{r['cold_clips_per_s']:>13.1f} {r['warm_open_ms']:>13.1f} {r['warm_clips_per_s']:>13.0f} "
+            f"{r['cache_mb']:>9.1f}"
+        )
+    write_results(
+        args.out,
+        "decode",
+        rows,
+        cache_version=CACHE_VERSION,
+        av=av.__version__,
+        pillow=PIL.__version__,
+        fixture_build_s=fixture_s,
+        sources={
+            "how2sign": f"H.264 mp4 320x240, {args.source_frames} frames",
+            "phoenix": f"PNG 210x260, {args.source_frames} frames",
+        },
+        note="warm reads follow the cold write, so the page cache holds the file",
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -47,39 +47,54 @@ def frozen_frames(videos: np.ndarray) -> np.ndarray:
 def feature_sanity(model, videos: np.ndarray) -> dict[str, float]:
     """Fréchet distances between half A of `videos` and half B as is, shuffled and frozen."""
     half = len(videos) // 2
-    a, b = videos[:half], videos[half:2 * half]
+    a, b = videos[:half], videos[half : 2 * half]
     fa = clip_features(model, a)
-    return {"n_per_set": half,
-            "fd_real_vs_real": frechet_from_features(fa, clip_features(model, b)),
-            "fd_real_vs_shuffled": frechet_from_features(fa, clip_features(model, shuffled_frames(b))),
-            "fd_real_vs_frozen": frechet_from_features(fa, clip_features(model, frozen_frames(b)))}
+    return {
+        "n_per_set": half,
+        "fd_real_vs_real": frechet_from_features(fa, clip_features(model, b)),
+        "fd_real_vs_shuffled": frechet_from_features(fa, clip_features(model, shuffled_frames(b))),
+        "fd_real_vs_frozen": frechet_from_features(fa, clip_features(model, frozen_frames(b))),
+    }
 
 
 def bench_shape(name: str, shape: tuple[int, int, int], ecfg: EvaluatorConfig, cache_dir: str) -> dict:
     """Train (or load) the evaluator of one shape and score it."""
     frames, height, width = shape
     cfg = DataConfig(frames=frames, height=height, width=width, cache_dir=cache_dir)
-    log = lambda p: print(f"  [{name}] epoch {p['epoch']}/{p['epochs']} loss {p['train_loss']:.3f} "  # noqa: E731
-                          f"({p['elapsed_s']:.0f}s)", flush=True)
+    log = lambda p: print(
+        f"  [{name}] epoch {p['epoch']}/{p['epochs']} loss {p['train_loss']:.3f} "  # noqa: E731
+        f"({p['elapsed_s']:.0f}s)",
+        flush=True,
+    )
     t0 = time.perf_counter()
     report = train_evaluator(cfg, ecfg, progress=log)
     wall_s = time.perf_counter() - t0
     model, _ = load_or_train_evaluator(cfg, "cpu", ecfg)
     test = build_dataset(dataclasses.replace(cfg, eval_clips=ecfg.test_clips), "test")
-    return {"shape": name, "frames": frames, "height": height, "width": width, "wall_s": wall_s,
-            **{k: v for k, v in report.to_dict().items() if k not in ("data", "evaluator")},
-            **feature_sanity(model, test.videos)}
+    return {
+        "shape": name,
+        "frames": frames,
+        "height": height,
+        "width": width,
+        "wall_s": wall_s,
+        **{k: v for k, v in report.to_dict().items() if k not in ("data", "evaluator")},
+        **feature_sanity(model, test.videos),
+    }
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'shape':<6} {'T x H x W':<10} {'train s':>8} {'exact':>6} {'gloss':>6} {'pos 1/2/3':>16} "
-          f"{'chance 1/2/3':>16} {'FD real':>8} {'FD shuf':>8} {'FD frozen':>9}")
+    print(
+        f"{'shape':<6} {'T x H x W':<10} {'train s':>8} {'exact':>6} {'gloss':>6} {'pos 1/2/3':>16} "
+        f"{'chance 1/2/3':>16} {'FD real':>8} {'FD shuf':>8} {'FD frozen':>9}"
+    )
     for r in rows:
         pos = "/".join(f"{a:.2f}" for a in r["position_accuracy"])
         chance = "/".join(f"{a:.2f}" for a in r["majority_position_accuracy"])
-        print(f"{r['shape']:<6} {r['frames']}x{r['height']}x{r['width']:<5} {r['train_s']:>8.0f} "
-              f"{r['exact_accuracy']:>6.3f} {r['gloss_accuracy']:>6.3f} {pos:>16} {chance:>16} "
-              f"{r['fd_real_vs_real']:>8.2f} {r['fd_real_vs_shuffled']:>8.2f} {r['fd_real_vs_frozen']:>9.2f}")
+        print(
+            f"{r['shape']:<6} {r['frames']}x{r['height']}x{r['width']:<5} {r['train_s']:>8.0f} "
+            f"{r['exact_accuracy']:>6.3f} {r['gloss_accuracy']:>6.3f} {pos:>16} {chance:>16} "
+            f"{r['fd_real_vs_real']:>8.2f} {r['fd_real_vs_shuffled']:>8.2f} {r['fd_real_vs_frozen']:>9.2f}"
+        )
 
 
 def main() -> None:
@@ -92,9 +107,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-evaluator-") as tmp:
         rows = [bench_shape(name, SHAPES[name], ecfg, args.cache_dir or tmp) for name in args.shapes]
     print_table(rows)
-    write_results(args.out, "evaluator", rows, evaluator_version=EVALUATOR_VERSION, config=dataclasses.asdict(ecfg),
-                  torch_threads=torch.get_num_threads(), torch=torch.__version__,
-                  note="chance = always the commonest test gloss at that position")
+    write_results(
+        args.out,
+        "evaluator",
+        rows,
+        evaluator_version=EVALUATOR_VERSION,
+        config=dataclasses.asdict(ecfg),
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        note="chance = always the commonest test gloss at that position",
+    )
+
 
 if __name__ == "__main__":
     main()

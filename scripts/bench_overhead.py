@@ -48,36 +48,100 @@ def _trials(exp: Path) -> list[Path]:
 
 def bare(root: Path, steps: int, report_every: int) -> dict:
     out = root / "bare"
-    wall = _run(["train", "baseline", "--scale", "smoke", "--steps", str(steps), "--out", str(out),
-                 "--set", f"training.report_every={report_every}"], env={"OMP_NUM_THREADS": "1"})
+    wall = _run(
+        [
+            "train",
+            "baseline",
+            "--scale",
+            "smoke",
+            "--steps",
+            str(steps),
+            "--out",
+            str(out),
+            "--set",
+            f"training.report_every={report_every}",
+        ],
+        env={"OMP_NUM_THREADS": "1"},
+    )
     m = pd.read_csv(out / "training_metrics.csv").iloc[1:]  # the first window holds start-up work
-    return {"run": "bare (t2s-ray train)", "wall_s": wall, "step_time_ms": float(m["step_time_ms"].median()),
-            "samples_per_s": float(m["samples_per_s"].median())}
+    return {
+        "run": "bare (t2s-ray train)",
+        "wall_s": wall,
+        "step_time_ms": float(m["step_time_ms"].median()),
+        "samples_per_s": float(m["samples_per_s"].median()),
+    }
 
 
 def in_ray(root: Path, steps: int, report_every: int) -> dict:
     t0 = time.time()
-    wall = _run(["sweep", "--gpus", "0", "--ablations", "baseline", "--seeds", "1", "--scale", "smoke",
-                 "--steps", str(steps), "--cpus-per-trial", "1", "--storage", str(root), "--name", "one", "--quiet",
-                 "--no-dashboard", "--set", f"training.report_every={report_every}"])
+    wall = _run(
+        [
+            "sweep",
+            "--gpus",
+            "0",
+            "--ablations",
+            "baseline",
+            "--seeds",
+            "1",
+            "--scale",
+            "smoke",
+            "--steps",
+            str(steps),
+            "--cpus-per-trial",
+            "1",
+            "--storage",
+            str(root),
+            "--name",
+            "one",
+            "--quiet",
+            "--no-dashboard",
+            "--set",
+            f"training.report_every={report_every}",
+        ]
+    )
     (trial,) = _trials(root / "one")
     rows = [r for r in _rows(trial) if not r.get("final")]
     first = rows[0]
     steps_rows = pd.DataFrame(rows[1:])
-    return {"run": "one trial (t2s-ray sweep)", "wall_s": wall,
-            "step_time_ms": float(steps_rows["step_time_ms"].median()),
-            "samples_per_s": float(steps_rows["samples_per_s"].median()),
-            "to_first_report_s": first["node/started_at"] + first["time_total_s"] - t0}
+    return {
+        "run": "one trial (t2s-ray sweep)",
+        "wall_s": wall,
+        "step_time_ms": float(steps_rows["step_time_ms"].median()),
+        "samples_per_s": float(steps_rows["samples_per_s"].median()),
+        "to_first_report_s": first["node/started_at"] + first["time_total_s"] - t0,
+    }
 
 
 def three_trials(root: Path, steps: int, share: bool, name: str, scale: str = "smoke") -> dict:
-    wall = _run(["sweep", "--gpus", "0", "--seeds", "1", "--scale", scale, "--steps", str(steps),
-                 "--storage", str(root), "--name", name, "--quiet", "--no-dashboard",
-                 "--share-training" if share else "--no-share-training"])
+    wall = _run(
+        [
+            "sweep",
+            "--gpus",
+            "0",
+            "--seeds",
+            "1",
+            "--scale",
+            scale,
+            "--steps",
+            str(steps),
+            "--storage",
+            str(root),
+            "--name",
+            name,
+            "--quiet",
+            "--no-dashboard",
+            "--share-training" if share else "--no-share-training",
+        ]
+    )
     totals = [_rows(t)[-1]["time_total_s"] for t in _trials(root / name)]
-    return {"run": f"3 seed ablations, {'shared' if share else 'separate'} training", "wall_s": wall,
-            "trials": len(totals), "longest_trial_s": max(totals), "trial_s_sum": sum(totals),
-            "wall_over_longest": wall / max(totals)}
+    return {
+        "run": f"3 seed ablations, {'shared' if share else 'separate'} training",
+        "wall_s": wall,
+        "trials": len(totals),
+        "longest_trial_s": max(totals),
+        "trial_s_sum": sum(totals),
+        "wall_over_longest": wall / max(totals),
+    }
 
 
 def same_results(root: Path) -> dict:
@@ -85,15 +149,28 @@ def same_results(root: Path) -> dict:
     from t2s_ray.analysis import load_trials, select_trials
 
     shared, separate = (select_trials(load_trials(root / n)).set_index("ablation") for n in ("shared", "separate"))
-    keys = [k for k in separate.columns if (k.startswith("eval/") or k in ("val_loss", "final_loss"))
-            and not k.endswith("_status") and "inference" not in k]
+    keys = [
+        k
+        for k in separate.columns
+        if (k.startswith("eval/") or k in ("val_loss", "final_loss"))
+        and not k.endswith("_status")
+        and "inference" not in k
+    ]
+
     def equal(x, y) -> bool:
         return x == y or (pd.isna(x) and pd.isna(y))
 
-    diffs = {f"{a}:{k}": (separate.loc[a, k], shared.loc[a, k]) for a in separate.index for k in keys
-             if not equal(separate.loc[a, k], shared.loc[a, k])}
-    return {"metrics_compared": len(keys) * len(separate.index), "differing": {k: list(v) for k, v in diffs.items()},
-            "trained_with": shared["trained_with"].to_dict()}
+    diffs = {
+        f"{a}:{k}": (separate.loc[a, k], shared.loc[a, k])
+        for a in separate.index
+        for k in keys
+        if not equal(separate.loc[a, k], shared.loc[a, k])
+    }
+    return {
+        "metrics_compared": len(keys) * len(separate.index),
+        "differing": {k: list(v) for k, v in diffs.items()},
+        "trained_with": shared["trained_with"].to_dict(),
+    }
 
 
 def main() -> None:
@@ -101,8 +178,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--report-every", type=int, default=10)
     p.add_argument("--out", default="bench_overhead.json")
-    p.add_argument("--sharing-only", action="store_true",
-                   help="only the shared vs separate comparison, at --scale (training-dominated at small)")
+    p.add_argument(
+        "--sharing-only",
+        action="store_true",
+        help="only the shared vs separate comparison, at --scale (training-dominated at small)",
+    )
     p.add_argument("--scale", default="smoke", help="scale of the shared vs separate comparison")
     a = p.parse_args()
     if a.sharing_only:
@@ -112,11 +192,15 @@ def main() -> None:
             shared = three_trials(root, a.steps, share=True, name="shared", scale=a.scale)
             same = same_results(root)
         for row in (sep, shared):
-            print(f"{row['run']:<42} wall {row['wall_s']:.1f} s, {row['trials']} trial(s), trial-seconds "
-                  f"{row['trial_s_sum']:.1f}")
-        print(f"shared / separate at {a.scale}, {a.steps} steps: trial-seconds "
-              f"{shared['trial_s_sum'] / sep['trial_s_sum']:.2f}, wall {shared['wall_s'] / sep['wall_s']:.2f}; "
-              f"{same['metrics_compared']} quality values compared, {len(same['differing'])} differ")
+            print(
+                f"{row['run']:<42} wall {row['wall_s']:.1f} s, {row['trials']} trial(s), trial-seconds "
+                f"{row['trial_s_sum']:.1f}"
+            )
+        print(
+            f"shared / separate at {a.scale}, {a.steps} steps: trial-seconds "
+            f"{shared['trial_s_sum'] / sep['trial_s_sum']:.2f}, wall {shared['wall_s'] / sep['wall_s']:.2f}; "
+            f"{same['metrics_compared']} quality values compared, {len(same['differing'])} differ"
+        )
         write_results(a.out, "sharing", [sep, shared], scale=a.scale, steps=a.steps, same_results=same)
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,17 +217,31 @@ def main() -> None:
     print(f"P1 step time inside Ray / bare: {p1:.3f} (goal <= 1.03)")
     print(f"P2 sweep start -> first reported step: {r['to_first_report_s']:.1f} s (goal <= 10 s)")
     for row in (sep, shared):
-        print(f"{row['run']:<42} wall {row['wall_s']:.1f} s, {row['trials']} trial(s), longest trial "
-              f"{row['longest_trial_s']:.1f} s, trial-seconds {row['trial_s_sum']:.1f}, wall/longest "
-              f"{row['wall_over_longest']:.2f}")
+        print(
+            f"{row['run']:<42} wall {row['wall_s']:.1f} s, {row['trials']} trial(s), longest trial "
+            f"{row['longest_trial_s']:.1f} s, trial-seconds {row['trial_s_sum']:.1f}, wall/longest "
+            f"{row['wall_over_longest']:.2f}"
+        )
     print(f"P3 3-trial sweep wall / longest trial: {sep['wall_over_longest']:.2f}")
-    print(f"shared / separate: trial-seconds {shared['trial_s_sum'] / sep['trial_s_sum']:.2f}, "
-          f"wall {shared['wall_s'] / sep['wall_s']:.2f}; trained_with {same['trained_with']}")
-    print(f"results: {same['metrics_compared']} quality values compared, {len(same['differing'])} differ"
-          + (f": {same['differing']}" if same["differing"] else " (identical)"))
-    write_results(a.out, "overhead", [b, r, sep, shared], steps=a.steps, p1=p1, p2_s=r["to_first_report_s"],
-                  p3=sep["wall_over_longest"], shared_over_separate_trial_s=shared["trial_s_sum"] / sep["trial_s_sum"],
-                  same_results=same)
+    print(
+        f"shared / separate: trial-seconds {shared['trial_s_sum'] / sep['trial_s_sum']:.2f}, "
+        f"wall {shared['wall_s'] / sep['wall_s']:.2f}; trained_with {same['trained_with']}"
+    )
+    print(
+        f"results: {same['metrics_compared']} quality values compared, {len(same['differing'])} differ"
+        + (f": {same['differing']}" if same["differing"] else " (identical)")
+    )
+    write_results(
+        a.out,
+        "overhead",
+        [b, r, sep, shared],
+        steps=a.steps,
+        p1=p1,
+        p2_s=r["to_first_report_s"],
+        p3=sep["wall_over_longest"],
+        shared_over_separate_trial_s=shared["trial_s_sum"] / sep["trial_s_sum"],
+        same_results=same,
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark SynthSign: clips/s rendered into a fresh cache (cold) and read back via get_batch (warm).
 
-    python scripts/bench_synthsign.py --clips 512 --out bench_synthsign.json
+python scripts/bench_synthsign.py --clips 512 --out bench_synthsign.json
 """
 
 from __future__ import annotations
@@ -20,8 +20,13 @@ def bench_shape(name: str, shape: tuple[int, int, int], clips: int, batch_size: 
     """Cold build, warm open and a shuffled pass of get_batch over one split of `clips` clips."""
     frames, height, width = shape
     cfg = DataConfig(frames=frames, height=height, width=width, train_clips=clips, cache_dir=cache_dir)
-    return {"shape": name, "frames": frames, "height": height, "width": width,
-            **time_cached_dataset(lambda: SynthSign(cfg, "train"), batch_size)}
+    return {
+        "shape": name,
+        "frames": frames,
+        "height": height,
+        "width": width,
+        **time_cached_dataset(lambda: SynthSign(cfg, "train"), batch_size),
+    }
 
 
 def main() -> None:
@@ -32,14 +37,24 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-synthsign-") as cache_dir:
         rows = [bench_shape(name, shape, args.clips, args.batch_size, cache_dir) for name, shape in SHAPES.items()]
-    print(f"{'shape':<6} {'T x H x W':<10} {'clips':>6} {'cold clips/s':>13} {'warm open ms':>13} "
-          f"{'warm clips/s':>13} {'cache MB':>9}")
+    print(
+        f"{'shape':<6} {'T x H x W':<10} {'clips':>6} {'cold clips/s':>13} {'warm open ms':>13} "
+        f"{'warm clips/s':>13} {'cache MB':>9}"
+    )
     for r in rows:
-        print(f"{r['shape']:<6} {r['frames']}x{r['height']}x{r['width']:<5} {r['clips']:>6} "
-              f"{r['cold_clips_per_s']:>13.0f} {r['warm_open_ms']:>13.1f} {r['warm_clips_per_s']:>13.0f} "
-              f"{r['cache_mb']:>9.1f}")
-    write_results(args.out, "synthsign", rows, render_version=RENDER_VERSION,
-                  note="warm reads follow the cold write, so the page cache holds the file")
+        print(
+            f"{r['shape']:<6} {r['frames']}x{r['height']}x{r['width']:<5} {r['clips']:>6} "
+            f"{r['cold_clips_per_s']:>13.0f} {r['warm_open_ms']:>13.1f} {r['warm_clips_per_s']:>13.0f} "
+            f"{r['cache_mb']:>9.1f}"
+        )
+    write_results(
+        args.out,
+        "synthsign",
+        rows,
+        render_version=RENDER_VERSION,
+        note="warm reads follow the cold write, so the page cache holds the file",
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -21,8 +21,7 @@ from t2s_ray.t2s.models.sizes import DIT_SIZES
 from t2s_ray.t2s.training import TrainState, build_state, next_batch, time_train_steps
 
 
-def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: str | None,
-          extra: list[str]) -> dict:
+def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: str | None, extra: list[str]) -> dict:
     """Median step time (after 2 warm-up steps), throughput, peak memory and parameter counts."""
     overrides = [f"model.size={size}", f"device={device}", *extra] + ([f"data.cache_dir={cache}"] if cache else [])
     cfg = resolve(ablation, scale, 0, overrides)
@@ -34,12 +33,20 @@ def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: 
     ms = 1000 * statistics.median(times)
     enc_ms = 1000 * statistics.median(time_encoder(state, data, steps))
     return {
-        "size": size, "ablation": ablation, "scale": scale, "device": str(state.device),
-        "batch": cfg.training.batch_size, "clip": f"{cfg.data.frames}x{cfg.data.height}x{cfg.data.width}",
-        "step_ms_median": ms, "samples_per_s": cfg.training.batch_size / (ms / 1000),
+        "size": size,
+        "ablation": ablation,
+        "scale": scale,
+        "device": str(state.device),
+        "batch": cfg.training.batch_size,
+        "clip": f"{cfg.data.frames}x{cfg.data.height}x{cfg.data.width}",
+        "step_ms_median": ms,
+        "samples_per_s": cfg.training.batch_size / (ms / 1000),
         "peak_gpu_gb": torch.cuda.max_memory_allocated(state.device) / 2**30 if state.device.type == "cuda" else None,
-        "params_total_m": total / 1e6, "params_trainable_m": trainable / 1e6,
-        "encoder_ms_median": enc_ms, "encoder_share": enc_ms / ms, "text_cache_size": cfg.text_encoder.cache_size,
+        "params_total_m": total / 1e6,
+        "params_trainable_m": trainable / 1e6,
+        "encoder_ms_median": enc_ms,
+        "encoder_share": enc_ms / ms,
+        "text_cache_size": cfg.text_encoder.cache_size,
     }
 
 
@@ -69,18 +76,33 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="config override, e.g. model.grad_checkpointing=true")
     p.add_argument("--out", default="bench_train.json")
     a = p.parse_args()
-    rows = [bench(size, a.scale, abl, a.steps, a.device, a.cache_dir, a.set)
-            for size in a.sizes.split(",") for abl in a.ablations.split(",")]
-    head = f"{'size':<9} {'ablation':<15} {'device':<7} {'clip':<9} {'B':>3} {'ms/step':>9} {'samples/s':>10} " \
-           f"{'peak GB':>8} {'total M':>8} {'train M':>8} {'enc ms':>7} {'enc %':>6}"
+    rows = [
+        bench(size, a.scale, abl, a.steps, a.device, a.cache_dir, a.set)
+        for size in a.sizes.split(",")
+        for abl in a.ablations.split(",")
+    ]
+    head = (
+        f"{'size':<9} {'ablation':<15} {'device':<7} {'clip':<9} {'B':>3} {'ms/step':>9} {'samples/s':>10} "
+        f"{'peak GB':>8} {'total M':>8} {'train M':>8} {'enc ms':>7} {'enc %':>6}"
+    )
     print(head)
     for r in rows:
         peak = f"{r['peak_gpu_gb']:.2f}" if r["peak_gpu_gb"] is not None else "n/a"
-        print(f"{r['size']:<9} {r['ablation']:<15} {r['device']:<7} {r['clip']:<9} {r['batch']:>3} "
-              f"{r['step_ms_median']:>9.1f} {r['samples_per_s']:>10.1f} {peak:>8} {r['params_total_m']:>8.2f} "
-              f"{r['params_trainable_m']:>8.2f} {r['encoder_ms_median']:>7.2f} {100 * r['encoder_share']:>6.2f}")
-    write_results(a.out, "train_step", rows, torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                  cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, overrides=a.set)
+        print(
+            f"{r['size']:<9} {r['ablation']:<15} {r['device']:<7} {r['clip']:<9} {r['batch']:>3} "
+            f"{r['step_ms_median']:>9.1f} {r['samples_per_s']:>10.1f} {peak:>8} {r['params_total_m']:>8.2f} "
+            f"{r['params_trainable_m']:>8.2f} {r['encoder_ms_median']:>7.2f} {100 * r['encoder_share']:>6.2f}"
+        )
+    write_results(
+        a.out,
+        "train_step",
+        rows,
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        overrides=a.set,
+    )
+
 
 if __name__ == "__main__":
     main()

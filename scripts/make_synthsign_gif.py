@@ -1,6 +1,6 @@
 """Write docs/synthsign.gif: the first SynthSign train clips (64x64, 16 frames) with their captions.
 
-    python scripts/make_synthsign_gif.py --clips 4 --out docs/synthsign.gif
+python scripts/make_synthsign_gif.py --clips 4 --out docs/synthsign.gif
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("synthsign_gif.json"), help="results JSON to write")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="synthsign-gif-") as cache_dir:
-        cfg = DataConfig(frames=16, height=64, width=64, train_clips=args.clips, seed=args.seed,
-                         cache_dir=cache_dir)
+        cfg = DataConfig(frames=16, height=64, width=64, train_clips=args.clips, seed=args.seed, cache_dir=cache_dir)
         ds = SynthSign(cfg, "train")
         videos, texts = ds.get_batch(range(len(ds)))
     save_gif(args.out, videos, texts, scale=args.scale, fps=args.fps)

@@ -43,13 +43,20 @@ def main() -> None:
     train, val = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
     t0 = time.perf_counter()
     _, report = default_evaluator_fn(cfg.eval)(cfg.data, "cpu")
-    print(f"evaluator: real test clips read exactly {report['exact_accuracy']:.3f} "
-          f"({'cached' if report['cached'] else f'trained in {time.perf_counter() - t0:.0f} s'})", flush=True)
+    print(
+        f"evaluator: real test clips read exactly {report['exact_accuracy']:.3f} "
+        f"({'cached' if report['cached'] else f'trained in {time.perf_counter() - t0:.0f} s'})",
+        flush=True,
+    )
     state = build_state(cfg)
     scales = [float(g) for g in args.guidance.split(",")]
     rows, losses, train_s = [], [], 0.0
-    print(f"{'step':>6} {'train_s':>8} {'loss':>7} " + " ".join(f"{'ta@' + str(g):>8}" for g in scales)
-          + f" {'chance':>7} {'fvd_ss':>8}", flush=True)
+    print(
+        f"{'step':>6} {'train_s':>8} {'loss':>7} "
+        + " ".join(f"{'ta@' + str(g):>8}" for g in scales)
+        + f" {'chance':>7} {'fvd_ss':>8}",
+        flush=True,
+    )
     while state.step < cfg.training.steps:
         stop = min(cfg.training.steps, state.step + args.eval_every)
         t1 = time.perf_counter()
@@ -67,11 +74,22 @@ def main() -> None:
                 save_gif(args.gif, result.videos[:16], result.texts[:16])
         state.cfg = cfg
         rows.append(row)
-        print(f"{row['step']:>6} {train_s:>8.0f} {row['loss']:>7.4f} "
-              + " ".join(f"{row[f'text_alignment@{g:g}']:>8.3f}" for g in scales)
-              + f" {row['chance']:>7.3f} {row['fvd_synthsign']:>8.1f}", flush=True)
-    write_results(args.json, "search_scale", rows, ablation=args.ablation, scale=args.scale, seed=args.seed,
-                  overrides=overrides, evaluator_exact_accuracy=report["exact_accuracy"])
+        print(
+            f"{row['step']:>6} {train_s:>8.0f} {row['loss']:>7.4f} "
+            + " ".join(f"{row[f'text_alignment@{g:g}']:>8.3f}" for g in scales)
+            + f" {row['chance']:>7.3f} {row['fvd_synthsign']:>8.1f}",
+            flush=True,
+        )
+    write_results(
+        args.json,
+        "search_scale",
+        rows,
+        ablation=args.ablation,
+        scale=args.scale,
+        seed=args.seed,
+        overrides=overrides,
+        evaluator_exact_accuracy=report["exact_accuracy"],
+    )
 
 
 if __name__ == "__main__":

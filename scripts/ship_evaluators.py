@@ -51,8 +51,11 @@ def train(scale: str, cache_dir: str) -> tuple[EvaluatorReport, Path]:
     """Train `scale`'s evaluator afresh in `cache_dir`; its report and cache folder."""
     cfg = resolve("baseline", scale, 0, [])
     data = dataclasses.replace(cfg.data, cache_dir=cache_dir)
-    log = lambda p: print(f"  [{scale}] epoch {p['epoch']}/{p['epochs']} loss {p['train_loss']:.4g} "  # noqa: E731
-                          f"({p['elapsed_s']:.0f} s)", flush=True)
+    log = lambda p: print(
+        f"  [{scale}] epoch {p['epoch']}/{p['epochs']} loss {p['train_loss']:.4g} "  # noqa: E731
+        f"({p['elapsed_s']:.0f} s)",
+        flush=True,
+    )
     print(f"{scale}: training evaluator {evaluator_key(data, evaluator_config(cfg.eval))}", flush=True)
     report = train_evaluator(data, evaluator_config(cfg.eval), progress=log, use_shipped=False)
     return report, Path(report.path)
@@ -69,17 +72,31 @@ def ship(scales: list[str]) -> list[dict]:
                 for name in EVALUATOR_FILES:
                     shutil.copyfile(folder / name, out / report.key / name)
                 files = {name: (out / report.key / name).read_bytes() for name in EVALUATOR_FILES}
-                manifest[report.key] = {"scale": scale,
-                                        "sha256": {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}}
-                rows.append({"scale": scale, "key": report.key, "train_s": report.train_s,
-                             "bytes": {n: len(b) for n, b in files.items()},
-                             **{k: getattr(report, k) for k in ACCURACIES}})
-            body = {"written_by": "scripts/ship_evaluators.py", "evaluator_version": EVALUATOR_VERSION,
-                    "torch": torch.__version__, "evaluators": manifest}
+                manifest[report.key] = {
+                    "scale": scale,
+                    "sha256": {n: hashlib.sha256(b).hexdigest() for n, b in files.items()},
+                }
+                rows.append(
+                    {
+                        "scale": scale,
+                        "key": report.key,
+                        "train_s": report.train_s,
+                        "bytes": {n: len(b) for n, b in files.items()},
+                        **{k: getattr(report, k) for k in ACCURACIES},
+                    }
+                )
+            body = {
+                "written_by": "scripts/ship_evaluators.py",
+                "evaluator_version": EVALUATOR_VERSION,
+                "torch": torch.__version__,
+                "evaluators": manifest,
+            }
             (out / "manifest.json").write_text(json.dumps(body, indent=2) + "\n")
     for r in rows:
-        print(f"shipped {r['scale']}: {SHIPPED_DIR / r['key']} ({sum(r['bytes'].values()) / 1e6:.2f} MB), "
-              f"exact accuracy {r['exact_accuracy']:.3f}, trained in {r['train_s']:.0f} s")
+        print(
+            f"shipped {r['scale']}: {SHIPPED_DIR / r['key']} ({sum(r['bytes'].values()) / 1e6:.2f} MB), "
+            f"exact accuracy {r['exact_accuracy']:.3f}, trained in {r['train_s']:.0f} s"
+        )
     return rows
 
 
@@ -107,29 +124,50 @@ def compare(scale: str, report: EvaluatorReport, folder: Path, shipped: Path) ->
     max_diff = max((new[k].float() - old[k].float()).abs().max().item() for k in old)
     one_clip = 1 / report.evaluator["test_clips"]
     ok = all(abs(getattr(report, k) - ref[k]) <= one_clip for k in ACCURACIES)  # float drift may flip a clip
-    row = {"scale": scale, "key": report.key, "ok": ok, "weights_max_abs_diff": max_diff,
-           "train_loss_0": report.train_loss[0], "shipped_train_loss_0": ref["train_loss"][0],
-           "train_s": report.train_s,
-           **{k: getattr(report, k) for k in ACCURACIES}, **{f"shipped_{k}": ref[k] for k in ACCURACIES}}
-    print(f"{scale}: {'OK' if ok else 'MISMATCH'}; exact accuracy {report.exact_accuracy:.4f} "
-          f"(shipped {ref['exact_accuracy']:.4f}), per-gloss {report.gloss_accuracy:.4f} "
-          f"(shipped {ref['gloss_accuracy']:.4f}), first-epoch loss {report.train_loss[0]:.10g} "
-          f"(shipped {ref['train_loss'][0]:.10g}), weights max |diff| {max_diff:.3g}")
+    row = {
+        "scale": scale,
+        "key": report.key,
+        "ok": ok,
+        "weights_max_abs_diff": max_diff,
+        "train_loss_0": report.train_loss[0],
+        "shipped_train_loss_0": ref["train_loss"][0],
+        "train_s": report.train_s,
+        **{k: getattr(report, k) for k in ACCURACIES},
+        **{f"shipped_{k}": ref[k] for k in ACCURACIES},
+    }
+    print(
+        f"{scale}: {'OK' if ok else 'MISMATCH'}; exact accuracy {report.exact_accuracy:.4f} "
+        f"(shipped {ref['exact_accuracy']:.4f}), per-gloss {report.gloss_accuracy:.4f} "
+        f"(shipped {ref['gloss_accuracy']:.4f}), first-epoch loss {report.train_loss[0]:.10g} "
+        f"(shipped {ref['train_loss'][0]:.10g}), weights max |diff| {max_diff:.3g}"
+    )
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--verify", action="store_true", help="retrain and compare with the shipped evaluators")
-    parser.add_argument("--scales", nargs="+", choices=SHIPPED_SCALES, default=list(SHIPPED_SCALES),
-                        help="with --verify: the scales to check (shipping always trains every one of them)")
+    parser.add_argument(
+        "--scales",
+        nargs="+",
+        choices=SHIPPED_SCALES,
+        default=list(SHIPPED_SCALES),
+        help="with --verify: the scales to check (shipping always trains every one of them)",
+    )
     parser.add_argument("--out", default="bench_ship_evaluators.json", help="where to write the JSON results")
     args = parser.parse_args()
     t0 = time.perf_counter()
     rows = verify(args.scales) if args.verify else ship(list(SHIPPED_SCALES))
-    write_results(args.out, "ship_evaluators", rows, mode="verify" if args.verify else "ship",
-                  evaluator_version=EVALUATOR_VERSION, torch=torch.__version__,
-                  torch_threads=torch.get_num_threads(), wall_s=time.perf_counter() - t0)
+    write_results(
+        args.out,
+        "ship_evaluators",
+        rows,
+        mode="verify" if args.verify else "ship",
+        evaluator_version=EVALUATOR_VERSION,
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        wall_s=time.perf_counter() - t0,
+    )
     if args.verify and not all(r["ok"] for r in rows):
         sys.exit(1)
 

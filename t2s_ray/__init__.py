@@ -13,8 +13,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 __all__ = ["AblationRunner", "Session", "Study", "StudyError"]
 
-_HOMES = {"AblationRunner": "t2s_ray.ablation_runner", "Session": "t2s_ray.study", "Study": "t2s_ray.study",
-          "StudyError": "t2s_ray.study"}
+_HOMES = {
+    "AblationRunner": "t2s_ray.ablation_runner",
+    "Session": "t2s_ray.study",
+    "Study": "t2s_ray.study",
+    "StudyError": "t2s_ray.study",
+}
 
 if TYPE_CHECKING:
     from t2s_ray.ablation_runner import AblationRunner

@@ -39,9 +39,14 @@ RESULT_FILE = "result.json"
 KEEP_CHECKPOINTS = 2
 
 # the seed's keyword names -> the catalog's metric names
-SEED_METRICS = {"fvd": "eval/fvd", "lpips": "eval/lpips", "temporal_consistency": "eval/temporal_consistency",
-                "inference_time_ms": "eval/inference_ms_per_video", "inference_memory_gb": "eval/inference_peak_mem_gb",
-                "num_parameters_millions": "params/total_m"}
+SEED_METRICS = {
+    "fvd": "eval/fvd",
+    "lpips": "eval/lpips",
+    "temporal_consistency": "eval/temporal_consistency",
+    "inference_time_ms": "eval/inference_ms_per_video",
+    "inference_memory_gb": "eval/inference_peak_mem_gb",
+    "num_parameters_millions": "params/total_m",
+}
 
 
 class FolderSink:
@@ -80,8 +85,15 @@ class AblationRunner:
     `.config` is its resolved config at `experiment_scale`.
     """
 
-    def __init__(self, config_name: str, save_dir: str | Path, experiment_scale: str = "full", seed: int = 0,
-                 study: Study | None = None, report_every: int = 10):
+    def __init__(
+        self,
+        config_name: str,
+        save_dir: str | Path,
+        experiment_scale: str = "full",
+        seed: int = 0,
+        study: Study | None = None,
+        report_every: int = 10,
+    ):
         self.ablation, self.seed, self.scale, self.study = config_name, int(seed), experiment_scale, study
         if study is None:
             from t2s_ray.ablations import resolve
@@ -95,32 +107,55 @@ class AblationRunner:
         self.folder = self.save_dir / f"{config_name}_seed{self.seed}"
         self.folder.mkdir(parents=True, exist_ok=True)
         described = study or load_study(DEFAULT_STUDY)
-        params = {"ablation": config_name, "seed": self.seed, "scale": experiment_scale,
-                  "study": study.name if study else None, ARMS_PARAM: {config_name: described.describe(config_name)}}
+        params = {
+            "ablation": config_name,
+            "seed": self.seed,
+            "scale": experiment_scale,
+            "study": study.name if study else None,
+            ARMS_PARAM: {config_name: described.describe(config_name)},
+        }
         write_text_atomic(self.folder / "params.json", json.dumps(params, indent=2) + "\n")
         write_trial_configs(described, self.folder, self.config)
         if study is not None:  # the experiment's baseline and metric directions, as a study sweep records them
             record = {"study_name": study.name, "baseline": baseline, "metrics": directions}
             write_text_atomic(self.save_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
         self.sink = FolderSink(self.folder, f"{config_name} seed {self.seed}", {"ablation": config_name})
-        self.session = Session(ablation=config_name, seed=self.seed, device=_device(), trial_dir=self.folder,
-                               sink=self.sink, report_every=report_every)
+        self.session = Session(
+            ablation=config_name,
+            seed=self.seed,
+            device=_device(),
+            trial_dir=self.folder,
+            sink=self.sink,
+            report_every=report_every,
+        )
 
-    def log_training_step(self, epoch: int, step: int, loss: float, learning_rate: float, elapsed_time: float,
-                          **scalars: float) -> None:
+    def log_training_step(
+        self, epoch: int, step: int, loss: float, learning_rate: float, elapsed_time: float, **scalars: float
+    ) -> None:
         """One training step: `training_metrics.csv`/`.jsonl` and TensorBoard at every call, `result.json` every
         `report_every` calls."""
         self.session.log_step(step, loss, epoch=epoch, lr=learning_rate, train_elapsed_s=elapsed_time, **scalars)
 
-    def log_evaluation(self, fvd: float | None = None, lpips: float | None = None,
-                       temporal_consistency: float | None = None, inference_time_ms: float | None = None,
-                       inference_memory_gb: float | None = None, num_parameters_millions: float | None = None,
-                       **more: float) -> None:
+    def log_evaluation(
+        self,
+        fvd: float | None = None,
+        lpips: float | None = None,
+        temporal_consistency: float | None = None,
+        inference_time_ms: float | None = None,
+        inference_memory_gb: float | None = None,
+        num_parameters_millions: float | None = None,
+        **more: float,
+    ) -> None:
         """The run's final metrics: the seed's names (mapped to the catalog's) and any more (`name` -> `eval/name`
         unless it already has a `group/`)."""
-        seed_values = {"fvd": fvd, "lpips": lpips, "temporal_consistency": temporal_consistency,
-                       "inference_time_ms": inference_time_ms, "inference_memory_gb": inference_memory_gb,
-                       "num_parameters_millions": num_parameters_millions}
+        seed_values = {
+            "fvd": fvd,
+            "lpips": lpips,
+            "temporal_consistency": temporal_consistency,
+            "inference_time_ms": inference_time_ms,
+            "inference_memory_gb": inference_memory_gb,
+            "num_parameters_millions": num_parameters_millions,
+        }
         metrics = {SEED_METRICS[k]: v for k, v in seed_values.items() if v is not None}
         metrics.update({(k if "/" in k else f"eval/{k}"): v for k, v in more.items()})
         self.session.log_evaluation(metrics)
@@ -160,22 +195,29 @@ def _device():
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def train_in_process(study: Study, ablation: str, scale: str | None, seed: int, overrides: list[str],
-                     out: Path) -> dict[str, Any]:
+def train_in_process(
+    study: Study, ablation: str, scale: str | None, seed: int, overrides: list[str], out: Path
+) -> dict[str, Any]:
     """`t2s-ray train --study`: one (ablation, seed) of `study` in this process, no Ray, into the run folder `out`
     (resumed from its checkpoints when it has some); returns the final metrics."""
 
     cfg = with_seed(study.resolve(ablation, scale, overrides), seed)
     out.mkdir(parents=True, exist_ok=True)
-    params = {"ablation": ablation, "seed": seed, "scale": scale or study.scale_names[0], "study": study.name,
-              ARMS_PARAM: {ablation: study.describe(ablation)},
-              "overrides": list(overrides)}
+    params = {
+        "ablation": ablation,
+        "seed": seed,
+        "scale": scale or study.scale_names[0],
+        "study": study.name,
+        ARMS_PARAM: {ablation: study.describe(ablation)},
+        "overrides": list(overrides),
+    }
     write_text_atomic(out / "params.json", json.dumps(params, indent=2) + "\n")
     write_trial_configs(study, out, cfg)
     device = _device()
     sink = FolderSink(out, f"{ablation} seed {seed}", {"ablation": ablation})
-    session = Session(ablation=ablation, seed=seed, device=device, trial_dir=out, sink=sink,
-                      report_every=study.report_every)
+    session = Session(
+        ablation=ablation, seed=seed, device=device, trial_dir=out, sink=sink, report_every=study.report_every
+    )
     try:
         final = train_and_score(study, cfg, session)
     finally:

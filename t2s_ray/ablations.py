@@ -52,23 +52,50 @@ ABLATIONS: dict[str, Ablation] = {
     a.name: a
     for a in (
         Ablation("baseline", "frozen text encoder, EMA on (the reference arm)", {}),
-        Ablation("text_finetuned", "text encoder finetuned in its own optimizer group at a smaller LR",
-                 {"text_encoder": {"freeze": False}}, primary=("eval/text_alignment", "distribution")),
-        Ablation("no_ema", "no EMA; evaluation uses the raw weights", {"ema": {"enabled": False}},
-                 primary=("distribution",)),
-        Ablation("dit_s", "DiT-S denoiser (hidden 384, depth 12, 6 heads) instead of the scale's size",
-                 {"model": {"size": "dit-s"}}, primary=("distribution",)),
-        Ablation("eps_prediction", "the network predicts the noise (eps) instead of the clean clip",
-                 {"diffusion": {"prediction": "eps"}}, primary=("distribution",)),
-        Ablation("v_prediction", "the network predicts the velocity v instead of the clean clip",
-                 {"diffusion": {"prediction": "v"}}, primary=("distribution",)),
+        Ablation(
+            "text_finetuned",
+            "text encoder finetuned in its own optimizer group at a smaller LR",
+            {"text_encoder": {"freeze": False}},
+            primary=("eval/text_alignment", "distribution"),
+        ),
+        Ablation(
+            "no_ema", "no EMA; evaluation uses the raw weights", {"ema": {"enabled": False}}, primary=("distribution",)
+        ),
+        Ablation(
+            "dit_s",
+            "DiT-S denoiser (hidden 384, depth 12, 6 heads) instead of the scale's size",
+            {"model": {"size": "dit-s"}},
+            primary=("distribution",),
+        ),
+        Ablation(
+            "eps_prediction",
+            "the network predicts the noise (eps) instead of the clean clip",
+            {"diffusion": {"prediction": "eps"}},
+            primary=("distribution",),
+        ),
+        Ablation(
+            "v_prediction",
+            "the network predicts the velocity v instead of the clean clip",
+            {"diffusion": {"prediction": "v"}},
+            primary=("distribution",),
+        ),
         # controls: arms whose effect is known, so that a study can prove it detects one
-        Ablation("no_text", "negative control: captions always dropped in training, unconditional sampling; "
-                 "text alignment must fall to chance", {"diffusion": {"caption_dropout": 1.0}}, control=True,
-                 primary=("eval/text_alignment",)),
-        Ablation("few_sampling_steps", "graded control: 5 DDIM sampling steps instead of the scale's; a small "
-                 "known loss (it shares baseline's training, so it costs one more evaluation per seed)",
-                 {"eval": {"sampling_steps": 5}}, control=True, primary=("eval/text_alignment", "distribution")),
+        Ablation(
+            "no_text",
+            "negative control: captions always dropped in training, unconditional sampling; "
+            "text alignment must fall to chance",
+            {"diffusion": {"caption_dropout": 1.0}},
+            control=True,
+            primary=("eval/text_alignment",),
+        ),
+        Ablation(
+            "few_sampling_steps",
+            "graded control: 5 DDIM sampling steps instead of the scale's; a small "
+            "known loss (it shares baseline's training, so it costs one more evaluation per seed)",
+            {"eval": {"sampling_steps": 5}},
+            control=True,
+            primary=("eval/text_alignment", "distribution"),
+        ),
     )
 }
 
@@ -100,16 +127,19 @@ def load_ablation_file(path: str | Path) -> dict[str, Ablation]:
     out: dict[str, Ablation] = {}
     for name, body in raw.items():
         if not isinstance(body, Mapping) or set(body) - {"description", "overrides", "primary"}:
-            raise ConfigError(f"ablation {name!r} in {p}: expected a table with 'description', 'overrides' and "
-                              f"optionally 'primary' (a list of metric names)")
+            raise ConfigError(
+                f"ablation {name!r} in {p}: expected a table with 'description', 'overrides' and "
+                f"optionally 'primary' (a list of metric names)"
+            )
         if name in ABLATIONS:
             raise ConfigError(f"ablation {name!r} in {p} shadows a built-in ablation; pick another name")
         primary = body.get("primary", [])
         if isinstance(primary, str) or not all(isinstance(m, str) for m in primary):
-            raise ConfigError(f"ablation {name!r} in {p}: primary must be a list of metric names, e.g. "
-                              f"primary = [\"eval/text_alignment\"]")
-        abl = Ablation(name, str(body.get("description", "")), dict(body.get("overrides", {})),
-                       primary=tuple(primary))
+            raise ConfigError(
+                f"ablation {name!r} in {p}: primary must be a list of metric names, e.g. "
+                f'primary = ["eval/text_alignment"]'
+            )
+        abl = Ablation(name, str(body.get("description", "")), dict(body.get("overrides", {})), primary=tuple(primary))
         try:  # validate now so that a typo fails before any trial starts
             Config.from_dict(merge(Config().to_dict(), abl.overrides))
         except ConfigError as e:
@@ -118,9 +148,13 @@ def load_ablation_file(path: str | Path) -> dict[str, Ablation]:
     return out
 
 
-def resolve(ablation: str = "baseline", scale: str = "smoke", seed: int = 0,
-            overrides: list[str] | tuple[str, ...] = (),
-            extra_ablations: Mapping[str, Ablation] | None = None) -> Config:
+def resolve(
+    ablation: str = "baseline",
+    scale: str = "smoke",
+    seed: int = 0,
+    overrides: list[str] | tuple[str, ...] = (),
+    extra_ablations: Mapping[str, Ablation] | None = None,
+) -> Config:
     """defaults <- SCALES[scale] <- ablation overrides <- `--set` overrides, validated."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
@@ -133,22 +167,29 @@ def resolve(ablation: str = "baseline", scale: str = "smoke", seed: int = 0,
     return Config.from_dict(d)
 
 
-
 def params_ablations(params: Mapping[str, Any]) -> dict[str, Ablation]:
     """The user-defined ablations a sweep stored in a trial's params (`user_ablations`)."""
-    return {name: Ablation(name, body["description"], body["overrides"], primary=tuple(body.get("primary", ())))
-            for name, body in params.get("user_ablations", {}).items()}
+    return {
+        name: Ablation(name, body["description"], body["overrides"], primary=tuple(body.get("primary", ())))
+        for name, body in params.get("user_ablations", {}).items()
+    }
 
 
-def resolve_params(params: Mapping[str, Any], ablation: str | None = None, seed: int | None = None,
-                   overrides: Sequence[str] = ()) -> Config:
+def resolve_params(
+    params: Mapping[str, Any], ablation: str | None = None, seed: int | None = None, overrides: Sequence[str] = ()
+) -> Config:
     """The config a sweep trial of `params` (params.json: ablation, seed, scale, overrides, user_ablations) ran
     with; `ablation`/`seed` resolve another member of its grid instead, `overrides` apply last."""
     # params["overrides"] starts with data.spec=params["data"] (see SweepSpec.all_overrides); the trial's --grid
     # point applies after them
     grid = [grid_override(k, v) for k, v in params.get(GRID_PARAM, {}).items()]
-    return resolve(ablation or params["ablation"], params["scale"], int(params["seed"] if seed is None else seed),
-                   [*params.get("overrides", []), *grid, *overrides], extra_ablations=params_ablations(params))
+    return resolve(
+        ablation or params["ablation"],
+        params["scale"],
+        int(params["seed"] if seed is None else seed),
+        [*params.get("overrides", []), *grid, *overrides],
+        extra_ablations=params_ablations(params),
+    )
 
 
 def training_groups(configs: Mapping[str, Config], share: bool = True) -> list[TrainingGroup]:

@@ -45,8 +45,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_checkpoint(directory: str | Path, state: dict[str, Any], meta: dict[str, Any],
-                     files: str | Path | None = None) -> Path:
+def write_checkpoint(
+    directory: str | Path, state: dict[str, Any], meta: dict[str, Any], files: str | Path | None = None
+) -> Path:
     """Write `state` + `meta` into `directory` atomically (temp dir, fsync, rename); return it. `files`, a folder
     of the caller's (a user study's own checkpoint format), is copied into `FILES_DIR` with a checksum per file.
 
@@ -59,8 +60,11 @@ def write_checkpoint(directory: str | Path, state: dict[str, Any], meta: dict[st
         full_meta = {**meta, "format_version": FORMAT_VERSION, "sha256": _sha256(tmp / STATE_FILE)}
         if files is not None:
             shutil.copytree(files, tmp / FILES_DIR)
-            full_meta["files"] = {p.relative_to(tmp / FILES_DIR).as_posix(): _sha256(p)
-                                  for p in sorted((tmp / FILES_DIR).rglob("*")) if p.is_file()}
+            full_meta["files"] = {
+                p.relative_to(tmp / FILES_DIR).as_posix(): _sha256(p)
+                for p in sorted((tmp / FILES_DIR).rglob("*"))
+                if p.is_file()
+            }
         (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
     return final
 
@@ -84,8 +88,10 @@ def parse_meta(text: str, where: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or "sha256" not in meta:
         raise CheckpointDamaged(f"checkpoint {where} has a {META_FILE} without a checksum")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {where} has format version {meta.get('format_version')!r}, "
-                              f"this t2s-ray reads version {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"checkpoint {where} has format version {meta.get('format_version')!r}, "
+            f"this t2s-ray reads version {FORMAT_VERSION}"
+        )
     return meta
 
 
@@ -98,13 +104,17 @@ def read_checkpoint(directory: str | Path, map_location: str | torch.device = "c
         raise CheckpointDamaged(f"checkpoint {d} is missing {STATE_FILE}")
     digest = _sha256(state_path)
     if digest != meta.get("sha256"):
-        raise CheckpointDamaged(f"checkpoint {d} is corrupt: {STATE_FILE} checksum {digest[:12]}… "
-                              f"does not match the recorded {str(meta.get('sha256'))[:12]}…")
+        raise CheckpointDamaged(
+            f"checkpoint {d} is corrupt: {STATE_FILE} checksum {digest[:12]}… "
+            f"does not match the recorded {str(meta.get('sha256'))[:12]}…"
+        )
     for name, recorded in (meta.get("files") or {}).items():
         path = d / FILES_DIR / name
         if not path.is_file() or _sha256(path) != recorded:
-            raise CheckpointDamaged(f"checkpoint {d}: {FILES_DIR}/{name} is "
-                                    f"{'missing' if not path.is_file() else 'corrupt (checksum mismatch)'}")
+            raise CheckpointDamaged(
+                f"checkpoint {d}: {FILES_DIR}/{name} is "
+                f"{'missing' if not path.is_file() else 'corrupt (checksum mismatch)'}"
+            )
     state = torch.load(state_path, map_location=map_location, weights_only=True)
     return state, meta
 

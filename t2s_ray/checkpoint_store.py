@@ -59,9 +59,13 @@ def _found_in(fs: pyarrow.fs.FileSystem, root: str) -> list[_Found]:
     if not _exists(fs, root):
         return []
     infos = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-    return [_inspect(fs, i.path) for i in infos
-            if i.type == pyarrow.fs.FileType.Directory and is_checkpoint_name(posixpath.basename(i.path))
-            and fs.get_file_info(pyarrow.fs.FileSelector(i.path))]  # an empty folder holds nothing to set aside
+    return [
+        _inspect(fs, i.path)
+        for i in infos
+        if i.type == pyarrow.fs.FileType.Directory
+        and is_checkpoint_name(posixpath.basename(i.path))
+        and fs.get_file_info(pyarrow.fs.FileSelector(i.path))
+    ]  # an empty folder holds nothing to set aside
 
 
 @contextlib.contextmanager
@@ -92,8 +96,9 @@ def _set_aside(found: _Found, root: str) -> str:
     return target
 
 
-def restore_newest_in(fs: pyarrow.fs.FileSystem, root: str, load: Callable[[Path], None],
-                      offered: Any, what: str) -> str | None:
+def restore_newest_in(
+    fs: pyarrow.fs.FileSystem, root: str, load: Callable[[Path], None], offered: Any, what: str
+) -> str | None:
     """Load the newest valid checkpoint of the trial folder `root` on `fs`; return its path, or None.
 
     Candidates: every `checkpoint_<n>` in `root` and the checkpoint Tune offers (`offered`).
@@ -121,8 +126,11 @@ def restore_newest_in(fs: pyarrow.fs.FileSystem, root: str, load: Callable[[Path
             damaged.append(f)
     if damaged:
         moved = [f"{f.path}: {f.problem} -> {_set_aside(f, root)}" for f in damaged]
-        then = (f"resuming from {loaded.path} (step {loaded.step})" if loaded
-                else "no valid checkpoint is left: starting over from step 0 (training is deterministic, so it "
-                     "ends as an uninterrupted run would)")
+        then = (
+            f"resuming from {loaded.path} (step {loaded.step})"
+            if loaded
+            else "no valid checkpoint is left: starting over from step 0 (training is deterministic, so it "
+            "ends as an uninterrupted run would)"
+        )
         log.warning("%s: %d damaged checkpoint(s) moved aside, %s: %s", what, len(damaged), then, "; ".join(moved))
     return loaded.path if loaded else None

@@ -80,8 +80,10 @@ class RayInfo:
 
 def validate_dashboard(spec: RayOptions) -> None:
     if spec.dashboard and spec.dashboard_host not in LOOPBACK and not spec.expose_dashboard:
-        raise ClusterError(f"--dashboard-host {spec.dashboard_host} would let anyone who can reach this machine run "
-                         f"code on it through the Ray dashboard; add --expose-dashboard to confirm, or keep 127.0.0.1")
+        raise ClusterError(
+            f"--dashboard-host {spec.dashboard_host} would let anyone who can reach this machine run "
+            f"code on it through the Ray dashboard; add --expose-dashboard to confirm, or keep 127.0.0.1"
+        )
 
 
 def init_ray(spec: RayOptions) -> RayInfo:
@@ -104,18 +106,31 @@ def init_ray(spec: RayOptions) -> RayInfo:
 
     if spec.address is None:
         gpus = spec.gpus if spec.gpus is not None else detect_local_gpus()
-        ctx = ray.init(address="local", num_gpus=int(math.ceil(gpus)), include_dashboard=spec.dashboard,
-                       dashboard_host=spec.dashboard_host, dashboard_port=spec.dashboard_port,
-                       log_to_driver=not spec.quiet, configure_logging=True, logging_level="WARNING",
-                       runtime_env=spec.runtime_env)
+        ctx = ray.init(
+            address="local",
+            num_gpus=int(math.ceil(gpus)),
+            include_dashboard=spec.dashboard,
+            dashboard_host=spec.dashboard_host,
+            dashboard_port=spec.dashboard_port,
+            log_to_driver=not spec.quiet,
+            configure_logging=True,
+            logging_level="WARNING",
+            runtime_env=spec.runtime_env,
+        )
     else:
         try:
-            ctx = ray.init(address=spec.address, log_to_driver=not spec.quiet, logging_level="WARNING",
-                           runtime_env=spec.runtime_env)
+            ctx = ray.init(
+                address=spec.address,
+                log_to_driver=not spec.quiet,
+                logging_level="WARNING",
+                runtime_env=spec.runtime_env,
+            )
         except (ConnectionError, RuntimeError, ValueError) as e:
             hint = f"; {token_note}" if token_note else ""
-            raise ClusterError(f"cannot join the Ray cluster at --address {spec.address}: "
-                             f"{type(e).__name__}: {str(e).splitlines()[0]}{hint}") from None
+            raise ClusterError(
+                f"cannot join the Ray cluster at --address {spec.address}: "
+                f"{type(e).__name__}: {str(e).splitlines()[0]}{hint}"
+            ) from None
     url = getattr(ctx, "dashboard_url", None) or None
     token = auth_token_path() if os.environ.get("RAY_AUTH_MODE") != "disabled" and auth_token_path().is_file() else None
     return RayInfo(float(ray.cluster_resources().get("GPU", 0)), f"http://{url}" if url else None, token)
@@ -127,9 +142,11 @@ def dashboard_lines(info: RayInfo) -> list[str]:
         return []
     lines = [f"Ray dashboard: {info.dashboard_url}"]
     if info.token_file:
-        lines.append(f"  token auth: the token is in {info.token_file}; log in with it in the browser, or send "
-                     f"'Authorization: Bearer <token>' (curl -H \"Authorization: Bearer $(cat {info.token_file})\" "
-                     f"{info.dashboard_url}/api/version)")
+        lines.append(
+            f"  token auth: the token is in {info.token_file}; log in with it in the browser, or send "
+            f"'Authorization: Bearer <token>' (curl -H \"Authorization: Bearer $(cat {info.token_file})\" "
+            f"{info.dashboard_url}/api/version)"
+        )
     return lines
 
 
@@ -141,8 +158,10 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as e:
-        raise ClusterError(f"--address {address}: nothing answers there ({e.strerror or e}); start the head with "
-                         f"`ray start --head --port {port}` or check the address") from None
+        raise ClusterError(
+            f"--address {address}: nothing answers there ({e.strerror or e}); start the head with "
+            f"`ray start --head --port {port}` or check the address"
+        ) from None
 
 
 def auth_token_path() -> Path:
@@ -161,8 +180,10 @@ def prepare_cluster_auth() -> str:
     if os.environ.get("RAY_AUTH_TOKEN") or auth_token_path().is_file():
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         return ""
-    return (f"if the cluster uses token auth, put its token in {auth_token_path()} or RAY_AUTH_TOKEN "
-            f"(it is ~/.ray/auth_token on the head node)")
+    return (
+        f"if the cluster uses token auth, put its token in {auth_token_path()} or RAY_AUTH_TOKEN "
+        f"(it is ~/.ray/auth_token on the head node)"
+    )
 
 
 def ray_running() -> bool:
@@ -181,5 +202,3 @@ def start_ray(spec: RayOptions, say: Callable[[str], None]) -> RayInfo:
     for line in dashboard_lines(info):
         say(line)
     return info
-
-

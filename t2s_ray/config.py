@@ -75,15 +75,22 @@ class DataConfig:
         _check(self.train_clips >= 1, "data.train_clips", f"must be >= 1, got {self.train_clips}")
         _check(self.eval_clips >= 1, "data.eval_clips", f"must be >= 1, got {self.eval_clips}")
         _check(0 <= self.vocabulary <= 68, "data.vocabulary", f"must be in [0, 68] (0 = all), got {self.vocabulary}")
-        _check(1 <= self.min_glosses <= self.max_glosses <= 3, "data.min_glosses/max_glosses",
-               f"need 1 <= min_glosses <= max_glosses <= 3, got {self.min_glosses}, {self.max_glosses}")
-        _check(self.vocabulary != 1 or self.max_glosses == 1, "data.max_glosses",
-               "must be 1 with data.vocabulary=1 (a gloss is never signed twice in a row)")
+        _check(
+            1 <= self.min_glosses <= self.max_glosses <= 3,
+            "data.min_glosses/max_glosses",
+            f"need 1 <= min_glosses <= max_glosses <= 3, got {self.min_glosses}, {self.max_glosses}",
+        )
+        _check(
+            self.vocabulary != 1 or self.max_glosses == 1,
+            "data.max_glosses",
+            "must be 1 with data.vocabulary=1 (a gloss is never signed twice in a row)",
+        )
         _check(self.signers >= 0, "data.signers", f"must be >= 0, got {self.signers}")
         _check(0 < self.motion_scale <= 3, "data.motion_scale", f"must be in (0, 3], got {self.motion_scale}")
         _one_of(self.split_by, "data.split_by", ("sentence", "clip"))
-        _check(0 <= self.max_bad_fraction < 1, "data.max_bad_fraction",
-               f"must be in [0, 1), got {self.max_bad_fraction}")
+        _check(
+            0 <= self.max_bad_fraction < 1, "data.max_bad_fraction", f"must be in [0, 1), got {self.max_bad_fraction}"
+        )
 
 
 @dataclass(frozen=True)
@@ -200,8 +207,11 @@ class TrainingConfig:
         _check(self.batch_size >= 1, "training.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.lr > 0, "training.lr", f"must be > 0, got {self.lr}")
         _check(self.weight_decay >= 0, "training.weight_decay", "must be >= 0")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "training.betas",
-               f"must be two numbers in [0, 1), got {self.betas}")
+        _check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "training.betas",
+            f"must be two numbers in [0, 1), got {self.betas}",
+        )
         _check(self.warmup_steps >= 0, "training.warmup_steps", "must be >= 0")
         _one_of(self.lr_schedule, "training.lr_schedule", ("cosine", "constant"))
         _check(0 <= self.min_lr_ratio <= 1, "training.min_lr_ratio", "must be in [0, 1]")
@@ -255,11 +265,17 @@ class EvalConfig:
             object.__setattr__(self, "guidance_scale", tuple(self.guidance_scale))
         scales = self.guidance_scales
         _check(len(scales) >= 1, "eval.guidance_scale", "an empty list; give one scale or a list, e.g. [3,1,5]")
-        _check(all(math.isfinite(s) and s >= 0 for s in scales), "eval.guidance_scale",
-               f"every scale must be a finite number >= 0, got {', '.join(f'{s:g}' for s in scales)}")
+        _check(
+            all(math.isfinite(s) and s >= 0 for s in scales),
+            "eval.guidance_scale",
+            f"every scale must be a finite number >= 0, got {', '.join(f'{s:g}' for s in scales)}",
+        )
         repeated = sorted({s for s in scales if scales.count(s) > 1})
-        _check(not repeated, "eval.guidance_scale",
-               f"lists {', '.join(f'{s:g}' for s in repeated)} more than once; give each scale once")
+        _check(
+            not repeated,
+            "eval.guidance_scale",
+            f"lists {', '.join(f'{s:g}' for s in repeated)} more than once; give each scale once",
+        )
 
     @property
     def guidance_scales(self) -> tuple[float, ...]:
@@ -318,8 +334,11 @@ class Config:
         _one_of(self.device, "device", DEVICES)
         _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         p = self.model.patch_size
-        _check(self.data.height % p == 0 and self.data.width % p == 0, "model.patch_size",
-               f"{p} must divide data.height={self.data.height} and data.width={self.data.width}")
+        _check(
+            self.data.height % p == 0 and self.data.width % p == 0,
+            "model.patch_size",
+            f"{p} must divide data.height={self.data.height} and data.width={self.data.width}",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-ready)."""
@@ -341,25 +360,54 @@ SCALES: dict[str, dict[str, Any]] = {
     "smoke": {
         "data": {"frames": 8, "height": 32, "width": 32, "train_clips": 256, "eval_clips": 32},
         "model": {"size": "dit-tiny", "patch_size": 4},
-        "training": {"steps": 30, "batch_size": 4, "lr": 5e-4, "warmup_steps": 5,
-                     "report_every": 5, "checkpoint_every": 10},
+        "training": {
+            "steps": 30,
+            "batch_size": 4,
+            "lr": 5e-4,
+            "warmup_steps": 5,
+            "report_every": 5,
+            "checkpoint_every": 10,
+        },
         "eval": {"num_videos": 8, "sampling_steps": 10, "batch_size": 8},
     },
     # CPU in minutes: a task where the text matters (8 glosses, one signer), so effects show on a laptop.
     "small": {
-        "data": {"frames": 8, "height": 32, "width": 32, "train_clips": 1024, "eval_clips": 64,
-                 "vocabulary": 8, "min_glosses": 1, "max_glosses": 1, "signers": 1, "split_by": "clip"},
+        "data": {
+            "frames": 8,
+            "height": 32,
+            "width": 32,
+            "train_clips": 1024,
+            "eval_clips": 64,
+            "vocabulary": 8,
+            "min_glosses": 1,
+            "max_glosses": 1,
+            "signers": 1,
+            "split_by": "clip",
+        },
         "model": {"size": "dit-tiny", "patch_size": 8},
-        "training": {"steps": 1500, "batch_size": 8, "lr": 1e-3, "warmup_steps": 100,
-                     "report_every": 50, "checkpoint_every": 500},
+        "training": {
+            "steps": 1500,
+            "batch_size": 8,
+            "lr": 1e-3,
+            "warmup_steps": 100,
+            "report_every": 50,
+            "checkpoint_every": 500,
+        },
         "eval": {"num_videos": 64, "sampling_steps": 25, "batch_size": 32, "evaluator_epochs": 2},
     },
     # GPU, DiT-S sized: hours.
     "full": {
         "data": {"frames": 16, "height": 64, "width": 64, "train_clips": 20000, "eval_clips": 2048},
         "model": {"size": "dit-s", "patch_size": 4, "grad_checkpointing": False},
-        "training": {"steps": 100_000, "batch_size": 32, "lr": 1e-4, "warmup_steps": 1000,
-                     "report_every": 100, "checkpoint_every": 2000, "keep_checkpoints": 3},
+        "training": {
+            "steps": 100_000,
+            "batch_size": 32,
+            "lr": 1e-4,
+            "warmup_steps": 1000,
+            "report_every": 100,
+            "checkpoint_every": 2000,
+            "keep_checkpoints": 3,
+        },
         "ema": {"decay": 0.9999},
         # N = 2048 clips of 16 frames: StyleGAN-V's fvd2048_16f, so FVD compares with published numbers
         "eval": {"num_videos": 2048, "sampling_steps": 50, "batch_size": 32},
@@ -372,6 +420,7 @@ DEFAULT_SEEDS: dict[str, int] = {"smoke": 1, "small": 3, "full": 3}
 
 
 # --- the strict parser (t2s_ray.schema), with this schema as its default ------------------------
+
 
 def parse_override(item: str, schema: Any = None) -> dict[str, Any]:
     """`"training.lr=1e-4"` -> `{"training": {"lr": 1e-4}}`, typed by `schema`'s field (default `Config`)."""

@@ -46,6 +46,8 @@ def shared_key(member: str, key: str) -> str:
 def shared_members(params: dict) -> list[str]:
     """The ablations a trial's training also served (`shared` in its params; see `t2s-ray sweep`)."""
     return [str(m) for m in params.get("shared", {}).get(params["ablation"], [])]
+
+
 SAMPLES_KEPT = 8
 """How many evaluation prompts a trial keeps as samples (samples.gif, samples.npz)."""
 REPORT_HTML = "report.html"

@@ -77,8 +77,9 @@ def report_with_checkpoint(metrics: dict[str, Any], folder: Path) -> None:
     meta_path.unlink()
     storage = tune.get_context().get_storage()
     fs = storage.storage_filesystem
-    destination = posixpath.join(storage.trial_fs_path,
-                                 storage._make_checkpoint_dir_name(storage.current_checkpoint_index + 1))
+    destination = posixpath.join(
+        storage.trial_fs_path, storage._make_checkpoint_dir_name(storage.current_checkpoint_index + 1)
+    )
     if _exists(fs, destination):
         log.info("replacing %s, a superseded checkpoint of an earlier attempt", destination)
         fs.delete_dir(destination)

@@ -48,8 +48,14 @@ def auto_cpus(cluster_cpus: float, gpus: float, gpus_per_trial: float, n_trials:
     return float(max(1, min(AUTO_MAX_CPUS, int(cluster_cpus // max(1, n_trials)))))
 
 
-def concurrency(cluster_cpus: float, gpus: float, cpus_per_trial: float, gpus_per_trial: float, n_trials: int,
-                max_concurrent: Optional[int] = None) -> int:
+def concurrency(
+    cluster_cpus: float,
+    gpus: float,
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    n_trials: int,
+    max_concurrent: Optional[int] = None,
+) -> int:
     """Trials that run at once: what the CPUs, the GPUs (when trials use them), the grid and the cap allow."""
     limits = [n_trials, int(cluster_cpus / cpus_per_trial + 1e-9)]
     if gpus > 0:
@@ -89,9 +95,11 @@ def pack(peak_gib: float, total_gib: float) -> tuple[int, float]:
     need = peak_gib * MEMORY_MARGIN + CONTEXT_GIB
     n = int(total_gib // need)
     if n < 1:
-        raise ValueError(f"a trial needs ~{need:.1f} GiB ({peak_gib:.1f} GiB measured peak x {MEMORY_MARGIN} + "
-                         f"{CONTEXT_GIB} GiB CUDA context) but the GPU has {total_gib:.1f} GiB: it does not fit; use a "
-                         f"smaller model or batch, or --set model.grad_checkpointing=true")
+        raise ValueError(
+            f"a trial needs ~{need:.1f} GiB ({peak_gib:.1f} GiB measured peak x {MEMORY_MARGIN} + "
+            f"{CONTEXT_GIB} GiB CUDA context) but the GPU has {total_gib:.1f} GiB: it does not fit; use a "
+            f"smaller model or batch, or --set model.grad_checkpointing=true"
+        )
     return n, 1.0 if n == 1 else math.floor(100 / n) / 100
 
 
@@ -118,8 +126,13 @@ def estimate(durations: Sequence[float], at_once: int, devices_per_trial: float)
     slots = [0.0] * min(at_once, max(1, len(durations)))
     for d in durations:
         heapq.heappush(slots, heapq.heappop(slots) + d)
-    return Estimate(len(durations), at_once, math.ceil(len(durations) / at_once) if durations else 0,
-                    max(slots), sum(durations) * devices_per_trial / 3600)
+    return Estimate(
+        len(durations),
+        at_once,
+        math.ceil(len(durations) / at_once) if durations else 0,
+        max(slots),
+        sum(durations) * devices_per_trial / 3600,
+    )
 
 
 def _hms(seconds: float) -> str:
@@ -127,8 +140,16 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def cost_lines(groups, probes: dict[str, Probe], trials_per_group: int, steps: int, at_once: int,
-               devices_per_trial: float, device_kind: str, samplings_per_member: int = 1) -> list[str]:
+def cost_lines(
+    groups,
+    probes: dict[str, Probe],
+    trials_per_group: int,
+    steps: int,
+    at_once: int,
+    devices_per_trial: float,
+    device_kind: str,
+    samplings_per_member: int = 1,
+) -> list[str]:
     """The probe table and the estimate, as printed by `--dry-run` (and before a full-scale sweep); each group
     trains `trials_per_group` trials (its seeds x the --grid points) and samples each member's evaluation set
     `samplings_per_member` times (the guidance scales of `eval.guidance_scale`)."""
@@ -140,7 +161,9 @@ def cost_lines(groups, probes: dict[str, Probe], trials_per_group: int, steps: i
         durations += [trial] * trials_per_group
         lines.append(f"{' + '.join(g.members):<34} {p.device:<7} {p.step_s:>8.3f} {p.eval_s:>8.1f} {_hms(trial):>9}")
     est = estimate(durations, at_once, devices_per_trial)
-    lines.append(f"estimate: {est.trials} trial(s), {est.at_once} at once ({est.waves} wave(s)): "
-                 f"wall ~{_hms(est.wall_s)}, {est.device_hours:.2f} {device_kind}-hours (training steps x median "
-                 "step time + evaluation sampling; start-up, metrics and checkpoints not included)")
+    lines.append(
+        f"estimate: {est.trials} trial(s), {est.at_once} at once ({est.waves} wave(s)): "
+        f"wall ~{_hms(est.wall_s)}, {est.device_hours:.2f} {device_kind}-hours (training steps x median "
+        "step time + evaluation sampling; start-up, metrics and checkpoints not included)"
+    )
     return lines

@@ -134,13 +134,18 @@ def memory_figure(memory: pd.DataFrame):
     colours = {a: f"C{i}" for i, a in enumerate(dict.fromkeys(memory["ablation"]))}
     for ax, (column, title) in zip(axes.flat, readings):
         for (ablation, seed), g in memory.groupby(["ablation", "seed"], sort=False):
-            ax.plot(g["time_s"], g[column], color=colours[ablation], alpha=0.8,
-                    label=ablation if seed == memory.loc[memory["ablation"] == ablation, "seed"].min() else None)
+            ax.plot(
+                g["time_s"],
+                g[column],
+                color=colours[ablation],
+                alpha=0.8,
+                label=ablation if seed == memory.loc[memory["ablation"] == ablation, "seed"].min() else None,
+            )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("time since the trial started (s)")
         ax.set_ylabel("GiB")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(readings):]:
+    for ax in list(axes.flat)[len(readings) :]:
         ax.axis("off")
     axes.flat[0].legend(title="ablation (one line per seed)", fontsize=8, title_fontsize=8)
     fig.tight_layout()
@@ -171,10 +176,11 @@ def metrics_figure(summary: pd.DataFrame, metrics: list[str], labels: dict[str, 
         ax.bar(summary["ablation"], summary[f"{m}_mean"], yerr=err, capsize=3)
         ax.set_title(labels.get(m, m), fontsize=10)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
-    fig.suptitle("mean over seeds; whiskers: " + ("±1 std" if whiskers == "std" else "95 % t-interval of the mean"),
-                 fontsize=9)
+    fig.suptitle(
+        "mean over seeds; whiskers: " + ("±1 std" if whiskers == "std" else "95 % t-interval of the mean"), fontsize=9
+    )
     fig.tight_layout()
     return fig
 
@@ -200,15 +206,21 @@ def guidance_curve_figure(curve: pd.DataFrame):
         x, y = g["text_alignment_mean"], g["fvd_synthsign_mean"]
         ax.plot(x, y, marker="o", color=f"C{i}", label=ablation)
         head = g[g["headline"].astype(bool)]
-        ax.scatter(head["text_alignment_mean"], head["fvd_synthsign_mean"], s=160, facecolors="none",
-                   edgecolors=f"C{i}", linewidths=1.5)
+        ax.scatter(
+            head["text_alignment_mean"],
+            head["fvd_synthsign_mean"],
+            s=160,
+            facecolors="none",
+            edgecolors=f"C{i}",
+            linewidths=1.5,
+        )
         for xi, yi, s in zip(x, y, g["scale"]):
-            ax.annotate(f"g={scale_text(s)}", (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8,
-                        color=f"C{i}")
+            ax.annotate(
+                f"g={scale_text(s)}", (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8, color=f"C{i}"
+            )
     ax.set_xlabel("text alignment (eval/text_alignment), higher is better →")
     ax.set_ylabel("FVD-SynthSign (eval/fvd_synthsign), lower is better ↓")
-    ax.set_title("guidance curve: mean over seeds, points labelled by guidance scale (ringed: headline)",
-                 fontsize=9)
+    ax.set_title("guidance curve: mean over seeds, points labelled by guidance scale (ringed: headline)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -45,28 +45,32 @@ def _text_encoder() -> str:
     t0 = time.perf_counter()
     enc = TextEncoder()
     out = enc(["a person signs hello"])
-    return (f"{default_text_encoder_path()} loads offline in {time.perf_counter() - t0:.1f} s, "
-            f"tokens {tuple(out.tokens.shape)}")
+    return (
+        f"{default_text_encoder_path()} loads offline in {time.perf_counter() - t0:.1f} s, "
+        f"tokens {tuple(out.tokens.shape)}"
+    )
 
 
 def _dataset(spec: str, scale: str, cache_dir: str) -> str:
     """Build every split at the scale's frame shape (so the cache is the one a sweep will read)."""
     from t2s_ray.data import SPLITS, build_dataset
 
-    overrides = [f"data.spec={spec}"] + ([f"data.cache_dir={cache_dir}", "data.train_clips=16", "data.eval_clips=4"]
-                                         if spec == "synthsign" else [])
+    overrides = [f"data.spec={spec}"] + (
+        [f"data.cache_dir={cache_dir}", "data.train_clips=16", "data.eval_clips=4"] if spec == "synthsign" else []
+    )
     cfg = resolve("baseline", scale, 0, overrides).data
     counts = {s: len(build_dataset(cfg, s)) for s in SPLITS}
-    return (f"{spec} at {cfg.frames}x{cfg.height}x{cfg.width}: "
-            + ", ".join(f"{s} {n} clips" for s, n in counts.items()))
+    return f"{spec} at {cfg.frames}x{cfg.height}x{cfg.width}: " + ", ".join(f"{s} {n} clips" for s, n in counts.items())
 
 
 def _torch() -> str:
     import torch
 
     cuda = torch.cuda.is_available()
-    return (f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}, CUDA available: {cuda}, "
-            f"GPUs detected: {detect_local_gpus()}")
+    return (
+        f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}, CUDA available: {cuda}, "
+        f"GPUs detected: {detect_local_gpus()}"
+    )
 
 
 def _ray() -> str:

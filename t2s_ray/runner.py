@@ -39,7 +39,6 @@ from t2s_ray.study import (
 log = logging.getLogger(__name__)
 
 
-
 class TuneSink:
     """`Session`'s link to Tune: reports, checkpoints into the trial's storage, restores."""
 
@@ -65,11 +64,19 @@ class TuneSink:
 
 def node_facts(device: torch.device, gpu_ids: list) -> dict[str, Any]:
     """Where a trial runs (`node/*` in its results; the report's environment section reads them)."""
-    return {"node/hostname": socket.gethostname(), "node/id": ray.get_runtime_context().get_node_id(),
-            "node/gpu_ids": ",".join(map(str, gpu_ids)), "node/device": str(device), "node/pid": os.getpid(),
-            "node/device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-            else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)", "node/torch": torch.__version__,
-            "node/ray": ray.__version__, "node/python": platform.python_version()}
+    return {
+        "node/hostname": socket.gethostname(),
+        "node/id": ray.get_runtime_context().get_node_id(),
+        "node/gpu_ids": ",".join(map(str, gpu_ids)),
+        "node/device": str(device),
+        "node/pid": os.getpid(),
+        "node/device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "node/torch": torch.__version__,
+        "node/ray": ray.__version__,
+        "node/python": platform.python_version(),
+    }
 
 
 def study_trial(params: dict[str, Any]) -> None:
@@ -85,13 +92,22 @@ def study_trial(params: dict[str, Any]) -> None:
     node = {**node_facts(device, gpu_ids), "node/started_at": started_at}
     sink = TuneSink(what, node, trial_dir)
     with MemorySampler((trial_storage_dir() or trial_dir) / SAMPLER_CSV, device) as sampler:
+
         def on_step(step: int) -> dict[str, Any]:
             sampler.set_step(step)
             return sampler.summary()
 
-        session = Session(ablation=params["ablation"], seed=int(params["seed"]), device=device, trial_dir=trial_dir,
-                          sink=sink, report_every=study.report_every, on_step=on_step, progress=sampler.set_step,
-                          node=f"Ray node {node['node/id']} ({node['node/hostname']})")
+        session = Session(
+            ablation=params["ablation"],
+            seed=int(params["seed"]),
+            device=device,
+            trial_dir=trial_dir,
+            sink=sink,
+            report_every=study.report_every,
+            on_step=on_step,
+            progress=sampler.set_step,
+            node=f"Ray node {node['node/id']} ({node['node/hostname']})",
+        )
         members = {m: resolve_trial(study, params, m) for m in shared_members(params)}
         write_trial_configs(study, trial_dir, cfg, members)
         try:

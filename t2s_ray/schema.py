@@ -25,6 +25,7 @@ def _check(cond: bool, key: str, msg: str) -> None:
 
 # --- strict building and overriding ---------------------------------------------------------
 
+
 def _field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -44,8 +45,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if args[1:] == (Ellipsis,):
             _check(isinstance(value, (list, tuple)), key, f"expected a list, got {value!r}")
             return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        _check(isinstance(value, (list, tuple)) and len(value) == len(args), key,
-               f"expected {len(args)} values, got {value!r}")
+        _check(
+            isinstance(value, (list, tuple)) and len(value) == len(args),
+            key,
+            f"expected {len(args)} values, got {value!r}",
+        )
         return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if tp is bool:
         _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
@@ -54,8 +58,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
         return value
     if tp is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
-               f"expected a number, got {value!r}")
+        _check(
+            isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}"
+        )
         return float(value)
     if tp is str:
         _check(isinstance(value, str), key, f"expected a string, got {value!r}")
@@ -155,7 +160,7 @@ def field_type(key: str, schema: Any, item: str | None = None) -> Any:
         tp = types_[part]
         if i < len(parts) - 1:
             if not dataclasses.is_dataclass(tp):
-                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is a value, not a table")
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is a value, not a table")
             cls = tp
         elif dataclasses.is_dataclass(tp):
             first = next(iter(_field_types(tp)))

@@ -94,12 +94,24 @@ def _welch(arm: Sequence[float], ref: Sequence[float], dropped: int, confidence:
     a, r = np.asarray(arm), np.asarray(ref)
     res = sps.ttest_ind(a, r, equal_var=False)
     ci = res.confidence_interval(confidence)
-    return Paired(min(len(a), len(r)), dropped, float(a.mean() - r.mean()), float(ci.low), float(ci.high),
-                  float(res.pvalue), "welch (nothing pairs)")
+    return Paired(
+        min(len(a), len(r)),
+        dropped,
+        float(a.mean() - r.mean()),
+        float(ci.low),
+        float(ci.high),
+        float(res.pvalue),
+        "welch (nothing pairs)",
+    )
 
 
-def paired(arm: Mapping[int, float], reference: Mapping[int, float], confidence: float = 0.95,
-           interval: str = "t", seed: int = 0) -> Paired:
+def paired(
+    arm: Mapping[int, float],
+    reference: Mapping[int, float],
+    confidence: float = 0.95,
+    interval: str = "t",
+    seed: int = 0,
+) -> Paired:
     """Per-seed differences `arm[s] - reference[s]`: mean, interval (`t` or `bootstrap`), paired test.
 
     NaN values count as missing. Unpaired seeds are dropped and counted; with no pair at all and
@@ -116,8 +128,10 @@ def paired(arm: Mapping[int, float], reference: Mapping[int, float], confidence:
         return Paired(0, dropped, math.nan, math.nan, math.nan, math.nan, "none")
     d = np.array([a[s] - r[s] for s in both], dtype=np.float64)
     if interval == "bootstrap" and len(d) < BOOTSTRAP_FROM:
-        raise ValueError(f"a bootstrap interval needs >= {BOOTSTRAP_FROM} paired seeds (at n = {len(d)} a percentile "
-                         f"interval covers well under 95 %); use the t-interval (--interval t) or run more seeds")
+        raise ValueError(
+            f"a bootstrap interval needs >= {BOOTSTRAP_FROM} paired seeds (at n = {len(d)} a percentile "
+            f"interval covers well under 95 %); use the t-interval (--interval t) or run more seeds"
+        )
     if len(d) < 2:
         return Paired(1, dropped, float(d[0]), math.nan, math.nan, math.nan, "none")
     p, test = _paired_p(d)

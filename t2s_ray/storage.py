@@ -85,20 +85,32 @@ def explain(error: Exception, uri: str, option: str = "--storage") -> str:
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     scheme = urlsplit(uri).scheme
     if "Unrecognized filesystem type" in text:
-        return (f"{option} {uri}: the scheme {scheme}:// is not supported by pyarrow here; use a local folder or "
-                f"s3://, gs://, abfs://, hdfs://, file://")
+        return (
+            f"{option} {uri}: the scheme {scheme}:// is not supported by pyarrow here; use a local folder or "
+            f"s3://, gs://, abfs://, hdfs://, file://"
+        )
     if "NO_SUCH_BUCKET" in text or "bucket does not exist" in text or re.search(r"Bucket '.*' not found", text):
         bucket = urlsplit(uri).netloc
-        return (f"{option} {uri}: the bucket {bucket!r} does not exist; create it first (e.g. `aws s3 mb "
-                f"s3://{bucket}`, adding --endpoint-url for an S3-compatible server) or fix the name")
-    if re.search(r"ACCESS_DENIED|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|credential|Forbidden|"
-                 r"HTTP response code: 403|UNAUTHORIZED", text, re.IGNORECASE):
-        return (f"{option} {uri}: access denied ({first}); set credentials that may write there: "
-                f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) for s3://, "
-                f"GOOGLE_APPLICATION_CREDENTIALS for gs://")
+        return (
+            f"{option} {uri}: the bucket {bucket!r} does not exist; create it first (e.g. `aws s3 mb "
+            f"s3://{bucket}`, adding --endpoint-url for an S3-compatible server) or fix the name"
+        )
+    if re.search(
+        r"ACCESS_DENIED|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|credential|Forbidden|"
+        r"HTTP response code: 403|UNAUTHORIZED",
+        text,
+        re.IGNORECASE,
+    ):
+        return (
+            f"{option} {uri}: access denied ({first}); set credentials that may write there: "
+            f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) for s3://, "
+            f"GOOGLE_APPLICATION_CREDENTIALS for gs://"
+        )
     if re.search(r"NETWORK_CONNECTION|curlCode|Could not connect|resolve host|Timeout", text, re.IGNORECASE):
-        return (f"{option} {uri}: cannot reach the storage service ({first}); check the network, and "
-                f"AWS_ENDPOINT_URL for an S3-compatible server (e.g. http://127.0.0.1:9000)")
+        return (
+            f"{option} {uri}: cannot reach the storage service ({first}); check the network, and "
+            f"AWS_ENDPOINT_URL for an S3-compatible server (e.g. http://127.0.0.1:9000)"
+        )
     return f"{option} {uri}: {first}"
 
 
@@ -131,8 +143,10 @@ def check_reachable(uri: str, option: str = "--storage", timeout_s: float = CONN
     try:
         socket.create_connection((parts.hostname or "", port), timeout=timeout_s).close()
     except OSError as e:
-        raise StorageError(f"{option} {uri}: nothing answers at the S3 endpoint {url} (set by {source}): "
-                           f"{e.strerror or e}; start the server or fix {source}") from None
+        raise StorageError(
+            f"{option} {uri}: nothing answers at the S3 endpoint {url} (set by {source}): "
+            f"{e.strerror or e}; start the server or fix {source}"
+        ) from None
 
 
 def check_writable(uri: str, option: str = "--storage") -> None:
@@ -197,7 +211,7 @@ def download(uri: str, dest: Path, skip: Iterable[str] = SKIPPED_IN_COPIES) -> i
     n = 0
     try:
         for info in infos:
-            relative = info.path[len(root) + 1:]
+            relative = info.path[len(root) + 1 :]
             if info.type != pyarrow.fs.FileType.File or _skipped(relative, skip):
                 continue
             target = tmp / relative
@@ -247,8 +261,10 @@ def local_copy(uri: str, dest: Path | None = None) -> Path:
     check_reachable(uri, option="experiment")
     try:
         if not exists(uri):
-            raise StorageError(f"experiment {uri} does not exist; pass the location `t2s-ray sweep` printed, "
-                               f"e.g. s3://bucket/prefix/<name>")
+            raise StorageError(
+                f"experiment {uri} does not exist; pass the location `t2s-ray sweep` printed, "
+                f"e.g. s3://bucket/prefix/<name>"
+            )
         dest = dest or cache_dir(uri)
         download(uri, dest)
     except (OSError, pyarrow.ArrowException) as e:

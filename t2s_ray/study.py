@@ -26,8 +26,17 @@ import numpy as np
 from t2s_ray.io import atomic_path
 from t2s_ray.schema import ConfigError, build, field_type, merge, nest_value, parse_override
 
-__all__ = ["DIRECTIONS", "Session", "Sink", "Study", "StudyError", "load_study", "resolve_trial", "train_and_score",
-           "with_seed"]
+__all__ = [
+    "DIRECTIONS",
+    "Session",
+    "Sink",
+    "Study",
+    "StudyError",
+    "load_study",
+    "resolve_trial",
+    "train_and_score",
+    "with_seed",
+]
 
 DIRECTIONS = ("lower", "higher", "real")
 """How a study's metric is ranked: lower, higher, or closer to the real clips' value (`<metric>_real`)."""
@@ -104,12 +113,16 @@ class Study:
 
     def __post_init__(self) -> None:
         if not _frozen_dataclass_type(self.config):
-            raise StudyError(f"study {self.name!r}: config must be a frozen dataclass type (@dataclass(frozen=True) "
-                             f"class MyConfig: ...), got {self.config!r}")
+            raise StudyError(
+                f"study {self.name!r}: config must be a frozen dataclass type (@dataclass(frozen=True) "
+                f"class MyConfig: ...), got {self.config!r}"
+            )
         self._check_train()
         if self.baseline not in self.ablations:
-            raise StudyError(f"study {self.name!r}: ablations lack the baseline {self.baseline!r} "
-                             f"(have {', '.join(self.ablations) or 'none'}); add it, e.g. {self.baseline!r}: {{}}")
+            raise StudyError(
+                f"study {self.name!r}: ablations lack the baseline {self.baseline!r} "
+                f"(have {', '.join(self.ablations) or 'none'}); add it, e.g. {self.baseline!r}: {{}}"
+            )
         bad = {m: d for m, d in (self.metrics or {}).items() if d not in DIRECTIONS}
         if bad:
             m, d = next(iter(bad.items()))
@@ -121,17 +134,21 @@ class Study:
             except ConfigError as e:
                 raise StudyError(f"study {self.name!r}: steps {self.steps!r}: {str(e).split(': ', 1)[-1]}") from None
             if tp not in (int, "int"):
-                raise StudyError(f"study {self.name!r}: steps {self.steps!r} must name an int field of the config "
-                                 f"(the number of training steps), not {getattr(tp, '__name__', tp)}")
+                raise StudyError(
+                    f"study {self.name!r}: steps {self.steps!r} must name an int field of the config "
+                    f"(the number of training steps), not {getattr(tp, '__name__', tp)}"
+                )
         if self.report_every < 1:
             raise StudyError(f"study {self.name!r}: report_every must be >= 1, got {self.report_every}")
         for scale in self.scale_names:
             base = self.resolve(self.baseline, scale)
             for ablation in self.ablations:
                 if ablation != self.baseline and self.resolve(ablation, scale) == base:
-                    raise StudyError(f"study {self.name!r}: ablation {ablation!r} resolves to the same config as "
-                                     f"the baseline {self.baseline!r} at scale {scale!r}; give it overrides that "
-                                     f"change something")
+                    raise StudyError(
+                        f"study {self.name!r}: ablation {ablation!r} resolves to the same config as "
+                        f"the baseline {self.baseline!r} at scale {scale!r}; give it overrides that "
+                        f"change something"
+                    )
 
     def _check_train(self) -> None:
         if not callable(self.train):
@@ -139,23 +156,30 @@ class Study:
         try:
             inspect.signature(self.train).bind(None, None)
         except TypeError:
-            raise StudyError(f"study {self.name!r}: train{inspect.signature(self.train)} must take two arguments, "
-                             f"train(cfg, session)") from None
+            raise StudyError(
+                f"study {self.name!r}: train{inspect.signature(self.train)} must take two arguments, "
+                f"train(cfg, session)"
+            ) from None
 
     def _check_evaluation_only(self) -> None:
         if isinstance(self.evaluation_only, str):
-            raise StudyError(f"study {self.name!r}: evaluation_only must be a tuple of field names, e.g. "
-                             f"({self.evaluation_only!r},)")
+            raise StudyError(
+                f"study {self.name!r}: evaluation_only must be a tuple of field names, e.g. ({self.evaluation_only!r},)"
+            )
         if self.evaluation_only and self.evaluate is None:
-            raise StudyError(f"study {self.name!r}: evaluation_only {list(self.evaluation_only)} needs "
-                             f"evaluate(cfg, checkpoint_state, session) to score each ablation of a shared training "
-                             f"run; give it, or drop evaluation_only to train every ablation on its own")
+            raise StudyError(
+                f"study {self.name!r}: evaluation_only {list(self.evaluation_only)} needs "
+                f"evaluate(cfg, checkpoint_state, session) to score each ablation of a shared training "
+                f"run; give it, or drop evaluation_only to train every ablation on its own"
+            )
         if self.evaluate is not None:
             try:
                 inspect.signature(self.evaluate).bind(None, None, None)
             except TypeError:
-                raise StudyError(f"study {self.name!r}: evaluate{inspect.signature(self.evaluate)} must take three "
-                                 f"arguments, evaluate(cfg, checkpoint_state, session)") from None
+                raise StudyError(
+                    f"study {self.name!r}: evaluate{inspect.signature(self.evaluate)} must take three "
+                    f"arguments, evaluate(cfg, checkpoint_state, session)"
+                ) from None
         for key in self.evaluation_only:
             try:
                 field_type(key, self.config, key)
@@ -197,8 +221,10 @@ class Study:
         if scale not in self.scale_names:
             raise StudyError(f"study {self.name!r} has no scale {scale!r}; its scales: {', '.join(self.scale_names)}")
         d = dataclasses.asdict(self.config())
-        layers = [((self.scales or {}).get(scale, {}), f"scale {scale!r}"),
-                  (self.ablations[ablation], f"ablation {ablation!r}")]
+        layers = [
+            ((self.scales or {}).get(scale, {}), f"scale {scale!r}"),
+            (self.ablations[ablation], f"ablation {ablation!r}"),
+        ]
         try:
             for mapping, where in layers:
                 for key, value in mapping.items():
@@ -253,9 +279,11 @@ class Study:
         import torch
 
         if gpu_ids and not torch.cuda.is_available():
-            raise StudyError(f"this trial was assigned GPU {','.join(map(str, gpu_ids))} but CUDA is not available "
-                             f"in the worker (torch {torch.__version__}); install a CUDA build of torch or run with "
-                             f"--gpus 0")
+            raise StudyError(
+                f"this trial was assigned GPU {','.join(map(str, gpu_ids))} but CUDA is not available "
+                f"in the worker (torch {torch.__version__}); install a CUDA build of torch or run with "
+                f"--gpus 0"
+            )
         return torch.device("cuda", 0) if gpu_ids else torch.device("cpu")
 
 
@@ -269,8 +297,10 @@ def load_study(ref: str) -> Study:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise StudyError(f"--study {ref}: cannot import {module_name!r} from {os.getcwd()} ({e}); run from the "
-                         f"folder that holds it, or install it") from None
+        raise StudyError(
+            f"--study {ref}: cannot import {module_name!r} from {os.getcwd()} ({e}); run from the "
+            f"folder that holds it, or install it"
+        ) from None
     if not hasattr(module, attr):
         raise StudyError(f"--study {ref}: module {module_name!r} has no attribute {attr!r}")
     study = getattr(module, attr)
@@ -291,8 +321,9 @@ class Sink(Protocol):
     `save` writes with `write_session_checkpoint`, `restore` reads with `SessionCheckpointLoader`."""
 
     def report(self, metrics: dict[str, Any]) -> None: ...
-    def save(self, state: dict[str, Any] | Path, metrics: dict[str, Any],
-             meta: dict[str, Any] | None = None) -> None: ...
+    def save(
+        self, state: dict[str, Any] | Path, metrics: dict[str, Any], meta: dict[str, Any] | None = None
+    ) -> None: ...
     def restore(self) -> tuple[dict[str, Any] | Path, dict[str, Any]] | None: ...
 
 
@@ -300,8 +331,9 @@ RESTORED_DIR = "restored_checkpoint"
 """In the trial folder: the files of the checkpoint `Session.restore` returned, when it was given as a folder."""
 
 
-def write_session_checkpoint(directory: Path, state: dict[str, Any] | Path, metrics: dict[str, Any],
-                             meta: dict[str, Any] | None = None) -> Path:
+def write_session_checkpoint(
+    directory: Path, state: dict[str, Any] | Path, metrics: dict[str, Any], meta: dict[str, Any] | None = None
+) -> Path:
     """One `Session.checkpoint`: a state dict, or a folder's files, with the last step's metrics (so that a
     trial restored at its last step still reports its final loss) and the caller's `meta` in `meta.json`."""
     from t2s_ray.checkpoint import write_checkpoint
@@ -351,9 +383,20 @@ class Session:
     <id> (<hostname>)` in a sweep). Methods: `log_step`, `checkpoint`, `restore`,
     `log_evaluation`, `evaluate`, `log_samples`."""
 
-    def __init__(self, *, ablation: str, seed: int, device: Any, trial_dir: Path, sink: Sink, report_every: int,
-                 on_step: Callable[[int], dict[str, Any]] | None = None, member: bool = False,
-                 progress: Callable[[int], None] | None = None, node: str | None = None):
+    def __init__(
+        self,
+        *,
+        ablation: str,
+        seed: int,
+        device: Any,
+        trial_dir: Path,
+        sink: Sink,
+        report_every: int,
+        on_step: Callable[[int], dict[str, Any]] | None = None,
+        member: bool = False,
+        progress: Callable[[int], None] | None = None,
+        node: str | None = None,
+    ):
         self.ablation, self.seed, self.device, self.trial_dir = ablation, seed, device, Path(trial_dir)
         import socket
 
@@ -382,11 +425,17 @@ class Session:
         A report due at this call goes to Tune with the next call, or with `checkpoint` when one follows (one
         row per step in the trial's results, the checkpoint's among them)."""
         self._flush()
-        row = {"step": int(step), "loss": _scalar(loss, "loss"), "elapsed_s": time.time() - self._started,
-               **{k: _scalar(v, k) for k, v in scalars.items()}}
+        row = {
+            "step": int(step),
+            "loss": _scalar(loss, "loss"),
+            "elapsed_s": time.time() - self._started,
+            **{k: _scalar(v, k) for k, v in scalars.items()},
+        }
         if not math.isfinite(row["loss"]):
-            raise StudyError(f"loss became {row['loss']} at step {step} (ablation {self.ablation}, seed {self.seed}); "
-                             f"lower the learning rate or resume from the last checkpoint")
+            raise StudyError(
+                f"loss became {row['loss']} at step {step} (ablation {self.ablation}, seed {self.seed}); "
+                f"lower the learning rate or resume from the last checkpoint"
+            )
         self._write_row(row)
         self._last = {**row, **(self._on_step(row["step"]) if self._on_step else {})}
         self._steps += 1
@@ -442,16 +491,22 @@ class Session:
         with a checksum, and `restore()` returns a local copy of the folder. `meta`: plain JSON values kept in
         the checkpoint's `meta.json`, readable without loading the state (e.g. your config)."""
         if self._member:
-            raise StudyError(f"session.checkpoint in evaluate (ablation {self.ablation}): evaluate scores the "
-                             f"trained checkpoint it is given and saves none; checkpoint in train")
+            raise StudyError(
+                f"session.checkpoint in evaluate (ablation {self.ablation}): evaluate scores the "
+                f"trained checkpoint it is given and saves none; checkpoint in train"
+            )
         if isinstance(state, (str, os.PathLike)):
             state = Path(state)
             if not state.is_dir():
-                raise StudyError(f"session.checkpoint: {state} is not a folder; give a folder of checkpoint files "
-                                 f"or a dict of tensors and plain values")
+                raise StudyError(
+                    f"session.checkpoint: {state} is not a folder; give a folder of checkpoint files "
+                    f"or a dict of tensors and plain values"
+                )
         elif not isinstance(state, dict):
-            raise StudyError(f"session.checkpoint: expected a dict of tensors and plain values or a folder, got "
-                             f"{type(state).__name__}")
+            raise StudyError(
+                f"session.checkpoint: expected a dict of tensors and plain values or a folder, got "
+                f"{type(state).__name__}"
+            )
         reserved = sorted(set(meta or {}) & {"step", "last", "files", "sha256", "format_version"})
         if reserved:
             raise StudyError(f"session.checkpoint: meta key {reserved[0]!r} is t2s-ray's own; name it otherwise")
@@ -476,16 +531,26 @@ class Session:
         """The trained weights a shared training run's ablations are scored on: the state `train` checkpointed
         (or restored) last, after its last `log_step`; raises when there is none."""
         if self._state is None or self._steps_since_state:
-            raise StudyError(f"ablation {self.ablation} seed {self.seed} shares its training with other ablations "
-                             f"(evaluation_only), which are scored on its final weights: end train with "
-                             f"session.checkpoint(state) after the last session.log_step")
+            raise StudyError(
+                f"ablation {self.ablation} seed {self.seed} shares its training with other ablations "
+                f"(evaluation_only), which are scored on its final weights: end train with "
+                f"session.checkpoint(state) after the last session.log_step"
+            )
         return self._state
 
     def for_member(self, ablation: str) -> Session:
         """A session for scoring `ablation`, which shares this run's training: the same trial folder and device,
         its own final metrics and samples (`samples-<ablation>.*`)."""
-        return Session(ablation=ablation, seed=self.seed, device=self.device, trial_dir=self.trial_dir,
-                       sink=self._sink, report_every=self._every, member=True, node=self.node)
+        return Session(
+            ablation=ablation,
+            seed=self.seed,
+            device=self.device,
+            trial_dir=self.trial_dir,
+            sink=self._sink,
+            report_every=self._every,
+            member=True,
+            node=self.node,
+        )
 
     # --- the end --------------------------------------------------------------------------------
 
@@ -498,8 +563,9 @@ class Session:
         clean = {k: (float(v) if not isinstance(v, str) else v) for k, v in metrics.items()}
         self.final = {**(self.final or {}), **clean}
 
-    def evaluate(self, generated: np.ndarray, real: np.ndarray, texts: list[str] | None = None,
-                 **options: Any) -> dict[str, Any]:
+    def evaluate(
+        self, generated: np.ndarray, real: np.ndarray, texts: list[str] | None = None, **options: Any
+    ) -> dict[str, Any]:
         """t2s-ray's metrics on the user's clips (uint8, clips x frames x height x width x 3): FVD (with
         `fvd_detector=` StyleGAN-V's I3D), LPIPS, temporal consistency and motion ratio against the real clips,
         NaN with a `*_status` where one cannot be computed; logged as `log_evaluation` does. Returns them."""
@@ -520,11 +586,15 @@ class Session:
 
         videos = np.asarray(videos)
         if videos.ndim != 5 or videos.shape[-1] != 3 or videos.dtype != np.uint8 or len(videos) != len(texts):
-            raise StudyError(f"session.log_samples: expected uint8 clips x frames x H x W x 3 and one caption per "
-                             f"clip, got {videos.dtype} {videos.shape} with {len(texts)} captions")
+            raise StudyError(
+                f"session.log_samples: expected uint8 clips x frames x H x W x 3 and one caption per "
+                f"clip, got {videos.dtype} {videos.shape} with {len(texts)} captions"
+            )
         if real is not None and np.asarray(real).shape[1:] != videos.shape[1:]:
-            raise StudyError(f"session.log_samples: real clips {np.asarray(real).shape} do not match the generated "
-                             f"ones {videos.shape} (one real clip per caption, same frames, size and channels)")
+            raise StudyError(
+                f"session.log_samples: real clips {np.asarray(real).shape} do not match the generated "
+                f"ones {videos.shape} (one real clip per caption, same frames, size and channels)"
+            )
         n = min(SAMPLES_KEPT, len(texts))
         npz = self.trial_dir / samples_npz(self.ablation if self._member else None)
         gif = npz.with_suffix(".gif")
@@ -538,18 +608,26 @@ class Session:
         tag, step = ("eval" if not self._member else f"eval/{self.ablation}"), int(self._last.get("step", 0))
         with SummaryWriter(str(self.trial_dir), filename_suffix=".samples") as writer:
             writer.add_image(f"{tag}/samples", grid, global_step=step, dataformats="HWC")
-            writer.add_text(f"{tag}/sample_captions", "\n\n".join(f"{i}. {t}" for i, t in enumerate(texts[:n])),
-                            global_step=step)
+            writer.add_text(
+                f"{tag}/sample_captions", "\n\n".join(f"{i}. {t}" for i, t in enumerate(texts[:n])), global_step=step
+            )
         return [gif, npz]
 
     def final_metrics(self) -> dict[str, Any]:
         """What the trial's final report holds; raises when `train` never logged an evaluation."""
         if self.final is None:
-            raise StudyError(f"train returned without session.log_evaluation or session.evaluate (ablation "
-                             f"{self.ablation}, seed {self.seed}); end train with the trial's final metrics")
+            raise StudyError(
+                f"train returned without session.log_evaluation or session.evaluate (ablation "
+                f"{self.ablation}, seed {self.seed}); end train with the trial's final metrics"
+            )
         self._pending = None  # the final report carries the last step's metrics
-        return {**self._last, "final": 1, "final_loss": self._last.get("loss", math.nan),
-                "train_time_h": (time.time() - self._started) / 3600, **self.final}
+        return {
+            **self._last,
+            "final": 1,
+            "final_loss": self._last.get("loss", math.nan),
+            "train_time_h": (time.time() - self._started) / 3600,
+            **self.final,
+        }
 
     def close(self) -> None:
         """Sends a report still due (a `train` that raised) and closes the TensorBoard writer."""
@@ -595,8 +673,10 @@ def train_and_score(study: Study, cfg: Any, session: Session, members: Mapping[s
         scored = session.for_member(name)
         study.evaluate(member_cfg, session.final_state(), scored)
         if scored.final is None:
-            raise StudyError(f"evaluate returned without session.log_evaluation or session.evaluate (ablation "
-                             f"{name}, seed {session.seed}); end evaluate with the ablation's final metrics")
+            raise StudyError(
+                f"evaluate returned without session.log_evaluation or session.evaluate (ablation "
+                f"{name}, seed {session.seed}); end evaluate with the ablation's final metrics"
+            )
         # the member trained the same run: its loss and training time are the trainer's unless it says otherwise
         trained = {k: final[k] for k in ("final_loss", "train_time_h") if k in final}
         final.update({shared_key(name, k): v for k, v in {**trained, **scored.final}.items()})

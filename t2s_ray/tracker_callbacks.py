@@ -50,8 +50,12 @@ def fetch_sample_gifs(trial, scratch: Path) -> dict[str, Path]:
                     found[key] = Path(src)
                 else:
                     scratch.mkdir(parents=True, exist_ok=True)
-                    pyarrow.fs.copy_files(src, str(scratch / name), source_filesystem=fs,
-                                          destination_filesystem=pyarrow.fs.LocalFileSystem())
+                    pyarrow.fs.copy_files(
+                        src,
+                        str(scratch / name),
+                        source_filesystem=fs,
+                        destination_filesystem=pyarrow.fs.LocalFileSystem(),
+                    )
                     found[key] = scratch / name
                 break
             except OSError as e:
@@ -75,15 +79,21 @@ class WandbTracker(WandbLoggerCallback):
         except ValueError as e:
             if "API key" not in str(e):
                 raise
-            raise TrackerError("--log-to wandb: no W&B API key found; run `wandb login` or set WANDB_API_KEY, or "
-                               "set WANDB_MODE=offline to keep the runs on disk (upload them later with "
-                               "`wandb sync`)") from None
+            raise TrackerError(
+                "--log-to wandb: no W&B API key found; run `wandb login` or set WANDB_API_KEY, or "
+                "set WANDB_MODE=offline to keep the runs on disk (upload them later with "
+                "`wandb sync`)"
+            ) from None
 
     def log_trial_start(self, trial):
         # Ray builds wandb.init's arguments from self.kwargs: this trial's tags and resolved config; the run id is
         # the trial id, so that `t2s-ray resume` continues the trial's run
-        self.kwargs = {**self._init, "config": trial_params(trial.config), "tags": wandb_tags(trial.config),
-                       "resume": "allow"}
+        self.kwargs = {
+            **self._init,
+            "config": trial_params(trial.config),
+            "tags": wandb_tags(trial.config),
+            "resume": "allow",
+        }
         super().log_trial_start(trial)
 
     def log_trial_result(self, iteration: int, trial, result: dict):

@@ -53,8 +53,10 @@ def mlflow_tracking_uri(storage: str | Path) -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     folder = local_dir(storage)
     if folder is None:
-        raise TrackerError(f"--log-to mlflow with remote storage {storage}: set MLFLOW_TRACKING_URI to a tracking "
-                           f"server (e.g. http://mlflow.example:5000), a database or a local file:// folder")
+        raise TrackerError(
+            f"--log-to mlflow with remote storage {storage}: set MLFLOW_TRACKING_URI to a tracking "
+            f"server (e.g. http://mlflow.example:5000), a database or a local file:// folder"
+        )
     return (folder.resolve().parent / "mlruns").as_uri()
 
 
@@ -91,8 +93,12 @@ TRACKERS: dict[str, Tracker] = {
     # ray.air.integrations.wandb.WandbLoggerCallback
     "wandb": Tracker("wandb", "wandb", "WandbTracker", lambda exp, storage: {"init": wandb_init_options(exp, storage)}),
     # ray.air.integrations.mlflow.MLflowLoggerCallback
-    "mlflow": Tracker("mlflow", "mlflow", "MLflowTracker",
-                      lambda exp, storage: {"tracking_uri": mlflow_tracking_uri(storage), "experiment_name": exp}),
+    "mlflow": Tracker(
+        "mlflow",
+        "mlflow",
+        "MLflowTracker",
+        lambda exp, storage: {"tracking_uri": mlflow_tracking_uri(storage), "experiment_name": exp},
+    ),
 }
 
 
@@ -108,8 +114,9 @@ def check_trackers(names: Sequence[str], storage: str | Path | None = None) -> t
         try:
             importlib.import_module(tracker.package)
         except ImportError:
-            raise TrackerError(f"--log-to {name} needs the {tracker.package} package: "
-                               f"pip install 't2s-ray[{tracker.extra}]'") from None
+            raise TrackerError(
+                f"--log-to {name} needs the {tracker.package} package: pip install 't2s-ray[{tracker.extra}]'"
+            ) from None
         if storage is not None:
             tracker.options("check", storage)
     return unique
@@ -119,8 +126,10 @@ def tracker_callbacks(names: Sequence[str], experiment: str, storage: str | Path
     """One Ray Tune logger callback per tracker in `names` for the experiment `experiment` kept at `storage`."""
     from t2s_ray import tracker_callbacks as callbacks  # imports Ray: only once the sweep builds its Tuner
 
-    return [getattr(callbacks, TRACKERS[name].callback)(**TRACKERS[name].options(experiment, storage))
-            for name in check_trackers(names)]
+    return [
+        getattr(callbacks, TRACKERS[name].callback)(**TRACKERS[name].options(experiment, storage))
+        for name in check_trackers(names)
+    ]
 
 
 # --------------------------------------------------------------------------- what a trial's run holds
@@ -145,8 +154,11 @@ def trial_tags(params: Mapping[str, Any]) -> dict[str, str]:
 def wandb_tags(params: Mapping[str, Any]) -> list[str]:
     """`trial_tags` as W&B labels: `ablation:<name>`, `seed:<k>`, one `grid:<key>=<value>` per axis and one
     `shared:<member>` per member."""
-    return ([f"ablation:{params['ablation']}", f"seed:{params['seed']}"] + [f"grid:{p}" for p in grid_point(params)]
-            + [f"shared:{m}" for m in shared_members(params)])
+    return (
+        [f"ablation:{params['ablation']}", f"seed:{params['seed']}"]
+        + [f"grid:{p}" for p in grid_point(params)]
+        + [f"shared:{m}" for m in shared_members(params)]
+    )
 
 
 def trial_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,6 +182,7 @@ def sample_gif_names(params: Mapping[str, Any]) -> dict[str, str]:
     """Media key -> file name of the sample GIFs a finished trial keeps in its folder: `samples` for
     its own ablation, `shared/<member>/samples` for each ablation that shared its training."""
     names = {"samples": Path(samples_npz()).with_suffix(".gif").name}
-    names.update({shared_key(m, "samples"): Path(samples_npz(m)).with_suffix(".gif").name
-                  for m in shared_members(params)})
+    names.update(
+        {shared_key(m, "samples"): Path(samples_npz(m)).with_suffix(".gif").name for m in shared_members(params)}
+    )
     return names

@@ -47,8 +47,13 @@ def cut_checkpoint_copy() -> None:
         target = posixpath.basename(str(destination).rstrip("/"))
         only = os.environ.get("T2S_FAULT_TRIAL", "")
         if target != f"checkpoint_{index:06d}" or os.path.exists(marker) or only not in str(destination):
-            return whole_copy(source, destination, source_filesystem=source_filesystem,
-                              destination_filesystem=destination_filesystem, **kwargs)
+            return whole_copy(
+                source,
+                destination,
+                source_filesystem=source_filesystem,
+                destination_filesystem=destination_filesystem,
+                **kwargs,
+            )
         _cut_copy(source, destination, destination_filesystem, fraction)
         with open(marker, "w") as f:
             f.write(f"{os.getpid()} {destination}\n")

@@ -65,8 +65,13 @@ def s3_client(env: dict):
     """A boto3 S3 client for the test's moto server (`env` is the `s3` fixture's environment)."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
-                        aws_secret_access_key="testing", region_name="us-east-1")
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
 
 
 def s3_keys(env: dict, bucket: str, prefix: str = "") -> list[str]:
@@ -79,15 +84,17 @@ def run_process_tree(cmd: list[str], timeout_s: float, **kwargs) -> subprocess.C
     """`subprocess.run(cmd, capture_output=True, text=True)` in a new session; when it ends or times out, every
     process it left (a Ray it started: raylet, GCS, workers) is killed by pid, so nothing outlives the test.
     A timeout is an AssertionError naming the command and the deadline, with the output so far."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            **kwargs)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
+    )
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         kill_tree(proc.pid)
         out, err = proc.communicate()
-        raise AssertionError(f"timed out after {timeout_s:g} s waiting for {' '.join(cmd)[:200]}; its output: "
-                             f"{out[-2000:]}{err[-2000:]}") from None
+        raise AssertionError(
+            f"timed out after {timeout_s:g} s waiting for {' '.join(cmd)[:200]}; its output: {out[-2000:]}{err[-2000:]}"
+        ) from None
     finally:
         kill_tree(proc.pid)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

@@ -22,13 +22,15 @@ def frame(rows):
 
 
 def test_summarize_mean_std_and_delta_exact():
-    trials = frame([
-        ("baseline", 0, {"eval/fvd": 10.0, "params/total_m": 5.0}),
-        ("baseline", 1, {"eval/fvd": 12.0, "params/total_m": 5.0}),
-        ("baseline", 2, {"eval/fvd": 14.0, "params/total_m": 5.0}),
-        ("no_ema", 0, {"eval/fvd": 15.0, "params/total_m": 5.0}),
-        ("no_ema", 1, {"eval/fvd": 18.0, "params/total_m": 5.0}),
-    ])
+    trials = frame(
+        [
+            ("baseline", 0, {"eval/fvd": 10.0, "params/total_m": 5.0}),
+            ("baseline", 1, {"eval/fvd": 12.0, "params/total_m": 5.0}),
+            ("baseline", 2, {"eval/fvd": 14.0, "params/total_m": 5.0}),
+            ("no_ema", 0, {"eval/fvd": 15.0, "params/total_m": 5.0}),
+            ("no_ema", 1, {"eval/fvd": 18.0, "params/total_m": 5.0}),
+        ]
+    )
     s = an.summarize(trials).set_index("ablation")
     assert s.loc["baseline", "eval/fvd_mean"] == 12.0
     assert s.loc["baseline", "eval/fvd_std"] == 2.0
@@ -47,11 +49,13 @@ def test_summarize_single_seed_std_is_nan():
 
 
 def test_summarize_nan_excluded_and_counted():
-    trials = frame([
-        ("baseline", 0, {"eval/fvd": 10.0, "eval/lpips": 0.2}),
-        ("baseline", 1, {"eval/fvd": NAN, "eval/lpips": 0.4}),
-        ("baseline", 2, {"eval/fvd": 20.0, "eval/lpips": NAN}),
-    ])
+    trials = frame(
+        [
+            ("baseline", 0, {"eval/fvd": 10.0, "eval/lpips": 0.2}),
+            ("baseline", 1, {"eval/fvd": NAN, "eval/lpips": 0.4}),
+            ("baseline", 2, {"eval/fvd": 20.0, "eval/lpips": NAN}),
+        ]
+    )
     s = an.summarize(trials)
     assert s["eval/fvd_mean"][0] == 15.0 and s["eval/fvd_n"][0] == 2
     assert s["eval/lpips_mean"][0] == pytest.approx(0.3) and s["eval/lpips_n"][0] == 2
@@ -80,24 +84,37 @@ def test_summarize_baseline_missing_zero_or_negative():
 
 
 def test_summarize_baseline_first_then_first_appearance():
-    trials = frame([("z", 0, {"val_loss": 1.0}), ("baseline", 0, {"val_loss": 1.0}),
-                    ("a", 0, {"val_loss": 1.0}), ("z", 1, {"val_loss": 1.0})])
+    trials = frame(
+        [
+            ("z", 0, {"val_loss": 1.0}),
+            ("baseline", 0, {"val_loss": 1.0}),
+            ("a", 0, {"val_loss": 1.0}),
+            ("z", 1, {"val_loss": 1.0}),
+        ]
+    )
     assert list(an.summarize(trials)["ablation"]) == ["baseline", "z", "a"]
 
 
 def test_summarize_metric_list_is_data_driven_and_ordered():
-    trials = frame([("baseline", 0, {"zzz_custom": 1.0, "eval/new_metric": 2.0,
-                                     "params/total_m": 3.0, "eval/fvd": 4.0, "eval/lpips": 5.0})])
+    trials = frame(
+        [
+            (
+                "baseline",
+                0,
+                {"zzz_custom": 1.0, "eval/new_metric": 2.0, "params/total_m": 3.0, "eval/fvd": 4.0, "eval/lpips": 5.0},
+            )
+        ]
+    )
     s = an.summarize(trials)
-    assert an.summary_metrics(s) == ["eval/fvd", "eval/lpips", "params/total_m",
-                                     "eval/new_metric", "zzz_custom"]
+    assert an.summary_metrics(s) == ["eval/fvd", "eval/lpips", "params/total_m", "eval/new_metric", "zzz_custom"]
     assert "eval/new_metric_delta_pct" in s  # unknown eval/* counts as quality
     assert "zzz_custom_delta_pct" not in s
 
 
 def test_summarize_uses_finished_rows_only_and_keeps_empty_ablations():
-    trials = frame([("baseline", 0, {"eval/fvd": 10.0}), ("baseline", 1, {"eval/fvd": NAN}),
-                    ("dit_s", 0, {"eval/fvd": NAN})])
+    trials = frame(
+        [("baseline", 0, {"eval/fvd": 10.0}), ("baseline", 1, {"eval/fvd": NAN}), ("dit_s", 0, {"eval/fvd": NAN})]
+    )
     trials["status"] = ["finished", "errored", "unfinished"]
     s = an.summarize(trials).set_index("ablation")
     assert s.loc["baseline", "n_seeds"] == 1 and s.loc["baseline", "n_incomplete"] == 1
@@ -115,34 +132,83 @@ def test_summarize_rejects_duplicate_ablation_seed():
 
 
 def attempts_frame():
-    return pd.DataFrame([
-        # a restarted trial: an errored attempt, then a finished one
-        {"ablation": "baseline", "seed": 0, "trial_dir": "b0_old", "status": "errored",
-         "last_time": 1.0, "eval/fvd": NAN},
-        {"ablation": "baseline", "seed": 0, "trial_dir": "b0_new", "status": "finished",
-         "last_time": 2.0, "eval/fvd": 10.0},
-        # two finished attempts: the newest wins, wherever it sits in the frame
-        {"ablation": "no_ema", "seed": 0, "trial_dir": "n0_new", "status": "finished",
-         "last_time": 9.0, "eval/fvd": 30.0},
-        {"ablation": "no_ema", "seed": 0, "trial_dir": "n0_old", "status": "finished",
-         "last_time": 5.0, "eval/fvd": 20.0},
-        # a finished attempt beats a newer errored one
-        {"ablation": "no_ema", "seed": 1, "trial_dir": "n1_ok", "status": "finished",
-         "last_time": 3.0, "eval/fvd": 40.0},
-        {"ablation": "no_ema", "seed": 1, "trial_dir": "n1_err", "status": "errored",
-         "last_time": 4.0, "eval/fvd": NAN},
-        # never finished: kept, visible as errored (newest attempt)
-        {"ablation": "dit_s", "seed": 0, "trial_dir": "d0_a", "status": "unfinished",
-         "last_time": 1.0, "eval/fvd": NAN},
-        {"ablation": "dit_s", "seed": 0, "trial_dir": "d0_b", "status": "errored",
-         "last_time": 2.0, "eval/fvd": NAN},
-    ])
+    return pd.DataFrame(
+        [
+            # a restarted trial: an errored attempt, then a finished one
+            {
+                "ablation": "baseline",
+                "seed": 0,
+                "trial_dir": "b0_old",
+                "status": "errored",
+                "last_time": 1.0,
+                "eval/fvd": NAN,
+            },
+            {
+                "ablation": "baseline",
+                "seed": 0,
+                "trial_dir": "b0_new",
+                "status": "finished",
+                "last_time": 2.0,
+                "eval/fvd": 10.0,
+            },
+            # two finished attempts: the newest wins, wherever it sits in the frame
+            {
+                "ablation": "no_ema",
+                "seed": 0,
+                "trial_dir": "n0_new",
+                "status": "finished",
+                "last_time": 9.0,
+                "eval/fvd": 30.0,
+            },
+            {
+                "ablation": "no_ema",
+                "seed": 0,
+                "trial_dir": "n0_old",
+                "status": "finished",
+                "last_time": 5.0,
+                "eval/fvd": 20.0,
+            },
+            # a finished attempt beats a newer errored one
+            {
+                "ablation": "no_ema",
+                "seed": 1,
+                "trial_dir": "n1_ok",
+                "status": "finished",
+                "last_time": 3.0,
+                "eval/fvd": 40.0,
+            },
+            {
+                "ablation": "no_ema",
+                "seed": 1,
+                "trial_dir": "n1_err",
+                "status": "errored",
+                "last_time": 4.0,
+                "eval/fvd": NAN,
+            },
+            # never finished: kept, visible as errored (newest attempt)
+            {
+                "ablation": "dit_s",
+                "seed": 0,
+                "trial_dir": "d0_a",
+                "status": "unfinished",
+                "last_time": 1.0,
+                "eval/fvd": NAN,
+            },
+            {
+                "ablation": "dit_s",
+                "seed": 0,
+                "trial_dir": "d0_b",
+                "status": "errored",
+                "last_time": 2.0,
+                "eval/fvd": NAN,
+            },
+        ]
+    )
 
 
 def test_select_trials_one_row_per_ablation_seed():
     sel = an.select_trials(attempts_frame())
-    assert list(zip(sel["ablation"], sel["seed"])) == [
-        ("baseline", 0), ("no_ema", 0), ("no_ema", 1), ("dit_s", 0)]
+    assert list(zip(sel["ablation"], sel["seed"])) == [("baseline", 0), ("no_ema", 0), ("no_ema", 1), ("dit_s", 0)]
     assert list(sel["trial_dir"]) == ["b0_new", "n0_new", "n1_ok", "d0_b"]
     assert list(sel["status"]) == ["finished", "finished", "finished", "errored"]
     assert list(sel["n_attempts"]) == [2, 2, 2, 2]
@@ -160,9 +226,13 @@ def test_select_then_summarize():
 
 
 def test_to_markdown_exact_table():
-    trials = frame([("baseline", 0, {"eval/fvd": 10.0, "eval/text_alignment": 0.25}),
-                    ("baseline", 1, {"eval/fvd": 14.0, "eval/text_alignment": 0.35}),
-                    ("no|ema", 0, {"eval/fvd": 18.0, "eval/text_alignment": 0.3})])
+    trials = frame(
+        [
+            ("baseline", 0, {"eval/fvd": 10.0, "eval/text_alignment": 0.25}),
+            ("baseline", 1, {"eval/fvd": 14.0, "eval/text_alignment": 0.35}),
+            ("no|ema", 0, {"eval/fvd": 18.0, "eval/text_alignment": 0.3}),
+        ]
+    )
     md = an.to_markdown(an.summarize(trials))
     assert md.splitlines() == [
         "| Ablation | Seeds | FVD ↓ | Δ% | Text align. ↑ | Δ% |",
@@ -178,15 +248,18 @@ def test_to_markdown_counts_without_decimals():
 
 
 def test_report_flags_unequal_sample_count_and_missing_baseline():
-    trials = frame([("a", 0, {"eval/fvd": 10.0, "eval/num_videos": 64}),
-                    ("b", 0, {"eval/fvd": 12.0, "eval/num_videos": 128})])
+    trials = frame(
+        [("a", 0, {"eval/fvd": 10.0, "eval/num_videos": 64}), ("b", 0, {"eval/fvd": 12.0, "eval/num_videos": 128})]
+    )
     trials = trials.assign(status="finished", trial_dir=["d0", "d1"], error=None)
     selected = an.select_trials(trials)
     report = an.render_report("exp", selected, an.summarize(selected))
     assert "a: 64, b: 128 (UNEQUAL" in report
     assert "Baseline 'baseline' has no finished seed" in report
-    assert "a − baseline: n/a [n/a, n/a], p n/a (none), Holm p n/a, n 0, 1 unpaired seed(s) dropped → " \
-           "n < 3: no inference" in report
+    assert (
+        "a − baseline: n/a [n/a, n/a], p n/a (none), Holm p n/a, n 0, 1 unpaired seed(s) dropped → "
+        "n < 3: no inference" in report
+    )
 
 
 def _seeded(ablation, values, metric="eval/fvd"):
@@ -207,12 +280,16 @@ def test_paired_verdict_detects_what_mean_pm_std_calls_noise():
 
 def test_comparison_stats_directions_ratio_metric_and_holm():
     trials = frame(
-        _seeded("baseline", [0.2, 0.3, 0.25], "eval/text_alignment") + _seeded("b", [0.8, 0.92, 0.84],
-                                                                               "eval/text_alignment")
-        + _seeded("baseline", [0.5, 0.5, 0.6], "eval/motion_ratio") + _seeded("b", [1.1, 0.95, 1.0],
-                                                                              "eval/motion_ratio"))
-    trials = trials.groupby(["ablation", "seed"], as_index=False).first().assign(
-        status="finished", primary="eval/text_alignment,eval/motion_ratio")  # b's declared primary metrics
+        _seeded("baseline", [0.2, 0.3, 0.25], "eval/text_alignment")
+        + _seeded("b", [0.8, 0.92, 0.84], "eval/text_alignment")
+        + _seeded("baseline", [0.5, 0.5, 0.6], "eval/motion_ratio")
+        + _seeded("b", [1.1, 0.95, 1.0], "eval/motion_ratio")
+    )
+    trials = (
+        trials.groupby(["ablation", "seed"], as_index=False)
+        .first()
+        .assign(status="finished", primary="eval/text_alignment,eval/motion_ratio")
+    )  # b's declared primary metrics
     c = an.comparison_stats(trials).set_index("metric")
     assert c.loc["eval/text_alignment", "verdict"] == "better"
     assert c.loc["eval/text_alignment", "delta_pct"] == pytest.approx(100 * (0.6 + 0.62 + 0.59) / 3 / 0.25)
@@ -231,12 +308,26 @@ def test_quality_and_cost_tables_are_short_and_nan_metrics_listed():
     rows = []
     for ablation, shift in (("baseline", 0.0), ("b", 0.1), ("c", -0.1)):
         for seed in range(3):
-            rows.append((ablation, seed, {
-                "eval/fvd": math.nan, "eval/fvd_status": "no I3D weights", "eval/fvd_synthsign": 10 + seed - shift,
-                "eval/text_alignment": 0.5 + shift + 0.01 * seed + (0.002 * seed ** 2 if shift else 0),
-                "eval/lpips": 0.3, "eval/motion_ratio": 1.0,
-                "eval/temporal_consistency_ssim": 0.8, "val_loss": 0.1, "train_time_h": 0.1, "mem/gpu_peak_gb": 1.0,
-                "params/total_m": 2.0, "params/trainable_m": 1.0}))
+            rows.append(
+                (
+                    ablation,
+                    seed,
+                    {
+                        "eval/fvd": math.nan,
+                        "eval/fvd_status": "no I3D weights",
+                        "eval/fvd_synthsign": 10 + seed - shift,
+                        "eval/text_alignment": 0.5 + shift + 0.01 * seed + (0.002 * seed**2 if shift else 0),
+                        "eval/lpips": 0.3,
+                        "eval/motion_ratio": 1.0,
+                        "eval/temporal_consistency_ssim": 0.8,
+                        "val_loss": 0.1,
+                        "train_time_h": 0.1,
+                        "mem/gpu_peak_gb": 1.0,
+                        "params/total_m": 2.0,
+                        "params/trainable_m": 1.0,
+                    },
+                )
+            )
     trials = frame(rows).assign(status="finished")
     md = an.comparison_markdown(trials, an.summarize(trials), an.comparison_stats(trials))
     tables = [line for line in md.splitlines() if line.startswith("|")]
@@ -252,12 +343,14 @@ def test_quality_and_cost_tables_are_short_and_nan_metrics_listed():
 
 
 def test_training_curves_dedupes_restarts_and_averages_seeds():
-    history = pd.DataFrame([
-        {"ablation": "baseline", "seed": 0, "step": 10, "loss": 9.0, "timestamp": 1},
-        {"ablation": "baseline", "seed": 0, "step": 10, "loss": 1.0, "timestamp": 5},  # rerun
-        {"ablation": "baseline", "seed": 1, "step": 10, "loss": 3.0, "timestamp": 2},
-        {"ablation": "no_ema", "seed": 0, "step": 10, "loss": 4.0, "timestamp": 2},
-    ])
+    history = pd.DataFrame(
+        [
+            {"ablation": "baseline", "seed": 0, "step": 10, "loss": 9.0, "timestamp": 1},
+            {"ablation": "baseline", "seed": 0, "step": 10, "loss": 1.0, "timestamp": 5},  # rerun
+            {"ablation": "baseline", "seed": 1, "step": 10, "loss": 3.0, "timestamp": 2},
+            {"ablation": "no_ema", "seed": 0, "step": 10, "loss": 4.0, "timestamp": 2},
+        ]
+    )
     c = an.training_curves(history)
     assert list(c.columns) == ["ablation", "step", "loss_mean", "loss_std", "n_seeds"]
     assert list(c["loss_mean"]) == [2.0, 4.0] and list(c["n_seeds"]) == [2, 1]
@@ -268,26 +361,49 @@ def test_training_curves_dedupes_restarts_and_averages_seeds():
 
 
 def train_row(step, ts, loss=1.0):
-    return {"step": step, "epoch": 0, "loss": loss, "lr": 1e-4, "samples_per_s": 10.0,
-            "mem/gpu_peak_gb": 0.0, "training_iteration": step, "trial_id": "x", "timestamp": ts,
-            "time_total_s": 1.0, "done": False}
+    return {
+        "step": step,
+        "epoch": 0,
+        "loss": loss,
+        "lr": 1e-4,
+        "samples_per_s": 10.0,
+        "mem/gpu_peak_gb": 0.0,
+        "training_iteration": step,
+        "trial_id": "x",
+        "timestamp": ts,
+        "time_total_s": 1.0,
+        "done": False,
+    }
 
 
 def final_row(ts, fvd, lpips, train_time_h=0.5):
-    return {"final": 1, "final_loss": 0.5, "val_loss": 0.6, "params/total_m": 1.5,
-            "params/trainable_m": 1.0, "train_time_h": train_time_h, "mem/gpu_peak_gb": 2.0,
-            "mem/cpu_rss_peak_gb": 3.0, "eval/fvd": NAN,
-            "eval/fvd_status": "no I3D weights: pass --i3d PATH",
-            "eval/fvd_synthsign": fvd, "eval/lpips": lpips, "eval/num_videos": 8,
-            "step": 20, "seed": 99, "trial_id": "x", "timestamp": ts, "done": True,
-            "config": {"seed": 0}}
+    return {
+        "final": 1,
+        "final_loss": 0.5,
+        "val_loss": 0.6,
+        "params/total_m": 1.5,
+        "params/trainable_m": 1.0,
+        "train_time_h": train_time_h,
+        "mem/gpu_peak_gb": 2.0,
+        "mem/cpu_rss_peak_gb": 3.0,
+        "eval/fvd": NAN,
+        "eval/fvd_status": "no I3D weights: pass --i3d PATH",
+        "eval/fvd_synthsign": fvd,
+        "eval/lpips": lpips,
+        "eval/num_videos": 8,
+        "step": 20,
+        "seed": 99,
+        "trial_id": "x",
+        "timestamp": ts,
+        "done": True,
+        "config": {"seed": 0},
+    }
 
 
 def make_trial(exp, name, ablation, seed, rows, error=None, tail="", trial_id=None):
     d = exp / name
     d.mkdir()
-    params = {"ablation": ablation, "seed": seed, "scale": "smoke", "overrides": [],
-              "data": "synthsign"}
+    params = {"ablation": ablation, "seed": seed, "scale": "smoke", "overrides": [], "data": "synthsign"}
     (d / "params.json").write_text(json.dumps(params))
     rows = [r | {"trial_id": trial_id} for r in rows] if trial_id else rows
     lines = "".join(json.dumps(r) + "\n" for r in rows)  # json.dumps writes NaN like Tune
@@ -304,28 +420,54 @@ def exp(tmp_path):
     (exp / "tuner.pkl").write_bytes(b"\x80")
     (exp / "experiment_state-2025.json").write_text("{}")
     (exp / "basic-variant-state-2025.json").write_text("{}")
-    make_trial(exp, "baseline_seed0_a", "baseline", 0,
-               [train_row(10, 1, 2.0), final_row(2, fvd=10.0, lpips=0.2)], trial_id="t_00000")
+    make_trial(
+        exp,
+        "baseline_seed0_a",
+        "baseline",
+        0,
+        [train_row(10, 1, 2.0), final_row(2, fvd=10.0, lpips=0.2)],
+        trial_id="t_00000",
+    )
     # restarted: errored attempt with a half-written line, then a finished attempt
-    make_trial(exp, "baseline_seed1_b", "baseline", 1, [train_row(10, 3, 9.0)],
-               error="RuntimeError: CUDA out of memory", tail='{"step": 20, "lo',
-               trial_id="t_00001")
-    make_trial(exp, "baseline_seed1_c", "baseline", 1,
-               [train_row(10, 5, 4.0), final_row(6, fvd=14.0, lpips=0.4)], trial_id="t_00001")
-    make_trial(exp, "no_ema_seed0_d", "no_ema", 0,
-               [train_row(10, 7, 3.0), final_row(8, fvd=18.0, lpips=0.3, train_time_h=1.0)],
-               trial_id="t_00002")
-    make_trial(exp, "no_ema_seed1_e", "no_ema", 1, [train_row(10, 9)],
-               error="ValueError: bad batch", trial_id="t_00003")
-    make_trial(exp, "dit_s_seed0_f", "dit_s", 0, [train_row(10, 9)], tail='{"ste',
-               trial_id="t_00004")
+    make_trial(
+        exp,
+        "baseline_seed1_b",
+        "baseline",
+        1,
+        [train_row(10, 3, 9.0)],
+        error="RuntimeError: CUDA out of memory",
+        tail='{"step": 20, "lo',
+        trial_id="t_00001",
+    )
+    make_trial(
+        exp,
+        "baseline_seed1_c",
+        "baseline",
+        1,
+        [train_row(10, 5, 4.0), final_row(6, fvd=14.0, lpips=0.4)],
+        trial_id="t_00001",
+    )
+    make_trial(
+        exp,
+        "no_ema_seed0_d",
+        "no_ema",
+        0,
+        [train_row(10, 7, 3.0), final_row(8, fvd=18.0, lpips=0.3, train_time_h=1.0)],
+        trial_id="t_00002",
+    )
+    make_trial(
+        exp, "no_ema_seed1_e", "no_ema", 1, [train_row(10, 9)], error="ValueError: bad batch", trial_id="t_00003"
+    )
+    make_trial(exp, "dit_s_seed0_f", "dit_s", 0, [train_row(10, 9)], tail='{"ste', trial_id="t_00004")
     return exp
 
 
 def _ray_state(exp, statuses):
     """An experiment_state-*.json shaped as Tune 2.60 writes it: trial_data pairs of JSON strings."""
-    trials = [[json.dumps({"trial_id": f"t_{i:05d}", "relative_logdir": folder, "status": status}), "{}"]
-              for i, (folder, status) in enumerate(statuses.items())]
+    trials = [
+        [json.dumps({"trial_id": f"t_{i:05d}", "relative_logdir": folder, "status": status}), "{}"]
+        for i, (folder, status) in enumerate(statuses.items())
+    ]
     (exp / "experiment_state-2026.json").write_text(json.dumps({"trial_data": trials, "runner_data": {}}))
 
 
@@ -346,9 +488,13 @@ def test_load_trials_statuses_and_metrics(exp):
     assert len(t) == 6
     by_dir = t.set_index(t["trial_dir"].map(lambda p: Path(p).name))
     assert by_dir["status"].to_dict() == {
-        "baseline_seed0_a": "finished", "baseline_seed1_b": "errored",
-        "baseline_seed1_c": "finished", "no_ema_seed0_d": "finished",
-        "no_ema_seed1_e": "errored", "dit_s_seed0_f": "unfinished"}
+        "baseline_seed0_a": "finished",
+        "baseline_seed1_b": "errored",
+        "baseline_seed1_c": "finished",
+        "no_ema_seed0_d": "finished",
+        "no_ema_seed1_e": "errored",
+        "dit_s_seed0_f": "unfinished",
+    }
     assert by_dir.loc["baseline_seed1_b", "error"] == "RuntimeError: CUDA out of memory"
     assert by_dir.loc["baseline_seed0_a", "eval/fvd_synthsign"] == 10.0
     assert by_dir.loc["baseline_seed0_a", "eval/fvd_status"] == "no I3D weights: pass --i3d PATH"
@@ -367,8 +513,12 @@ def test_load_history_excludes_final_rows(exp):
 def test_select_trials_on_experiment(exp):
     sel = an.select_trials(an.load_trials(exp))
     assert list(zip(sel["ablation"], sel["seed"], sel["status"])) == [
-        ("baseline", 0, "finished"), ("baseline", 1, "finished"),
-        ("no_ema", 0, "finished"), ("no_ema", 1, "errored"), ("dit_s", 0, "unfinished")]
+        ("baseline", 0, "finished"),
+        ("baseline", 1, "finished"),
+        ("no_ema", 0, "finished"),
+        ("no_ema", 1, "errored"),
+        ("dit_s", 0, "unfinished"),
+    ]
     row = sel.iloc[1]
     assert Path(row["trial_dir"]).name == "baseline_seed1_c" and row["n_attempts"] == 2
 
@@ -378,8 +528,17 @@ def test_write_outputs_end_to_end(exp, tmp_path):
     paths = an.write_outputs(exp, out)
     assert set(paths) == {"csv", "stats", "md", "report", "curves", "html", "curves_png", "metrics_png"}
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [an.TABLE_CSV, an.COMPARISON_STATS_CSV, an.TABLE_MD, an.REPORT_TXT, an.CURVES_CSV, "report.html",
-         "training_curves.png", "metrics.png"])  # no temp files left
+        [
+            an.TABLE_CSV,
+            an.COMPARISON_STATS_CSV,
+            an.TABLE_MD,
+            an.REPORT_TXT,
+            an.CURVES_CSV,
+            "report.html",
+            "training_curves.png",
+            "metrics.png",
+        ]
+    )  # no temp files left
     stats = pd.read_csv(paths["stats"])
     assert {"ablation", "metric", "n", "diff", "ci_low", "ci_high", "p", "p_holm", "verdict"} <= set(stats.columns)
     table = pd.read_csv(paths["csv"]).set_index("ablation")
@@ -392,10 +551,18 @@ def test_write_outputs_end_to_end(exp, tmp_path):
     md = paths["md"].read_text()
     assert "| FVD-SynthSign ↓ |" in md and "- eval/fvd: no I3D weights: pass --i3d PATH" in md
     report = paths["report"].read_text()
-    for expected in ["ERRORED: (no_ema, seed 1)", "ValueError: bad batch",
-                     "UNFINISHED: (dit_s, seed 0)", "RESTARTED: (baseline, seed 1)",
-                     "eval/fvd: NaN in 3/3 finished trials", "3x no I3D weights: pass --i3d PATH",
-                     "eval/num_videos", "(equal)", str(exp.resolve()), "One finished seed only"]:
+    for expected in [
+        "ERRORED: (no_ema, seed 1)",
+        "ValueError: bad batch",
+        "UNFINISHED: (dit_s, seed 0)",
+        "RESTARTED: (baseline, seed 1)",
+        "eval/fvd: NaN in 3/3 finished trials",
+        "3x no I3D weights: pass --i3d PATH",
+        "eval/num_videos",
+        "(equal)",
+        str(exp.resolve()),
+        "One finished seed only",
+    ]:
         assert expected in report, expected
     curves = pd.read_csv(paths["curves"])
     assert curves.loc[curves["ablation"] == "baseline", "loss_mean"].tolist() == [3.0]
@@ -439,24 +606,42 @@ def test_temporal_consistency_ranks_by_closeness_to_the_real_clips():
     rows = []
     for seed in range(3):
         real = 0.80 + 0.01 * seed
-        rows += [("baseline", seed, {"eval/temporal_consistency_ssim": 0.99,
-                                     "eval/temporal_consistency_ssim_real": real}),
-                 ("b", seed, {"eval/temporal_consistency_ssim": real - 0.01 * (seed + 1),
-                              "eval/temporal_consistency_ssim_real": real})]
+        rows += [
+            ("baseline", seed, {"eval/temporal_consistency_ssim": 0.99, "eval/temporal_consistency_ssim_real": real}),
+            (
+                "b",
+                seed,
+                {
+                    "eval/temporal_consistency_ssim": real - 0.01 * (seed + 1),
+                    "eval/temporal_consistency_ssim_real": real,
+                },
+            ),
+        ]
     trials = frame(rows).assign(status="finished", primary="eval/temporal_consistency_ssim")
     c = an.comparison_stats(trials).set_index("metric").loc["eval/temporal_consistency_ssim"]
     assert c["verdict"] == "better"  # 0.99 looks "more consistent" but is far from the real 0.8: frozen-ish
 
 
 def test_report_shows_what_real_clips_score():
-    rows = [(a, s, {"eval/text_alignment": 0.5, "eval/text_alignment_real": 1.0, "eval/text_alignment_chance": 0.125,
-                    "eval/fvd_synthsign_real": 2.5, "eval/motion_ratio": 1.2})
-            for a in ("baseline", "b") for s in (0, 1)]
+    rows = [
+        (
+            a,
+            s,
+            {
+                "eval/text_alignment": 0.5,
+                "eval/text_alignment_real": 1.0,
+                "eval/text_alignment_chance": 0.125,
+                "eval/fvd_synthsign_real": 2.5,
+                "eval/motion_ratio": 1.2,
+            },
+        )
+        for a in ("baseline", "b")
+        for s in (0, 1)
+    ]
     trials = frame(rows).assign(status="finished", trial_dir="d", error=None, n_attempts=1, other_dirs="")
     report = an.render_report("exp", trials, an.summarize(trials))
     assert "4. REFERENCE" in report and "(the floor at this N): 2.5" in report and "(the ceiling): 1" in report
     assert "(chance): 0.125" in report and "motion ratio of the real clips: 1" in report
-
 
 
 def test_analyze_refuses_bootstrap_intervals_below_ten_seeds(exp, tmp_path):
@@ -475,8 +660,11 @@ def test_analyze_refuses_bootstrap_intervals_below_ten_seeds(exp, tmp_path):
 def test_a_metric_without_a_direction_gets_no_verdict_and_the_report_says_why():
     from t2s_ray.analysis.catalog import primary_metrics, study_directions
 
-    rows = [(a, s, {"eval/own_score": v + s + (0.1 * s * s if a == "b" else 0), "eval/lpips": 0.3 + 0.01 * s})
-            for a, v in (("baseline", 1.0), ("b", 2.0)) for s in range(3)]
+    rows = [
+        (a, s, {"eval/own_score": v + s + (0.1 * s * s if a == "b" else 0), "eval/lpips": 0.3 + 0.01 * s})
+        for a, v in (("baseline", 1.0), ("b", 2.0))
+        for s in range(3)
+    ]
     trials = frame(rows).assign(status="finished", trial_dir=[f"d{k}" for k in range(len(rows))], error=None)
     trials = an.select_trials(trials)
     summary = an.summarize(trials)
@@ -500,8 +688,10 @@ def test_a_trial_that_finished_after_a_retry_is_named_with_its_crash():
     selected = an.select_trials(trials)
     report = an.render_report("exp", selected, an.summarize(selected))
     assert "finished 6, errored 0" in report
-    assert ("RECOVERED: (b, seed 1) crashed, was retried from its last checkpoint and finished "
-            "(d4/error.txt: RuntimeError: out of memory)") in report
+    assert (
+        "RECOVERED: (b, seed 1) crashed, was retried from its last checkpoint and finished "
+        "(d4/error.txt: RuntimeError: out of memory)"
+    ) in report
     assert report.count("RECOVERED") == 1
 
 
@@ -510,13 +700,19 @@ def _families_trials():
     rng = np.random.default_rng(4)
     rows = []
     for seed in range(3):
-        base = {"eval/text_alignment": 0.5 + 0.02 * seed, "eval/gloss_accuracy": 0.5 + 0.02 * seed,
-                "final_loss": 0.2 + 0.01 * seed, "eval/lpips": 0.3 + 0.01 * seed}
+        base = {
+            "eval/text_alignment": 0.5 + 0.02 * seed,
+            "eval/gloss_accuracy": 0.5 + 0.02 * seed,
+            "final_loss": 0.2 + 0.01 * seed,
+            "eval/lpips": 0.3 + 0.01 * seed,
+        }
         base |= {f"eval/x{k}": rng.normal() for k in range(8)}
-        arm = {**{k: v + rng.normal(0, 0.3) for k, v in base.items()},
-               "eval/text_alignment": base["eval/text_alignment"] + [0.09, 0.10, 0.11][seed],
-               "eval/gloss_accuracy": base["eval/gloss_accuracy"] + [0.09, 0.10, 0.11][seed],
-               "final_loss": base["final_loss"] - [0.09, 0.10, 0.11][seed]}
+        arm = {
+            **{k: v + rng.normal(0, 0.3) for k, v in base.items()},
+            "eval/text_alignment": base["eval/text_alignment"] + [0.09, 0.10, 0.11][seed],
+            "eval/gloss_accuracy": base["eval/gloss_accuracy"] + [0.09, 0.10, 0.11][seed],
+            "final_loss": base["final_loss"] - [0.09, 0.10, 0.11][seed],
+        }
         rows += [("baseline", seed, base), ("b", seed, arm)]
     return frame(rows).assign(status="finished", primary="eval/text_alignment")
 
@@ -538,6 +734,7 @@ def test_a_primary_effect_at_3_seeds_is_found_beside_many_secondary_metrics():
     assert not any(v in ("better", "worse") for m, v in c["verdict"].items() if m.startswith("eval/x"))
     # mde: the effect the paired t finds 80 % of the time at n = 3, this sd, alpha 0.05 (a family of one)
     from scipy.stats import t
+
     assert ta["mde"] == pytest.approx((t.ppf(0.975, 2) + t.ppf(0.8, 2)) * 0.01 / math.sqrt(3))
 
 
@@ -563,8 +760,9 @@ def test_the_distribution_metric_is_i3d_fvd_where_computed_else_fvd_synthsign():
     assert arm_primary("distribution", without) == ("eval/fvd_synthsign",)
     assert arm_primary(None, without) == ()
     # KID where the clips are fewer than 4 x the feature width (the Fréchet distance is mostly bias there)
-    small = without.assign(**{"eval/kid_synthsign": [0.1, 0.2], "eval/num_videos": 64,
-                              "eval/feature_dim_synthsign": 128})
+    small = without.assign(
+        **{"eval/kid_synthsign": [0.1, 0.2], "eval/num_videos": 64, "eval/feature_dim_synthsign": 128}
+    )
     assert arm_primary("distribution", small) == ("eval/kid_synthsign",)
     assert arm_primary("distribution", small.assign(**{"eval/num_videos": 2048})) == ("eval/fvd_synthsign",)
     i3d = with_fvd.assign(**{"eval/kid": [0.01, 0.02], "eval/num_videos": 256})
@@ -578,8 +776,9 @@ def test_no_detectable_difference_says_what_could_be_seen_and_with_how_many_seed
     rows = []
     for seed, noise in enumerate([0.05, -0.04, 0.01]):  # a small effect in large noise
         rows += [("baseline", seed, {"eval/text_alignment": 0.5}), ("b", seed, {"eval/text_alignment": 0.5 + noise})]
-    trials = frame(rows).assign(status="finished", trial_dir=[f"d{k}" for k in range(6)], error=None,
-                                primary="eval/text_alignment")
+    trials = frame(rows).assign(
+        status="finished", trial_dir=[f"d{k}" for k in range(6)], error=None, primary="eval/text_alignment"
+    )
     selected = an.select_trials(trials)
     c = an.comparison_stats(selected).iloc[0]
     sd = float(np.std([0.05, -0.04, 0.01], ddof=1))
@@ -641,8 +840,12 @@ def _held_out(root, diffs, more_metrics=0, seed_base=0.5):
         for ablation, value in arms:
             runner = AblationRunner(ablation, root, experiment_scale="smoke", seed=seed)
             runner.log_training_step(0, 1, 0.5, 1e-4, 1.0)
-            runner.log_evaluation(text_alignment=value, fvd_synthsign=10 + rng.normal(), gloss_accuracy=value,
-                                  **{k: v + rng.normal(0, 0.5) for k, v in noise.items()})
+            runner.log_evaluation(
+                text_alignment=value,
+                fvd_synthsign=10 + rng.normal(),
+                gloss_accuracy=value,
+                **{k: v + rng.normal(0, 0.5) for k, v in noise.items()},
+            )
             runner.save_results()
     return root
 

@@ -14,9 +14,17 @@ runner = CliRunner()
 
 
 def _trials(arm, control, chance=0.2):
-    rows = [{"ablation": name, "seed": s, "status": "finished", "eval/text_alignment": v,
-             "eval/text_alignment_chance": chance}
-            for name, values in (("baseline", arm), ("no_text", control)) for s, v in enumerate(values)]
+    rows = [
+        {
+            "ablation": name,
+            "seed": s,
+            "status": "finished",
+            "eval/text_alignment": v,
+            "eval/text_alignment_chance": chance,
+        }
+        for name, values in (("baseline", arm), ("no_text", control))
+        for s, v in enumerate(values)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -27,16 +35,29 @@ def test_a_clear_effect_passes_and_the_table_shows_its_numbers():
     assert "| 1 | 0.620 | 0.110 | 0.510 |" in text and "PASS" in text and "chance level 0.200" in text
 
 
-@pytest.mark.parametrize("arm,control", [([0.2, 0.1, 0.15], [0.14, 0.11, 0.16]),  # no effect
-                                         ([0.55, 0.62], [0.14, 0.11])])  # two seeds: no inference
+@pytest.mark.parametrize(
+    "arm,control",
+    [
+        ([0.2, 0.1, 0.15], [0.14, 0.11, 0.16]),  # no effect
+        ([0.55, 0.62], [0.14, 0.11]),
+    ],
+)  # two seeds: no inference
 def test_no_effect_or_too_few_seeds_fail(arm, control):
     cal = judge(_trials(arm, control))
     assert not cal.passed and "FAIL" in render(cal)
 
 
 def _with_graded(trials, values):
-    rows = [{"ablation": "few_sampling_steps", "seed": s, "status": "finished", "eval/text_alignment": v,
-             "eval/text_alignment_chance": 0.2} for s, v in enumerate(values)]
+    rows = [
+        {
+            "ablation": "few_sampling_steps",
+            "seed": s,
+            "status": "finished",
+            "eval/text_alignment": v,
+            "eval/text_alignment_chance": 0.2,
+        }
+        for s, v in enumerate(values)
+    ]
     return pd.concat([trials, pd.DataFrame(rows)], ignore_index=True)
 
 
@@ -66,12 +87,39 @@ def test_an_errored_seed_is_dropped_from_the_pairs():
 @pytest.mark.slow
 def test_reduced_calibration_runs_the_whole_chain(fake_gpu_ray, tmp_path):
     """Two seeds, a few steps: checks the wiring (sweep, evaluation, verdict, files), not the effect."""
-    tiny = ["data.frames=4", "data.height=16", "data.width=16", "data.train_clips=16", "data.eval_clips=8",
-            "training.batch_size=2", "training.warmup_steps=2", "training.report_every=2",
-            "training.checkpoint_every=4", "eval.num_videos=4", "eval.sampling_steps=2", "eval.evaluator_clips=64",
-            "eval.evaluator_epochs=1", "device=cpu", f"data.cache_dir={tmp_path / 'cache'}"]
-    args = ["calibrate", "--gpus", "0", "--cpus-per-trial", "0.5", "--seeds", "2", "--steps", "4", "--quiet",
-            "--storage", str(tmp_path / "results"), "--name", "cal"]
+    tiny = [
+        "data.frames=4",
+        "data.height=16",
+        "data.width=16",
+        "data.train_clips=16",
+        "data.eval_clips=8",
+        "training.batch_size=2",
+        "training.warmup_steps=2",
+        "training.report_every=2",
+        "training.checkpoint_every=4",
+        "eval.num_videos=4",
+        "eval.sampling_steps=2",
+        "eval.evaluator_clips=64",
+        "eval.evaluator_epochs=1",
+        "device=cpu",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
+    args = [
+        "calibrate",
+        "--gpus",
+        "0",
+        "--cpus-per-trial",
+        "0.5",
+        "--seeds",
+        "2",
+        "--steps",
+        "4",
+        "--quiet",
+        "--storage",
+        str(tmp_path / "results"),
+        "--name",
+        "cal",
+    ]
     for item in tiny:
         args += ["--set", item]
     r = runner.invoke(app, args)

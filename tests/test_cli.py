@@ -43,9 +43,20 @@ def test_config_bad_set_names_the_key():
     assert "training.lrr" in r.output and "Traceback" not in r.output
 
 
-TINY = ["data.frames=4", "data.height=16", "data.width=16", "data.train_clips=8", "data.eval_clips=4",
-        "training.batch_size=2", "training.steps=4", "training.report_every=2", "training.checkpoint_every=2",
-        "eval.num_videos=2", "eval.sampling_steps=2", "device=cpu"]
+TINY = [
+    "data.frames=4",
+    "data.height=16",
+    "data.width=16",
+    "data.train_clips=8",
+    "data.eval_clips=4",
+    "training.batch_size=2",
+    "training.steps=4",
+    "training.report_every=2",
+    "training.checkpoint_every=2",
+    "eval.num_videos=2",
+    "eval.sampling_steps=2",
+    "device=cpu",
+]
 
 
 def _sets(extra=()):
@@ -59,6 +70,7 @@ def test_train_then_evaluate_through_the_cli(tmp_path, monkeypatch):
     def no_evaluator(eval_cfg):
         def fn(data_cfg, device):
             raise EvaluatorUnavailable("skipped in this test")
+
         return fn
 
     monkeypatch.setattr(evaluation, "default_evaluator_fn", no_evaluator)
@@ -69,8 +81,19 @@ def test_train_then_evaluate_through_the_cli(tmp_path, monkeypatch):
     r = runner.invoke(app, ["train", "baseline", "--out", str(tmp_path / "run"), *sets])
     assert r.exit_code == 0 and "nothing to do: already at step 4" in r.output
     out = tmp_path / "eval.json"
-    r = runner.invoke(app, ["evaluate", str(tmp_path / "run" / "checkpoints" / "checkpoint_000004"),
-                            "--n", "3", "--out", str(out), "--device", "cpu"])
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "run" / "checkpoints" / "checkpoint_000004"),
+            "--n",
+            "3",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+    )
     assert r.exit_code == 0, r.output
     metrics = json.loads(out.read_text())
     assert metrics["step"] == 4 and metrics["eval/num_videos"] == 3
@@ -142,6 +165,7 @@ def test_train_ctrl_c_exits_130(tmp_path, monkeypatch):
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(t2s_ray.t2s.local, "train_local", interrupted)
     r = runner.invoke(app, ["train", "baseline", "--out", str(tmp_path / "run")])
     assert r.exit_code == 130 and "run the same command again" in r.output

@@ -25,10 +25,23 @@ from t2s_ray.t2s.sweep import prepare_cluster_data
 from tests.helpers import descendants, wait_for
 
 BIN = Path(sys.executable).parent
-TINY = ("data.frames=4", "data.height=16", "data.width=16", "data.train_clips=16", "data.eval_clips=4",
-        "training.batch_size=2", "training.steps=4", "training.warmup_steps=1", "training.report_every=2",
-        "training.checkpoint_every=2", "eval.num_videos=2", "eval.sampling_steps=2",
-        "eval.evaluator_clips=32", "eval.evaluator_epochs=1", "device=cpu")
+TINY = (
+    "data.frames=4",
+    "data.height=16",
+    "data.width=16",
+    "data.train_clips=16",
+    "data.eval_clips=4",
+    "training.batch_size=2",
+    "training.steps=4",
+    "training.warmup_steps=1",
+    "training.report_every=2",
+    "training.checkpoint_every=2",
+    "eval.num_videos=2",
+    "eval.sampling_steps=2",
+    "eval.evaluator_clips=32",
+    "eval.evaluator_epochs=1",
+    "device=cpu",
+)
 
 RAY_START_ON_LOOPBACK = """
 import sys, types
@@ -61,6 +74,7 @@ print(json.dumps({n["NodeID"]: n["Resources"] for n in alive}))
 
 # --- the data a trial's node must see (fast) ----------------------------------------------------
 
+
 def test_a_node_without_the_given_cache_dir_fails_naming_node_path_and_fix(tmp_path):
     missing = tmp_path / "shared" / "t2s-cache"
     cfg = DataConfig(cache_dir=str(missing))
@@ -75,8 +89,11 @@ def test_a_node_without_the_given_cache_dir_fails_naming_node_path_and_fix(tmp_p
 
 def test_a_node_without_the_dataset_fails_naming_it(tmp_path):
     cfg = DataConfig(spec=f"how2sign:{tmp_path / 'how2sign'}")
-    with pytest.raises(DataNotVisible, match=rf"^Ray node 9c \(gpu-3\) cannot see {tmp_path / 'how2sign'} \(the "
-                                             rf"dataset of data.spec=how2sign:.*every node mounts"):
+    with pytest.raises(
+        DataNotVisible,
+        match=rf"^Ray node 9c \(gpu-3\) cannot see {tmp_path / 'how2sign'} \(the "
+        rf"dataset of data.spec=how2sign:.*every node mounts",
+    ):
         check_visible(cfg, where="Ray node 9c (gpu-3)")
     check_visible(DataConfig(), where="Ray node 9c (gpu-3)")  # synthsign, default cache: nothing to see
 
@@ -100,8 +117,9 @@ def test_the_driver_creates_a_given_cache_dir_for_the_nodes(tmp_path):
     shared = tmp_path / "shared" / "cache"
     prepare_cluster_data([_Cfg(DataConfig(cache_dir=str(shared)))] * 2, said.append)
     assert shared.is_dir()
-    assert said == [f"data: trials build or reuse the cache in {shared} (data.cache_dir) once; every node must see "
-                    f"that folder"]
+    assert said == [
+        f"data: trials build or reuse the cache in {shared} (data.cache_dir) once; every node must see that folder"
+    ]
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,7 @@ class _Cfg:
 
 
 # --- two nodes on loopback (slow) ---------------------------------------------------------------
+
 
 def _free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
@@ -125,12 +144,38 @@ def _free_ports(n: int) -> list[int]:
 def _node_args(temp_dir: Path, cpus: int, gpus: int, resource: str) -> list[str]:
     """`ray start` options for one node: its own temp dir, resources, and free loopback ports for its servers."""
     agent, grpc, runtime_env, metrics, manager, objects = _free_ports(6)
-    return ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus), "--num-gpus", str(gpus),
-            "--resources", json.dumps({resource: 1}), "--temp-dir", str(temp_dir), "--disable-usage-stats",
-            "--object-store-memory", str(100 * 2**20), "--dashboard-agent-listen-port", str(agent),
-            "--dashboard-agent-grpc-port", str(grpc), "--runtime-env-agent-port", str(runtime_env),
-            "--metrics-export-port", str(metrics), "--node-manager-port", str(manager),
-            "--object-manager-port", str(objects), "--min-worker-port", "0", "--max-worker-port", "0"]
+    return [
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--num-cpus",
+        str(cpus),
+        "--num-gpus",
+        str(gpus),
+        "--resources",
+        json.dumps({resource: 1}),
+        "--temp-dir",
+        str(temp_dir),
+        "--disable-usage-stats",
+        "--object-store-memory",
+        str(100 * 2**20),
+        "--dashboard-agent-listen-port",
+        str(agent),
+        "--dashboard-agent-grpc-port",
+        str(grpc),
+        "--runtime-env-agent-port",
+        str(runtime_env),
+        "--metrics-export-port",
+        str(metrics),
+        "--node-manager-port",
+        str(manager),
+        "--object-manager-port",
+        str(objects),
+        "--min-worker-port",
+        "0",
+        "--max-worker-port",
+        "0",
+    ]
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -173,8 +218,13 @@ def two_nodes(tmp_path_factory):
     token = secrets.token_hex(16)
     (root / "auth_token").write_text(token)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "T2S_RAY_CACHE")}
-    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,
-               RAY_AUTH_TOKEN_PATH=str(root / "auth_token"), RAY_USAGE_STATS_ENABLED="0")
+    env.update(
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        RAY_AUTH_TOKEN_PATH=str(root / "auth_token"),
+        RAY_USAGE_STATS_ENABLED="0",
+    )
     caches = {"head": root / "cache-head", "worker": root / "cache-worker"}
     # Ray's sockets live under --temp-dir and a Unix socket path has at most 107 bytes: pytest's are too long
     ray_tmp = Path(tempfile.mkdtemp(prefix="t2s-", dir="/tmp"))
@@ -186,18 +236,39 @@ def two_nodes(tmp_path_factory):
             nonlocal address
             port, client_port = _free_ports(2)
             address = f"127.0.0.1:{port}"
-            return [str(BIN / "ray"), "start", "--head", "--port", str(port), "--ray-client-server-port",
-                    str(client_port), "--include-dashboard", "false",
-                    *_node_args(ray_tmp / "head", 2, 2, "head_node")]
+            return [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                "--port",
+                str(port),
+                "--ray-client-server-port",
+                str(client_port),
+                "--include-dashboard",
+                "false",
+                *_node_args(ray_tmp / "head", 2, 2, "head_node"),
+            ]
 
         def worker() -> list[str]:
-            return [sys.executable, "-c", RAY_START_ON_LOOPBACK, "start", "--address", address,
-                    *_node_args(ray_tmp / "worker", 1, 1, "worker_node")]
+            return [
+                sys.executable,
+                "-c",
+                RAY_START_ON_LOOPBACK,
+                "start",
+                "--address",
+                address,
+                *_node_args(ray_tmp / "worker", 1, 1, "worker_node"),
+            ]
 
         for name, argv in (("head", head), ("worker", worker)):
             _start_node(argv, {**env, "T2S_RAY_CACHE": str(caches[name])}, root / f"{name}.log", procs)
-        out = subprocess.run([sys.executable, "-c", WAIT_FOR_NODES, address, "180", "2"], env=env,
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", WAIT_FOR_NODES, address, "180", "2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         nodes = json.loads(out.stdout.strip().splitlines()[-1])
         assert len(nodes) == 2, f"{len(nodes)} alive node(s): {nodes}"
@@ -244,10 +315,30 @@ def _started(proc: subprocess.Popen, log: Path) -> bool:
 def test_a_sweep_joining_two_nodes_runs_its_trials_on_both(two_nodes, tmp_path):
     assert sorted(r.get("GPU") for r in two_nodes.nodes.values()) == [1.0, 2.0]
     storage = tmp_path / "shared"
-    cmd = [str(BIN / "t2s-ray"), "sweep", "--address", two_nodes.address, "--storage", str(storage),
-           "--name", "two-nodes", "--ablations", "baseline", "--seeds", "3", "--scale", "smoke",
-           "--gpus-per-trial", "1", "--cpus-per-trial", "0.5", "--max-failures", "0", "--quiet",
-           *[a for s in TINY for a in ("--set", s)]]
+    cmd = [
+        str(BIN / "t2s-ray"),
+        "sweep",
+        "--address",
+        two_nodes.address,
+        "--storage",
+        str(storage),
+        "--name",
+        "two-nodes",
+        "--ablations",
+        "baseline",
+        "--seeds",
+        "3",
+        "--scale",
+        "smoke",
+        "--gpus-per-trial",
+        "1",
+        "--cpus-per-trial",
+        "0.5",
+        "--max-failures",
+        "0",
+        "--quiet",
+        *[a for s in TINY for a in ("--set", s)],
+    ]
     t0 = time.monotonic()
     run = subprocess.run(cmd, env=two_nodes.env, capture_output=True, text=True, timeout=900)
     wall = time.monotonic() - t0
@@ -276,10 +367,30 @@ def test_a_sweep_joining_two_nodes_runs_its_trials_on_both(two_nodes, tmp_path):
 @pytest.mark.slow
 def test_a_trial_whose_node_cannot_see_the_dataset_names_node_path_and_fix(two_nodes, tmp_path):
     missing = tmp_path / "on-no-node" / "clips.csv"
-    cmd = [str(BIN / "t2s-ray"), "sweep", "--address", two_nodes.address, "--storage", str(tmp_path / "shared"),
-           "--name", "unseen", "--ablations", "baseline", "--seeds", "1", "--gpus-per-trial", "1",
-           "--cpus-per-trial", "0.5", "--max-failures", "0", "--quiet", "--data", f"manifest:{missing}",
-           *[a for s in TINY for a in ("--set", s)]]
+    cmd = [
+        str(BIN / "t2s-ray"),
+        "sweep",
+        "--address",
+        two_nodes.address,
+        "--storage",
+        str(tmp_path / "shared"),
+        "--name",
+        "unseen",
+        "--ablations",
+        "baseline",
+        "--seeds",
+        "1",
+        "--gpus-per-trial",
+        "1",
+        "--cpus-per-trial",
+        "0.5",
+        "--max-failures",
+        "0",
+        "--quiet",
+        "--data",
+        f"manifest:{missing}",
+        *[a for s in TINY for a in ("--set", s)],
+    ]
     run = subprocess.run(cmd, env=two_nodes.env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 1, run.stdout[-4000:] + run.stderr[-4000:]
     assert f"data: {missing} is not on this machine; each trial looks for it on its node" in run.stdout, run.stdout

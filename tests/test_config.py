@@ -26,8 +26,8 @@ def test_ablations_differ_from_baseline_only_in_their_overrides():
 
 def test_precedence_defaults_scale_ablation_overrides():
     cfg = resolve("no_ema", "small", overrides=["training.steps=7", "ema.enabled=true"])
-    assert cfg.training.steps == 7          # override beats scale
-    assert cfg.ema.enabled is True          # override beats ablation
+    assert cfg.training.steps == 7  # override beats scale
+    assert cfg.ema.enabled is True  # override beats ablation
     assert cfg.model.size == SCALES["small"]["model"]["size"]
     assert cfg.text_encoder.max_length == Config().text_encoder.max_length  # default survives
 
@@ -97,8 +97,9 @@ def test_unknown_ablation_and_scale_list_known_ones():
 
 def test_user_ablation_file(tmp_path):
     f = tmp_path / "mine.json"
-    f.write_text(json.dumps({"eps_pred": {"description": "eps instead of v",
-                                          "overrides": {"diffusion": {"prediction": "eps"}}}}))
+    f.write_text(
+        json.dumps({"eps_pred": {"description": "eps instead of v", "overrides": {"diffusion": {"prediction": "eps"}}}})
+    )
     extra = load_ablation_file(f)
     cfg = resolve("eps_pred", "smoke", extra_ablations=extra)
     assert cfg.diffusion.prediction == "eps"

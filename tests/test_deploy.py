@@ -33,8 +33,10 @@ SHELL_END = re.compile(r"\s(?:[;|&]|&&|\|\|)")
 def cli_options() -> dict[str, set[str]]:
     """Every subcommand of the real CLI -> the option names it accepts (both forms of a flag, and --help)."""
     group = typer.main.get_command(app)
-    return {name: {opt for p in cmd.params for opt in [*p.opts, *p.secondary_opts] if opt.startswith("--")}
-            | {"--help"} for name, cmd in group.commands.items()}
+    return {
+        name: {opt for p in cmd.params for opt in [*p.opts, *p.secondary_opts] if opt.startswith("--")} | {"--help"}
+        for name, cmd in group.commands.items()
+    }
 
 
 def yaml_strings(node) -> list[str]:
@@ -78,9 +80,12 @@ def sources() -> dict[str, str]:
 
 
 def unknown_options(text: str, options: dict[str, set[str]]) -> list[str]:
-    return [f"t2s-ray {cmd} {opt}" if cmd in options else f"t2s-ray {cmd} (no such command)"
-            for cmd, opts in commands_in(text) for opt in (opts if cmd in options else [""])
-            if cmd not in options or opt not in options[cmd]]
+    return [
+        f"t2s-ray {cmd} {opt}" if cmd in options else f"t2s-ray {cmd} (no such command)"
+        for cmd, opts in commands_in(text)
+        for opt in (opts if cmd in options else [""])
+        if cmd not in options or opt not in options[cmd]
+    ]
 
 
 def test_the_option_check_catches_a_wrong_option_across_a_line_continuation():
@@ -128,8 +133,12 @@ def test_the_rayjob_joins_its_own_gpu_cluster_and_every_pod_reaches_the_storage(
     assert cluster["authOptions"]["mode"] == "token"
     head, workers = cluster["headGroupSpec"], cluster["workerGroupSpecs"]
     assert _containers(head)
-    gpus = [int(c["resources"]["limits"]["nvidia.com/gpu"]) for g in workers for c in _containers(g)
-            if "nvidia.com/gpu" in c.get("resources", {}).get("limits", {})]
+    gpus = [
+        int(c["resources"]["limits"]["nvidia.com/gpu"])
+        for g in workers
+        for c in _containers(g)
+        if "nvidia.com/gpu" in c.get("resources", {}).get("limits", {})
+    ]
     assert gpus and min(gpus) >= 1
     containers = [c for g in [head, *workers] for c in _containers(g)]
     assert len({c["image"] for c in containers}) == 1  # one Ray everywhere: one image

@@ -11,17 +11,22 @@ SHAPE = (2, 3, 2, 4, 4)
 
 
 def text(batch: int, value: float = 0.0, length: int = 3) -> TextOutput:
-    return TextOutput(torch.full((batch, length, 8), value), torch.ones(batch, length, dtype=torch.bool),
-                      torch.full((batch, 8), value))
+    return TextOutput(
+        torch.full((batch, length, 8), value),
+        torch.ones(batch, length, dtype=torch.bool),
+        torch.full((batch, 8), value),
+    )
 
 
 def oracle(diffusion: GaussianDiffusion, x0: torch.Tensor):
     """A model that knows x0 and returns the exact target for any x_t (guidance doubles the batch)."""
+
     def model_fn(x, t, _text):
         x0_ = x0.repeat(len(x) // len(x0), 1, 1, 1, 1)
         a = diffusion.sqrt_ac.float()[t].view(-1, 1, 1, 1, 1)
         b = diffusion.sqrt_1m_ac.float()[t].view(-1, 1, 1, 1, 1)
         return diffusion.target(x0_, t, (x - a * x0_) / b)
+
     return model_fn
 
 
@@ -75,8 +80,9 @@ def test_same_generator_state_same_loss():
 
 def test_zero_model_loss_is_target_variance():
     d = GaussianDiffusion(prediction="eps")
-    loss = d.training_loss(lambda x, t: torch.zeros_like(x), torch.zeros(64, 3, 2, 8, 8),
-                           torch.Generator().manual_seed(0))
+    loss = d.training_loss(
+        lambda x, t: torch.zeros_like(x), torch.zeros(64, 3, 2, 8, 8), torch.Generator().manual_seed(0)
+    )
     assert loss.item() == pytest.approx(1.0, abs=0.02)
 
 
@@ -104,8 +110,16 @@ def test_ddim_timesteps_evenly_spaced():
 def test_ddim_with_exact_model_recovers_x0(prediction):
     d = GaussianDiffusion(prediction=prediction)
     x0 = torch.rand(SHAPE, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    out = d.ddim_sample(oracle(d, x0), SHAPE, text(2, 1.0), text(1), steps=5, guidance_scale=3.0,
-                        generator=torch.Generator().manual_seed(1), device="cpu")
+    out = d.ddim_sample(
+        oracle(d, x0),
+        SHAPE,
+        text(2, 1.0),
+        text(1),
+        steps=5,
+        guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(1),
+        device="cpu",
+    )
     torch.testing.assert_close(out, x0, atol=1e-4, rtol=0)
 
 
@@ -118,8 +132,16 @@ def test_guidance_scale_one_is_conditional_only():
         return x * 0.1 + txt.pooled[:, :1].view(-1, 1, 1, 1, 1)
 
     def sample(uncond, scale):
-        return d.ddim_sample(model_fn, SHAPE, text(2, 1.0), uncond, steps=4, guidance_scale=scale,
-                             generator=torch.Generator().manual_seed(7), device="cpu")
+        return d.ddim_sample(
+            model_fn,
+            SHAPE,
+            text(2, 1.0),
+            uncond,
+            steps=4,
+            guidance_scale=scale,
+            generator=torch.Generator().manual_seed(7),
+            device="cpu",
+        )
 
     cond_only = sample(None, 3.0)
     assert torch.equal(sample(text(2, -1.0), 1.0), cond_only) and set(calls) == {2}

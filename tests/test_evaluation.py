@@ -13,9 +13,18 @@ from t2s_ray.t2s.evaluation import eval_set, evaluate, sample
 from t2s_ray.t2s.evaluator import EvaluatorUnavailable
 from t2s_ray.t2s.training import build_state
 
-TINY = ["data.frames=4", "data.height=16", "data.width=16", "data.train_clips=8", "data.eval_clips=6",
-        "training.batch_size=2", "eval.num_videos=4", "eval.batch_size=2", "eval.sampling_steps=2",
-        "device=cpu"]
+TINY = [
+    "data.frames=4",
+    "data.height=16",
+    "data.width=16",
+    "data.train_clips=8",
+    "data.eval_clips=6",
+    "training.batch_size=2",
+    "eval.num_videos=4",
+    "eval.batch_size=2",
+    "eval.sampling_steps=2",
+    "device=cpu",
+]
 
 
 @pytest.fixture()
@@ -55,19 +64,32 @@ def test_sampling_is_deterministic_and_uses_ema_weights(cfg, text_encoder):
 def test_every_metric_is_a_value_or_nan_with_status(cfg, text_encoder, monkeypatch):
     import t2s_ray.t2s.evaluation as ev
 
-    monkeypatch.setattr(ev, "clip_features", lambda m, v: m.features(torch.from_numpy(
-        np.ascontiguousarray(v)).permute(0, 4, 1, 2, 3).float()).double().numpy())
+    monkeypatch.setattr(
+        ev,
+        "clip_features",
+        lambda m, v: (
+            m.features(torch.from_numpy(np.ascontiguousarray(v)).permute(0, 4, 1, 2, 3).float()).double().numpy()
+        ),
+    )
     monkeypatch.setattr(ev, "recognise", lambda m, v: [(0,)] * len(v))
     state = build_state(cfg, text_encoder=text_encoder)
     torch.manual_seed(0)
-    result = evaluate(state, build_dataset(cfg.data, "val"), evaluator_fn=fake_evaluator_fn,
-                      lpips=load_lpips(random_backbone=True))
+    result = evaluate(
+        state, build_dataset(cfg.data, "val"), evaluator_fn=fake_evaluator_fn, lpips=load_lpips(random_backbone=True)
+    )
     m = result.metrics
     assert m["eval/num_videos"] == 4
     assert result.videos.shape == (4, 4, 16, 16, 3) and result.videos.dtype == np.uint8
     assert math.isnan(m["eval/fvd"]) and "i3d_torchscript.pt" in m["eval/fvd_status"]
-    for key in ("eval/fvd_synthsign", "eval/lpips", "eval/temporal_consistency", "eval/motion_ratio",
-                "eval/text_alignment", "eval/gloss_accuracy", "eval/inference_ms_per_video"):
+    for key in (
+        "eval/fvd_synthsign",
+        "eval/lpips",
+        "eval/temporal_consistency",
+        "eval/motion_ratio",
+        "eval/text_alignment",
+        "eval/gloss_accuracy",
+        "eval/inference_ms_per_video",
+    ):
         assert math.isfinite(m[key]), (key, m.get(key + "_status"))
     assert m["eval/inference_ms_per_video"] > 0
     assert math.isnan(m["eval/inference_peak_mem_gb"]) and "CPU" in m["eval/inference_peak_mem_gb_status"]
@@ -88,8 +110,12 @@ def test_unavailable_lpips_and_evaluator_become_nan_with_reasons(cfg, text_encod
         raise EvaluatorUnavailable("gloss evaluator needs SynthSign")
 
     state = build_state(cfg, text_encoder=text_encoder)
-    m = evaluate(state, build_dataset(cfg.data, "val"), evaluator_fn=no_evaluator,
-                 lpips=(None, "LPIPS backbone weights not cached: put alexnet-owt-7be5be79.pth in X")).metrics
+    m = evaluate(
+        state,
+        build_dataset(cfg.data, "val"),
+        evaluator_fn=no_evaluator,
+        lpips=(None, "LPIPS backbone weights not cached: put alexnet-owt-7be5be79.pth in X"),
+    ).metrics
     for name in ("fvd_synthsign", "kid_synthsign", "text_alignment", "lpips", "temporal_consistency"):
         assert math.isnan(m[f"eval/{name}"]) and m[f"eval/{name}_status"], name
     assert "SynthSign" in m["eval/text_alignment_status"]

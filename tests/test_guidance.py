@@ -42,14 +42,17 @@ def test_a_list_is_evaluation_only():
     assert trajectory_fields(guided("[3,1,5]")) == trajectory_fields(guided("3"))
 
 
-@pytest.mark.parametrize("value, says", [
-    ("[]", "empty list"),
-    ("[3,1,3.0]", "lists 3 more than once"),
-    ("[3,-1]", "finite number >= 0, got 3, -1"),
-    ("[1,nan]", "finite number >= 0"),
-    ("[3 1 5]", "a number or a list of numbers"),
-    ("three", "a number or a list of numbers"),
-])
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("[]", "empty list"),
+        ("[3,1,3.0]", "lists 3 more than once"),
+        ("[3,-1]", "finite number >= 0, got 3, -1"),
+        ("[1,nan]", "finite number >= 0"),
+        ("[3 1 5]", "a number or a list of numbers"),
+        ("three", "a number or a list of numbers"),
+    ],
+)
 def test_bad_lists_raise_naming_the_key(value, says):
     with pytest.raises(ConfigError, match=r"eval\.guidance_scale") as err:
         guided(value)
@@ -77,9 +80,18 @@ def test_other_keys_are_not_curve_keys():
 
 # --------------------------------------------------------------------------- evaluation
 
-TINY = ["data.frames=4", "data.height=16", "data.width=16", "data.train_clips=8", "data.eval_clips=6",
-        "training.batch_size=2", "eval.num_videos=4", "eval.batch_size=2", "eval.sampling_steps=2",
-        "device=cpu"]
+TINY = [
+    "data.frames=4",
+    "data.height=16",
+    "data.width=16",
+    "data.train_clips=8",
+    "data.eval_clips=6",
+    "training.batch_size=2",
+    "eval.num_videos=4",
+    "eval.batch_size=2",
+    "eval.sampling_steps=2",
+    "device=cpu",
+]
 NO_LPIPS = (None, "LPIPS not needed here")
 TIMED = ("eval/inference_ms_per_video",)  # wall-clock: differs between any two runs
 
@@ -128,8 +140,9 @@ def evaluate_at(state, val, value: str, evaluator_fn=None):
     cfg = state.cfg
     state.cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, guidance_scale=value))
     try:
-        return evaluate(state, val, evaluator_fn=evaluator_fn or (lambda d, dev: (MeanColour(), {})),
-                        lpips=NO_LPIPS).metrics
+        return evaluate(
+            state, val, evaluator_fn=evaluator_fn or (lambda d, dev: (MeanColour(), {})), lpips=NO_LPIPS
+        ).metrics
     finally:
         state.cfg = cfg
 
@@ -143,14 +156,16 @@ def test_a_list_reports_one_key_pair_per_scale_and_the_headline_at_the_first(jud
     listed = evaluate_at(state, val, (3.0, 1.0, 5.0))
     single = evaluate_at(state, val, 3.0)
     curve = {k: v for k, v in listed.items() if k.startswith("eval/guidance/")}
-    assert sorted(curve) == sorted([HEADLINE_SCALE_KEY] + [guidance_key(s, m) for s in (3, 1, 5)
-                                                            for m in ("fvd_synthsign", "text_alignment")])
+    assert sorted(curve) == sorted(
+        [HEADLINE_SCALE_KEY] + [guidance_key(s, m) for s in (3, 1, 5) for m in ("fvd_synthsign", "text_alignment")]
+    )
     assert listed[HEADLINE_SCALE_KEY] == 3.0
     # the headline: every other key and value as a single-scale run at the first value (same seed)
     headline = {k: v for k, v in listed.items() if k not in curve}
     assert headline.keys() == single.keys() and not any(k.startswith("eval/guidance") for k in single)
-    assert all(same(headline[k], single[k]) for k in headline if k not in TIMED), \
-        {k: (headline[k], single[k]) for k in headline if not same(headline[k], single[k])}
+    assert all(same(headline[k], single[k]) for k in headline if k not in TIMED), {
+        k: (headline[k], single[k]) for k in headline if not same(headline[k], single[k])
+    }
     # the headline scale's entry is the headline numbers; the others sampled at their own scale
     assert listed["eval/guidance/3/fvd_synthsign"] == listed["eval/fvd_synthsign"]
     assert listed["eval/guidance/3/text_alignment"] == listed["eval/text_alignment"]
@@ -195,20 +210,29 @@ def test_without_a_gloss_evaluator_the_curve_is_nan_with_the_reason_and_nothing_
 SCALES = (3.0, 1.0, 5.0)
 # per ablation and seed: (fvd_synthsign, text_alignment) at each of SCALES
 CURVES = {
-    "baseline": [[(20.0, 0.50), (40.0, 0.20), (25.0, 0.60)], [(22.0, 0.40), (44.0, 0.10), (27.0, 0.70)],
-                 [(24.0, 0.60), (42.0, 0.30), (29.0, 0.50)]],
-    "no_ema": [[(30.0, 0.30), (50.0, 0.10), (33.0, 0.40)], [(32.0, 0.20), (52.0, 0.00), (35.0, 0.30)],
-               [(34.0, 0.40), (54.0, 0.20), (37.0, 0.50)]],
+    "baseline": [
+        [(20.0, 0.50), (40.0, 0.20), (25.0, 0.60)],
+        [(22.0, 0.40), (44.0, 0.10), (27.0, 0.70)],
+        [(24.0, 0.60), (42.0, 0.30), (29.0, 0.50)],
+    ],
+    "no_ema": [
+        [(30.0, 0.30), (50.0, 0.10), (33.0, 0.40)],
+        [(32.0, 0.20), (52.0, 0.00), (35.0, 0.30)],
+        [(34.0, 0.40), (54.0, 0.20), (37.0, 0.50)],
+    ],
 }
 
 
 def write_trial(exp, ablation: str, seed: int, final: dict) -> None:
     d = exp / f"{ablation}_seed{seed}"
     d.mkdir()
-    (d / "params.json").write_text(json.dumps({"ablation": ablation, "seed": seed, "scale": "smoke",
-                                               "overrides": [], "data": "synthsign"}))
-    rows = [{"step": 10, "loss": 1.0, "lr": 1e-4, "timestamp": 1.7e9 + seed, "trial_id": f"{ablation}{seed}"},
-            {"final": 1, "step": 20, "timestamp": 1.7e9 + 10 + seed, "trial_id": f"{ablation}{seed}", **final}]
+    (d / "params.json").write_text(
+        json.dumps({"ablation": ablation, "seed": seed, "scale": "smoke", "overrides": [], "data": "synthsign"})
+    )
+    rows = [
+        {"step": 10, "loss": 1.0, "lr": 1e-4, "timestamp": 1.7e9 + seed, "trial_id": f"{ablation}{seed}"},
+        {"final": 1, "step": 20, "timestamp": 1.7e9 + 10 + seed, "trial_id": f"{ablation}{seed}", **final},
+    ]
     (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -219,8 +243,15 @@ def swept(tmp_path):
     exp.mkdir()
     for ablation, seeds in CURVES.items():
         for seed, points in enumerate(seeds):
-            final = {"eval/fvd_synthsign": points[0][0], "eval/text_alignment": points[0][1], "eval/num_videos": 8,
-                     "eval/lpips": 0.3 + 0.01 * seed, "val_loss": 0.5, "train_time_h": 0.1, HEADLINE_SCALE_KEY: 3.0}
+            final = {
+                "eval/fvd_synthsign": points[0][0],
+                "eval/text_alignment": points[0][1],
+                "eval/num_videos": 8,
+                "eval/lpips": 0.3 + 0.01 * seed,
+                "val_loss": 0.5,
+                "train_time_h": 0.1,
+                HEADLINE_SCALE_KEY: 3.0,
+            }
             for scale, (fvd, align) in zip(SCALES, points):
                 final |= {guidance_key(scale, "fvd_synthsign"): fvd, guidance_key(scale, "text_alignment"): align}
             write_trial(exp, ablation, seed, final)
@@ -246,14 +277,14 @@ def test_report_has_the_curve_figure_and_table_and_the_headline_tables_stay_at_t
 
     paths = an.write_outputs(swept)
     html = html_text.unescape(paths["html"].read_text())
-    section = html[html.index('<h2 id="guidance">'):html.index('<h2 id="samples">')]
+    section = html[html.index('<h2 id="guidance">') : html.index('<h2 id="samples">')]
     assert 'alt="guidance curve"' in section and 'src="data:image/png;base64,' in section
     assert '<table class="guidance">' in section
     for scale in ("1", "3", "5"):
         assert f"FVD-SynthSign ↓ @ {scale}</th>" in section and f"Text align. ↑ @ {scale}</th>" in section
     assert ">42.00 ± 2.00<" in section  # baseline's FVD-SynthSign at guidance 1: mean ± std over 3 seeds
     note = "Evaluated at guidance 3 (eval.guidance_scale's first value)"
-    quality = html[html.index('<table class="quality">'):html.index('<h2 id="guidance">')]
+    quality = html[html.index('<table class="quality">') : html.index('<h2 id="guidance">')]
     assert note in quality and "@ " not in quality and "eval/guidance" not in quality
     assert note in paths["md"].read_text() and note in paths["report"].read_text()
     # no per-scale metric among the headline tables' columns or the statistics' rows
@@ -292,10 +323,20 @@ def test_a_curve_that_could_not_be_computed_says_why(tmp_path):
     reason = "the gloss evaluator exists for SynthSign only"
     nan = float("nan")
     for seed in range(2):
-        write_trial(exp, "baseline", seed, {
-            "eval/fvd_synthsign": nan, "eval/fvd_synthsign_status": reason, "eval/text_alignment": nan,
-            "eval/text_alignment_status": reason, "val_loss": 0.5, HEADLINE_SCALE_KEY: 1.5,
-            **{guidance_key(s, m): nan for s in (1.5, 4.0) for m in ("fvd_synthsign", "text_alignment")}})
+        write_trial(
+            exp,
+            "baseline",
+            seed,
+            {
+                "eval/fvd_synthsign": nan,
+                "eval/fvd_synthsign_status": reason,
+                "eval/text_alignment": nan,
+                "eval/text_alignment_status": reason,
+                "val_loss": 0.5,
+                HEADLINE_SCALE_KEY: 1.5,
+                **{guidance_key(s, m): nan for s in (1.5, 4.0) for m in ("fvd_synthsign", "text_alignment")},
+            },
+        )
     paths = an.write_outputs(exp)
     html = html_text.unescape(paths["html"].read_text())
     assert f"No curve for baseline: {reason}" in html and 'alt="guidance curve"' not in html

@@ -15,8 +15,19 @@ NAN = math.nan
 
 def memory(process: float) -> pd.DataFrame:
     """Two trials (two ablations) sharing one GPU: 5 GiB each in-process, 12 GiB used on the device."""
-    rows = [{"ablation": a, "seed": 0, "time_s": t, "gpu_allocated_gb": 2.0, "nvml_process_used_gb": process,
-             "nvml_device_used_gb": 12.0, "cpu_rss_gb": 1.0} for a in ("baseline", "no_ema") for t in (0, 5, 10)]
+    rows = [
+        {
+            "ablation": a,
+            "seed": 0,
+            "time_s": t,
+            "gpu_allocated_gb": 2.0,
+            "nvml_process_used_gb": process,
+            "nvml_device_used_gb": 12.0,
+            "cpu_rss_gb": 1.0,
+        }
+        for a in ("baseline", "no_ema")
+        for t in (0, 5, 10)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -59,8 +70,12 @@ def test_old_csvs_plot_their_device_column_under_the_current_name(tmp_path, clos
     new.mkdir()
     (old / "gpu_memory.csv").write_text(f"{LEGACY_HEADER}\n0,1e9,0,1,2,9.5,80,50,1\n5,1e9,5,1,2,9.75,80,50,1\n")
     (new / "gpu_memory.csv").write_text(f"{HEADER}\n0,1e9,0,1,2,4,11,80,50,1\n5,1e9,5,1,2,4.5,11.5,80,50,1\n")
-    selected = pd.DataFrame([{"trial_dir": str(old), "ablation": "baseline", "seed": 0},
-                             {"trial_dir": str(new), "ablation": "no_ema", "seed": 0}])
+    selected = pd.DataFrame(
+        [
+            {"trial_dir": str(old), "ablation": "baseline", "seed": 0},
+            {"trial_dir": str(new), "ablation": "no_ema", "seed": 0},
+        ]
+    )
     frame = _memory_frame(selected)
     assert "gpu_used_gb" not in frame and "gpu_util" not in frame
     assert frame["nvml_device_used_gb"].tolist() == [9.5, 9.75, 11.0, 11.5]

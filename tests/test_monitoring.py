@@ -17,10 +17,22 @@ from tests.helpers import descendants, wait_for
 
 pytestmark = pytest.mark.slow
 
-OVERRIDES = ("data.frames=4", "data.height=32", "data.width=32", "data.train_clips=32", "data.eval_clips=4",
-             "training.batch_size=4", "training.steps=400", "training.report_every=20",
-             "training.checkpoint_every=200", "eval.num_videos=2", "eval.sampling_steps=2",
-             "eval.evaluator_clips=64", "eval.evaluator_epochs=1", "device=cpu")
+OVERRIDES = (
+    "data.frames=4",
+    "data.height=32",
+    "data.width=32",
+    "data.train_clips=32",
+    "data.eval_clips=4",
+    "training.batch_size=4",
+    "training.steps=400",
+    "training.report_every=20",
+    "training.checkpoint_every=200",
+    "eval.num_videos=2",
+    "eval.sampling_steps=2",
+    "eval.evaluator_clips=64",
+    "eval.evaluator_epochs=1",
+    "device=cpu",
+)
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, str]:
@@ -36,21 +48,38 @@ def _get(url: str, token: str | None = None) -> tuple[int, str]:
 
 def test_dashboard_during_a_sweep_is_local_and_needs_the_token(tmp_path):
     sets = [a for o in OVERRIDES + (f"data.cache_dir={tmp_path / 'cache'}",) for a in ("--set", o)]
-    cmd = [sys.executable, "-m", "t2s_ray.cli", "sweep", "--gpus", "0", "--ablations", "baseline",
-           "--cpus-per-trial", "0.5", "--storage", str(tmp_path), "--name", "dash", "--quiet", *sets]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "t2s_ray.cli",
+        "sweep",
+        "--gpus",
+        "0",
+        "--ablations",
+        "baseline",
+        "--cpus-per-trial",
+        "0.5",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "dash",
+        "--quiet",
+        *sets,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     try:
+
         def dashboard_url():
             return next((m.group(1) for line in lines if (m := re.search(r"Ray dashboard: (http://\S+)", line))), None)
 
         url = wait_for(dashboard_url, 120, "the URL", interval_s=0.2)
         assert url.startswith("http://127.0.0.1:")
-        token_line = next(line for line in lines[lines.index(next(x for x in lines if url in x)):]
-                          if "token auth" in line)
+        token_line = next(
+            line for line in lines[lines.index(next(x for x in lines if url in x)) :] if "token auth" in line
+        )
         token_file = Path(re.search(r"the token is in (\S+);", token_line).group(1))
         token = token_file.read_text().strip()
         wait_for(lambda: _get(url + "/api/gcs_healthz")[0] == 200, 60, "the dashboard", interval_s=0.2)

@@ -45,14 +45,32 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1 / max(mse, 1e-12))
 
 
-def overfit(prediction: str, steps: int, text_encoder=None, lr: float = 2e-3, frames: int = 4,
-            size: int = 16, batch: int = 8) -> tuple[float, float]:
+def overfit(
+    prediction: str, steps: int, text_encoder=None, lr: float = 2e-3, frames: int = 4, size: int = 16, batch: int = 8
+) -> tuple[float, float]:
     """Train dit-tiny on one clip for `steps` steps: the PSNR (dB) of its DDIM sample against it, and the seconds."""
     data = OneClip(frames, size, batch)
-    cfg = resolve("no_ema", "smoke", 0, [f"data.frames={frames}", f"data.height={size}", f"data.width={size}",
-        f"diffusion.prediction={prediction}", "diffusion.caption_dropout=0", f"training.batch_size={batch}",
-        f"training.steps={steps}", f"training.lr={lr}", "training.warmup_steps=10", "training.lr_schedule=constant",
-        "device=cpu", "eval.sampling_steps=25", "eval.guidance_scale=1", "eval.batch_size=1"])
+    cfg = resolve(
+        "no_ema",
+        "smoke",
+        0,
+        [
+            f"data.frames={frames}",
+            f"data.height={size}",
+            f"data.width={size}",
+            f"diffusion.prediction={prediction}",
+            "diffusion.caption_dropout=0",
+            f"training.batch_size={batch}",
+            f"training.steps={steps}",
+            f"training.lr={lr}",
+            "training.warmup_steps=10",
+            "training.lr_schedule=constant",
+            "device=cpu",
+            "eval.sampling_steps=25",
+            "eval.guidance_scale=1",
+            "eval.batch_size=1",
+        ],
+    )
     t0 = time.perf_counter()
     state = build_state(cfg, text_encoder=text_encoder)
     for _ in range(steps):
@@ -78,5 +96,8 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     for p in args.predictions.split(","):
         db, s = overfit(p, args.steps, lr=args.lr, frames=args.frames, size=args.size, batch=args.batch)
-        print(f"prediction={p:<4} steps={args.steps:<5} lr={args.lr:g} clip={args.frames}x{args.size}x{args.size} "
-              f"PSNR {db:5.1f} dB  ({s:.0f} s)", flush=True)
+        print(
+            f"prediction={p:<4} steps={args.steps:<5} lr={args.lr:g} clip={args.frames}x{args.size}x{args.size} "
+            f"PSNR {db:5.1f} dB  ({s:.0f} s)",
+            flush=True,
+        )

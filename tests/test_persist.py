@@ -23,13 +23,15 @@ def _loader(loaded: list):
 
         state, meta = read_checkpoint(folder)
         loaded.append(meta["step"])
+
     return load
 
 
 def _restore(root: Path, offered=None):
     loaded: list[int] = []
-    path = checkpoint_store.restore_newest_in(pyarrow.fs.LocalFileSystem(), str(root), _loader(loaded), offered,
-                                              "baseline s0")
+    path = checkpoint_store.restore_newest_in(
+        pyarrow.fs.LocalFileSystem(), str(root), _loader(loaded), offered, "baseline s0"
+    )
     return path, loaded
 
 

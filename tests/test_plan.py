@@ -42,13 +42,17 @@ def test_estimate_schedules_trials_greedily():
 
 
 def test_cost_lines_arithmetic_with_a_fake_probe(tmp_path):
-    spec = BundledSweepSpec(ablations=("baseline", "text_finetuned", "no_ema"), seeds=3, scale="full", storage=tmp_path,
-                            name="x")
+    spec = BundledSweepSpec(
+        ablations=("baseline", "text_finetuned", "no_ema"), seeds=3, scale="full", storage=tmp_path, name="x"
+    )
     groups = spec.training_groups()
-    probes = {"baseline": Probe("baseline", "cuda:0", 0.5, 100.0),
-              "text_finetuned": Probe("text_finetuned", "cuda:0", 0.75, 100.0)}
-    lines = cost_lines(groups, probes, trials_per_group=3, steps=1000, at_once=3, devices_per_trial=1,
-                       device_kind="GPU")
+    probes = {
+        "baseline": Probe("baseline", "cuda:0", 0.5, 100.0),
+        "text_finetuned": Probe("text_finetuned", "cuda:0", 0.75, 100.0),
+    }
+    lines = cost_lines(
+        groups, probes, trials_per_group=3, steps=1000, at_once=3, devices_per_trial=1, device_kind="GPU"
+    )
     # baseline + no_ema: 0.5 x 1000 + 2 evaluations x 100 = 700 s; text_finetuned: 750 + 100 = 850 s
     assert "baseline + no_ema" in lines[1] and "11m40s" in lines[1] and "14m10s" in lines[2]
     # 6 trials, 3 at once: 700 700 700 | 850 850 850 -> wall 700 + 850 = 1550 s; 3 x (700 + 850) s = 1.29 h
@@ -85,10 +89,21 @@ def test_pack_by_measured_memory():
 def test_gpus_per_trial_auto_probes_each_model_and_packs(tmp_path, monkeypatch):
     peaks = {"baseline": 10.0, "text_finetuned": 14.0}
     monkeypatch.setattr(estimate_mod, "detect_local_gpus", lambda: 1)
-    monkeypatch.setattr(spec_mod, "probe", lambda cfg, steps, device=None, say=None, threads=None: Probe(
-        cfg.ablation, "cuda:0", 0.1, 1.0, peaks[cfg.ablation], 80.0))
-    spec = BundledSweepSpec(ablations=("baseline", "text_finetuned", "no_ema"), seeds=1, gpus=1, pack_by_memory=True,
-                            storage=tmp_path, name="x")
+    monkeypatch.setattr(
+        spec_mod,
+        "probe",
+        lambda cfg, steps, device=None, say=None, threads=None: Probe(
+            cfg.ablation, "cuda:0", 0.1, 1.0, peaks[cfg.ablation], 80.0
+        ),
+    )
+    spec = BundledSweepSpec(
+        ablations=("baseline", "text_finetuned", "no_ema"),
+        seeds=1,
+        gpus=1,
+        pack_by_memory=True,
+        storage=tmp_path,
+        name="x",
+    )
     said = []
     configs = sweep.validate(spec, available_gpus=1)
     probes = estimate_mod._pack_by_memory(spec, configs, said.append)

@@ -28,13 +28,17 @@ def moving_square(shift: int) -> np.ndarray:
     clip = np.full((T, H, W, 3), 230, np.uint8)
     for t in range(T):
         x = (2 * t + shift) % (W - 4)
-        clip[t, 5:10, x:x + 4] = (200, 40, 40)
+        clip[t, 5:10, x : x + 4] = (200, 40, 40)
     return clip
 
 
 def write_samples(folder: Path, shift: int, texts: list[str]) -> None:
-    np.savez_compressed(folder / SAMPLES_NPZ, fake=np.stack([moving_square(shift + k) for k in range(len(texts))]),
-                        real=np.stack([moving_square(k) for k in range(len(texts))]), texts=np.array(texts))
+    np.savez_compressed(
+        folder / SAMPLES_NPZ,
+        fake=np.stack([moving_square(shift + k) for k in range(len(texts))]),
+        real=np.stack([moving_square(k) for k in range(len(texts))]),
+        texts=np.array(texts),
+    )
 
 
 def write_memory(folder: Path, rss: float) -> None:
@@ -53,8 +57,14 @@ def finished_exp(tmp_path):
     k = 0
     for ablation, values in fvd.items():
         for seed, value in enumerate(values):
-            node = {"node/torch": "2.x-test", "node/ray": "2.60-test", "node/python": "3.11",
-                    "node/device_name": "TestCPU", "node/hostname": "host-a", "node/started_at": 1.7e9}
+            node = {
+                "node/torch": "2.x-test",
+                "node/ray": "2.60-test",
+                "node/python": "3.11",
+                "node/device_name": "TestCPU",
+                "node/hostname": "host-a",
+                "node/started_at": 1.7e9,
+            }
             rows = [train_row(s, 1.7e9 + s, loss=2.0 / s) | {"lr": 1e-3 * (1 - s / 40)} | node for s in (5, 10, 15)]
             rows.append(final_row(1.7e9 + 20, fvd=value, lpips=0.3) | node)
             d = make_trial(exp, f"{ablation}_seed{seed}_{k:05d}", ablation, seed, rows, trial_id=f"t_{k:05d}")
@@ -62,8 +72,15 @@ def finished_exp(tmp_path):
             if seed == 0:
                 write_samples(d, shift=3 * k, texts=texts)
             k += 1
-    make_trial(exp, f"dit_s_seed0_{k:05d}", "dit_s", 0, [train_row(5, 1.7e9)], error="RuntimeError: CUDA out of memory",
-               trial_id=f"t_{k:05d}")
+    make_trial(
+        exp,
+        f"dit_s_seed0_{k:05d}",
+        "dit_s",
+        0,
+        [train_row(5, 1.7e9)],
+        error="RuntimeError: CUDA out of memory",
+        trial_id=f"t_{k:05d}",
+    )
     return exp
 
 
@@ -96,8 +113,14 @@ def test_report_html_holds_tables_samples_plots_and_configs(finished_exp):
     assert paths["html"] == finished_exp / REPORT_HTML
     page = parse(html)
     # the header: environment from the trials, counts, the errored trial and its reason
-    for text in ("torch 2.x-test", "Ray 2.60-test", "TestCPU", "10 (ablation, seed) pairs: 9 finished, 1 errored",
-                 "RuntimeError: CUDA out of memory", "Config hash"):
+    for text in (
+        "torch 2.x-test",
+        "Ray 2.60-test",
+        "TestCPU",
+        "10 (ablation, seed) pairs: 9 finished, 1 errored",
+        "RuntimeError: CUDA out of memory",
+        "Config hash",
+    ):
         assert text in html, text
     # the quality table with the paired verdict and the cost table
     assert '<table class="quality">' in html and '<table class="cost">' in html
@@ -155,9 +178,18 @@ def test_report_html_for_trials_without_samples_npz(finished_exp):
 
 
 def _chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-extensions", f"--user-data-dir={cwd / 'profile'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        f"--user-data-dir={cwd / 'profile'}",
+    ]
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
@@ -166,20 +198,26 @@ def page_requests(net_log: Path) -> list[str]:
     not keyed to the page's file:// origin)."""
     log = json.loads(net_log.read_text())
     start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
-    return [e["params"]["url"] for e in log["events"]
-            if e["type"] == start and "url" in e.get("params", {})
-            and str(e["params"].get("network_isolation_key", "")).startswith("file://")
-            and not e["params"]["url"].startswith(("file:", "data:"))]
+    return [
+        e["params"]["url"]
+        for e in log["events"]
+        if e["type"] == start
+        and "url" in e.get("params", {})
+        and str(e["params"].get("network_isolation_key", "")).startswith("file://")
+        and not e["params"]["url"].startswith(("file:", "data:"))
+    ]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium); "
-                                             ".ci/run installs it")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium); .ci/run installs it"
+)
 def test_report_renders_in_headless_chromium(finished_exp, tmp_path):
     report = an.write_outputs(finished_exp)["html"]
     shot, net = tmp_path / "shot.png", tmp_path / "net.json"
-    run = _chromium("--window-size=1280,2400", f"--screenshot={shot}", f"--log-net-log={net}", report.as_uri(),
-                    cwd=tmp_path)
+    run = _chromium(
+        "--window-size=1280,2400", f"--screenshot={shot}", f"--log-net-log={net}", report.as_uri(), cwd=tmp_path
+    )
     assert shot.is_file(), run.stderr[-2000:]
     # not blank: a white page has one colour; this one has text, tables, plots and coloured clips
     pixels = np.asarray(Image.open(shot).convert("RGB"))

@@ -19,15 +19,38 @@ from tests.helpers import descendants, run_process_tree, s3_client, wait_for
 pytestmark = pytest.mark.slow
 
 # Long enough (40 steps) that a kill lands between the first checkpoint and the end.
-OVERRIDES = ("data.frames=4", "data.height=32", "data.width=32", "data.train_clips=32", "data.eval_clips=4",
-             "training.batch_size=4", "training.steps=40", "training.warmup_steps=2", "training.report_every=5",
-             "training.checkpoint_every=5", "training.keep_checkpoints=3", "eval.num_videos=2",
-             "eval.sampling_steps=2", "eval.evaluator_clips=64", "eval.evaluator_epochs=1", "device=cpu")
+OVERRIDES = (
+    "data.frames=4",
+    "data.height=32",
+    "data.width=32",
+    "data.train_clips=32",
+    "data.eval_clips=4",
+    "training.batch_size=4",
+    "training.steps=40",
+    "training.warmup_steps=2",
+    "training.report_every=5",
+    "training.checkpoint_every=5",
+    "training.keep_checkpoints=3",
+    "eval.num_videos=2",
+    "eval.sampling_steps=2",
+    "eval.evaluator_clips=64",
+    "eval.evaluator_epochs=1",
+    "device=cpu",
+)
 
 
 def _spec(root: Path, name: str, **kw) -> BundledSweepSpec:
-    return BundledSweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5, storage=root,
-                            name=name, quiet=True, overrides=OVERRIDES + (f"data.cache_dir={root / 'cache'}",), **kw)
+    return BundledSweepSpec(
+        ablations=("baseline",),
+        scale="smoke",
+        gpus=0,
+        cpus_per_trial=0.5,
+        storage=root,
+        name=name,
+        quiet=True,
+        overrides=OVERRIDES + (f"data.cache_dir={root / 'cache'}",),
+        **kw,
+    )
 
 
 def _trial_dir(exp: Path, ablation="baseline") -> Path:
@@ -132,13 +155,34 @@ def test_sigkilled_driver_then_resume_finishes_without_losing_progress(reference
     root, ref_weights, ref_loss = reference
     sets = [a for o in OVERRIDES + (f"data.cache_dir={root / 'cache'}",) for a in ("--set", o)]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    driver = subprocess.Popen(_cli("sweep", "--gpus", "0", "--ablations", "baseline", "--cpus-per-trial", "0.5",
-                                   "--storage", str(root), "--name", "driver", "--quiet", *sets),
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        _cli(
+            "sweep",
+            "--gpus",
+            "0",
+            "--ablations",
+            "baseline",
+            "--cpus-per-trial",
+            "0.5",
+            "--storage",
+            str(root),
+            "--name",
+            "driver",
+            "--quiet",
+            *sets,
+        ),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     exp = root / "driver"
     try:
-        wait_for(lambda: list(exp.glob("baseline_seed0_*/checkpoint_*/meta.json"))
-                 and _rows(_trial_dir(exp)), 180, "a checkpoint and its report")
+        wait_for(
+            lambda: list(exp.glob("baseline_seed0_*/checkpoint_*/meta.json")) and _rows(_trial_dir(exp)),
+            180,
+            "a checkpoint and its report",
+        )
         started = descendants(driver.pid)
         step_at_kill = max(r["step"] for r in _rows(_trial_dir(exp)))
         driver.kill()
@@ -189,8 +233,13 @@ def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path):
     is. After the resume every trial, that one included, must hold its final result."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     overrides = [*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"]
-    driver = subprocess.Popen([sys.executable, "-c", FAKE_GPU_DRIVER, str(tmp_path), "sweep", *overrides], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", FAKE_GPU_DRIVER, str(tmp_path), "sweep", *overrides],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     exp = tmp_path / "gpus"
     try:
         wait_for(lambda: list(exp.glob("baseline_seed*_*/checkpoint_*/meta.json")), 180, "the first trial's checkpoint")
@@ -219,10 +268,28 @@ def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference):
     root, ref_weights, ref_loss = reference
     sets = [a for o in OVERRIDES + (f"data.cache_dir={root / 'cache'}",) for a in ("--set", o)]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    driver = subprocess.Popen(_cli("sweep", "--gpus", "0", "--ablations", "baseline", "--cpus-per-trial", "0.5",
-                                   "--storage", str(root), "--name", "ctrlc", "--quiet", *sets),
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        _cli(
+            "sweep",
+            "--gpus",
+            "0",
+            "--ablations",
+            "baseline",
+            "--cpus-per-trial",
+            "0.5",
+            "--storage",
+            str(root),
+            "--name",
+            "ctrlc",
+            "--quiet",
+            *sets,
+        ),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     exp = root / "ctrlc"
     try:
         wait_for(lambda: list(exp.glob("baseline_seed0_*/checkpoint_*/meta.json")), 180, "the first checkpoint")
@@ -259,10 +326,16 @@ print(f"swept: {o.num_terminated} finished, {o.num_errors} errored")
 
 
 def _fault_env(tmp_path: Path, index: int, fraction: float, then: str, extra: dict | None = None) -> dict:
-    return {**os.environ, **(extra or {}), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
-            "T2S_FAULT_INDEX": str(index), "T2S_FAULT_FRACTION": str(fraction), "T2S_FAULT_THEN": then,
-            "T2S_FAULT_MARKER": str(tmp_path / "cut.marker")}
+    return {
+        **os.environ,
+        **(extra or {}),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "T2S_FAULT_INDEX": str(index),
+        "T2S_FAULT_FRACTION": str(fraction),
+        "T2S_FAULT_THEN": then,
+        "T2S_FAULT_MARKER": str(tmp_path / "cut.marker"),
+    }
 
 
 def _trial_in_storage(storage: str, name: str) -> tuple:
@@ -270,8 +343,11 @@ def _trial_in_storage(storage: str, name: str) -> tuple:
     import pyarrow.fs
 
     fs, exp = pyarrow.fs.FileSystem.from_uri(f"{storage}/{name}")
-    (trial,) = [i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(exp))
-                if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("baseline_seed0_")]
+    (trial,) = [
+        i.path
+        for i in fs.get_file_info(pyarrow.fs.FileSelector(exp))
+        if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("baseline_seed0_")
+    ]
     return fs, trial, sorted(i.base_name for i in fs.get_file_info(pyarrow.fs.FileSelector(trial)))
 
 
@@ -283,14 +359,18 @@ def _weights_in_storage(fs, trial: str, tmp: Path) -> dict:
     return _final_weights(local)
 
 
-@pytest.mark.parametrize("where, index, fraction", [
-    ("local", 0, 0.5),   # the only checkpoint, cut mid-way through state.pt
-    ("local", 2, 0.05),  # a later one, cut early: the one before it is whole
-    ("s3", 0, 0.97),     # object storage: every object of the first checkpoint but the tail
-    ("s3", 2, 0.5),
-])
+@pytest.mark.parametrize(
+    "where, index, fraction",
+    [
+        ("local", 0, 0.5),  # the only checkpoint, cut mid-way through state.pt
+        ("local", 2, 0.05),  # a later one, cut early: the one before it is whole
+        ("s3", 0, 0.97),  # object storage: every object of the first checkpoint but the tail
+        ("s3", 2, 0.5),
+    ],
+)
 def test_a_trial_killed_while_its_checkpoint_is_copied_finishes_with_the_uninterrupted_weights(
-        reference, request, tmp_path, monkeypatch, where, index, fraction):
+    reference, request, tmp_path, monkeypatch, where, index, fraction
+):
     """The trial's process dies part-way through Ray's copy of checkpoint `index` into storage. The retry sets
     the cut copy aside (never loads it, never deletes it), resumes from the checkpoint before it, or starts
     over when there is none, and ends with the weights and the loss of an uninterrupted run."""
@@ -304,8 +384,11 @@ def test_a_trial_killed_while_its_checkpoint_is_copied_finishes_with_the_uninter
         s3_client(extra).create_bucket(Bucket=bucket)
         storage = f"s3://{bucket}/sweeps"
     sets = [*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"]
-    r = run_process_tree([sys.executable, "-c", FAULT_DRIVER, storage, "cut", *sets], 400,
-                         env=_fault_env(tmp_path, index, fraction, "die", extra))
+    r = run_process_tree(
+        [sys.executable, "-c", FAULT_DRIVER, storage, "cut", *sets],
+        400,
+        env=_fault_env(tmp_path, index, fraction, "die", extra),
+    )
     assert (tmp_path / "cut.marker").exists(), "the copy was never cut: " + r.stderr[-3000:]
     assert r.returncode == 0 and "swept: 1 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     fs, trial, names = _trial_in_storage(storage, "cut")
@@ -324,14 +407,20 @@ def test_a_trial_killed_while_its_checkpoint_is_copied_finishes_with_the_uninter
 
 
 def test_the_whole_sweep_killed_during_its_first_checkpoint_copy_resumes_to_the_uninterrupted_weights(
-        reference, tmp_path):
+    reference, tmp_path
+):
     """The issue's case: everything SIGKILLed (driver and workers, as a lost machine) while the trial's only
     checkpoint is half copied. `t2s-ray resume` finishes with exit 0 and the uninterrupted run's weights."""
     _, ref_weights, ref_loss = reference
     sets = [*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"]
     env = _fault_env(tmp_path, 0, 0.5, "hold")
-    driver = subprocess.Popen([sys.executable, "-c", FAULT_DRIVER, str(tmp_path), "lost", *sets], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", FAULT_DRIVER, str(tmp_path), "lost", *sets],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: (tmp_path / "cut.marker").exists(), 240, "the first checkpoint's copy to be cut")
         started = descendants(driver.pid)

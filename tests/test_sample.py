@@ -17,9 +17,20 @@ from t2s_ray.t2s.sample import Column, resolve_source, write
 
 runner = CliRunner()
 FRAMES, SIZE, ZOOM = 4, 16, 3
-TINY = [f"data.frames={FRAMES}", f"data.height={SIZE}", f"data.width={SIZE}", "model.size=dit-tiny",
-        "model.patch_size=4", "training.batch_size=2", "training.steps=2", "training.warmup_steps=1",
-        "training.report_every=1", "training.checkpoint_every=1", "eval.sampling_steps=2", "device=cpu"]
+TINY = [
+    f"data.frames={FRAMES}",
+    f"data.height={SIZE}",
+    f"data.width={SIZE}",
+    "model.size=dit-tiny",
+    "model.patch_size=4",
+    "training.batch_size=2",
+    "training.steps=2",
+    "training.warmup_steps=1",
+    "training.report_every=1",
+    "training.checkpoint_every=1",
+    "eval.sampling_steps=2",
+    "device=cpu",
+]
 
 
 class TinyClips:
@@ -65,8 +76,16 @@ def experiment(tmp_path_factory, run):
     exp = tmp_path_factory.mktemp("exp")
     (exp / "experiment_state-2025.json").write_text("{}")
     ckpt = run / "checkpoints" / "checkpoint_000002"
-    _trial(exp, "baseline_seed0_a", "baseline", 0, True, ckpt, shared={"baseline": ["no_ema"]},
-           overrides=TINY + [f"data.cache_dir={run / 'cache'}"])
+    _trial(
+        exp,
+        "baseline_seed0_a",
+        "baseline",
+        0,
+        True,
+        ckpt,
+        shared={"baseline": ["no_ema"]},
+        overrides=TINY + [f"data.cache_dir={run / 'cache'}"],
+    )
     _trial(exp, "text_finetuned_seed0_c", "text_finetuned", 0, False, ckpt)
     _trial(exp, "baseline_seed1_d", "baseline", 1, False)
     return exp
@@ -151,8 +170,7 @@ ERRORS = {
     "not a run": (lambda run, exp, tmp: [tmp, "-t", "x"], "is neither a checkpoint folder"),
     "run without checkpoint": (lambda run, exp, tmp: [exp / "baseline_seed1_d", "-t", "x"], "holds no checkpoint"),
     "corrupt checkpoint": (lambda run, exp, tmp: [_corrupt_checkpoint(run, tmp), "-t", "x"], "is corrupt"),
-    "no finished trial": (lambda run, exp, tmp: [exp, "-t", "x", "--trial-seed", "1"],
-                          "no finished trial of seed 1"),
+    "no finished trial": (lambda run, exp, tmp: [exp, "-t", "x", "--trial-seed", "1"], "no finished trial of seed 1"),
     "empty text": (lambda run, exp, tmp: [run, "-t", "x", "-t", ""], "--text number 2 is empty"),
     "blank text": (lambda run, exp, tmp: [run, "-t", "  "], "--text number 1 is empty"),
     "no text": (lambda run, exp, tmp: [run], "no sentence to sign"),
@@ -170,9 +188,14 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(run, experiment, tmp_p
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name, message", [("clip.png", "suffix '.png'; choose one of .gif, .mp4"),
-                                           ("clip", "no suffix; choose one of .gif, .mp4"),
-                                           (None, "no output file")])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("clip.png", "suffix '.png'; choose one of .gif, .mp4"),
+        ("clip", "no suffix; choose one of .gif, .mp4"),
+        (None, "no output file"),
+    ],
+)
 def test_bad_output_is_one_line_exit_2(run, tmp_path, name, message):
     r = _sample(run, "-t", "x", *(["-o", tmp_path / name] if name else []))
     lines = r.output.strip().splitlines()
@@ -209,13 +232,23 @@ def test_experiment_of_a_grid_sweep_has_a_column_per_arm(tmp_path, run):
     exp.mkdir()
     ckpt = run / "checkpoints" / "checkpoint_000002"
     for steps in (2, 3):  # an evaluation-only axis: the one checkpoint stands for both points
-        _trial(exp, f"baseline_seed0_sampling_steps={steps}_x", "baseline", 0, True, ckpt,
-               shared={"baseline": ["no_ema"]}, overrides=TINY + [f"data.cache_dir={run / 'cache'}"],
-               grid={"eval.sampling_steps": steps})
+        _trial(
+            exp,
+            f"baseline_seed0_sampling_steps={steps}_x",
+            "baseline",
+            0,
+            True,
+            ckpt,
+            shared={"baseline": ["no_ema"]},
+            overrides=TINY + [f"data.cache_dir={run / 'cache'}"],
+            grid={"eval.sampling_steps": steps},
+        )
     out = tmp_path / "grid.gif"
     r = _sample(exp, "-t", "hello", "-o", out)
     assert r.exit_code == 0, r.output
     assert "1 sentence(s) x 4 column(s)" in r.output
-    for arm in ("baseline @ eval.sampling_steps=2: step 2, EMA weights, DDIM 2 steps",
-                "no_ema @ eval.sampling_steps=3: step 2, raw (EMA disabled) weights, DDIM 3 steps"):
+    for arm in (
+        "baseline @ eval.sampling_steps=2: step 2, EMA weights, DDIM 2 steps",
+        "no_ema @ eval.sampling_steps=3: step 2, raw (EMA disabled) weights, DDIM 3 steps",
+    ):
         assert arm in r.output, r.output

@@ -37,8 +37,10 @@ def test_evaluation_only_fields_come_from_the_schema():
 
 def test_groups_of_the_seed_ablations():
     groups = training_groups(configs(["baseline", "text_finetuned", "no_ema"]))
-    assert [(g.trainer, g.members) for g in groups] == [("baseline", ("baseline", "no_ema")),
-                                                         ("text_finetuned", ("text_finetuned",))]
+    assert [(g.trainer, g.members) for g in groups] == [
+        ("baseline", ("baseline", "no_ema")),
+        ("text_finetuned", ("text_finetuned",)),
+    ]
     assert groups[0].others == ("no_ema",)
     # the trainer keeps the EMA, whichever comes first
     assert training_groups(configs(["no_ema", "baseline"]))[0].trainer == "baseline"
@@ -46,9 +48,11 @@ def test_groups_of_the_seed_ablations():
 
 
 def test_a_training_field_or_a_second_ema_setting_splits_a_group():
-    user = {"slow_ema": Ablation("slow_ema", "other decay", {"ema": {"decay": 0.99}}),
-            "more_steps_eval": Ablation("more_steps_eval", "eval only", {"eval": {"sampling_steps": 20}}),
-            "lr_up": Ablation("lr_up", "lr", {"training": {"lr": 1e-3}})}
+    user = {
+        "slow_ema": Ablation("slow_ema", "other decay", {"ema": {"decay": 0.99}}),
+        "more_steps_eval": Ablation("more_steps_eval", "eval only", {"eval": {"sampling_steps": 20}}),
+        "lr_up": Ablation("lr_up", "lr", {"training": {"lr": 1e-3}}),
+    }
     groups = training_groups(configs(["baseline", "no_ema", "slow_ema", "more_steps_eval", "lr_up"], user=user))
     assert [g.members for g in groups] == [("baseline", "no_ema", "more_steps_eval"), ("slow_ema",), ("lr_up",)]
 
@@ -79,8 +83,13 @@ def _trained(cfg, text_encoder):
 def _eval(state, monkeypatch):
     import t2s_ray.t2s.evaluation as ev
 
-    monkeypatch.setattr(ev, "clip_features", lambda m, v: m.features(torch.from_numpy(
-        np.ascontiguousarray(v)).permute(0, 4, 1, 2, 3).float()).double().numpy())
+    monkeypatch.setattr(
+        ev,
+        "clip_features",
+        lambda m, v: (
+            m.features(torch.from_numpy(np.ascontiguousarray(v)).permute(0, 4, 1, 2, 3).float()).double().numpy()
+        ),
+    )
     monkeypatch.setattr(ev, "recognise", lambda m, v: [(0,)] * len(v))
     val = build_dataset(state.cfg.data, "val")
     result = evaluate(state, val, evaluator_fn=_fake_evaluator, lpips=(None, "off in this test"))
@@ -125,12 +134,22 @@ def test_analysis_shows_one_row_per_ablation_and_trained_with(tmp_path):
     exp.mkdir()
     for seed in range(3):
         final = final_row(10.0 + seed, fvd=10.0 + seed, lpips=0.2)
-        final |= {shared_key("no_ema", "eval/fvd_synthsign"): 20.0 + seed, shared_key("no_ema", "eval/lpips"): 0.3,
-                  shared_key("no_ema", "eval/fvd"): math.nan,
-                  shared_key("no_ema", "eval/fvd_status"): "no I3D weights",
-                  shared_key("no_ema", "train_time_h"): 0.5, shared_key("no_ema", "val_loss"): 0.7}
-        d = make_trial(exp, f"baseline_seed{seed}_{seed:05d}", "baseline", seed,
-                       [train_row(5, 1.0 + seed, loss=2.0), final], trial_id=f"t_{seed:05d}")
+        final |= {
+            shared_key("no_ema", "eval/fvd_synthsign"): 20.0 + seed,
+            shared_key("no_ema", "eval/lpips"): 0.3,
+            shared_key("no_ema", "eval/fvd"): math.nan,
+            shared_key("no_ema", "eval/fvd_status"): "no I3D weights",
+            shared_key("no_ema", "train_time_h"): 0.5,
+            shared_key("no_ema", "val_loss"): 0.7,
+        }
+        d = make_trial(
+            exp,
+            f"baseline_seed{seed}_{seed:05d}",
+            "baseline",
+            seed,
+            [train_row(5, 1.0 + seed, loss=2.0), final],
+            trial_id=f"t_{seed:05d}",
+        )
         params = json.loads((d / "params.json").read_text())
         (d / "params.json").write_text(json.dumps(params | {"shared": {"baseline": ["no_ema"]}}))
     trials = an.select_trials(an.load_trials(exp))

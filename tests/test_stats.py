@@ -100,11 +100,14 @@ def test_simulated_power_and_size_of_the_paired_t_at_the_seeds_users_run():
     2.5 sd of the differences is found >= 80 % of the time at 6 seeds (the rule the verdicts use)."""
     rng = np.random.default_rng(11)
     for n in (3, 6, 9):
-        null = [paired(by_seed(range(n), d), by_seed(range(n), np.zeros(n))).p < 0.05
-                for d in rng.normal(0, 1, (2000, n))]
+        null = [
+            paired(by_seed(range(n), d), by_seed(range(n), np.zeros(n))).p < 0.05 for d in rng.normal(0, 1, (2000, n))
+        ]
         assert 0.035 < np.mean(null) < 0.065, n
-    found = [verdict(paired(by_seed(range(6), d), by_seed(range(6), np.zeros(6)))) == BETTER
-             for d in rng.normal(2.5, 1, (2000, 6))]
+    found = [
+        verdict(paired(by_seed(range(6), d), by_seed(range(6), np.zeros(6)))) == BETTER
+        for d in rng.normal(2.5, 1, (2000, 6))
+    ]
     assert np.mean(found) > 0.8
 
 

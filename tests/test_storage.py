@@ -20,10 +20,23 @@ from tests.helpers import free_port, run_process_tree, s3_client, s3_keys
 
 runner = CliRunner()
 
-TINY = ("data.frames=4", "data.height=16", "data.width=16", "data.train_clips=16", "data.eval_clips=4",
-        "training.batch_size=2", "training.steps=6", "training.warmup_steps=2", "training.report_every=2",
-        "training.checkpoint_every=3", "eval.num_videos=2", "eval.sampling_steps=2",
-        "eval.evaluator_clips=64", "eval.evaluator_epochs=1", "device=cpu")
+TINY = (
+    "data.frames=4",
+    "data.height=16",
+    "data.width=16",
+    "data.train_clips=16",
+    "data.eval_clips=4",
+    "training.batch_size=2",
+    "training.steps=6",
+    "training.warmup_steps=2",
+    "training.report_every=2",
+    "training.checkpoint_every=3",
+    "eval.num_videos=2",
+    "eval.sampling_steps=2",
+    "eval.evaluator_clips=64",
+    "eval.evaluator_epochs=1",
+    "device=cpu",
+)
 
 
 # --- parsing and checks (no server) ------------------------------------------------------------
@@ -67,8 +80,11 @@ def test_an_unreachable_endpoint_fails_in_seconds_naming_the_variable(monkeypatc
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     t0 = time.perf_counter()
-    with pytest.raises(StorageError, match=r"--storage s3://bucket/prefix: nothing answers at the S3 endpoint "
-                                           r"http://127\.0\.0\.1:\d+ \(set by AWS_ENDPOINT_URL\)"):
+    with pytest.raises(
+        StorageError,
+        match=r"--storage s3://bucket/prefix: nothing answers at the S3 endpoint "
+        r"http://127\.0\.0\.1:\d+ \(set by AWS_ENDPOINT_URL\)",
+    ):
         storage.check_writable("s3://bucket/prefix")
     assert time.perf_counter() - t0 < storage.CONNECT_TIMEOUT_S + 1
     r = runner.invoke(app, ["analyze", "s3://bucket/prefix/exp"])
@@ -115,8 +131,21 @@ def test_a_missing_bucket_fails_up_front_with_exit_2_and_writes_nothing(s3, tmp_
     monkeypatch.chdir(tmp_path)
     buckets = s3_client(s3).list_buckets()["Buckets"]
     t0 = time.perf_counter()
-    r = runner.invoke(app, ["sweep", "--gpus", "0", "--storage", "s3://no-such-bucket/sweeps", "--name", "n",
-                            "--no-dashboard", "--set", f"data.cache_dir={tmp_path / 'cache'}"])
+    r = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--gpus",
+            "0",
+            "--storage",
+            "s3://no-such-bucket/sweeps",
+            "--name",
+            "n",
+            "--no-dashboard",
+            "--set",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
     assert r.exit_code == 2, r.output
     assert "--storage s3://no-such-bucket/sweeps: the bucket 'no-such-bucket' does not exist; create it" in r.output
     assert time.perf_counter() - t0 < 30
@@ -131,8 +160,23 @@ def test_sweep_to_s3_then_analyze_and_resume_from_the_uri(s3, tmp_path, monkeypa
     work = tmp_path / "work"
     work.mkdir()
     env = {**s3, "T2S_RAY_CACHE": str(tmp_path / "cache")}  # data, evaluator and local copies of experiments
-    sweep = ["sweep", "--gpus", "0", "--cpus-per-trial", "1", "--ablations", "baseline", "--seeds", "1",
-             "--storage", "s3://t2s/sweeps", "--name", "tiny", "--no-dashboard", "--quiet"]
+    sweep = [
+        "sweep",
+        "--gpus",
+        "0",
+        "--cpus-per-trial",
+        "1",
+        "--ablations",
+        "baseline",
+        "--seeds",
+        "1",
+        "--storage",
+        "s3://t2s/sweeps",
+        "--name",
+        "tiny",
+        "--no-dashboard",
+        "--quiet",
+    ]
     for item in TINY:
         sweep += ["--set", item]
     r = _cli(sweep, env, work, timeout_s=420)

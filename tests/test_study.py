@@ -43,23 +43,31 @@ def _train(cfg, session):
 
 
 def _study(**kw) -> Study:
-    args = {"name": "t", "config": Cfg, "train": _train,
-            "ablations": {"baseline": {}, "text_finetuned": {"text.freeze": False}}} | kw
+    args = {
+        "name": "t",
+        "config": Cfg,
+        "train": _train,
+        "ablations": {"baseline": {}, "text_finetuned": {"text.freeze": False}},
+    } | kw
     return Study(**args)
 
 
 # --- what a user writes is checked, with a line that names the fix -----------------------------------------------
 
-@pytest.mark.parametrize("kw, message", [
-    ({"config": dict}, "config must be a frozen dataclass type"),
-    ({"train": lambda cfg: None}, "must take two arguments, train(cfg, session)"),
-    ({"ablations": {"text_finetuned": {"text.freeze": False}}}, "ablations lack the baseline 'baseline'"),
-    ({"ablations": {"baseline": {}, "same": {"text.lr": 1e-3}}}, "ablation 'same' resolves to the same config"),
-    ({"ablations": {"baseline": {}, "bad": {"text.nope": 1}}}, "ablation 'bad': --set 'text.nope=1': unknown key"),
-    ({"ablations": {"baseline": {}, "bad": {"steps": "many"}}}, "steps: expected an integer, got 'many'"),
-    ({"ablations": {"baseline": {}, "bad": {"width": 2.5}}}, "width: expected an integer, got 2.5"),
-    ({"metrics": {"eval/score": "up"}}, "direction 'up'; use one of ('lower', 'higher', 'real')"),
-])
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"config": dict}, "config must be a frozen dataclass type"),
+        ({"train": lambda cfg: None}, "must take two arguments, train(cfg, session)"),
+        ({"ablations": {"text_finetuned": {"text.freeze": False}}}, "ablations lack the baseline 'baseline'"),
+        ({"ablations": {"baseline": {}, "same": {"text.lr": 1e-3}}}, "ablation 'same' resolves to the same config"),
+        ({"ablations": {"baseline": {}, "bad": {"text.nope": 1}}}, "ablation 'bad': --set 'text.nope=1': unknown key"),
+        ({"ablations": {"baseline": {}, "bad": {"steps": "many"}}}, "steps: expected an integer, got 'many'"),
+        ({"ablations": {"baseline": {}, "bad": {"width": 2.5}}}, "width: expected an integer, got 2.5"),
+        ({"metrics": {"eval/score": "up"}}, "direction 'up'; use one of ('lower', 'higher', 'real')"),
+    ],
+)
 def test_a_bad_study_is_one_line_naming_the_fix(kw, message):
     with pytest.raises(StudyError) as e:
         _study(**kw)
@@ -83,8 +91,12 @@ def test_load_study_names_what_is_wrong(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(REPO))
     assert load_study("mystudy:study").name == "t"
-    for ref, message in [("mystudy", "expected package.module:attr"), ("nosuch.mod:study", "cannot import"),
-                         ("mystudy:other", "has no attribute 'other'"), ("mystudy:not_one", "not a t2s_ray.Study")]:
+    for ref, message in [
+        ("mystudy", "expected package.module:attr"),
+        ("nosuch.mod:study", "cannot import"),
+        ("mystudy:other", "has no attribute 'other'"),
+        ("mystudy:not_one", "not a t2s_ray.Study"),
+    ]:
         with pytest.raises(StudyError, match=message):
             load_study(ref)
 
@@ -108,20 +120,29 @@ def _shared_evaluate(cfg, state, session):
 
 
 def _shared_study(**kw) -> Study:
-    args = {"name": "s", "config": SharedCfg, "train": _shared_train, "evaluate": _shared_evaluate,
-            "evaluation_only": ("ema", "guidance"), "steps": "steps",
-            "ablations": {"baseline": {}, "no_ema": {"ema": False}, "fast": {"lr": 0.5}, "g2": {"guidance": 2.0}}}
+    args = {
+        "name": "s",
+        "config": SharedCfg,
+        "train": _shared_train,
+        "evaluate": _shared_evaluate,
+        "evaluation_only": ("ema", "guidance"),
+        "steps": "steps",
+        "ablations": {"baseline": {}, "no_ema": {"ema": False}, "fast": {"lr": 0.5}, "g2": {"guidance": 2.0}},
+    }
     return Study(**(args | kw))
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"evaluate": None}, "evaluation_only ['ema', 'guidance'] needs evaluate(cfg, checkpoint_state, session)"),
-    ({"evaluation_only": ("emma",)}, "evaluation_only 'emma': unknown key 'emma'"),
-    ({"evaluation_only": "ema"}, "evaluation_only must be a tuple of field names, e.g. ('ema',)"),
-    ({"evaluate": lambda cfg, state: None}, "must take three arguments, evaluate(cfg, checkpoint_state, session)"),
-    ({"steps": "lr"}, "steps 'lr' must name an int field"),
-    ({"steps": "nsteps"}, "steps 'nsteps': unknown key 'nsteps'"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"evaluate": None}, "evaluation_only ['ema', 'guidance'] needs evaluate(cfg, checkpoint_state, session)"),
+        ({"evaluation_only": ("emma",)}, "evaluation_only 'emma': unknown key 'emma'"),
+        ({"evaluation_only": "ema"}, "evaluation_only must be a tuple of field names, e.g. ('ema',)"),
+        ({"evaluate": lambda cfg, state: None}, "must take three arguments, evaluate(cfg, checkpoint_state, session)"),
+        ({"steps": "lr"}, "steps 'lr' must name an int field"),
+        ({"steps": "nsteps"}, "steps 'nsteps': unknown key 'nsteps'"),
+    ],
+)
 def test_shared_training_options_are_checked(kw, message):
     with pytest.raises(StudyError, match=re.escape(message)):
         _shared_study(**kw)
@@ -135,7 +156,9 @@ def test_ablations_differing_only_in_evaluation_fields_train_once_and_are_each_s
     assert study.training_groups(configs) == [("baseline", ("baseline", "no_ema", "g2")), ("fast", ("fast",))]
     assert study.training_groups(configs, share=False) == [(a, (a,)) for a in configs]
     assert _study().training_groups({a: _study().resolve(a) for a in ("baseline", "text_finetuned")}) == [
-        ("baseline", ("baseline",)), ("text_finetuned", ("text_finetuned",))]  # no evaluation_only: never shared
+        ("baseline", ("baseline",)),
+        ("text_finetuned", ("text_finetuned",)),
+    ]  # no evaluation_only: never shared
     session = Session(ablation="baseline", seed=0, device="cpu", trial_dir=tmp_path, sink=_Sink(), report_every=1)
     final = train_and_score(study, configs["baseline"], session, {m: configs[m] for m in ("no_ema", "g2")})
     # the trainer, which logged no evaluation, is scored by evaluate too; each member with its own config
@@ -149,8 +172,12 @@ def test_ablations_differing_only_in_evaluation_fields_train_once_and_are_each_s
 
     late = _shared_study(train=no_final_checkpoint)
     with pytest.raises(StudyError, match=r"end train with session.checkpoint\(state\) after the last"):
-        train_and_score(late, configs["baseline"], Session(ablation="baseline", seed=0, device="cpu",
-                        trial_dir=tmp_path / "b", sink=_Sink(), report_every=1), {"no_ema": configs["no_ema"]})
+        train_and_score(
+            late,
+            configs["baseline"],
+            Session(ablation="baseline", seed=0, device="cpu", trial_dir=tmp_path / "b", sink=_Sink(), report_every=1),
+            {"no_ema": configs["no_ema"]},
+        )
 
 
 def test_a_study_sweep_shares_training_takes_a_grid_and_checks_its_values(tmp_path, monkeypatch):
@@ -169,9 +196,13 @@ def test_a_study_sweep_shares_training_takes_a_grid_and_checks_its_values(tmp_pa
     assert "baseline + no_ema + g2: trained once (baseline's config; they differ only in ema, guidance)" in lines[2]
     assert spec.validate(0) == []
     assert StudySweepSpec(study="x:y", storage=tmp_path, name="e", gpus=0, share_training=False).param_space()[
-        "ablation"]["grid_search"] == ["baseline", "no_ema", "fast", "g2"]
-    for grid, message in [(("lr=0.1,fast",), "lr: expected a number, got 'fast'"),
-                          (("nope=1,2",), "unknown key 'nope'"), (("lr=0.1",), "one value is not an axis")]:
+        "ablation"
+    ]["grid_search"] == ["baseline", "no_ema", "fast", "g2"]
+    for grid, message in [
+        (("lr=0.1,fast",), "lr: expected a number, got 'fast'"),
+        (("nope=1,2",), "unknown key 'nope'"),
+        (("lr=0.1",), "one value is not an axis"),
+    ]:
         with pytest.raises(SweepError, match=re.escape(message)):
             StudySweepSpec(study="x:y", storage=tmp_path, name="e", gpus=0, grid=grid).validate(0)
 
@@ -206,6 +237,7 @@ def test_dry_run_probes_the_users_train_and_estimates_the_sweep(tmp_path, monkey
 
 
 # --- Session ------------------------------------------------------------------------------------------------------
+
 
 class _Sink:
     def __init__(self):
@@ -250,8 +282,14 @@ def test_log_step_writes_every_call_and_reports_every_k(tmp_path):
 def _folder_session(folder: Path, sink=None) -> Session:
     from t2s_ray.ablation_runner import FolderSink
 
-    return Session(ablation="baseline", seed=0, device="cpu", trial_dir=folder,
-                   sink=sink or FolderSink(folder, "baseline seed 0", {}), report_every=2)
+    return Session(
+        ablation="baseline",
+        seed=0,
+        device="cpu",
+        trial_dir=folder,
+        sink=sink or FolderSink(folder, "baseline seed 0", {}),
+        report_every=2,
+    )
 
 
 def test_a_trial_restored_at_its_last_step_reports_the_same_final_loss(tmp_path):
@@ -320,8 +358,9 @@ def test_a_checkpoint_step_is_one_report_with_its_meta_status_strings_and_the_sa
     from t2s_ray.checkpoint import read_meta
 
     sink, at = _Sink(), []
-    s = Session(ablation="baseline", seed=0, device="cpu", trial_dir=tmp_path, sink=sink, report_every=2,
-                progress=at.append)
+    s = Session(
+        ablation="baseline", seed=0, device="cpu", trial_dir=tmp_path, sink=sink, report_every=2, progress=at.append
+    )
     s.log_step(1, 1.0)
     s.at_step(2)
     s.log_step(2, 0.5, **{"perf/mfu": float("nan"), "perf/mfu_status": "CPU: no peak FLOP/s"})
@@ -343,8 +382,14 @@ def test_a_checkpoint_step_is_one_report_with_its_meta_status_strings_and_the_sa
 
     from t2s_ray.ablation_runner import FolderSink
 
-    f = Session(ablation="baseline", seed=0, device="cpu", trial_dir=tmp_path / "f",
-                sink=FolderSink(tmp_path / "f", "baseline seed 0", {}), report_every=1)
+    f = Session(
+        ablation="baseline",
+        seed=0,
+        device="cpu",
+        trial_dir=tmp_path / "f",
+        sink=FolderSink(tmp_path / "f", "baseline seed 0", {}),
+        report_every=1,
+    )
     f.log_step(1, 1.0)
     f.checkpoint({"w": torch.ones(1)}, meta={"config": {"lr": 0.1}})
     meta = read_meta(tmp_path / "f" / "checkpoints" / "checkpoint_000001")
@@ -401,9 +446,14 @@ def test_the_bundled_model_is_a_study_resolving_its_trials_as_the_sweep_does():
     from t2s_ray.study import load_study
 
     study = load_study(DEFAULT_STUDY)
-    params = {"ablation": "mine", "seed": 2, "scale": "smoke", "overrides": ["data.spec=synthsign", "device=cpu"],
-              "user_ablations": {"mine": {"description": "x", "overrides": {"training": {"lr": 5e-4}}}},
-              "grid": {"training.warmup_steps": 3}}
+    params = {
+        "ablation": "mine",
+        "seed": 2,
+        "scale": "smoke",
+        "overrides": ["data.spec=synthsign", "device=cpu"],
+        "user_ablations": {"mine": {"description": "x", "overrides": {"training": {"lr": 5e-4}}}},
+        "grid": {"training.warmup_steps": 3},
+    }
     cfg = study.trial_config(params)
     assert cfg == resolve_params(params) and cfg.training.lr == 5e-4 and cfg.seed == 2
     assert cfg.training.warmup_steps == 3 and study.trial_config(params, "no_ema").ema.enabled is False
@@ -429,15 +479,21 @@ runner.save_results()  # idempotent
 @pytest.mark.slow
 def test_nine_hand_launched_ablation_runners_are_one_experiment_with_verdicts(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-c", RUNNER_SCRIPT, "baseline", "0", str(tmp_path)], env=env, check=True,
-                   timeout=300)  # builds the data cache once
-    procs = [subprocess.Popen([sys.executable, "-c", RUNNER_SCRIPT, a, str(s), str(tmp_path)], env=env)
-             for a in ("baseline", "text_finetuned", "no_ema") for s in range(3) if (a, s) != ("baseline", 0)]
+    subprocess.run(
+        [sys.executable, "-c", RUNNER_SCRIPT, "baseline", "0", str(tmp_path)], env=env, check=True, timeout=300
+    )  # builds the data cache once
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RUNNER_SCRIPT, a, str(s), str(tmp_path)], env=env)
+        for a in ("baseline", "text_finetuned", "no_ema")
+        for s in range(3)
+        if (a, s) != ("baseline", 0)
+    ]
     assert [p.wait(300) for p in procs] == [0] * 8
     rows = [json.loads(line) for line in (tmp_path / "no_ema_seed2" / "result.json").read_text().splitlines()]
     assert sum(1 for r in rows if r.get("final")) == 1
-    r = subprocess.run([sys.executable, "-m", "t2s_ray.cli", "analyze", str(tmp_path)], capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "t2s_ray.cli", "analyze", str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     table = pd.read_csv(tmp_path / "comparison_stats.csv")
     mse = table[table["metric"] == "eval/pixel_mse"].set_index("ablation")
@@ -471,12 +527,23 @@ def _final_state(trial: Path) -> dict:
 
 @pytest.mark.slow
 def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdicts(tmp_path):
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(REPO),
-           "T2S_FAULT_INDEX": "2", "T2S_FAULT_FRACTION": "0.5", "T2S_FAULT_THEN": "die",
-           "T2S_FAULT_MARKER": str(tmp_path / "cut.marker"), "T2S_FAULT_TRIAL": "baseline_seed0_"}
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "PYTHONPATH": str(REPO),
+        "T2S_FAULT_INDEX": "2",
+        "T2S_FAULT_FRACTION": "0.5",
+        "T2S_FAULT_THEN": "die",
+        "T2S_FAULT_MARKER": str(tmp_path / "cut.marker"),
+        "T2S_FAULT_TRIAL": "baseline_seed0_",
+    }
     cache = f"cache_dir={tmp_path / 'cache'}"
-    r = run_process_tree([sys.executable, "-c", STUDY_DRIVER, str(tmp_path), "own", "baseline,text_finetuned,no_ema",
-                          "3", cache], 900, env=env, cwd=REPO)
+    r = run_process_tree(
+        [sys.executable, "-c", STUDY_DRIVER, str(tmp_path), "own", "baseline,text_finetuned,no_ema", "3", cache],
+        900,
+        env=env,
+        cwd=REPO,
+    )
     # baseline and no_ema differ only in train.ema (evaluation_only): 3 training runs per seed x 2 = 6 trials
     assert r.returncode == 0 and "swept: 6 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     assert "baseline + no_ema: trained once" in r.stdout
@@ -486,8 +553,9 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
     assert (killed / "checkpoint_000002.corrupt").is_dir()  # its third checkpoint was cut mid-copy, then resumed
 
     clean = {k: v for k, v in env.items() if not k.startswith("T2S_FAULT_")}
-    r = run_process_tree([sys.executable, "-c", STUDY_DRIVER, str(tmp_path), "ref", "baseline", "1", cache], 600,
-                         env=clean, cwd=REPO)
+    r = run_process_tree(
+        [sys.executable, "-c", STUDY_DRIVER, str(tmp_path), "ref", "baseline", "1", cache], 600, env=clean, cwd=REPO
+    )
     assert r.returncode == 0 and "swept: 1 finished, 0 errored" in r.stdout, r.stderr[-3000:]
     (reference,) = (tmp_path / "ref").glob("baseline_seed0_*")
     a, b = _final_state(killed), _final_state(reference)
@@ -499,8 +567,13 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
         return [json.loads(line) for line in (trial / "result.json").read_text().splitlines()][-1]["final_loss"]
 
     assert final_loss(killed) == final_loss(reference)
-    r = subprocess.run([sys.executable, "-m", "t2s_ray.cli", "analyze", str(exp)], capture_output=True, text=True,
-                       timeout=300, env=clean)
+    r = subprocess.run(
+        [sys.executable, "-m", "t2s_ray.cli", "analyze", str(exp)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     stats = pd.read_csv(exp / "comparison_stats.csv")
     mse = stats[stats["metric"] == "eval/pixel_mse"].set_index("ablation")
@@ -512,8 +585,14 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
     assert no_ema["diff"] != 0  # scored on the raw weights, not baseline's EMA
 
     gif = tmp_path / "grid.gif"  # t2s-ray sample finds the study in the experiment's t2s_sweep.json
-    r = subprocess.run([sys.executable, "-m", "t2s_ray.cli", "sample", str(exp), "-t", "hello", "-t", "good morning",
-                        "-o", str(gif)], capture_output=True, text=True, timeout=300, env=clean, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "t2s_ray.cli", "sample", str(exp), "-t", "hello", "-t", "good morning", "-o", str(gif)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 sentence(s) x 3 column(s)" in r.stdout and "no_ema: step 40, the study's weights" in r.stdout
     assert gif.stat().st_size > 0
@@ -556,8 +635,7 @@ print(f"swept: {o.num_terminated} finished, {o.num_errors} errored")
 def test_a_train_that_raises_or_logs_no_evaluation_errors_its_trial_and_the_others_go_on(tmp_path):
     (tmp_path / "faulty_study.py").write_text(FAULTY_STUDY)  # a single-module study, shipped to the trials
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(REPO)}
-    r = run_process_tree([sys.executable, "-c", FAULTY_DRIVER, str(tmp_path / "results")], 600, env=env,
-                         cwd=tmp_path)
+    r = run_process_tree([sys.executable, "-c", FAULTY_DRIVER, str(tmp_path / "results")], 600, env=env, cwd=tmp_path)
     assert r.returncode == 0 and "swept: 1 finished, 2 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     exp = tmp_path / "results" / "faulty"
     (boom,) = exp.glob("boom_seed0_*")
@@ -572,6 +650,7 @@ def test_a_train_that_raises_or_logs_no_evaluation_errors_its_trial_and_the_othe
 
 # --- the CLI with --study -----------------------------------------------------------------------------------------
 
+
 def test_config_and_train_take_a_study_and_bad_input_is_exit_2(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
@@ -582,15 +661,32 @@ def test_config_and_train_take_a_study_and_bad_input_is_exit_2(tmp_path, monkeyp
     ref = "examples.own_model.study:study"
     r = runner.invoke(app, ["config", "text_finetuned", "--study", ref, "--scale", "tiny"])
     assert r.exit_code == 0 and "1 key(s) differ from baseline: text.freeze" in r.output, r.output
-    for args, message in [(["config", "baseline", "--study", ref, "--set", "text.nope=1"], "unknown key 'text.nope'"),
-                          (["config", "baseline", "--study", "examples.own_model.study:nope"], "no attribute 'nope'"),
-                          (["sweep", "--study", ref, "--scale", "huge", "--gpus", "0"], "has the scales cpu, tiny"),
-                          (["train", "zzz", "--study", ref], "has no ablation 'zzz'")]:
+    for args, message in [
+        (["config", "baseline", "--study", ref, "--set", "text.nope=1"], "unknown key 'text.nope'"),
+        (["config", "baseline", "--study", "examples.own_model.study:nope"], "no attribute 'nope'"),
+        (["sweep", "--study", ref, "--scale", "huge", "--gpus", "0"], "has the scales cpu, tiny"),
+        (["train", "zzz", "--study", ref], "has no ablation 'zzz'"),
+    ]:
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (args, r.output)
     out = tmp_path / "run"
-    r = runner.invoke(app, ["train", "no_ema", "--study", ref, "--scale", "tiny", "--out", str(out), "--set",
-                            f"cache_dir={tmp_path / 'cache'}", "--set", "train.steps=12"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "no_ema",
+            "--study",
+            ref,
+            "--scale",
+            "tiny",
+            "--out",
+            str(out),
+            "--set",
+            f"cache_dir={tmp_path / 'cache'}",
+            "--set",
+            "train.steps=12",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "eval/pixel_mse = " in r.output
     final = json.loads((out / "result.json").read_text().splitlines()[-1])
@@ -601,9 +697,11 @@ def test_config_and_train_take_a_study_and_bad_input_is_exit_2(tmp_path, monkeyp
 def test_the_runner_the_sweep_and_the_analysis_import_nothing_of_the_bundled_study():
     """The house rule: the generic parts run any study; the bundled one (t2s_ray.t2s, its config and ablation
     registry) is reached only by reference (`outputs.DEFAULT_STUDY`)."""
-    code = ("import sys, t2s_ray.runner, t2s_ray.sweep, t2s_ray.sweep.study, t2s_ray.analysis, t2s_ray.trackers\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('t2s_ray.t2s', 't2s_ray.config', "
-            "'t2s_ray.ablations'))))")
+    code = (
+        "import sys, t2s_ray.runner, t2s_ray.sweep, t2s_ray.sweep.study, t2s_ray.analysis, t2s_ray.trackers\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('t2s_ray.t2s', 't2s_ray.config', "
+        "'t2s_ray.ablations'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout

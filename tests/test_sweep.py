@@ -14,10 +14,23 @@ from t2s_ray.cli import app
 from t2s_ray.sweep import SweepError, run_sweep, validate
 from t2s_ray.t2s.sweep import BundledSweepSpec
 
-TINY = ("data.frames=4", "data.height=16", "data.width=16", "data.train_clips=16", "data.eval_clips=4",
-        "training.batch_size=2", "training.steps=6", "training.warmup_steps=2", "training.report_every=2",
-        "training.checkpoint_every=3", "eval.num_videos=2", "eval.sampling_steps=2",
-        "eval.evaluator_clips=64", "eval.evaluator_epochs=1", "device=cpu")
+TINY = (
+    "data.frames=4",
+    "data.height=16",
+    "data.width=16",
+    "data.train_clips=16",
+    "data.eval_clips=4",
+    "training.batch_size=2",
+    "training.steps=6",
+    "training.warmup_steps=2",
+    "training.report_every=2",
+    "training.checkpoint_every=3",
+    "eval.num_videos=2",
+    "eval.sampling_steps=2",
+    "eval.evaluator_clips=64",
+    "eval.evaluator_epochs=1",
+    "device=cpu",
+)
 
 runner = CliRunner()
 
@@ -27,9 +40,18 @@ def finished_sweep(fake_gpu_ray, tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     # --cpus-per-trial auto on a head with 2 CPUs and 3 GPUs: 0.66 CPU each, so the three GPU trials run at once
     # (1 CPU each would leave a GPU idle); separate training, so that three trials exist
-    spec = BundledSweepSpec(seeds=1, scale="smoke", overrides=TINY + (f"data.cache_dir={root / 'cache'}",), gpus=3,
-                            gpus_per_trial=1, cpus_per_trial=None, storage=root / "results", name="fake3", quiet=True,
-                            share_training=False)
+    spec = BundledSweepSpec(
+        seeds=1,
+        scale="smoke",
+        overrides=TINY + (f"data.cache_dir={root / 'cache'}",),
+        gpus=3,
+        gpus_per_trial=1,
+        cpus_per_trial=None,
+        storage=root / "results",
+        name="fake3",
+        quiet=True,
+        share_training=False,
+    )
     said = []
     outcome = run_sweep(spec, say=said.append)
     assert spec.cpus_per_trial == 0.66 and any("--cpus-per-trial auto: 0.66" in line for line in said), said
@@ -39,9 +61,18 @@ def finished_sweep(fake_gpu_ray, tmp_path_factory):
 def _baseline_and_no_ema(tmp_path_factory, name: str, grid: tuple[str, ...] = ()):
     """baseline + no_ema (one shared training per seed and grid point), 1 seed; (outcome, lines said)."""
     root = tmp_path_factory.mktemp(name)
-    spec = BundledSweepSpec(ablations=("baseline", "no_ema"), seeds=1, scale="smoke", gpus=3, cpus_per_trial=0.5,
-                            overrides=TINY + (f"data.cache_dir={root / 'cache'}", "ema.decay=0.9"), grid=grid,
-                            storage=root / "results", name=name, quiet=True)
+    spec = BundledSweepSpec(
+        ablations=("baseline", "no_ema"),
+        seeds=1,
+        scale="smoke",
+        gpus=3,
+        cpus_per_trial=0.5,
+        overrides=TINY + (f"data.cache_dir={root / 'cache'}", "ema.decay=0.9"),
+        grid=grid,
+        storage=root / "results",
+        name=name,
+        quiet=True,
+    )
     said = []
     return run_sweep(spec, say=said.append), said
 
@@ -70,8 +101,12 @@ def test_grid_sweep_crosses_its_axis_and_compares_with_the_baseline_at_the_same_
     r = runner.invoke(app, ["analyze", str(outcome.experiment_dir), "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     table = pd.read_csv(tmp_path / "comparison_table.csv")
-    assert list(table["ablation"]) == ["baseline @ training.lr=0.0001", "no_ema @ training.lr=0.0001",
-                                       "baseline @ training.lr=0.003", "no_ema @ training.lr=0.003"]
+    assert list(table["ablation"]) == [
+        "baseline @ training.lr=0.0001",
+        "no_ema @ training.lr=0.0001",
+        "baseline @ training.lr=0.003",
+        "no_ema @ training.lr=0.003",
+    ]
     assert list(table["grid"]) == ["training.lr=0.0001"] * 2 + ["training.lr=0.003"] * 2
     comparisons = pd.read_csv(tmp_path / "comparison_stats.csv")
     val = comparisons[comparisons["metric"] == "val_loss"].set_index("grid")
@@ -81,8 +116,10 @@ def test_grid_sweep_crosses_its_axis_and_compares_with_the_baseline_at_the_same_
         assert val.loc[point, "ablation"] == f"no_ema @ {point}"
         assert val.loc[point, "baseline_mean"] == final["val_loss"]
         assert val.loc[point, "mean"] == final["shared/no_ema/val_loss"]
-    assert "no_ema @ training.lr=0.003" in r.output and "no_ema @ training.lr=0.003" in (
-        tmp_path / "report.html").read_text()
+    assert (
+        "no_ema @ training.lr=0.003" in r.output
+        and "no_ema @ training.lr=0.003" in (tmp_path / "report.html").read_text()
+    )
 
 
 @pytest.mark.slow
@@ -117,11 +154,11 @@ def test_ray_own_tools_read_a_finished_experiment(finished_sweep):
     finals = {t.config["ablation"]: t.last_result for t in analysis.trials}
     assert sorted(finals) == ["baseline", "no_ema", "text_finetuned"]
     assert all(r["final"] == 1 and math.isfinite(r["eval/fvd_synthsign"]) for r in finals.values()), finals
-    grid = tune.Tuner.restore(exp.as_posix(), trainable=trainable_with_resources({"cpu": 0.5, "gpu": 0})
-                              ).get_results()
+    grid = tune.Tuner.restore(exp.as_posix(), trainable=trainable_with_resources({"cpu": 0.5, "gpu": 0})).get_results()
     assert grid.num_errors == 0 and len(grid) == 3
     assert {r.config["ablation"]: r.metrics["eval/fvd_synthsign"] for r in grid} == {
-        a: r["eval/fvd_synthsign"] for a, r in finals.items()}
+        a: r["eval/fvd_synthsign"] for a, r in finals.items()
+    }
     trials = load_trials(exp)
     assert list(trials["ray_state"]) == ["TERMINATED"] * 3 and set(trials["status"]) == {"finished"}
 
@@ -183,8 +220,15 @@ def test_validation_too_many_gpus():
         validate(spec, available_gpus=0)
 
 
-@pytest.mark.parametrize("bad", [{"gpus": 64}, {"gpus": 0, "seeds": 0}, {"gpus": 0, "overrides": ("training.lr=0",)},
-                                 {"gpus": 0, "cpus_per_trial": 0}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"gpus": 64},
+        {"gpus": 0, "seeds": 0},
+        {"gpus": 0, "overrides": ("training.lr=0",)},
+        {"gpus": 0, "cpus_per_trial": 0},
+    ],
+)
 def test_run_sweep_rejects_a_bad_spec_before_writing_anything(tmp_path, monkeypatch, bad):
     """A rejected spec leaves --storage empty and builds no data cache, evaluator or Ray cluster."""
     import t2s_ray.cluster as cluster
@@ -200,31 +244,41 @@ def test_run_sweep_rejects_a_bad_spec_before_writing_anything(tmp_path, monkeypa
     storage.mkdir()
     bad = dict(bad)
     overrides = (*TINY, f"data.cache_dir={cache}", *bad.pop("overrides", ()))
-    spec = BundledSweepSpec(storage=storage, name="x", overrides=overrides,
-                            cpus_per_trial=bad.pop("cpus_per_trial", 0.5), quiet=True, dashboard=False, **bad)
+    spec = BundledSweepSpec(
+        storage=storage,
+        name="x",
+        overrides=overrides,
+        cpus_per_trial=bad.pop("cpus_per_trial", 0.5),
+        quiet=True,
+        dashboard=False,
+        **bad,
+    )
     with pytest.raises(ValueError):  # SweepError or ConfigError, both ValueErrors naming the fix
         run_sweep(spec)
     assert list(storage.iterdir()) == [], "a rejected sweep wrote into --storage"
     assert not cache.exists(), "a rejected sweep built its data cache"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--gpus", "64"], "--gpus 64 requested"),
-    (["--ablations", "baseline,nope"], "unknown ablation 'nope'"),
-    (["--set", "training.lr=0"], "training.lr"),
-    (["--set", "training.lrr=1"], "training.lrr"),
-    (["--seeds", "0"], "--seeds 0"),
-    (["--gpus-per-trial", "1.5", "--gpus", "0"], "--gpus-per-trial 1.5"),
-    (["--steps", "0"], "'--steps'"),
-    (["--grid", "training.lr=1e-4"], "one value is not an axis; use --set training.lr=1e-4"),
-    (["--grid", "training.lr=1e-4,abc"], "--grid 'training.lr=1e-4,abc': training.lr: expected a number"),
-    (["--grid", "training.lr=0,1e-4"], "training.lr: must be > 0"),
-    (["--grid", "training.lrr=1,2"], "unknown key 'training.lrr'"),
-    (["--grid", "seed=0,1"], "seed has its own option (--seeds)"),
-    (["--grid", "training.lr=1e-4,3e-4", "--set", "training.lr=1e-3"], "training.lr is already set by --set"),
-    (["--grid", "training.lr=1e-4,1e-4"], "a value is repeated"),
-    (["--log-to", "neptune"], "'neptune' is not one of"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--gpus", "64"], "--gpus 64 requested"),
+        (["--ablations", "baseline,nope"], "unknown ablation 'nope'"),
+        (["--set", "training.lr=0"], "training.lr"),
+        (["--set", "training.lrr=1"], "training.lrr"),
+        (["--seeds", "0"], "--seeds 0"),
+        (["--gpus-per-trial", "1.5", "--gpus", "0"], "--gpus-per-trial 1.5"),
+        (["--steps", "0"], "'--steps'"),
+        (["--grid", "training.lr=1e-4"], "one value is not an axis; use --set training.lr=1e-4"),
+        (["--grid", "training.lr=1e-4,abc"], "--grid 'training.lr=1e-4,abc': training.lr: expected a number"),
+        (["--grid", "training.lr=0,1e-4"], "training.lr: must be > 0"),
+        (["--grid", "training.lrr=1,2"], "unknown key 'training.lrr'"),
+        (["--grid", "seed=0,1"], "seed has its own option (--seeds)"),
+        (["--grid", "training.lr=1e-4,3e-4", "--set", "training.lr=1e-3"], "training.lr is already set by --set"),
+        (["--grid", "training.lr=1e-4,1e-4"], "a value is repeated"),
+        (["--log-to", "neptune"], "'neptune' is not one of"),
+    ],
+)
 def test_sweep_cli_rejects_bad_input_before_writing(tmp_path, args, message):
     r = runner.invoke(app, ["sweep", "--storage", str(tmp_path / "s"), "--name", "n", *args])
     assert r.exit_code == 2, r.output
@@ -268,9 +322,21 @@ def test_resume_address_joins_that_cluster_and_says_when_nothing_answers(tmp_pat
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = subprocess.run([sys.executable, "-c", "from t2s_ray.cli import app; app()", "resume", str(exp),
-                        "--address", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from t2s_ray.cli import app; app()",
+            "resume",
+            str(exp),
+            "--address",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+    )
     assert r.returncode == 2, r.stdout + r.stderr
     assert f"--address 127.0.0.1:{port}: nothing answers there" in r.stdout + r.stderr
 
@@ -326,8 +392,14 @@ def test_tensorboard_has_training_scalars_by_step_and_eval_values(finished_sweep
     acc = EventAccumulator(str(trial), size_guidance={"scalars": 0, "images": 0})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    for tag in ("ray/tune/loss", "ray/tune/lr", "ray/tune/samples_per_s", "ray/tune/mem/cpu_rss_gb",
-                "ray/tune/eval/fvd_synthsign", "ray/tune/eval/motion_ratio"):
+    for tag in (
+        "ray/tune/loss",
+        "ray/tune/lr",
+        "ray/tune/samples_per_s",
+        "ray/tune/mem/cpu_rss_gb",
+        "ray/tune/eval/fvd_synthsign",
+        "ray/tune/eval/motion_ratio",
+    ):
         assert tag in tags, (tag, sorted(tags)[:40])
     steps = [e.step for e in acc.Scalars("ray/tune/loss")]
     assert steps == sorted(steps) and steps[-1] == 6  # the training step, not Tune's iteration count
@@ -336,8 +408,20 @@ def test_tensorboard_has_training_scalars_by_step_and_eval_values(finished_sweep
 
 
 def test_sweep_cli_rejects_a_missing_dataset_before_ray_starts(tmp_path):
-    r = runner.invoke(app, ["sweep", "--gpus", "0", "--data", f"how2sign:{tmp_path / 'nope'}",
-                            "--storage", str(tmp_path / "s"), "--name", "n"])
+    r = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--gpus",
+            "0",
+            "--data",
+            f"how2sign:{tmp_path / 'nope'}",
+            "--storage",
+            str(tmp_path / "s"),
+            "--name",
+            "n",
+        ],
+    )
     assert r.exit_code == 2, r.output
     assert "no such folder" in r.output and "how2sign_realigned_train.csv" in r.output
     assert not (tmp_path / "s").exists()
@@ -348,8 +432,10 @@ def test_an_ablation_equal_to_the_baseline_at_this_scale_is_refused(tmp_path):
     with pytest.raises(SweepError, match="'dit_s' resolves to the baseline's config at --scale full"):
         validate(spec, available_gpus=0)
     assert not (tmp_path / "s").exists()
-    validate(BundledSweepSpec(ablations=("baseline", "dit_s"), scale="smoke", storage=tmp_path / "s", name="n", gpus=0),
-             available_gpus=0)
+    validate(
+        BundledSweepSpec(ablations=("baseline", "dit_s"), scale="smoke", storage=tmp_path / "s", name="n", gpus=0),
+        available_gpus=0,
+    )
 
 
 def test_seeds_default_to_three_where_a_verdict_is_possible(tmp_path):

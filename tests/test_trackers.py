@@ -21,13 +21,32 @@ from t2s_ray.trackers import (
     wandb_tags,
 )
 
-TINY = ("data.frames=4", "data.height=16", "data.width=16", "data.train_clips=16", "data.eval_clips=4",
-        "training.batch_size=2", "training.steps=4", "training.warmup_steps=2", "training.report_every=2",
-        "training.checkpoint_every=4", "eval.num_videos=2", "eval.sampling_steps=2",
-        "eval.evaluator_clips=64", "eval.evaluator_epochs=1", "device=cpu")
+TINY = (
+    "data.frames=4",
+    "data.height=16",
+    "data.width=16",
+    "data.train_clips=16",
+    "data.eval_clips=4",
+    "training.batch_size=2",
+    "training.steps=4",
+    "training.warmup_steps=2",
+    "training.report_every=2",
+    "training.checkpoint_every=4",
+    "eval.num_videos=2",
+    "eval.sampling_steps=2",
+    "eval.evaluator_clips=64",
+    "eval.evaluator_epochs=1",
+    "device=cpu",
+)
 
-PARAMS = {"ablation": "baseline", "seed": 1, "scale": "smoke", "data": "synthsign",
-          "overrides": ["data.spec=synthsign", "training.steps=7"], "shared": {"baseline": ["no_ema"]}}
+PARAMS = {
+    "ablation": "baseline",
+    "seed": 1,
+    "scale": "smoke",
+    "data": "synthsign",
+    "overrides": ["data.spec=synthsign", "training.steps=7"],
+    "shared": {"baseline": ["no_ema"]},
+}
 
 
 def test_unknown_tracker_names_the_choices():
@@ -60,14 +79,19 @@ def test_mlflow_runs_go_next_to_the_experiment_unless_a_tracking_uri_is_set(monk
 def test_wandb_project_and_folder(monkeypatch, tmp_path):
     for var in ("WANDB_PROJECT", "WANDB_DIR", "WANDB_MODE", "WANDB_ENTITY"):
         monkeypatch.delenv(var, raising=False)
-    assert wandb_init_options("exp", tmp_path / "results" / "exp") == {"project": "exp",
-                                                                       "dir": str(tmp_path / "results")}
+    assert wandb_init_options("exp", tmp_path / "results" / "exp") == {
+        "project": "exp",
+        "dir": str(tmp_path / "results"),
+    }
     assert wandb_init_options("exp", "s3://bucket/exp") == {"project": "exp"}  # W&B's default: the trial folder
     monkeypatch.setenv("WANDB_PROJECT", "t2s")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "w"))
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert wandb_init_options("exp", tmp_path / "results" / "exp") == {"project": "t2s", "dir": str(tmp_path / "w"),
-                                                                       "mode": "offline"}
+    assert wandb_init_options("exp", tmp_path / "results" / "exp") == {
+        "project": "t2s",
+        "dir": str(tmp_path / "w"),
+        "mode": "offline",
+    }
 
 
 def test_a_trial_run_is_tagged_with_its_identity_and_holds_its_resolved_config():
@@ -87,21 +111,45 @@ def test_a_study_sweep_logs_to_trackers_with_the_studys_own_config(tmp_path, mon
     from t2s_ray.sweep.study import StudySweepSpec
 
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
-    params = {"study": "examples.own_model.study:study", "ablation": "no_ema", "seed": 2, "scale": "tiny",
-              "overrides": ["train.lr=0.002"]}
+    params = {
+        "study": "examples.own_model.study:study",
+        "ablation": "no_ema",
+        "seed": 2,
+        "scale": "tiny",
+        "overrides": ["train.lr=0.002"],
+    }
     flat = trial_params(params)
     assert flat["train.ema"] is False and flat["train.lr"] == 0.002 and flat["train.steps"] == 40
-    spec = StudySweepSpec(study="examples.own_model.study:study", scale="tiny", gpus=0, storage=tmp_path,
-                          name="tracked", log_to=("mlflow",))
+    spec = StudySweepSpec(
+        study="examples.own_model.study:study",
+        scale="tiny",
+        gpus=0,
+        storage=tmp_path,
+        name="tracked",
+        log_to=("mlflow",),
+    )
     assert spec.validate() == []  # checked, not refused
     with pytest.raises(TrackerError, match="unknown tracker"):
-        StudySweepSpec(study="examples.own_model.study:study", scale="tiny", gpus=0, storage=tmp_path,
-                       name="x", log_to=("tensorboard",)).validate()
+        StudySweepSpec(
+            study="examples.own_model.study:study",
+            scale="tiny",
+            gpus=0,
+            storage=tmp_path,
+            name="x",
+            log_to=("tensorboard",),
+        ).validate()
 
 
 def test_only_numbers_become_metrics():
-    result = {"loss": 0.5, "step": 2, "mem/gpu_peak_gb": float("nan"), "mem/gpu_peak_gb_status": "CPU run",
-              "done": False, "config": {"seed": 0}, "node/gpu_ids": "0"}
+    result = {
+        "loss": 0.5,
+        "step": 2,
+        "mem/gpu_peak_gb": float("nan"),
+        "mem/gpu_peak_gb_status": "CPU run",
+        "done": False,
+        "config": {"seed": 0},
+        "node/gpu_ids": "0",
+    }
     metrics = numeric_metrics(result)
     assert set(metrics) == {"loss", "step", "mem/gpu_peak_gb"} and metrics["loss"] == 0.5
 
@@ -131,8 +179,8 @@ def wandb_records(path: Path) -> list:
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunks += data[pos + 7:pos + 7 + length]
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunks += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST: a whole record
             record = wandb_internal_pb2.Record()
@@ -152,9 +200,19 @@ def tracked_sweep(fake_gpu_ray, tmp_path_factory):
         env.setenv("WANDB_DIR", str(root / "wandb-dir"))
         env.setenv("MLFLOW_TRACKING_URI", (root / "mlruns").as_uri())
         env.delenv("WANDB_PROJECT", raising=False)
-        spec = BundledSweepSpec(ablations=("baseline",), seeds=1, scale="smoke", gpus=0, cpus_per_trial=1,
-                                overrides=TINY + (f"data.cache_dir={root / 'cache'}",), storage=root / "results",
-                                name="tracked", quiet=True, dashboard=False, log_to=("wandb", "mlflow"))
+        spec = BundledSweepSpec(
+            ablations=("baseline",),
+            seeds=1,
+            scale="smoke",
+            gpus=0,
+            cpus_per_trial=1,
+            overrides=TINY + (f"data.cache_dir={root / 'cache'}",),
+            storage=root / "results",
+            name="tracked",
+            quiet=True,
+            dashboard=False,
+            log_to=("wandb", "mlflow"),
+        )
         outcome = run_sweep(spec, say=lambda line: None)
     yield outcome, root
     if not opted_in:  # the MLflow callback opted in to MLflow 3's file store for the sweep; the read-backs need it too
@@ -190,8 +248,11 @@ def test_a_sweep_logs_every_trial_to_wandb_offline(tracked_sweep):
     assert run.project == "tracked" and {"ablation:baseline", "seed:0"} <= set(run.tags)
     config = {i.key: i.value_json for i in run.config.update}
     assert config["training.steps"] == "4" and config["ablation"] == '"baseline"'
-    history = [{i.key or "/".join(i.nested_key): i.value_json for i in r.history.item}
-               for r in records if r.WhichOneof("record_type") == "history"]
+    history = [
+        {i.key or "/".join(i.nested_key): i.value_json for i in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
     assert [h["loss"] for h in history if "loss" in h] and any("eval/inference_ms_per_video" in h for h in history)
     assert not any("mem/gpu_peak_gb_status" in h for h in history)
     (video,) = (run_dir / "files" / "media" / "videos").glob("samples_*.gif")

@@ -25,10 +25,22 @@ from t2s_ray.t2s.training import (
     train_step,
 )
 
-TINY = ["data.frames=4", "data.height=16", "data.width=16", "data.train_clips=8", "data.eval_clips=4",
-        "model.size=dit-tiny", "model.patch_size=4", "training.batch_size=2", "training.steps=6",
-        "training.warmup_steps=2", "training.report_every=1", "training.checkpoint_every=3", "device=cpu",
-        "eval.num_videos=2"]
+TINY = [
+    "data.frames=4",
+    "data.height=16",
+    "data.width=16",
+    "data.train_clips=8",
+    "data.eval_clips=4",
+    "model.size=dit-tiny",
+    "model.patch_size=4",
+    "training.batch_size=2",
+    "training.steps=6",
+    "training.warmup_steps=2",
+    "training.report_every=1",
+    "training.checkpoint_every=3",
+    "device=cpu",
+    "eval.num_videos=2",
+]
 
 
 class TinyClips:
@@ -126,8 +138,18 @@ def test_resume_in_process_equals_straight_run(tmp_path, text_encoder):
 
 
 def _train_cli(out: Path, steps: int, cache: Path, ablation="baseline") -> None:
-    cmd = [sys.executable, "-m", "t2s_ray.cli", "train", ablation, "--steps", str(steps), "--out", str(out),
-           *[a for s in TINY + [f"data.cache_dir={cache}"] for a in ("--set", s)]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "t2s_ray.cli",
+        "train",
+        ablation,
+        "--steps",
+        str(steps),
+        "--out",
+        str(out),
+        *[a for s in TINY + [f"data.cache_dir={cache}"] for a in ("--set", s)],
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -214,8 +236,9 @@ def test_gradients_are_clipped_per_optimizer_group(tmp_path, monkeypatch):
     state = build_state(cfg)
     calls = []
     real = torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, norm: calls.append(list(params)) or
-                        real(calls[-1], norm))
+    monkeypatch.setattr(
+        torch.nn.utils, "clip_grad_norm_", lambda params, norm: calls.append(list(params)) or real(calls[-1], norm)
+    )
     train_step(state, *next_batch(state, TinyClips()))
     groups = [g["params"] for g in state.optimizer.param_groups]
     assert len(groups) == 2 and [len(c) for c in calls] == [len(g) for g in groups]

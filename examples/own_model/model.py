@@ -46,9 +46,12 @@ class ClipDecoder(nn.Module):
         self.grid = (width, frames // 2, size // 8, size // 8)
         self.inp = nn.Linear(text_dim + noise_dim, width * (frames // 2) * (size // 8) ** 2)
         self.up = nn.Sequential(
-            nn.ConvTranspose3d(width, width, (4, 4, 4), stride=(2, 2, 2), padding=1), nn.GELU(),  # time and space x2
-            nn.ConvTranspose3d(width, width, (3, 4, 4), stride=(1, 2, 2), padding=1), nn.GELU(),  # space x2
-            nn.ConvTranspose3d(width, width // 2, (3, 4, 4), stride=(1, 2, 2), padding=1), nn.GELU(),  # space x2
+            nn.ConvTranspose3d(width, width, (4, 4, 4), stride=(2, 2, 2), padding=1),
+            nn.GELU(),  # time and space x2
+            nn.ConvTranspose3d(width, width, (3, 4, 4), stride=(1, 2, 2), padding=1),
+            nn.GELU(),  # space x2
+            nn.ConvTranspose3d(width, width // 2, (3, 4, 4), stride=(1, 2, 2), padding=1),
+            nn.GELU(),  # space x2
             nn.Conv3d(width // 2, 3, 3, padding=1),
         )
 

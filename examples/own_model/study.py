@@ -65,8 +65,17 @@ def _clips(cfg: OwnConfig, split: str):
     from t2s_ray.config import DataConfig
     from t2s_ray.data import build_dataset
 
-    return build_dataset(DataConfig(frames=cfg.frames, height=cfg.size, width=cfg.size, train_clips=cfg.train_clips,
-                                    eval_clips=cfg.eval_clips, cache_dir=cfg.cache_dir), split)
+    return build_dataset(
+        DataConfig(
+            frames=cfg.frames,
+            height=cfg.size,
+            width=cfg.size,
+            train_clips=cfg.train_clips,
+            eval_clips=cfg.eval_clips,
+            cache_dir=cfg.cache_dir,
+        ),
+        split,
+    )
 
 
 def _to_model(videos: np.ndarray, device) -> torch.Tensor:
@@ -107,8 +116,9 @@ def train(cfg: OwnConfig, session: Session) -> None:
         step += 1
         session.log_step(step, loss.item(), lr=t.lr, samples_per_s=step * t.batch_size / (time.time() - started))
         if step % t.checkpoint_every == 0 or step == t.steps:
-            session.checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                "ema": ema.state_dict()})  # the last one, at t.steps, is what evaluate scores
+            session.checkpoint(
+                {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "ema": ema.state_dict()}
+            )  # the last one, at t.steps, is what evaluate scores
 
 
 @torch.no_grad()
@@ -145,8 +155,18 @@ study = Study(
     config=OwnConfig,
     train=train,
     ablations={"baseline": {}, "text_finetuned": {"text.freeze": False}, "no_ema": {"train.ema": False}},
-    scales={"cpu": {}, "tiny": {"train.steps": 40, "train.checkpoint_every": 10, "train_clips": 32,
-                                "eval_clips": 8, "frames": 4, "size": 16, "width": 16}},
+    scales={
+        "cpu": {},
+        "tiny": {
+            "train.steps": 40,
+            "train.checkpoint_every": 10,
+            "train_clips": 32,
+            "eval_clips": 8,
+            "frames": 4,
+            "size": 16,
+            "width": 16,
+        },
+    },
     metrics={"eval/pixel_mse": "lower"},
     evaluation_only=("train.ema",),  # baseline and no_ema differ only here: one training run per seed serves both
     evaluate=evaluate,

@@ -73,21 +73,55 @@ ARROWS = {"lower": "↓", "higher": "↑", "one": "→1", "real": "→real"}
 
 
 # Columns of load_trials/select_trials that describe a trial rather than measure it.
-META_COLUMNS = frozenset({
-    "ablation", "seed", "trial_dir", "status", "trial_id", "last_time", "n_reports", "error",
-    "scale", "data", "n_attempts", "other_dirs", "trained_with", "grid", "ray_state", "primary", "damaged",
-})
+META_COLUMNS = frozenset(
+    {
+        "ablation",
+        "seed",
+        "trial_dir",
+        "status",
+        "trial_id",
+        "last_time",
+        "n_reports",
+        "error",
+        "scale",
+        "data",
+        "n_attempts",
+        "other_dirs",
+        "trained_with",
+        "grid",
+        "ray_state",
+        "primary",
+        "damaged",
+    }
+)
 
 
-HEADLINE = ("eval/fvd", "eval/fvd_synthsign", "eval/text_alignment", "eval/temporal_consistency",
-            "eval/temporal_consistency_ssim", "eval/motion_ratio", "eval/lpips", "val_loss", "train_time_h",
-            "mem/gpu_peak_gb", "params/trainable_m")
+HEADLINE = (
+    "eval/fvd",
+    "eval/fvd_synthsign",
+    "eval/text_alignment",
+    "eval/temporal_consistency",
+    "eval/temporal_consistency_ssim",
+    "eval/motion_ratio",
+    "eval/lpips",
+    "val_loss",
+    "train_time_h",
+    "mem/gpu_peak_gb",
+    "params/trainable_m",
+)
 """The metrics of the plots and, in this order, the candidates for the quality table (LPIPS last: against
 real renders it mostly measures appearance, so it enters the table only when fewer metrics exist)."""
 FRECHET = ("eval/fvd", "eval/fvd_synthsign")
 """Fréchet distances: biased by the sample count N, which is printed beside them."""
-COST = ("train_time_h", "mem/gpu_peak_gb", "perf/mfu", "eval/inference_ms_per_video", "eval/inference_peak_mem_gb",
-        "params/total_m", "params/trainable_m")
+COST = (
+    "train_time_h",
+    "mem/gpu_peak_gb",
+    "perf/mfu",
+    "eval/inference_ms_per_video",
+    "eval/inference_peak_mem_gb",
+    "params/total_m",
+    "params/trainable_m",
+)
 """The columns of the cost table."""
 
 
@@ -108,9 +142,9 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
     """Numeric metric columns of a trials frame: known ones in display order, then sorted. The guidance curve's
     columns (`guidance_columns`) are not among them: the tables and statistics stay at the headline scale."""
     numeric = [
-        c for c in df.columns
-        if c not in META_COLUMNS and not c.endswith("_status") and not c.startswith(GUIDANCE_PREFIX)
-        and _numeric(df, c)
+        c
+        for c in df.columns
+        if c not in META_COLUMNS and not c.endswith("_status") and not c.startswith(GUIDANCE_PREFIX) and _numeric(df, c)
     ]
     known = [m for m in METRICS if m in numeric]
     return known + sorted(set(numeric) - set(known))
@@ -121,8 +155,7 @@ def guidance_columns(df: pd.DataFrame) -> list[str]:
     return sorted(c for c in df.columns if c.startswith(GUIDANCE_PREFIX) and _numeric(df, c))
 
 
-_STUDY_DIRECTIONS: ContextVar[Mapping[str, str]] = ContextVar("study_directions",
-                                                                    default=MappingProxyType({}))
+_STUDY_DIRECTIONS: ContextVar[Mapping[str, str]] = ContextVar("study_directions", default=MappingProxyType({}))
 
 
 @contextmanager
@@ -160,13 +193,17 @@ def arm_primary(declared: str | None, done: pd.DataFrame) -> tuple[str, ...]:
     """The primary metrics of an arm whose trials declare `declared` (comma-joined, see `primary_metrics`),
     with `distribution` resolved on the finished trials `done`."""
     override, study_default = _PRIMARY.get()
-    names = override or (tuple(m for m in str(declared).split(",") if m) if isinstance(declared, str) else ()) \
+    names = (
+        override
+        or (tuple(m for m in str(declared).split(",") if m) if isinstance(declared, str) else ())
         or study_default
+    )
     return tuple(distribution_metric(done) if m == DISTRIBUTION else m for m in names)
 
 
 def distribution_metric(done: pd.DataFrame) -> str:
     """What `distribution` stands for in the finished trials `done` (see `DISTRIBUTION`)."""
+
     def have(m: str) -> bool:
         return m in done and done[m].notna().any()
 

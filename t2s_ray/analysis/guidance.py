@@ -31,8 +31,10 @@ def curve_points(selected: pd.DataFrame) -> pd.DataFrame:
     for _, r in done.iterrows():
         for column, (scale, metric) in keys:
             if pd.notna(r[column]):  # NaN: not computed (see the metric's status) or not one of this trial's scales
-                point = rows.setdefault((r["ablation"], int(r["seed"]), scale),
-                                        {"ablation": r["ablation"], "seed": int(r["seed"]), "scale": scale})
+                point = rows.setdefault(
+                    (r["ablation"], int(r["seed"]), scale),
+                    {"ablation": r["ablation"], "seed": int(r["seed"]), "scale": scale},
+                )
                 point[metric] = r[column]
     columns = ["ablation", "seed", "scale", *CURVE_METRICS]
     return pd.DataFrame(list(rows.values()), columns=columns)
@@ -77,8 +79,10 @@ def headline_note(selected: pd.DataFrame) -> str | None:
         at = "guidance " + "; ".join(f"{scale_text(s)} ({', '.join(names)})" for s, names in by_scale.items())
     others = [a for a in dict.fromkeys(_finished(selected)["ablation"]) if a not in scales]
     rest = f"; {', '.join(others)} at their single eval.guidance_scale" if others else ""
-    return (f"Evaluated at {at} (eval.guidance_scale's first value){rest}; every listed scale: the guidance curve "
-            f"(report.html, guidance_curve.csv).")
+    return (
+        f"Evaluated at {at} (eval.guidance_scale's first value){rest}; every listed scale: the guidance curve "
+        f"(report.html, guidance_curve.csv)."
+    )
 
 
 def missing_curves(selected: pd.DataFrame) -> list[str]:

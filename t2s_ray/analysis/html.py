@@ -66,8 +66,7 @@ def clip_gif(clip: np.ndarray) -> bytes:
     """An animated, looping GIF of one uint8 `(T, H, W, 3)` clip at its own resolution."""
     frames = [Image.fromarray(np.ascontiguousarray(f)) for f in clip]
     buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=GIF_MS, loop=0,
-                   disposal=1)
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=GIF_MS, loop=0, disposal=1)
     return buf.getvalue()
 
 
@@ -140,25 +139,36 @@ def _hosts(attempts: list[_Attempt]) -> str:
     return (", ".join(hosts) or "not recorded") + (f" ({len(nodes)} Ray nodes)" if len(nodes) > 1 else "")
 
 
-def _header(exp_dir: Path, selected: pd.DataFrame, attempts: list[_Attempt], configs: dict[str, dict | str],
-            baseline: str) -> dict:
+def _header(
+    exp_dir: Path, selected: pd.DataFrame, attempts: list[_Attempt], configs: dict[str, dict | str], baseline: str
+) -> dict:
     counts = selected["status"].value_counts()
     started = [r.get("node/started_at") for a in attempts for r in a.rows[:1]]
     started = [float(t) for t in started if isinstance(t, (int, float))]
-    problems = [{"status": r["status"], "ablation": r["ablation"], "seed": int(r["seed"]),
-                 "reason": r["error"] if isinstance(r.get("error"), str) else
-                 ("no final report (interrupted or still running)" if r["status"] == "unfinished" else ""),
-                 "dir": r["trial_dir"]}
-                for _, r in selected[selected["status"] != "finished"].iterrows()]
+    problems = [
+        {
+            "status": r["status"],
+            "ablation": r["ablation"],
+            "seed": int(r["seed"]),
+            "reason": r["error"]
+            if isinstance(r.get("error"), str)
+            else ("no final report (interrupted or still running)" if r["status"] == "unfinished" else ""),
+            "dir": r["trial_dir"],
+        }
+        for _, r in selected[selected["status"] != "finished"].iterrows()
+    ]
     chash = config_hash(configs)
     seeds = sorted(selected["seed"].astype(int).unique())
     devices = _node_values(attempts, "node/device_name") or _node_values(attempts, "node/device")
     return {
-        "name": exp_dir.name, "path": str(exp_dir.resolve()), "baseline": baseline,
+        "name": exp_dir.name,
+        "path": str(exp_dir.resolve()),
+        "baseline": baseline,
         "grid": "grid" in selected and bool(selected["grid"].notna().any()),  # arms are `<ablation> @ <point>`
         "scale": ", ".join(sorted(selected["scale"].dropna().astype(str).unique())) or "?",
         "data": ", ".join(sorted(selected["data"].dropna().astype(str).unique())) or "?",
-        "seeds": ", ".join(map(str, seeds)), "config_hash": chash,
+        "seeds": ", ".join(map(str, seeds)),
+        "config_hash": chash,
         "started": _when(min(started) if started else None),
         "finished": _when(float(selected["last_time"].max()) if "last_time" in selected else None),
         "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -167,14 +177,22 @@ def _header(exp_dir: Path, selected: pd.DataFrame, attempts: list[_Attempt], con
         "python": ", ".join(_node_values(attempts, "node/python")) or "not recorded",
         "devices": ", ".join(devices) or "not recorded",
         "hosts": _hosts(attempts),
-        "n_trials": len(selected), "finished_n": int(counts.get("finished", 0)),
-        "errored_n": int(counts.get("errored", 0)), "unfinished_n": int(counts.get("unfinished", 0)),
+        "n_trials": len(selected),
+        "finished_n": int(counts.get("finished", 0)),
+        "errored_n": int(counts.get("errored", 0)),
+        "unfinished_n": int(counts.get("unfinished", 0)),
         "problems": problems,
     }
 
 
-def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: dict[str, dict],
-                       configs: dict[str, dict | str], baseline: str, out_dir: Path) -> list[dict]:
+def _ablation_sections(
+    summary: pd.DataFrame,
+    selected: pd.DataFrame,
+    params: dict[str, dict],
+    configs: dict[str, dict | str],
+    baseline: str,
+    out_dir: Path,
+) -> list[dict]:
     """Per ablation: its description, the config keys that differ from the baseline (at the same --grid point),
     its trial folders."""
     sections = []
@@ -182,12 +200,24 @@ def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: di
         base_cfg = configs.get(baseline_of(ablation, baseline))
         p = params.get(ablation) or {}
         trials = selected[selected["ablation"] == ablation].sort_values("seed")
-        links = [{"seed": int(r["seed"]), "status": r["status"],
-                  "href": Path(os.path.relpath(r["trial_dir"], out_dir)).as_posix()} for _, r in trials.iterrows()]
+        links = [
+            {
+                "seed": int(r["seed"]),
+                "status": r["status"],
+                "href": Path(os.path.relpath(r["trial_dir"], out_dir)).as_posix(),
+            }
+            for _, r in trials.iterrows()
+        ]
         trained_with = sorted(set(trials["trained_with"].dropna())) if "trained_with" in trials else []
         arm = (p.get(ARMS_PARAM) or {}).get(ablation_of(ablation)) or {}
-        section = {"name": ablation, "description": arm.get("description", ""), "changes": [], "links": links,
-                   "error": None, "trained_with": ", ".join(t for t in trained_with if t != ablation)}
+        section = {
+            "name": ablation,
+            "description": arm.get("description", ""),
+            "changes": [],
+            "links": links,
+            "error": None,
+            "trained_with": ", ".join(t for t in trained_with if t != ablation),
+        }
         cfg = configs.get(ablation)
         if isinstance(cfg, str):
             section["error"] = cfg
@@ -195,8 +225,9 @@ def _ablation_sections(summary: pd.DataFrame, selected: pd.DataFrame, params: di
             if not isinstance(base_cfg, dict):
                 section["error"] = f"config not resolvable here: the baseline {baseline!r} has no resolvable config"
             else:
-                section["changes"] = [{"key": k, "value": repr(v), "base": repr(b)}
-                                      for k, (v, b) in config_changes(cfg, base_cfg).items()]
+                section["changes"] = [
+                    {"key": k, "value": repr(v), "base": repr(b)} for k, (v, b) in config_changes(cfg, base_cfg).items()
+                ]
         sections.append(section)
     return sections
 
@@ -224,13 +255,22 @@ def _plots(history: pd.DataFrame, summary: pd.DataFrame, selected: pd.DataFrame)
 
     labels = {m: header_label(m) for m in HEADLINE}
     plots = [
-        ("Training loss", "mean ± std over seeds per ablation; left raw, right smoothed",
-         training_curves_figure(training_curves(history), smoothing=SMOOTHING)),
+        (
+            "Training loss",
+            "mean ± std over seeds per ablation; left raw, right smoothed",
+            training_curves_figure(training_curves(history), smoothing=SMOOTHING),
+        ),
         ("Learning rate", "per ablation (the schedule as run)", lr_figure(training_curves(history, "lr"))),
-        ("Memory over time", "every trial's memory sampler (gpu_memory.csv), one line per seed",
-         memory_figure(_memory_frame(selected))),
-        ("Headline metrics", "mean over finished seeds with the 95 % t-interval of the mean",
-         metrics_figure(summary, list(HEADLINE), labels, whiskers="ci")),
+        (
+            "Memory over time",
+            "every trial's memory sampler (gpu_memory.csv), one line per seed",
+            memory_figure(_memory_frame(selected)),
+        ),
+        (
+            "Headline metrics",
+            "mean over finished seeds with the 95 % t-interval of the mean",
+            metrics_figure(summary, list(HEADLINE), labels, whiskers="ci"),
+        ),
     ]
     return [{"title": t, "caption": c, "src": _fig_uri(fig)} for t, c, fig in plots if fig is not None]
 
@@ -262,8 +302,13 @@ def _samples(summary: pd.DataFrame, selected: pd.DataFrame) -> dict:
                 arrays[ablation] = {k: z[k] for k in z.files}
             columns.append({"name": ablation, "seed": int(trial["seed"])})
         elif (folder / "samples.gif").is_file():
-            whole_gifs.append({"name": ablation, "seed": int(trial["seed"]),
-                               "src": data_uri((folder / "samples.gif").read_bytes(), "image/gif")})
+            whole_gifs.append(
+                {
+                    "name": ablation,
+                    "seed": int(trial["seed"]),
+                    "src": data_uri((folder / "samples.gif").read_bytes(), "image/gif"),
+                }
+            )
         else:
             notes.append(f"{ablation} seed {int(trial['seed'])}: no samples in {folder}")
     rows = []
@@ -272,15 +317,22 @@ def _samples(summary: pd.DataFrame, selected: pd.DataFrame) -> dict:
         texts = [str(t) for t in first["texts"]]
         mismatched = [a for a, z in arrays.items() if [str(t) for t in z["texts"]] != texts]
         if mismatched:
-            notes.append(f"captions differ from {columns[0]['name']}'s in: {', '.join(mismatched)} "
-                         "(evaluation settings differ); those columns are left out")
+            notes.append(
+                f"captions differ from {columns[0]['name']}'s in: {', '.join(mismatched)} "
+                "(evaluation settings differ); those columns are left out"
+            )
             columns = [c for c in columns if c["name"] not in mismatched]
         for k, text in enumerate(texts):
             real = first.get("real")
-            cells = [{"src": data_uri(clip_gif(real[k]), "image/gif"), "alt": f"real clip: {text}"}
-                     if real is not None else None]
-            cells += [{"src": data_uri(clip_gif(arrays[c["name"]]["fake"][k]), "image/gif"),
-                       "alt": f"{c['name']}: {text}"} for c in columns]
+            cells = [
+                {"src": data_uri(clip_gif(real[k]), "image/gif"), "alt": f"real clip: {text}"}
+                if real is not None
+                else None
+            ]
+            cells += [
+                {"src": data_uri(clip_gif(arrays[c["name"]]["fake"][k]), "image/gif"), "alt": f"{c['name']}: {text}"}
+                for c in columns
+            ]
             rows.append({"caption": text, "cells": cells})
     return {"columns": columns, "rows": rows, "whole_gifs": whole_gifs, "notes": notes, "px": SAMPLE_PX}
 
@@ -293,23 +345,38 @@ def _guidance_section(selected: pd.DataFrame, curve: pd.DataFrame) -> dict | Non
     missing = missing_curves(selected)
     if curve.empty and not missing:
         return None
-    return {"table": guidance_cells(curve) if not curve.empty else None, "missing": missing,
-            "src": _fig_uri(guidance_curve_figure(curve))}
+    return {
+        "table": guidance_cells(curve) if not curve.empty else None,
+        "missing": missing,
+        "src": _fig_uri(guidance_curve_figure(curve)),
+    }
 
 
 # --------------------------------------------------------------------------- page
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.PackageLoader("t2s_ray.analysis", "templates"),
-                              autoescape=jinja2.select_autoescape(["html", "j2"]),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("t2s_ray.analysis", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
-def render_html(exp_dir: str | os.PathLike, attempts: list[_Attempt], selected: pd.DataFrame,
-                summary: pd.DataFrame, comparisons: pd.DataFrame, history: pd.DataFrame, out_dir: Path,
-                baseline: str = "baseline", source: str | None = None,
-                curve: pd.DataFrame | None = None) -> str:
+def render_html(
+    exp_dir: str | os.PathLike,
+    attempts: list[_Attempt],
+    selected: pd.DataFrame,
+    summary: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    history: pd.DataFrame,
+    out_dir: Path,
+    baseline: str = "baseline",
+    source: str | None = None,
+    curve: pd.DataFrame | None = None,
+) -> str:
     """The report page as a string (see the module docstring). `out_dir`: where it will be written (the
     links to trial folders are relative to it); `source`: the experiment's storage URI when `exp_dir` is a
     local copy of it; `curve`: `guidance_curve(selected)` when the caller has it."""
@@ -322,13 +389,17 @@ def render_html(exp_dir: str | os.PathLike, attempts: list[_Attempt], selected: 
     configs = arm_configs(selected, params)
     context = {
         "h": _header(exp, selected, attempts, configs, baseline) | ({"path": source} if source else {}),
-        "quality": parts["quality"], "cost": parts["cost"], "legend": parts["legend"],
-        "frechet": parts["frechet"], "more": parts["more"], "missing": parts["missing"],
+        "quality": parts["quality"],
+        "cost": parts["cost"],
+        "legend": parts["legend"],
+        "frechet": parts["frechet"],
+        "more": parts["more"],
+        "missing": parts["missing"],
         "guidance": parts["guidance"],
         "curve": _guidance_section(selected, guidance_curve(selected) if curve is None else curve),
         "references": [line.strip() for line in _reference_section(selected)],
-        "nan_notes": nan_notes(selected), "notes": [line.strip() for line in _notes_section(selected, summary,
-                                                                                              baseline)],
+        "nan_notes": nan_notes(selected),
+        "notes": [line.strip() for line in _notes_section(selected, summary, baseline)],
         "plots": _plots(history, summary, selected),
         "samples": _samples(summary, selected),
         "ablations": _ablation_sections(summary, selected, params, configs, baseline, Path(out_dir)),

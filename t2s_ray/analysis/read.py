@@ -29,17 +29,47 @@ from t2s_ray.outputs import (
 )
 
 # Keys of the final row that are Tune bookkeeping or per-step snapshots, not final metrics.
-TUNE_KEYS = frozenset({
-    "training_iteration", "trial_id", "timestamp", "time_this_iter_s", "time_total_s",
-    "time_since_restore", "iterations_since_restore", "timesteps_total", "episodes_total",
-    "timesteps_since_restore", "done", "pid", "hostname", "node_ip", "date", "config",
-    "experiment_id", "experiment_tag", "checkpoint_dir_name", "should_checkpoint",
-})
-STEP_KEYS = frozenset({
-    "final", "step", "epoch", "loss", "lr", "samples_per_s", "step_time_ms", "data_time_ms",
-    "mem/gpu_allocated_gb", "mem/gpu_reserved_gb", "mem/gpu_util", "mem/cpu_rss_gb",
-    "elapsed_s",
-})
+TUNE_KEYS = frozenset(
+    {
+        "training_iteration",
+        "trial_id",
+        "timestamp",
+        "time_this_iter_s",
+        "time_total_s",
+        "time_since_restore",
+        "iterations_since_restore",
+        "timesteps_total",
+        "episodes_total",
+        "timesteps_since_restore",
+        "done",
+        "pid",
+        "hostname",
+        "node_ip",
+        "date",
+        "config",
+        "experiment_id",
+        "experiment_tag",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+    }
+)
+STEP_KEYS = frozenset(
+    {
+        "final",
+        "step",
+        "epoch",
+        "loss",
+        "lr",
+        "samples_per_s",
+        "step_time_ms",
+        "data_time_ms",
+        "mem/gpu_allocated_gb",
+        "mem/gpu_reserved_gb",
+        "mem/gpu_util",
+        "mem/cpu_rss_gb",
+        "elapsed_s",
+    }
+)
 
 
 EXPERIMENT_DIR_HELP = (
@@ -77,16 +107,18 @@ def ray_statuses(exp_dir: Path) -> dict[str, str]:
 def _trial_folders(exp_dir: Path) -> list[Path]:
     """Sub-folders holding params.json; raises when there are none."""
     if not exp_dir.is_dir():
-        what = ("is a file, expected an experiment folder written by t2s-ray sweep" if exp_dir.exists()
-                else "does not exist")
+        what = (
+            "is a file, expected an experiment folder written by t2s-ray sweep"
+            if exp_dir.exists()
+            else "does not exist"
+        )
         raise ValueError(f"Experiment dir {exp_dir} {what}. {EXPERIMENT_DIR_HELP}")
     folders = sorted(p for p in exp_dir.iterdir() if (p / "params.json").is_file())
     if folders:
         return folders
     nested = sorted(p.name for p in exp_dir.iterdir() if p.is_dir() and _trial_like(p))
     hint = f" It contains experiment dirs: {', '.join(nested)}; pass one of them." if nested else ""
-    raise ValueError(f"{exp_dir} holds no trial folders (none has params.json).{hint} "
-                     f"{EXPERIMENT_DIR_HELP}")
+    raise ValueError(f"{exp_dir} holds no trial folders (none has params.json).{hint} {EXPERIMENT_DIR_HELP}")
 
 
 def _trial_like(folder: Path) -> bool:
@@ -106,8 +138,9 @@ def _read_rows(path: Path) -> tuple[list[dict], bool]:
         except json.JSONDecodeError as err:
             if i == len(lines) - 1:  # the writer died mid-line
                 return rows, True
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON ({err}); only the last "
-                             "line of result.json may be truncated") from err
+            raise ValueError(
+                f"{path}: line {i + 1} is not valid JSON ({err}); only the last line of result.json may be truncated"
+            ) from err
     return rows, False
 
 
@@ -129,8 +162,10 @@ def _progress_rows(path: Path, after: int) -> list[dict]:
 
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = [{k: _csv_value(v) for k, v in row.items() if k is not None and v is not None}
-                    for row in csv.DictReader(f)]
+            rows = [
+                {k: _csv_value(v) for k, v in row.items() if k is not None and v is not None}
+                for row in csv.DictReader(f)
+            ]
     except (OSError, csv.Error, UnicodeDecodeError):
         return []
     whole = [r for r in rows if isinstance(r.get("training_iteration"), int)]
@@ -164,8 +199,10 @@ def _read_attempt(folder: Path) -> _Attempt:
         raise ValueError(f"{folder / 'params.json'} is not valid JSON ({err})") from err
     missing = {"ablation", "seed"} - set(params)
     if missing:
-        raise ValueError(f"{folder / 'params.json'} lacks {sorted(missing)}: expected the "
-                         "param_space of `t2s-ray sweep` ({'ablation': ..., 'seed': ...}).")
+        raise ValueError(
+            f"{folder / 'params.json'} lacks {sorted(missing)}: expected the "
+            "param_space of `t2s-ray sweep` ({'ablation': ..., 'seed': ...})."
+        )
     rows, cut = _read_rows(folder / "result.json")
     damaged = None
     if cut:
@@ -175,8 +212,9 @@ def _read_attempt(folder: Path) -> _Attempt:
 
 def _scan(exp_dir: str | os.PathLike) -> list[_Attempt]:
     statuses = ray_statuses(Path(exp_dir))
-    attempts = [dataclasses.replace(_read_attempt(f), ray_status=statuses.get(f.name))
-                for f in _trial_folders(Path(exp_dir))]
+    attempts = [
+        dataclasses.replace(_read_attempt(f), ray_status=statuses.get(f.name)) for f in _trial_folders(Path(exp_dir))
+    ]
     # Tune's trial ids end in the grid counter: sorting by them restores the sweep's order.
     ids = [a.rows[-1].get("trial_id") if a.rows else None for a in attempts]
     order = sorted(range(len(attempts)), key=lambda i: (ids[i] is None, str(ids[i])))
@@ -191,8 +229,13 @@ def _final_values(row: dict) -> dict:
     """Numeric final metrics and their `*_status` strings from the final report."""
     values = {}
     for key, value in row.items():
-        if (key in TUNE_KEYS or key in STEP_KEYS or key in META_COLUMNS or key.startswith("node/")
-                or key.startswith(SHARED_PREFIX)):
+        if (
+            key in TUNE_KEYS
+            or key in STEP_KEYS
+            or key in META_COLUMNS
+            or key.startswith("node/")
+            or key.startswith(SHARED_PREFIX)
+        ):
             continue  # node/* says where a trial ran, not how well; shared/* are other ablations' metrics
         if _is_number(value):
             values[key] = float(value)
@@ -218,19 +261,30 @@ def _trial_records(att: _Attempt) -> list[dict]:
     trainer = str(att.params["ablation"])
     grid = att.params.get(GRID_PARAM) or {}
     record = {
-        "ablation": arm_label(trainer, grid), "seed": int(att.params["seed"]),
+        "ablation": arm_label(trainer, grid),
+        "seed": int(att.params["seed"]),
         **({"grid": grid_label(grid)} if grid else {}),
-        "trial_dir": str(att.folder), "status": status, "trial_id": last.get("trial_id"),
+        "trial_dir": str(att.folder),
+        "status": status,
+        "trial_id": last.get("trial_id"),
         "last_time": float(last.get("timestamp", att.folder.stat().st_mtime)),
-        "n_reports": len(att.rows), "error": att.error if att.error is not None or not errored
-        else "Ray recorded the trial as ERROR (no error.txt in its folder)", "ray_state": att.ray_status,
-        "scale": att.params.get("scale"), "data": att.params.get("data"), "trained_with": trainer,
-        "primary": declared_primary(att.params, trainer), "damaged": att.damaged,
+        "n_reports": len(att.rows),
+        "error": att.error
+        if att.error is not None or not errored
+        else "Ray recorded the trial as ERROR (no error.txt in its folder)",
+        "ray_state": att.ray_status,
+        "scale": att.params.get("scale"),
+        "data": att.params.get("data"),
+        "trained_with": trainer,
+        "primary": declared_primary(att.params, trainer),
+        "damaged": att.damaged,
     }
     return [record | (_final_values(final) if final else {})] + [
-        record | {"ablation": arm_label(member, grid), "primary": declared_primary(att.params, member)}
+        record
+        | {"ablation": arm_label(member, grid), "primary": declared_primary(att.params, member)}
         | (_member_values(final, member) if final else {})
-        for member in shared_members(att.params)]
+        for member in shared_members(att.params)
+    ]
 
 
 def declared_primary(params: dict, ablation: str) -> str:
@@ -257,12 +311,17 @@ def _trials_frame(attempts: list[_Attempt]) -> pd.DataFrame:
 def _history_frame(attempts: list[_Attempt]) -> pd.DataFrame:
     records = [
         # a shared training run is every member's training curve
-        {"ablation": arm_label(name, a.params.get(GRID_PARAM)), "seed": int(a.params["seed"]),
-         "trial_dir": str(a.folder)}
+        {
+            "ablation": arm_label(name, a.params.get(GRID_PARAM)),
+            "seed": int(a.params["seed"]),
+            "trial_dir": str(a.folder),
+        }
         | {k: v for k, v in row.items() if _is_number(v) or isinstance(v, str)}
         | {"ablation": arm_label(name, a.params.get(GRID_PARAM))}
-        for a in attempts for name in [str(a.params["ablation"]), *shared_members(a.params)]
-        for row in a.rows if not row.get("final")
+        for a in attempts
+        for name in [str(a.params["ablation"]), *shared_members(a.params)]
+        for row in a.rows
+        if not row.get("final")
     ]
     return pd.DataFrame(records, columns=None if records else ["ablation", "seed", "trial_dir"])
 
@@ -306,5 +365,4 @@ def select_trials(trials: pd.DataFrame) -> pd.DataFrame:
         best["n_attempts"] = len(group)
         best["other_dirs"] = "; ".join(map(str, others))
         rows.append(best)
-    return pd.DataFrame(rows, columns=[*trials.columns, "n_attempts", "other_dirs"]
-                        ).reset_index(drop=True)
+    return pd.DataFrame(rows, columns=[*trials.columns, "n_attempts", "other_dirs"]).reset_index(drop=True)

@@ -79,15 +79,24 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-MARKS = {stats.BETTER: "✓", stats.WORSE: "✗", stats.NO_DIFFERENCE: "≈", stats.TOO_FEW: "·",
-         stats.BETTER + stats.EXPLORATORY: "(✓)", stats.WORSE + stats.EXPLORATORY: "(✗)", stats.LOSS: "–"}
-LEGEND = ("Δ vs baseline: paired by seed, mean difference [95 % CI] (in % of the baseline mean where a "
-          "metric has one; of |log r| for ratios; of |value − real clips' value| for →real metrics), then "
-          "✓ better / ✗ worse on the arm's primary metric(s) (interval excludes 0 and the Holm-adjusted p < 0.05, "
-          "Holm over the primary comparisons), (✓)/(✗) the same on a secondary metric (exploratory: its own Holm "
-          "family), ≈ no detectable difference (with the Holm p when the unadjusted interval excludes 0), "
-          "– a loss (compared, never ranked), · fewer than 3 seeds (no inference); p-values and the minimum "
-          "detectable effect (mde) in comparison_stats.csv.")
+MARKS = {
+    stats.BETTER: "✓",
+    stats.WORSE: "✗",
+    stats.NO_DIFFERENCE: "≈",
+    stats.TOO_FEW: "·",
+    stats.BETTER + stats.EXPLORATORY: "(✓)",
+    stats.WORSE + stats.EXPLORATORY: "(✗)",
+    stats.LOSS: "–",
+}
+LEGEND = (
+    "Δ vs baseline: paired by seed, mean difference [95 % CI] (in % of the baseline mean where a "
+    "metric has one; of |log r| for ratios; of |value − real clips' value| for →real metrics), then "
+    "✓ better / ✗ worse on the arm's primary metric(s) (interval excludes 0 and the Holm-adjusted p < 0.05, "
+    "Holm over the primary comparisons), (✓)/(✗) the same on a secondary metric (exploratory: its own Holm "
+    "family), ≈ no detectable difference (with the Holm p when the unadjusted interval excludes 0), "
+    "– a loss (compared, never ranked), · fewer than 3 seeds (no inference); p-values and the minimum "
+    "detectable effect (mde) in comparison_stats.csv."
+)
 
 
 def _verdict_cell(row: pd.Series, m: str, baseline: str, comparisons: pd.DataFrame) -> str:
@@ -98,8 +107,9 @@ def _verdict_cell(row: pd.Series, m: str, baseline: str, comparisons: pd.DataFra
         return "n/a"
     c = c.iloc[0]
     pct = math.isfinite(c["delta_pct"])
-    d, lo, hi = (c["delta_pct"], c["delta_ci_low"], c["delta_ci_high"]) if pct else (c["diff"], c["ci_low"],
-                                                                                   c["ci_high"])
+    d, lo, hi = (
+        (c["delta_pct"], c["delta_ci_low"], c["delta_ci_high"]) if pct else (c["diff"], c["ci_low"], c["ci_high"])
+    )
     if not math.isfinite(d):
         return f"n/a {MARKS[c['verdict']]}"
     fmt = (lambda x: f"{x:+.1f}%") if pct else (lambda x: f"{x:+.3g}")
@@ -110,8 +120,13 @@ def _verdict_cell(row: pd.Series, m: str, baseline: str, comparisons: pd.DataFra
     return f"{fmt(d)}{interval} {mark}".replace("-0.0%", "+0.0%")
 
 
-def table_cells(summary: pd.DataFrame, metrics: list[str] | None = None, baseline: str = "baseline",
-                digits: int = 4, comparisons: pd.DataFrame | None = None) -> tuple[list[str], list[list[str]]]:
+def table_cells(
+    summary: pd.DataFrame,
+    metrics: list[str] | None = None,
+    baseline: str = "baseline",
+    digits: int = 4,
+    comparisons: pd.DataFrame | None = None,
+) -> tuple[list[str], list[list[str]]]:
     """`(header, rows)` of the comparison table as text cells (see `to_markdown`); the first two
     columns are Ablation and Seeds, each metric column may be followed by its Δ column."""
     metrics = summary_metrics(summary) if metrics is None else metrics
@@ -133,14 +148,22 @@ def table_cells(summary: pd.DataFrame, metrics: list[str] | None = None, baselin
         for m in metrics:
             cells.append(_cell(row, m, decimals[m]))
             if has_delta(m):
-                cells.append(_delta_cell(row, m, baseline) if comparisons is None
-                             else _verdict_cell(row, m, baseline, comparisons))
+                cells.append(
+                    _delta_cell(row, m, baseline)
+                    if comparisons is None
+                    else _verdict_cell(row, m, baseline, comparisons)
+                )
         rows.append(cells)
     return header, rows
 
 
-def to_markdown(summary: pd.DataFrame, metrics: list[str] | None = None,
-                baseline: str = "baseline", digits: int = 4, comparisons: pd.DataFrame | None = None) -> str:
+def to_markdown(
+    summary: pd.DataFrame,
+    metrics: list[str] | None = None,
+    baseline: str = "baseline",
+    digits: int = 4,
+    comparisons: pd.DataFrame | None = None,
+) -> str:
     """Paper-style pipe table: one row per ablation, `mean ± std` per metric, Δ columns.
 
     A column shows `digits` significant digits of its largest mean, with the same decimals
@@ -157,23 +180,29 @@ QUALITY_COLUMNS = 4
 """Quality metrics in the Markdown quality table (each with its Δ column: 2 + 2 x 4 = 10 columns)."""
 
 
-def comparison_parts(selected: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
-                     baseline: str = "baseline") -> dict:
+def comparison_parts(
+    selected: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame, baseline: str = "baseline"
+) -> dict:
     """What the comparison shows, as data: `quality` and `cost` tables (`table_cells`, None when empty),
     `legend`, `frechet` (the sample count note or None), `guidance` (the guidance scale of the tables when a
     list was evaluated, else None), `more` (quality metrics only in the CSVs) and `missing` (the all-NaN metrics
     with their reason)."""
     present = [m for m in summary_metrics(summary) if summary[f"{m}_mean"].notna().any()]
     quality = [m for m in headline_metrics() if m in present and metric_info(m).kind == "quality"]
-    more = [m for m in present if metric_info(m).kind == "quality" and m not in quality[:QUALITY_COLUMNS]
-            and metric_info(m).better is not None]
+    more = [
+        m
+        for m in present
+        if metric_info(m).kind == "quality" and m not in quality[:QUALITY_COLUMNS] and metric_info(m).better is not None
+    ]
     cost = [m for m in COST if m in present]
     return {
         "quality": table_cells(summary, quality[:QUALITY_COLUMNS], baseline, comparisons=comparisons),
         "cost": table_cells(summary, cost, baseline, comparisons=comparisons.iloc[0:0]) if cost else None,
         "legend": LEGEND,
         "frechet": _frechet_n(selected) if any(m in FRECHET for m in quality[:QUALITY_COLUMNS]) else None,
-        "guidance": headline_note(selected), "more": more, "missing": all_nan_notes(selected),
+        "guidance": headline_note(selected),
+        "more": more,
+        "missing": all_nan_notes(selected),
         "undirected": undirected_note(present),
     }
 
@@ -183,13 +212,21 @@ def undirected_note(metrics: list[str]) -> str | None:
     every one has a direction."""
     # the study's own evaluation metrics: the catalog's unranked ones (sample counts, the real clips' reference
     # values, memory) are unranked on purpose
-    none = [m for m in metrics if m.startswith(("eval/", "params/")) and m not in METRICS
-            and not m.endswith("_real") and metric_info(m).better is None]
+    none = [
+        m
+        for m in metrics
+        if m.startswith(("eval/", "params/"))
+        and m not in METRICS
+        and not m.endswith("_real")
+        and metric_info(m).better is None
+    ]
     if not none:
         return None
-    return (f"Shown without a verdict (no direction: neither t2s-ray's metric catalog nor the study says whether "
-            f"higher or lower is better): {', '.join(none)}; give each one in Study(metrics={{name: \"lower\" | "
-            f"\"higher\" | \"real\"}}).")
+    return (
+        f"Shown without a verdict (no direction: neither t2s-ray's metric catalog nor the study says whether "
+        f'higher or lower is better): {", ".join(none)}; give each one in Study(metrics={{name: "lower" | '
+        f'"higher" | "real"}}).'
+    )
 
 
 def _markdown_table(cells: tuple[list[str], list[list[str]]]) -> str:
@@ -199,8 +236,9 @@ def _markdown_table(cells: tuple[list[str], list[list[str]]]) -> str:
     return "\n".join(lines + ["| " + " | ".join([_md_escape(r[0]), *r[1:]]) + " |" for r in rows])
 
 
-def comparison_markdown(selected: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
-                        baseline: str = "baseline") -> str:
+def comparison_markdown(
+    selected: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame, baseline: str = "baseline"
+) -> str:
     """The quality table (headline quality metrics with paired Δ, CI and verdict), the cost table,
     and the metrics left out: those with values (in the CSVs) and the all-NaN ones with their reason."""
     c = comparison_parts(selected, summary, comparisons, baseline)
@@ -213,8 +251,11 @@ def comparison_markdown(selected: pd.DataFrame, summary: pd.DataFrame, compariso
         parts += ["", "More quality metrics (comparison_table.csv, comparison_stats.csv): " + ", ".join(c["more"])]
     if c["cost"]:
         parts += ["", "Cost", "", _markdown_table(c["cost"])]
-    power = [f"- {r['ablation']}, {r['metric']}: no detectable difference{power_note(r)}"
-             for _, r in comparisons.iterrows() if r.get("primary") and power_note(r)]
+    power = [
+        f"- {r['ablation']}, {r['metric']}: no detectable difference{power_note(r)}"
+        for _, r in comparisons.iterrows()
+        if r.get("primary") and power_note(r)
+    ]
     if power:
         parts += ["", "Primary comparisons without a verdict (minimum detectable effect at 80 % power):", *power]
     if c["undirected"]:
@@ -231,8 +272,11 @@ def damaged_notes(selected: pd.DataFrame) -> list[str]:
     """One line per trial whose result.json was damaged: the file, and what was recovered."""
     if "damaged" not in selected:
         return []
-    return [f"- ({r['ablation']}, seed {r['seed']}): {r['damaged']}" for _, r in selected.iterrows()
-            if isinstance(r["damaged"], str)]
+    return [
+        f"- ({r['ablation']}, seed {r['seed']}): {r['damaged']}"
+        for _, r in selected.iterrows()
+        if isinstance(r["damaged"], str)
+    ]
 
 
 def _frechet_n(selected: pd.DataFrame) -> str:
@@ -268,21 +312,26 @@ def to_csv(summary: pd.DataFrame) -> str:
 
 def _trials_section(selected: pd.DataFrame) -> list[str]:
     counts = selected["status"].value_counts()
-    lines = [f"(ablation, seed) pairs: {len(selected)}: finished {counts.get('finished', 0)}, "
-             f"errored {counts.get('errored', 0)}, unfinished {counts.get('unfinished', 0)}"]
+    lines = [
+        f"(ablation, seed) pairs: {len(selected)}: finished {counts.get('finished', 0)}, "
+        f"errored {counts.get('errored', 0)}, unfinished {counts.get('unfinished', 0)}"
+    ]
     for _, r in selected[selected["status"] != "finished"].iterrows():
         reason = f"\n      {r['error']}" if isinstance(r.get("error"), str) else ""
-        lines.append(f"  {r['status'].upper()}: ({r['ablation']}, seed {r['seed']}) "
-                     f"in {r['trial_dir']}{reason}")
+        lines.append(f"  {r['status'].upper()}: ({r['ablation']}, seed {r['seed']}) in {r['trial_dir']}{reason}")
     for _, r in selected[selected["n_attempts"] > 1].iterrows():
-        lines.append(f"  RESTARTED: ({r['ablation']}, seed {r['seed']}) had {r['n_attempts']} "
-                     f"attempts; kept {r['trial_dir']}\n      other attempts: {r['other_dirs']}")
+        lines.append(
+            f"  RESTARTED: ({r['ablation']}, seed {r['seed']}) had {r['n_attempts']} "
+            f"attempts; kept {r['trial_dir']}\n      other attempts: {r['other_dirs']}"
+        )
     errors = selected["error"] if "error" in selected else pd.Series(None, index=selected.index, dtype=object)
     recovered = selected[(selected["status"] == "finished") & errors.map(lambda e: isinstance(e, str))]
     for _, r in recovered.iterrows():  # Ray retried it in the same folder (--max-failures); error.txt is the crash
         crash = r["error"].strip().splitlines()[-1] if r["error"].strip() else "see error.txt"
-        lines.append(f"  RECOVERED: ({r['ablation']}, seed {r['seed']}) crashed, was retried from its last "
-                     f"checkpoint and finished ({r['trial_dir']}/error.txt: {crash})")
+        lines.append(
+            f"  RECOVERED: ({r['ablation']}, seed {r['seed']}) crashed, was retried from its last "
+            f"checkpoint and finished ({r['trial_dir']}/error.txt: {crash})"
+        )
     lines += [f"  DAMAGED: {line[2:]}" for line in damaged_notes(selected)]
     return lines
 
@@ -300,17 +349,20 @@ def _verdict_section(comparisons: pd.DataFrame, summary: pd.DataFrame) -> list[s
         info = metric_info(m)
         by_ablation = summary.set_index("ablation")
         means = by_ablation[[c for c in (f"{m}_mean", f"{m}_real_mean") if c in by_ablation]]
-        means.columns = [m, f"{m}_real"][:len(means.columns)]
+        means.columns = [m, f"{m}_real"][: len(means.columns)]
         key = {"lower": means[m], "higher": -means[m]}.get(info.better, tested_values(m, means))
         key = key.dropna().sort_values(kind="stable")
-        tested = {"one": " (tested on |log r|)",
-                  "real": " (tested on |value − real clips' value|)"}.get(info.better, "")
+        tested = {"one": " (tested on |log r|)", "real": " (tested on |value − real clips' value|)"}.get(
+            info.better, ""
+        )
         lines.append(f"  {header_label(m)} [{m}]{tested}: best by mean {key.index[0] if len(key) else 'n/a'}")
         for _, c in cells.iterrows():
             dropped = f", {c['dropped']} unpaired seed(s) dropped" if c["dropped"] else ""
-            lines.append(f"    {c['ablation']} − baseline: {_num(c['diff'])} [{_num(c['ci_low'])}, "
-                         f"{_num(c['ci_high'])}], p {_num(c['p'])} ({c['test']}), Holm p {_num(c['p_holm'])}, "
-                         f"n {c['n']}{dropped} → {c['verdict']}{power_note(c)}")
+            lines.append(
+                f"    {c['ablation']} − baseline: {_num(c['diff'])} [{_num(c['ci_low'])}, "
+                f"{_num(c['ci_high'])}], p {_num(c['p'])} ({c['test']}), Holm p {_num(c['p_holm'])}, "
+                f"n {c['n']}{dropped} → {c['verdict']}{power_note(c)}"
+            )
     return lines
 
 
@@ -328,8 +380,7 @@ def power_note(c: pd.Series) -> str:
 def _reference_section(selected: pd.DataFrame) -> list[str]:
     """What real clips score on the same prompts: the floors, ceilings and targets of the metrics."""
     done = selected[selected["status"] == "finished"] if "status" in selected else selected
-    lines = [f"  {what}: {done[key].mean():.4g}" for key, what in REFERENCES
-             if key in done and done[key].notna().any()]
+    lines = [f"  {what}: {done[key].mean():.4g}" for key, what in REFERENCES if key in done and done[key].notna().any()]
     if "eval/motion_ratio" in done and done["eval/motion_ratio"].notna().any():
         lines.append("  motion ratio of the real clips: 1 (by definition; ranked by |log r|)")
     return lines or ["  none reported (the gloss evaluator exists for SynthSign only)"]
@@ -344,7 +395,7 @@ def nan_notes(selected: pd.DataFrame) -> list[str]:
         if missing.empty:
             continue
         status = f"{m}_status"
-        reasons = (missing[status] if status in missing else pd.Series(index=missing.index, dtype=object))
+        reasons = missing[status] if status in missing else pd.Series(index=missing.index, dtype=object)
         lines.append(f"  {m}: NaN in {len(missing)}/{len(done)} finished trials")
         for reason, n in reasons.astype(object).fillna("no status given").value_counts(sort=False).items():
             lines.append(f"      {n}x {reason}")
@@ -352,8 +403,10 @@ def nan_notes(selected: pd.DataFrame) -> list[str]:
 
 
 def _sample_count_section(selected: pd.DataFrame) -> list[str]:
-    lines = ["  Fréchet distances (FVD and variants) are biased by the number of generated",
-             "  videos: compare them only between rows with equal sample count (eval/num_videos)."]
+    lines = [
+        "  Fréchet distances (FVD and variants) are biased by the number of generated",
+        "  videos: compare them only between rows with equal sample count (eval/num_videos).",
+    ]
     done = selected[selected["status"] == "finished"]
     if "eval/num_videos" not in done or done["eval/num_videos"].isna().all():
         return lines + ["  eval/num_videos was not reported: check the sample count yourself."]
@@ -372,42 +425,60 @@ def _notes_section(selected: pd.DataFrame, summary: pd.DataFrame, baseline: str)
     done = selected[selected["status"] == "finished"]
     if "eval/text_alignment_chance" in done and done["eval/text_alignment_chance"].notna().any():
         chance = done["eval/text_alignment_chance"].max()
-        lines.append(f"  Text alignment chance level: {chance:.3f} (what a caption-blind generator can expect: "
-                     "the share of the commonest prompt sentence).")
+        lines.append(
+            f"  Text alignment chance level: {chance:.3f} (what a caption-blind generator can expect: "
+            "the share of the commonest prompt sentence)."
+        )
     single = summary.loc[summary["n_seeds"] == 1, "ablation"].tolist()
     if single:
-        lines.append(f"  One finished seed only (no std, and no inference: a verdict needs 3 seeds): "
-                     f"{', '.join(single)}.")
+        lines.append(
+            f"  One finished seed only (no std, and no inference: a verdict needs 3 seeds): {', '.join(single)}."
+        )
     present = [m for m in summary_metrics(summary) if summary[f"{m}_mean"].notna().any()]
     if (note := undirected_note(present)) is not None:
         lines.append(f"  {note}")
-    settings = {c: sorted(selected[c].dropna().astype(str).unique())
-                for c in ("scale", "data") if c in selected}
+    settings = {c: sorted(selected[c].dropna().astype(str).unique()) for c in ("scale", "data") if c in selected}
     for c, vals in settings.items():
         if len(vals) > 1:
-            lines.append(f"  Trials mix several {c} values ({', '.join(vals)}): rows may not "
-                         "be comparable.")
+            lines.append(f"  Trials mix several {c} values ({', '.join(vals)}): rows may not be comparable.")
     return lines
 
 
-def render_report(exp_dir: str | os.PathLike, selected: pd.DataFrame, summary: pd.DataFrame,
-                  baseline: str = "baseline", comparisons: pd.DataFrame | None = None) -> str:
+def render_report(
+    exp_dir: str | os.PathLike,
+    selected: pd.DataFrame,
+    summary: pd.DataFrame,
+    baseline: str = "baseline",
+    comparisons: pd.DataFrame | None = None,
+) -> str:
     """ABLATION_RESULTS_REPORT.txt text from select_trials(), summarize() and comparison_stats() outputs
     (the last computed with t-intervals when not given)."""
     comparisons = comparison_stats(selected, baseline) if comparisons is None else comparisons
-    scales = ", ".join(sorted(selected["scale"].dropna().astype(str).unique())) \
-        if "scale" in selected else "?"
+    scales = ", ".join(sorted(selected["scale"].dropna().astype(str).unique())) if "scale" in selected else "?"
     parts = [
-        "ABLATION RESULTS REPORT", "=" * 23, f"Experiment: {Path(exp_dir).resolve()}",
-        f"Scale: {scales or '?'}    Baseline: {baseline}", "",
-        "1. TRIALS", *_trials_section(selected), "",
+        "ABLATION RESULTS REPORT",
+        "=" * 23,
+        f"Experiment: {Path(exp_dir).resolve()}",
+        f"Scale: {scales or '?'}    Baseline: {baseline}",
+        "",
+        "1. TRIALS",
+        *_trials_section(selected),
+        "",
         "2. RESULTS (mean ± std over finished seeds; Δ% vs the baseline's mean)",
-        to_markdown(summary, baseline=baseline), *filter(None, [headline_note(selected)]), "",
+        to_markdown(summary, baseline=baseline),
+        *filter(None, [headline_note(selected)]),
+        "",
         "3. VERDICTS AGAINST THE BASELINE (paired by seed: mean difference [95 % CI], p, Holm-adjusted p)",
-        *_verdict_section(comparisons, summary), "",
-        "4. REFERENCE: REAL CLIPS ON THE SAME PROMPTS", *_reference_section(selected), "",
-        "5. METRICS WITH NaN VALUES", *nan_notes(selected), "",
-        "6. SAMPLE COUNT", *_sample_count_section(selected),
+        *_verdict_section(comparisons, summary),
+        "",
+        "4. REFERENCE: REAL CLIPS ON THE SAME PROMPTS",
+        *_reference_section(selected),
+        "",
+        "5. METRICS WITH NaN VALUES",
+        *nan_notes(selected),
+        "",
+        "6. SAMPLE COUNT",
+        *_sample_count_section(selected),
     ]
     notes = _notes_section(selected, summary, baseline)
     return "\n".join(parts + (["", "7. NOTES", *notes] if notes else [])) + "\n"
@@ -422,8 +493,9 @@ def guidance_cells(curve: pd.DataFrame, digits: int = 4) -> tuple[list[str], lis
     row's most; "—" where the ablation did not list that scale)."""
     scales = sorted(curve["scale"].unique())
     decimals = {m: _decimals(curve[f"{m}_mean"].abs().max(), digits) for m in CURVE_METRICS}
-    header = ["Ablation", "Headline scale"] + [f"{header_label(f'eval/{m}')} @ {scale_text(s)}"
-                                               for s in scales for m in CURVE_METRICS]
+    header = ["Ablation", "Headline scale"] + [
+        f"{header_label(f'eval/{m}')} @ {scale_text(s)}" for s in scales for m in CURVE_METRICS
+    ]
     rows = []
     for ablation, g in curve.groupby("ablation", sort=False):
         by_scale = g.set_index("scale")

@@ -28,13 +28,16 @@ def _check_unique(trials: pd.DataFrame) -> None:
     dup = trials[trials.duplicated(["ablation", "seed"], keep=False)]
     if len(dup):
         pairs = sorted(set(zip(dup["ablation"], dup["seed"])))
-        raise ValueError(f"Several rows for (ablation, seed) {pairs}: pass the trials through "
-                         "select_trials() first (a restarted trial has several folders).")
+        raise ValueError(
+            f"Several rows for (ablation, seed) {pairs}: pass the trials through "
+            "select_trials() first (a restarted trial has several folders)."
+        )
 
 
 def by_grid_point(fn):
     """`fn(trials, baseline, ...)` once per `--grid` point of `trials` (its `grid` column), each against the
     baseline at that point, the frames concatenated with a leading `grid` column; `fn` itself without grid."""
+
     @functools.wraps(fn)
     def per_point(trials: pd.DataFrame, baseline: str = "baseline", *args, **kwargs) -> pd.DataFrame:
         if "grid" not in trials or not trials["grid"].notna().any():
@@ -44,6 +47,7 @@ def by_grid_point(fn):
             part = fn(sub, baseline + GRID_JOIN + point, *args, **kwargs)
             parts.append(part.assign(grid=point)[["grid", *part.columns]])
         return pd.concat(parts, ignore_index=True)
+
     return per_point
 
 
@@ -64,11 +68,15 @@ def summarize(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
     rows = []
     for ablation in _ablation_order(trials["ablation"], baseline):
         vals = done[done["ablation"] == ablation]
-        row = {"ablation": ablation, "n_seeds": len(vals),
-               "n_incomplete": int((trials["ablation"] == ablation).sum()) - len(vals)}
+        row = {
+            "ablation": ablation,
+            "n_seeds": len(vals),
+            "n_incomplete": int((trials["ablation"] == ablation).sum()) - len(vals),
+        }
         if "trained_with" in trials:  # the ablation whose training run produced these weights
-            row["trained_with"] = ", ".join(dict.fromkeys(trials.loc[trials["ablation"] == ablation, "trained_with"]
-                                                          .dropna().astype(str)))
+            row["trained_with"] = ", ".join(
+                dict.fromkeys(trials.loc[trials["ablation"] == ablation, "trained_with"].dropna().astype(str))
+            )
         for m in metrics:
             col = vals[m]
             row |= {f"{m}_mean": col.mean(), f"{m}_std": col.std(), f"{m}_n": int(col.count())}
@@ -111,8 +119,16 @@ def comparison_stats(selected: pd.DataFrame, baseline: str = "baseline", interva
             primary = m in arm_primary(declared, done)
             family = "loss" if is_loss(m) else "cost" if info.kind == "cost" else "primary" if primary else "secondary"
             result = stats.paired(stats.by_seed(arm["seed"], tested_values(m, arm)), ref, interval=interval)
-            row = {"ablation": ablation, "metric": m, "kind": info.kind, "primary": primary, "family": family,
-                   "mean": arm[m].mean(), "std": arm[m].std(), "baseline_mean": base[m].mean()}
+            row = {
+                "ablation": ablation,
+                "metric": m,
+                "kind": info.kind,
+                "primary": primary,
+                "family": family,
+                "mean": arm[m].mean(),
+                "std": arm[m].std(),
+                "baseline_mean": base[m].mean(),
+            }
             cells.append((row, result))
     rows = []
     for family in FAMILIES:
@@ -128,13 +144,44 @@ def comparison_stats(selected: pd.DataFrame, baseline: str = "baseline", interva
                 verdict = stats.LOSS
             elif family == "secondary" and verdict in (stats.BETTER, stats.WORSE):
                 verdict += stats.EXPLORATORY
-            rows.append(row | r.to_dict() | {
-                "diff": r.mean_diff, "delta_pct": delta[0], "delta_ci_low": delta[1], "delta_ci_high": delta[2],
-                "alpha": alpha, "mde": stats.mde(r, alpha=alpha) if family != "loss" else math.nan,
-                "verdict": verdict})
-    columns = ["ablation", "metric", "kind", "primary", "family", "n", "dropped", "mean", "std", "baseline_mean",
-               "diff", "ci_low", "ci_high", "delta_pct", "delta_ci_low", "delta_ci_high", "p", "test", "p_holm",
-               "sd_diff", "alpha", "mde", "verdict"]
+            rows.append(
+                row
+                | r.to_dict()
+                | {
+                    "diff": r.mean_diff,
+                    "delta_pct": delta[0],
+                    "delta_ci_low": delta[1],
+                    "delta_ci_high": delta[2],
+                    "alpha": alpha,
+                    "mde": stats.mde(r, alpha=alpha) if family != "loss" else math.nan,
+                    "verdict": verdict,
+                }
+            )
+    columns = [
+        "ablation",
+        "metric",
+        "kind",
+        "primary",
+        "family",
+        "n",
+        "dropped",
+        "mean",
+        "std",
+        "baseline_mean",
+        "diff",
+        "ci_low",
+        "ci_high",
+        "delta_pct",
+        "delta_ci_low",
+        "delta_ci_high",
+        "p",
+        "test",
+        "p_holm",
+        "sd_diff",
+        "alpha",
+        "mde",
+        "verdict",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 

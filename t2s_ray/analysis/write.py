@@ -44,15 +44,19 @@ def _with_study(fn):
     """Run `fn(exp_dir, ...)` with the study's baseline (unless one is passed), metric directions and primary
     metrics: `primary=` (analyze --primary), else the sweep's recorded --primary, else what each arm declares,
     else a user study's first metric."""
+
     @functools.wraps(fn)
     def wrapper(exp_dir, *args, **kwargs):
         record = _study_record(exp_dir)
         if record.get("baseline") and "baseline" not in kwargs:
             kwargs["baseline"] = record["baseline"]
         metrics = list(record.get("metrics") or {})
-        with study_directions(record.get("metrics") or {}), \
-                primary_metrics(tuple(kwargs.pop("primary", None) or record.get("primary") or ()), tuple(metrics[:1])):
+        with (
+            study_directions(record.get("metrics") or {}),
+            primary_metrics(tuple(kwargs.pop("primary", None) or record.get("primary") or ()), tuple(metrics[:1])),
+        ):
             return fn(exp_dir, *args, **kwargs)
+
     return wrapper
 
 
@@ -71,8 +75,10 @@ def parse_effect(text: str) -> tuple[float, bool]:
     try:
         value = float(raw.removesuffix("%"))
     except ValueError:
-        raise ValueError(f"--effect {text!r}: expected a number (0.02, in the metric's units) or a percentage of "
-                         f"the baseline's mean (1%)") from None
+        raise ValueError(
+            f"--effect {text!r}: expected a number (0.02, in the metric's units) or a percentage of "
+            f"the baseline's mean (1%)"
+        ) from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"--effect {text!r}: must be > 0")
     return value, pct
@@ -97,15 +103,22 @@ def seeds_needed(exp_dir: str | os.PathLike, effect: str, baseline: str = "basel
             continue
         k = stats.seeds_for(target, r["sd_diff"], r["alpha"])
         need = f"~{k} seeds" if k else "more than 1000 seeds"
-        lines.append(f"  {r['ablation']}, {r['metric']}: {need} find {shown} with 80 % power at alpha "
-                     f"{r['alpha']:.3g} (sd of the per-seed differences {r['sd_diff']:.3g} over {r['n']} seeds)")
+        lines.append(
+            f"  {r['ablation']}, {r['metric']}: {need} find {shown} with 80 % power at alpha "
+            f"{r['alpha']:.3g} (sd of the per-seed differences {r['sd_diff']:.3g} over {r['n']} seeds)"
+        )
     return lines
 
 
 @_with_study
-def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                  fmt: str = "both", baseline: str = "baseline", interval: str = "t",
-                  source: str | None = None) -> dict[str, Path]:
+def write_outputs(
+    exp_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    fmt: str = "both",
+    baseline: str = "baseline",
+    interval: str = "t",
+    source: str | None = None,
+) -> dict[str, Path]:
     """Analyze an experiment dir and write its tables and report into out_dir (default exp_dir).
 
     Writes comparison_table.csv (fmt csv/both), comparison_table.md (fmt md/both),
@@ -138,8 +151,12 @@ def write_outputs(exp_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     guidance = guidance_curve(selected)
     if not guidance.empty:  # some ablation evaluated a list of guidance scales
         texts["guidance"] = (GUIDANCE_CSV, guidance.to_csv(index=False))
-    texts["html"] = (REPORT_HTML, render_html(exp_dir, attempts, selected, summary, comparisons, history, out,
-                                              baseline, source=source, curve=guidance))
+    texts["html"] = (
+        REPORT_HTML,
+        render_html(
+            exp_dir, attempts, selected, summary, comparisons, history, out, baseline, source=source, curve=guidance
+        ),
+    )
     paths = {key: write_text_atomic(out / name, text) for key, (name, text) in texts.items()}
     return {**paths, **_write_plots(curves, summary, guidance, out)}
 
@@ -149,7 +166,9 @@ def _write_plots(curves: pd.DataFrame, summary: pd.DataFrame, guidance: pd.DataF
     from t2s_ray.plots import plot_guidance_curve, plot_metrics, plot_training_curves
 
     labels = {m: header_label(m) for m in HEADLINE}
-    plots = {"curves_png": plot_training_curves(curves, out / "training_curves.png"),
-             "metrics_png": plot_metrics(summary, list(HEADLINE), labels, out / "metrics.png"),
-             "guidance_png": plot_guidance_curve(guidance, out / "guidance_curve.png")}
+    plots = {
+        "curves_png": plot_training_curves(curves, out / "training_curves.png"),
+        "metrics_png": plot_metrics(summary, list(HEADLINE), labels, out / "metrics.png"),
+        "guidance_png": plot_guidance_curve(guidance, out / "guidance_curve.png"),
+    }
     return {k: v for k, v in plots.items() if v is not None}

@@ -19,8 +19,16 @@ from t2s_ray.data.manifest import Manifest
 from t2s_ray.data.phoenix import Phoenix
 from t2s_ray.data.synthsign import SynthSign
 
-__all__ = ["DATASETS", "SPLITS", "ClipDataset", "DataNotVisible", "build_dataset", "check_layout", "check_visible",
-           "dataset_path"]
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "ClipDataset",
+    "DataNotVisible",
+    "build_dataset",
+    "check_layout",
+    "check_visible",
+    "dataset_path",
+]
 
 
 class ClipDataset(Protocol):
@@ -43,7 +51,10 @@ class ClipDataset(Protocol):
 
 
 DATASETS: dict[str, Callable[[DataConfig, str], ClipDataset]] = {
-    "synthsign": SynthSign, "how2sign": How2Sign, "phoenix": Phoenix, "manifest": Manifest,
+    "synthsign": SynthSign,
+    "how2sign": How2Sign,
+    "phoenix": Phoenix,
+    "manifest": Manifest,
 }
 """Dataset constructors keyed by the part of `data.spec` before the first ':'."""
 
@@ -77,9 +88,14 @@ def check_visible(cfg: DataConfig, where: str) -> None:
     fix = "put it on a filesystem every node mounts, or copy it to the same path on every node"
     checks = [(dataset_path(cfg), f"the dataset of data.spec={cfg.spec}", fix)]
     if cfg.cache_dir:
-        checks.append((Path(cfg.cache_dir).expanduser(), "data.cache_dir",
-                       "set data.cache_dir to a folder every node mounts (e.g. --set data.cache_dir=/shared/t2s-cache)"
-                       ", create it on every node, or leave it unset so that each node builds its own cache"))
+        checks.append(
+            (
+                Path(cfg.cache_dir).expanduser(),
+                "data.cache_dir",
+                "set data.cache_dir to a folder every node mounts (e.g. --set data.cache_dir=/shared/t2s-cache)"
+                ", create it on every node, or leave it unset so that each node builds its own cache",
+            )
+        )
     for path, what, how in checks:
         if path is not None and path.is_absolute() and not path.exists():
             raise DataNotVisible(f"{where} cannot see {path} ({what}): no such file or folder there; {how}")

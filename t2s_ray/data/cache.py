@@ -118,8 +118,13 @@ class CachedSplit:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         i = check_index(i, len(self), f"{self.name} {self.split} split")
-        return {"video": np.array(self.videos[i]), "text": self.texts[i], "glosses": self.glosses[i], "index": i,
-                **self._extra(i)}
+        return {
+            "video": np.array(self.videos[i]),
+            "text": self.texts[i],
+            "glosses": self.glosses[i],
+            "index": i,
+            **self._extra(i),
+        }
 
     def get_batch(self, indices: Sequence[int]) -> tuple[np.ndarray, list[str]]:
         """Videos `(B, T, H, W, 3)` uint8 (a writable copy) and their captions."""

@@ -98,8 +98,9 @@ def spec_path(cfg: DataConfig, name: str, what: str) -> Path:
     return path
 
 
-def read_table(path: Path, delimiter: str,
-               required: Sequence[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def read_table(
+    path: Path, delimiter: str, required: Sequence[str]
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Header and `(line number, row dict)` of a delimited text file; raises if `required` columns are missing."""
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets prepend a BOM
         reader = csv.reader(f, delimiter=delimiter)
@@ -107,8 +108,10 @@ def read_table(path: Path, delimiter: str,
         missing = [c for c in required if c not in header]
         if missing:
             sep = {"\t": "tab", "|": "'|'", ",": "comma"}.get(delimiter, repr(delimiter))
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected a {sep}-separated header "
-                             f"with {', '.join(required)}, got {header[:10]}")
+            raise ValueError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected a {sep}-separated header "
+                f"with {', '.join(required)}, got {header[:10]}"
+            )
         rows = []
         for values in reader:
             if not any(v.strip() for v in values):
@@ -161,14 +164,26 @@ class Corpus(CachedSplit):
         self.skipped: list[tuple[str, str]] = [tuple(s) for s in sidecar["skipped"]]
         self.glosses = [()] * len(self.texts)
         if not self.texts:
-            log.warning("%s %s split is empty (%s has no usable %s rows)", self.name, self.split,
-                        sidecar["annotation"]["path"], self.split)
+            log.warning(
+                "%s %s split is empty (%s has no usable %s rows)",
+                self.name,
+                self.split,
+                sidecar["annotation"]["path"],
+                self.split,
+            )
 
 
 def cache_key(corpus: type[Corpus], cfg: DataConfig, root: Path, annotation: Path) -> str:
     """Hash of everything that changes a split's pixels or captions."""
-    fields = {"dataset": corpus.name, "version": CACHE_VERSION, "root": str(root.resolve()), "frames": cfg.frames,
-              "height": cfg.height, "width": cfg.width, "annotation": annotation_stamp(annotation)}
+    fields = {
+        "dataset": corpus.name,
+        "version": CACHE_VERSION,
+        "root": str(root.resolve()),
+        "frames": cfg.frames,
+        "height": cfg.height,
+        "width": cfg.width,
+        "annotation": annotation_stamp(annotation),
+    }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -201,30 +216,38 @@ def _load_cached(npy: Path, meta: Path, key: str, clip_shape: tuple[int, ...]) -
         return None
     videos, sidecar = cached
     n = len(videos)
-    good = (videos.dtype == np.uint8 and videos.shape[1:] == clip_shape and sidecar.get("key") == key
-            and sidecar.get("shape") == list(videos.shape)
-            and all(len(sidecar.get(k, ())) == n for k in ("texts", "sources", "info")))
+    good = (
+        videos.dtype == np.uint8
+        and videos.shape[1:] == clip_shape
+        and sidecar.get("key") == key
+        and sidecar.get("shape") == list(videos.shape)
+        and all(len(sidecar.get(k, ())) == n for k in ("texts", "sources", "info"))
+    )
     if not good:
         log.warning("cache %s does not match its sidecar or the config (shape %s); rebuilding it", npy, videos.shape)
         return None
     return videos, sidecar
 
 
-def _check_skipped(corpus: type[Corpus], cfg: DataConfig, split: str, skipped: list[tuple[str, str]],
-                   total: int) -> None:
+def _check_skipped(
+    corpus: type[Corpus], cfg: DataConfig, split: str, skipped: list[tuple[str, str]], total: int
+) -> None:
     """Raise `ValueError` if more of the split's `total` rows were skipped than `cfg.max_bad_fraction` allows."""
     allowed = max_skipped(total, cfg.max_bad_fraction)
     if len(skipped) <= allowed:
         return
     examples = "; ".join(f"{where}: {reason}" for where, reason in skipped[:3])
     enough = min(0.9, math.ceil(10 * len(skipped) / total) / 10)  # a lower bound while still decoding
-    raise ValueError(f"{corpus.name} {split}: {len(skipped)} of {total} rows are bad or unreadable, more than "
-                     f"data.max_bad_fraction={cfg.max_bad_fraction:g} allows ({allowed} row(s)); fix or remove the "
-                     f"bad rows, or allow more with --set data.max_bad_fraction={enough:g}. First bad rows: {examples}")
+    raise ValueError(
+        f"{corpus.name} {split}: {len(skipped)} of {total} rows are bad or unreadable, more than "
+        f"data.max_bad_fraction={cfg.max_bad_fraction:g} allows ({allowed} row(s)); fix or remove the "
+        f"bad rows, or allow more with --set data.max_bad_fraction={enough:g}. First bad rows: {examples}"
+    )
 
 
 def _decoded(rows: list[Row], cfg: DataConfig, workers: int) -> Iterator[tuple[Row, np.ndarray | None, str]]:
     """`(row, clip or None, reason)` in row order, decoding up to `workers` clips at once."""
+
     def one(row: Row) -> tuple[Row, np.ndarray | None, str]:
         try:
             return row, decode.decode_clip(row.path, cfg.frames, cfg.height, cfg.width), ""
@@ -246,8 +269,16 @@ def _decoded(rows: list[Row], cfg: DataConfig, workers: int) -> Iterator[tuple[R
         pool.shutdown(wait=True, cancel_futures=True)  # a failed build stops decoding at once
 
 
-def _build(corpus: type[Corpus], cfg: DataConfig, split: str, table: SplitRows, npy: Path, meta: Path,
-           key: str, annotation: Path) -> None:
+def _build(
+    corpus: type[Corpus],
+    cfg: DataConfig,
+    split: str,
+    table: SplitRows,
+    npy: Path,
+    meta: Path,
+    key: str,
+    annotation: Path,
+) -> None:
     """Decode every row of `table` into `npy` (+ sidecar `meta`), skipping up to `max_skipped` rows."""
     t0 = time.perf_counter()
     skipped = list(table.bad)
@@ -256,8 +287,14 @@ def _build(corpus: type[Corpus], cfg: DataConfig, split: str, table: SplitRows, 
     texts, sources, info = [], [], []
     with atomic_path(npy, ".npy.tmp") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), *clip_shape))
-        bar = tqdm(total=len(rows), desc=f"{corpus.name} {split}: decoding", unit="clip", disable=None,
-                   file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(rows),
+            desc=f"{corpus.name} {split}: decoding",
+            unit="clip",
+            disable=None,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
         with bar, closing(_decoded(rows, cfg, decode_workers())) as clips:
             for row, clip, reason in clips:
                 bar.update()
@@ -276,16 +313,36 @@ def _build(corpus: type[Corpus], cfg: DataConfig, split: str, table: SplitRows, 
             out = _compact(out, tmp, len(texts))
         shape = list(out.shape)
         del out
-    sidecar = {"dataset": corpus.name, "version": CACHE_VERSION, "key": key, "split": split, "spec": cfg.spec,
-               "shape": shape, "annotation": annotation_stamp(annotation), "rows": table.total,
-               "texts": texts, "sources": sources, "info": info, "skipped": skipped}
+    sidecar = {
+        "dataset": corpus.name,
+        "version": CACHE_VERSION,
+        "key": key,
+        "split": split,
+        "spec": cfg.spec,
+        "shape": shape,
+        "annotation": annotation_stamp(annotation),
+        "rows": table.total,
+        "texts": texts,
+        "sources": sources,
+        "info": info,
+        "skipped": skipped,
+    }
     with atomic_path(meta, ".json.tmp") as tmp, open(tmp, "w") as f:
         json.dump(sidecar, f, ensure_ascii=False)
     if skipped:
-        log.warning("%s %s: skipped %d of %d rows (bad row or unreadable clip), e.g. %s", corpus.name, split,
-                    len(skipped), table.total, "; ".join(f"{w}: {r}" for w, r in skipped[:3]))
-    tqdm.write(f"{corpus.name} {split}: kept {len(texts)} clips, skipped {len(skipped)} of {table.total} rows "
-               f"({time.perf_counter() - t0:.1f} s) -> {npy}", file=sys.stderr)
+        log.warning(
+            "%s %s: skipped %d of %d rows (bad row or unreadable clip), e.g. %s",
+            corpus.name,
+            split,
+            len(skipped),
+            table.total,
+            "; ".join(f"{w}: {r}" for w, r in skipped[:3]),
+        )
+    tqdm.write(
+        f"{corpus.name} {split}: kept {len(texts)} clips, skipped {len(skipped)} of {table.total} rows "
+        f"({time.perf_counter() - t0:.1f} s) -> {npy}",
+        file=sys.stderr,
+    )
 
 
 def _compact(out: np.memmap, tmp: Path, n: int) -> np.memmap:
@@ -294,7 +351,7 @@ def _compact(out: np.memmap, tmp: Path, n: int) -> np.memmap:
     try:
         small = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint8, shape=(n, *out.shape[1:]))
         for i in range(0, n, 256):
-            small[i:i + 256] = out[i:min(n, i + 256)]
+            small[i : i + 256] = out[i : min(n, i + 256)]
         small.flush()
         del out
         os.replace(part, tmp)

@@ -17,8 +17,16 @@ from PIL import Image
 if TYPE_CHECKING:
     import av
 
-__all__ = ["FRAME_SUFFIXES", "ClipError", "decode_clip", "decode_frames", "decode_video", "frame_files",
-           "resize_crop", "sample_indices"]
+__all__ = [
+    "FRAME_SUFFIXES",
+    "ClipError",
+    "decode_clip",
+    "decode_frames",
+    "decode_video",
+    "frame_files",
+    "resize_crop",
+    "sample_indices",
+]
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 """Image files a frame folder may hold (upper case too)."""

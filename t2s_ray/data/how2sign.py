@@ -17,8 +17,10 @@ from pathlib import Path
 
 from t2s_ray.data.corpus import Corpus, Row, SplitRows, read_table
 
-LAYOUT = ("ROOT/how2sign_realigned_{split}.csv (tab-separated; or how2sign_{split}.csv) and "
-          "ROOT/{split}_rgb_front_clips/raw_videos/<SENTENCE_NAME>.mp4")
+LAYOUT = (
+    "ROOT/how2sign_realigned_{split}.csv (tab-separated; or how2sign_{split}.csv) and "
+    "ROOT/{split}_rgb_front_clips/raw_videos/<SENTENCE_NAME>.mp4"
+)
 _STEMS = ("how2sign_realigned", "how2sign")  # realigned first: its times match the published clips
 _TIMES = (("START_REALIGNED", "END_REALIGNED"), ("START", "END"))
 
@@ -54,8 +56,10 @@ class How2Sign(Corpus):
             raise ValueError(f"how2sign:{root}: no such folder; expected {LAYOUT.format(split=split)}")
         annotation = find_annotation(root, split)
         if annotation is None:
-            raise ValueError(f"how2sign:{root}: no how2sign_realigned_{split}.csv or how2sign_{split}.csv in it "
-                             f"or two folders down; expected {LAYOUT.format(split=split)}")
+            raise ValueError(
+                f"how2sign:{root}: no how2sign_realigned_{split}.csv or how2sign_{split}.csv in it "
+                f"or two folders down; expected {LAYOUT.format(split=split)}"
+            )
         return annotation
 
     @classmethod
@@ -63,8 +67,10 @@ class How2Sign(Corpus):
         header, table = read_table(annotation, "\t", ("SENTENCE_NAME", "SENTENCE"))
         folder = clip_folder(root, annotation, split)
         if folder is None:
-            raise ValueError(f"how2sign:{root}: no {split}_rgb_front_clips/ folder in it or next to {annotation}; "
-                             f"expected {LAYOUT.format(split=split)}")
+            raise ValueError(
+                f"how2sign:{root}: no {split}_rgb_front_clips/ folder in it or next to {annotation}; "
+                f"expected {LAYOUT.format(split=split)}"
+            )
         start, end = next((t for t in _TIMES if t[0] in header and t[1] in header), (None, None))
         rows, bad = [], []
         for line, cells in table:
@@ -76,8 +82,11 @@ class How2Sign(Corpus):
             if not name or not text:
                 bad.append((where, "empty SENTENCE_NAME" if not name else "empty SENTENCE"))
                 continue
-            info = {"video_id": cells.get("VIDEO_ID", ""), "video_name": cells.get("VIDEO_NAME", ""),
-                    "sentence_id": cells.get("SENTENCE_ID", "")}
+            info = {
+                "video_id": cells.get("VIDEO_ID", ""),
+                "video_name": cells.get("VIDEO_NAME", ""),
+                "sentence_id": cells.get("SENTENCE_ID", ""),
+            }
             try:
                 if start:
                     info.update(start=float(cells[start]), end=float(cells[end]))

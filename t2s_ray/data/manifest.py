@@ -37,8 +37,10 @@ class Manifest(Corpus):
         header, table = read_table(annotation, ",", ("video", "text"))
         has_split = "split" in header
         if not has_split and split != "train":
-            raise ValueError(f"manifest {annotation} has no 'split' column, so all {len(table)} rows are train and "
-                             f"the {split} split is empty; add a split column (train/val/test) to hold clips out")
+            raise ValueError(
+                f"manifest {annotation} has no 'split' column, so all {len(table)} rows are train and "
+                f"the {split} split is empty; add a split column (train/val/test) to hold clips out"
+            )
         extra = [c for c in header if c not in ("video", "text", "split")]
         rows, bad, total = [], [], 0
         for line, cells in table:
@@ -46,8 +48,14 @@ class Manifest(Corpus):
             row_split = SPLIT_ALIASES.get(cells.get("split", "").strip().lower()) if has_split else "train"
             if not cells or row_split is None:  # a row of no known split could be any's: it counts against each
                 total += 1
-                bad.append((where, f"expected {len(header)} comma-separated cells" if not cells else
-                            f"split {cells['split']!r} is not train, val or test"))
+                bad.append(
+                    (
+                        where,
+                        f"expected {len(header)} comma-separated cells"
+                        if not cells
+                        else f"split {cells['split']!r} is not train, val or test",
+                    )
+                )
                 continue
             if row_split != split:
                 continue

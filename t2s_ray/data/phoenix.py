@@ -20,8 +20,10 @@ from t2s_ray.data.corpus import Corpus, Row, SplitRows, read_table
 SPLIT_NAMES = {"train": "train", "val": "dev", "test": "test"}
 """Our split -> PHOENIX's."""
 FOLDER = "PHOENIX-2014-T"
-LAYOUT = (f"{FOLDER}/annotations/manual/PHOENIX-2014-T.{{split}}.corpus.csv ('|'-separated) and "
-          f"{FOLDER}/features/fullFrame-210x260px/{{split}}/<name>/images0001.png ...; ROOT is {FOLDER} or its parent")
+LAYOUT = (
+    f"{FOLDER}/annotations/manual/PHOENIX-2014-T.{{split}}.corpus.csv ('|'-separated) and "
+    f"{FOLDER}/features/fullFrame-210x260px/{{split}}/<name>/images0001.png ...; ROOT is {FOLDER} or its parent"
+)
 
 
 def annotation_file(corpus: Path, split: str) -> Path:
@@ -47,16 +49,19 @@ class Phoenix(Corpus):
         for corpus in (root, root / FOLDER):
             if annotation_file(corpus, split).is_file():
                 return annotation_file(corpus, split)
-        raise ValueError(f"phoenix:{root}: found neither {annotation_file(root, split)} nor "
-                         f"{annotation_file(root / FOLDER, split)}; expected {layout}")
+        raise ValueError(
+            f"phoenix:{root}: found neither {annotation_file(root, split)} nor "
+            f"{annotation_file(root / FOLDER, split)}; expected {layout}"
+        )
 
     @classmethod
     def read(cls, root: Path, annotation: Path, split: str) -> SplitRows:
         header, table = read_table(annotation, "|", ("name", "translation"))
         base = annotation.parents[2] / "features" / "fullFrame-210x260px" / SPLIT_NAMES[split]
         if not base.is_dir():
-            raise ValueError(f"phoenix:{root}: no frame folder {base}; "
-                             f"expected {LAYOUT.format(split=SPLIT_NAMES[split])}")
+            raise ValueError(
+                f"phoenix:{root}: no frame folder {base}; expected {LAYOUT.format(split=SPLIT_NAMES[split])}"
+            )
         rows, bad = [], []
         for line, cells in table:
             where = f"{annotation}:{line}"

@@ -35,9 +35,14 @@ RENDER_VERSION = 2
 # Where the dominant (image-left) hand signs, in frame units (x right, y down, 0..1), and how far
 # in front of the body (depth only bends the elbows: the camera looks straight on).
 LOCATIONS: dict[str, tuple[float, float, float]] = {
-    "forehead": (0.45, 0.11, 0.1), "cheek": (0.40, 0.21, 0.08), "chin": (0.47, 0.30, 0.1),
-    "chest": (0.45, 0.50, 0.08), "shoulder": (0.62, 0.44, 0.08), "stomach": (0.46, 0.68, 0.08),
-    "neutral": (0.30, 0.60, 0.22), "side": (0.14, 0.42, 0.1),
+    "forehead": (0.45, 0.11, 0.1),
+    "cheek": (0.40, 0.21, 0.08),
+    "chin": (0.47, 0.30, 0.1),
+    "chest": (0.45, 0.50, 0.08),
+    "shoulder": (0.62, 0.44, 0.08),
+    "stomach": (0.46, 0.68, 0.08),
+    "neutral": (0.30, 0.60, 0.22),
+    "side": (0.14, 0.42, 0.1),
 }
 # Handshapes are gloves: (outline, half-size in frame units, RGB) so they read at 32x32.
 HANDSHAPES: dict[str, tuple[str, float, tuple[int, int, int]]] = {
@@ -51,42 +56,73 @@ HANDSHAPES: dict[str, tuple[str, float, tuple[int, int, int]]] = {
 # word, location, movement (see _movement), handshape, hands: "one"; "both" mirrored; "alt" mirrored with
 # the opposite movement
 SIGNS: tuple[tuple[str, str, str, str, str], ...] = (
-    ("HELLO", "forehead", "across", "flat", "one"), ("THINK", "forehead", "tap", "point", "one"),
-    ("KNOW", "forehead", "tap", "flat", "one"), ("FATHER", "forehead", "tap", "open", "one"),
-    ("REMEMBER", "forehead", "down", "fist", "one"), ("DREAM", "forehead", "arc", "point", "one"),
-    ("WHY", "forehead", "shake", "bent", "one"), ("WORRY", "forehead", "circle", "flat", "alt"),
+    ("HELLO", "forehead", "across", "flat", "one"),
+    ("THINK", "forehead", "tap", "point", "one"),
+    ("KNOW", "forehead", "tap", "flat", "one"),
+    ("FATHER", "forehead", "tap", "open", "one"),
+    ("REMEMBER", "forehead", "down", "fist", "one"),
+    ("DREAM", "forehead", "arc", "point", "one"),
+    ("WHY", "forehead", "shake", "bent", "one"),
+    ("WORRY", "forehead", "circle", "flat", "alt"),
     ("SMART", "forehead", "across", "point", "one"),
-    ("GIRL", "cheek", "down", "fist", "one"), ("HOME", "cheek", "tap", "bent", "one"),
-    ("APPLE", "cheek", "circle", "fist", "one"), ("PRETTY", "cheek", "circle", "open", "one"),
-    ("CANDY", "cheek", "shake", "point", "one"), ("TOMORROW", "cheek", "arc", "fist", "one"),
+    ("GIRL", "cheek", "down", "fist", "one"),
+    ("HOME", "cheek", "tap", "bent", "one"),
+    ("APPLE", "cheek", "circle", "fist", "one"),
+    ("PRETTY", "cheek", "circle", "open", "one"),
+    ("CANDY", "cheek", "shake", "point", "one"),
+    ("TOMORROW", "cheek", "arc", "fist", "one"),
     ("YESTERDAY", "cheek", "arc", "bent", "one"),
-    ("MOTHER", "chin", "tap", "open", "one"), ("EAT", "chin", "tap", "bent", "one"),
-    ("DRINK", "chin", "arc", "fist", "one"), ("THANK-YOU", "chin", "down", "flat", "one"),
-    ("GOOD", "chin", "down", "flat", "both"), ("WATER", "chin", "tap", "point", "one"),
-    ("TALK", "chin", "across", "point", "alt"), ("SWEET", "chin", "circle", "flat", "one"),
-    ("PLEASE", "chest", "circle", "flat", "one"), ("SORRY", "chest", "circle", "fist", "one"),
-    ("LIKE", "chest", "across", "open", "one"), ("ME", "chest", "tap", "point", "one"),
-    ("MY", "chest", "tap", "flat", "one"), ("FEEL", "chest", "down", "open", "one"),
-    ("HAPPY", "chest", "circle", "flat", "both"), ("LOVE", "chest", "tap", "fist", "both"),
+    ("MOTHER", "chin", "tap", "open", "one"),
+    ("EAT", "chin", "tap", "bent", "one"),
+    ("DRINK", "chin", "arc", "fist", "one"),
+    ("THANK-YOU", "chin", "down", "flat", "one"),
+    ("GOOD", "chin", "down", "flat", "both"),
+    ("WATER", "chin", "tap", "point", "one"),
+    ("TALK", "chin", "across", "point", "alt"),
+    ("SWEET", "chin", "circle", "flat", "one"),
+    ("PLEASE", "chest", "circle", "flat", "one"),
+    ("SORRY", "chest", "circle", "fist", "one"),
+    ("LIKE", "chest", "across", "open", "one"),
+    ("ME", "chest", "tap", "point", "one"),
+    ("MY", "chest", "tap", "flat", "one"),
+    ("FEEL", "chest", "down", "open", "one"),
+    ("HAPPY", "chest", "circle", "flat", "both"),
+    ("LOVE", "chest", "tap", "fist", "both"),
     ("EXCITED", "chest", "circle", "open", "alt"),
-    ("PAST", "shoulder", "arc", "flat", "one"), ("TIRED", "shoulder", "down", "bent", "both"),
-    ("COLD", "shoulder", "shake", "fist", "both"), ("BELIEVE", "shoulder", "tap", "fist", "one"),
+    ("PAST", "shoulder", "arc", "flat", "one"),
+    ("TIRED", "shoulder", "down", "bent", "both"),
+    ("COLD", "shoulder", "shake", "fist", "both"),
+    ("BELIEVE", "shoulder", "tap", "fist", "one"),
     ("PROUD", "shoulder", "down", "point", "one"),
-    ("HUNGRY", "stomach", "down", "bent", "one"), ("FULL", "stomach", "across", "flat", "one"),
-    ("SICK", "stomach", "circle", "bent", "one"), ("WAIT", "stomach", "shake", "open", "both"),
+    ("HUNGRY", "stomach", "down", "bent", "one"),
+    ("FULL", "stomach", "across", "flat", "one"),
+    ("SICK", "stomach", "circle", "bent", "one"),
+    ("WAIT", "stomach", "shake", "open", "both"),
     ("AFRAID", "stomach", "across", "open", "both"),
-    ("HOUSE", "neutral", "arc", "flat", "both"), ("CAR", "neutral", "circle", "fist", "alt"),
-    ("BOOK", "neutral", "across", "flat", "both"), ("SCHOOL", "neutral", "tap", "flat", "both"),
-    ("WORK", "neutral", "tap", "fist", "both"), ("PLAY", "neutral", "shake", "bent", "both"),
-    ("MORE", "neutral", "tap", "bent", "both"), ("WHAT", "neutral", "shake", "open", "one"),
-    ("WHERE", "neutral", "shake", "point", "one"), ("FINISH", "neutral", "across", "open", "both"),
-    ("HELP", "neutral", "down", "fist", "one"), ("TREE", "neutral", "circle", "open", "one"),
-    ("NAME", "neutral", "tap", "point", "both"), ("SIGN", "neutral", "circle", "point", "alt"),
-    ("FRIEND", "neutral", "tap", "bent", "alt"), ("WANT", "neutral", "across", "bent", "both"),
-    ("YES", "neutral", "tap", "fist", "one"), ("NO", "neutral", "tap", "bent", "one"),
-    ("BYE", "side", "shake", "open", "one"), ("GO", "side", "across", "point", "both"),
-    ("COME", "side", "arc", "point", "both"), ("RAIN", "side", "down", "open", "both"),
-    ("SUN", "side", "circle", "open", "one"), ("BIRD", "side", "tap", "point", "one"),
+    ("HOUSE", "neutral", "arc", "flat", "both"),
+    ("CAR", "neutral", "circle", "fist", "alt"),
+    ("BOOK", "neutral", "across", "flat", "both"),
+    ("SCHOOL", "neutral", "tap", "flat", "both"),
+    ("WORK", "neutral", "tap", "fist", "both"),
+    ("PLAY", "neutral", "shake", "bent", "both"),
+    ("MORE", "neutral", "tap", "bent", "both"),
+    ("WHAT", "neutral", "shake", "open", "one"),
+    ("WHERE", "neutral", "shake", "point", "one"),
+    ("FINISH", "neutral", "across", "open", "both"),
+    ("HELP", "neutral", "down", "fist", "one"),
+    ("TREE", "neutral", "circle", "open", "one"),
+    ("NAME", "neutral", "tap", "point", "both"),
+    ("SIGN", "neutral", "circle", "point", "alt"),
+    ("FRIEND", "neutral", "tap", "bent", "alt"),
+    ("WANT", "neutral", "across", "bent", "both"),
+    ("YES", "neutral", "tap", "fist", "one"),
+    ("NO", "neutral", "tap", "bent", "one"),
+    ("BYE", "side", "shake", "open", "one"),
+    ("GO", "side", "across", "point", "both"),
+    ("COME", "side", "arc", "point", "both"),
+    ("RAIN", "side", "down", "open", "both"),
+    ("SUN", "side", "circle", "open", "one"),
+    ("BIRD", "side", "tap", "point", "one"),
     ("FLY", "side", "arc", "flat", "alt"),
 )
 GLOSSES: tuple[str, ...] = tuple(s[0] for s in SIGNS)
@@ -133,8 +169,9 @@ def caption(glosses: Sequence[int], template: int) -> str:
     return text.format(listed)
 
 
-def _distinct_sequences(rng: np.random.Generator, vocab: Sequence[int], length: int,
-                        count: int) -> list[tuple[int, ...]]:
+def _distinct_sequences(
+    rng: np.random.Generator, vocab: Sequence[int], length: int, count: int
+) -> list[tuple[int, ...]]:
     """`count` distinct `length`-gloss sequences over `vocab`, no gloss twice in a row (all of them if fewer exist)."""
     if length == 1:
         return [(g,) for g in vocab]
@@ -150,8 +187,9 @@ def _distinct_sequences(rng: np.random.Generator, vocab: Sequence[int], length: 
     return list(found)
 
 
-def split_sentences(seed: int, vocab_size: int = 0, min_glosses: int = 1, max_glosses: int = 3,
-                    split_by: str = "sentence") -> dict[str, list[tuple[int, ...]]]:
+def split_sentences(
+    seed: int, vocab_size: int = 0, min_glosses: int = 1, max_glosses: int = 3, split_by: str = "sentence"
+) -> dict[str, list[tuple[int, ...]]]:
     """The gloss sequences of each split: a seeded pool per length, split 80/10/10 (`sentence`) or shared (`clip`).
 
     With `split_by="clip"` every split holds the whole pool and differs only by its renders (a small
@@ -176,9 +214,11 @@ def split_sentences(seed: int, vocab_size: int = 0, min_glosses: int = 1, max_gl
             out[split] += [pool[i] for i in order[lo:hi]]
     empty = [split for split, seqs in out.items() if not seqs]
     if empty:
-        raise ValueError(f"SynthSign: data.split_by='sentence' leaves no sentence for the {'/'.join(empty)} split "
-                         f"with data.vocabulary={vocab_size}; use --set data.split_by=clip (new renders of the same "
-                         "sentences) or a larger vocabulary")
+        raise ValueError(
+            f"SynthSign: data.split_by='sentence' leaves no sentence for the {'/'.join(empty)} split "
+            f"with data.vocabulary={vocab_size}; use --set data.split_by=clip (new renders of the same "
+            "sentences) or a larger vocabulary"
+        )
     return {split: [seqs[i] for i in rng.permutation(len(seqs))] for split, seqs in out.items()}
 
 
@@ -240,8 +280,9 @@ def _timeline(n: int, frames: int, rng: np.random.Generator) -> tuple[np.ndarray
     return u, starts, ends
 
 
-def _hand_tracks(glosses: Sequence[int], frames: int, rng: np.random.Generator,
-                 scale: float) -> tuple[np.ndarray, np.ndarray]:
+def _hand_tracks(
+    glosses: Sequence[int], frames: int, rng: np.random.Generator, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame 3-D hand positions `(T, 2, 3)` (dominant, other) and shape ids `(T, 2)`."""
     u, starts, ends = _timeline(len(glosses), frames, rng)
     pos, shape = None, None
@@ -297,17 +338,28 @@ def _sample_look(rng: np.random.Generator) -> _Look:
 
     skin = jitter(_SKINS[rng.integers(len(_SKINS))], 8)
     gloves = np.concatenate([np.clip(_GLOVES + rng.integers(-10, 11, size=3), 0, 255), skin[None]])
-    return _Look(shift=rng.uniform(-0.03, 0.03, size=2), bg=jitter(_BACKGROUND, 12), skin=skin,
-                 shirt=jitter(_SHIRTS[rng.integers(len(_SHIRTS))], 10),
-                 hair=jitter(_HAIRS[rng.integers(len(_HAIRS))], 8), gloves=gloves.astype(np.uint8))
+    return _Look(
+        shift=rng.uniform(-0.03, 0.03, size=2),
+        bg=jitter(_BACKGROUND, 12),
+        skin=skin,
+        shirt=jitter(_SHIRTS[rng.integers(len(_SHIRTS))], 10),
+        hair=jitter(_HAIRS[rng.integers(len(_HAIRS))], 8),
+        gloves=gloves.astype(np.uint8),
+    )
 
 
 def _fixed_look() -> _Look:
     """The one signer of `signers=1`: centred, in the base colours."""
     skin = _SKINS[0].astype(np.uint8)
     gloves = np.concatenate([_GLOVES, skin[None]]).astype(np.uint8)
-    return _Look(shift=np.zeros(2), bg=_BACKGROUND.astype(np.uint8), skin=skin, shirt=_SHIRTS[0].astype(np.uint8),
-                 hair=_HAIRS[0].astype(np.uint8), gloves=gloves)
+    return _Look(
+        shift=np.zeros(2),
+        bg=_BACKGROUND.astype(np.uint8),
+        skin=skin,
+        shirt=_SHIRTS[0].astype(np.uint8),
+        hair=_HAIRS[0].astype(np.uint8),
+        gloves=gloves,
+    )
 
 
 class Style(NamedTuple):
@@ -430,8 +482,9 @@ def _draw_frames(body: np.ndarray, canvas: _Canvas, tracks, look: _Look) -> np.n
     return _colours(look, shapes)[np.arange(len(labels))[:, None, None], labels]
 
 
-def render_clip(glosses: Sequence[int], frames: int, height: int, width: int,
-                rng: np.random.Generator, style: Style = FULL_VARIETY) -> np.ndarray:
+def render_clip(
+    glosses: Sequence[int], frames: int, height: int, width: int, rng: np.random.Generator, style: Style = FULL_VARIETY
+) -> np.ndarray:
     """Render the signer signing `glosses` in order: uint8 `(frames, height, width, 3)`.
 
     `rng` draws the per-clip variation (appearance, position, timing) as far as `style` allows;
@@ -449,12 +502,23 @@ def render_clip(glosses: Sequence[int], frames: int, height: int, width: int,
 
 # --- cache ------------------------------------------------------------------------------------
 
+
 def cache_key(cfg: DataConfig) -> str:
     """Hash of everything that changes SynthSign's pixels, captions or labels."""
-    fields = {"dataset": "synthsign", "version": RENDER_VERSION, "seed": cfg.seed,
-              "frames": cfg.frames, "height": cfg.height, "width": cfg.width, "vocabulary": cfg.vocabulary,
-              "min_glosses": cfg.min_glosses, "max_glosses": cfg.max_glosses, "signers": cfg.signers,
-              "motion_scale": cfg.motion_scale, "split_by": cfg.split_by}
+    fields = {
+        "dataset": "synthsign",
+        "version": RENDER_VERSION,
+        "seed": cfg.seed,
+        "frames": cfg.frames,
+        "height": cfg.height,
+        "width": cfg.width,
+        "vocabulary": cfg.vocabulary,
+        "min_glosses": cfg.min_glosses,
+        "max_glosses": cfg.max_glosses,
+        "signers": cfg.signers,
+        "motion_scale": cfg.motion_scale,
+        "split_by": cfg.split_by,
+    }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -463,8 +527,13 @@ def _load_cached(npy: Path, meta: Path, shape: tuple[int, ...]) -> tuple[np.ndar
     if (cached := read_cached(npy, meta, "SynthSign")) is None:
         return None
     videos, sidecar = cached
-    good = (videos.shape == shape and videos.dtype == np.uint8 and sidecar.get("shape") == list(shape)
-            and len(sidecar.get("texts", ())) == shape[0] and len(sidecar.get("glosses", ())) == shape[0])
+    good = (
+        videos.shape == shape
+        and videos.dtype == np.uint8
+        and sidecar.get("shape") == list(shape)
+        and len(sidecar.get("texts", ())) == shape[0]
+        and len(sidecar.get("glosses", ())) == shape[0]
+    )
     if not good:
         log.warning("SynthSign cache %s has shape %s, expected %s; rebuilding it", npy, videos.shape, shape)
         return None
@@ -497,13 +566,29 @@ def _render_split(cfg: DataConfig, split: str, shape: tuple[int, ...], npy: Path
             labels.append(list(clip.glosses))
         out.flush()
         del out
-    sidecar = {"dataset": "synthsign", "version": RENDER_VERSION, "key": cache_key(cfg), "split": split,
-               "shape": list(shape), "seed": cfg.seed, "glosses_vocab": list(GLOSSES),
-               "texts": texts, "glosses": labels}
+    sidecar = {
+        "dataset": "synthsign",
+        "version": RENDER_VERSION,
+        "key": cache_key(cfg),
+        "split": split,
+        "shape": list(shape),
+        "seed": cfg.seed,
+        "glosses_vocab": list(GLOSSES),
+        "texts": texts,
+        "glosses": labels,
+    }
     with _atomic_path(meta, ".json.tmp") as tmp, open(tmp, "w") as f:
         json.dump(sidecar, f)
-    log.info("SynthSign: rendered %s (%d clips of %dx%dx%d) in %.1fs into %s",
-             split, n, frames, height, width, time.perf_counter() - t0, npy.parent)
+    log.info(
+        "SynthSign: rendered %s (%d clips of %dx%dx%d) in %.1fs into %s",
+        split,
+        n,
+        frames,
+        height,
+        width,
+        time.perf_counter() - t0,
+        npy.parent,
+    )
 
 
 def load_split(cfg: DataConfig, split: str) -> tuple[np.ndarray, dict, Path]:
@@ -527,6 +612,7 @@ def load_split(cfg: DataConfig, split: str) -> tuple[np.ndarray, dict, Path]:
 
 # --- dataset ----------------------------------------------------------------------------------
 
+
 class SynthSign(CachedSplit):
     """The SynthSign split `split` of `cfg`: memory-mapped uint8 videos, captions, gloss labels."""
 
@@ -541,9 +627,19 @@ class SynthSign(CachedSplit):
     def references(self, index: int, k: int) -> np.ndarray:
         """`k` other real renders of clip `index`'s sentence, uint8 `(k, T, H, W, 3)`: new look and timing."""
         c, style = self.cfg, Style.of(self.cfg)
-        return np.stack([render_clip(self.glosses[index], c.frames, c.height, c.width,
-                                     np.random.default_rng([c.seed, 0x2EF, SPLITS.index(self.split), index, j]),
-                                     style) for j in range(k)])
+        return np.stack(
+            [
+                render_clip(
+                    self.glosses[index],
+                    c.frames,
+                    c.height,
+                    c.width,
+                    np.random.default_rng([c.seed, 0x2EF, SPLITS.index(self.split), index, j]),
+                    style,
+                )
+                for j in range(k)
+            ]
+        )
 
     def _open(self) -> None:
         self.videos, sidecar, self.path = load_split(self.cfg, self.split)

@@ -59,8 +59,9 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
     return lines or [""]
 
 
-def _caption_sheet(captions: Sequence[str] | None, n: int, cols: int, cell: tuple[int, int],
-                   scale: int) -> tuple[Image.Image, int]:
+def _caption_sheet(
+    captions: Sequence[str] | None, n: int, cols: int, cell: tuple[int, int], scale: int
+) -> tuple[Image.Image, int]:
     """A white sheet of `n` cells (`cell` = clip width, height) with each caption under its cell."""
     font = ImageFont.load_default(size=max(10, 4 * scale))
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -91,8 +92,9 @@ def _grid_frames(clips: np.ndarray, captions: Sequence[str] | None, scale: int, 
     return frames
 
 
-def _sheet_frames(clips: np.ndarray, captions: Sequence[str] | None, scale: int, fps: int,
-                  cols: int) -> list[Image.Image]:
+def _sheet_frames(
+    clips: np.ndarray, captions: Sequence[str] | None, scale: int, fps: int, cols: int
+) -> list[Image.Image]:
     """`_grid_frames` after checking the arguments `save_gif` and `save_mp4` share."""
     clips = np.asarray(clips)
     if clips.ndim != 5 or clips.shape[-1] != 3 or clips.dtype != np.uint8:
@@ -104,19 +106,30 @@ def _sheet_frames(clips: np.ndarray, captions: Sequence[str] | None, scale: int,
     return _grid_frames(clips, captions, scale, cols)
 
 
-def save_gif(path: str | os.PathLike, clips: np.ndarray, captions: Sequence[str] | None = None,
-             scale: int = 3, fps: int = 8, cols: int = 4) -> None:
+def save_gif(
+    path: str | os.PathLike,
+    clips: np.ndarray,
+    captions: Sequence[str] | None = None,
+    scale: int = 3,
+    fps: int = 8,
+    cols: int = 4,
+) -> None:
     """Write uint8 clips `(N, T, H, W, 3)` as one looping GIF, `cols` a row, each with its caption."""
     frames = _sheet_frames(clips, captions, scale, fps, cols)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
-                       duration=round(1000 / fps), loop=0)
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
 
 
-def save_mp4(path: str | os.PathLike, clips: np.ndarray, captions: Sequence[str] | None = None,
-             scale: int = 3, fps: int = 8, cols: int = 4) -> None:
+def save_mp4(
+    path: str | os.PathLike,
+    clips: np.ndarray,
+    captions: Sequence[str] | None = None,
+    scale: int = 3,
+    fps: int = 8,
+    cols: int = 4,
+) -> None:
     """Write uint8 clips `(N, T, H, W, 3)` as one H.264 MP4 (libx264, yuv420p), laid out as `save_gif`.
 
     yuv420p needs even sizes: an odd width or height gets one white column or row.

@@ -26,16 +26,24 @@ def _clips(x: np.ndarray, name: str) -> torch.Tensor:
     return to_model_input(x)
 
 
-def clip_metrics(generated: np.ndarray, real: np.ndarray, fvd_detector: str = "", lpips: bool = True,
-                 lpips_random_backbone: bool = False, device: str = "cpu") -> dict[str, Any]:
+def clip_metrics(
+    generated: np.ndarray,
+    real: np.ndarray,
+    fvd_detector: str = "",
+    lpips: bool = True,
+    lpips_random_backbone: bool = False,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """`eval/*` metrics of `generated` against `real` (the real clips of the same captions, same shape).
 
     `fvd_detector`: path to StyleGAN-V's `i3d_torchscript.pt` (NaN without it). `lpips_random_backbone` is for
     tests only (an untrained trunk measures nothing)."""
     fake, ref = _clips(generated, "generated"), _clips(real, "real")
     if fake.shape[1:] != ref.shape[1:] or len(fake) != len(ref):
-        raise ValueError(f"generated and real clips must match one to one in shape, got {tuple(generated.shape)} "
-                         f"and {tuple(real.shape)}")
+        raise ValueError(
+            f"generated and real clips must match one to one in shape, got {tuple(generated.shape)} "
+            f"and {tuple(real.shape)}"
+        )
     out: dict[str, Any] = {"eval/num_videos": float(len(fake))}
     out["eval/fvd"], out["eval/fvd_status"] = fvd(ref, fake, fvd_detector, device=device)
     model, status = load_lpips(random_backbone=lpips_random_backbone) if lpips else (None, "not asked for")

@@ -52,7 +52,7 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
 }
 NO_PEAK: dict[str, str] = {
     "A10G": "NVIDIA publishes no datasheet for the A10G (AWS's A10 variant, whose tensor throughput differs "
-            "from the A10's)",
+    "from the A10's)",
     "RTX 4090 D": "the Ada whitepaper rates the RTX 4090, not the cut-down RTX 4090 D",
 }
 """Device-name keys known to have no vendor figure, with why (they must not fall back to a near name)."""
@@ -124,8 +124,10 @@ def peak_for_name(name: str, dtype: torch.dtype | None) -> tuple[float, str]:
     key = _dtype_key(dtype)
     matches = [k for k in (*PEAK_TFLOPS, *NO_PEAK) if re.search(rf"(?<![a-z0-9]){_words(k)}(?![a-z0-9])", _words(name))]
     if not matches:
-        return math.nan, (f"no peak FLOP/s entry for {name!r} in t2s_ray/metrics/flops.py PEAK_TFLOPS; add its "
-                          f"dense {key} figure from the vendor datasheet")
+        return math.nan, (
+            f"no peak FLOP/s entry for {name!r} in t2s_ray/metrics/flops.py PEAK_TFLOPS; add its "
+            f"dense {key} figure from the vendor datasheet"
+        )
     best = max(matches, key=len)
     if best in NO_PEAK:
         return math.nan, f"{name}: {NO_PEAK[best]}"

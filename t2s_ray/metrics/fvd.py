@@ -27,7 +27,8 @@ def load_i3d(path: str) -> torch.jit.ScriptModule:
     if not Path(path).is_file():
         raise FileNotFoundError(
             f"I3D detector not found at {path!r}: expected StyleGAN-V's i3d_torchscript.pt, "
-            "passed as eval.fvd_detector (--fvd-detector)")
+            "passed as eval.fvd_detector (--fvd-detector)"
+        )
     with warnings.catch_warnings():  # the detector only exists as TorchScript, which recent torch deprecates
         warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated", category=FutureWarning)
         return torch.jit.load(str(path), map_location="cpu").eval()
@@ -88,24 +89,38 @@ I3D_DIM = 400
 """Width of the I3D features FVD and KID compare."""
 
 
-def fvd_and_kid(real: torch.Tensor, fake: torch.Tensor, detector_path: str, device="cpu",
-                batch_size: int = 16) -> dict[str, float | str]:
+def fvd_and_kid(
+    real: torch.Tensor, fake: torch.Tensor, detector_path: str, device="cpu", batch_size: int = 16
+) -> dict[str, float | str]:
     """`eval/fvd` and `eval/kid` (with `eval/kid_sd`) of the same I3D features, each with its `_status` (NaN and
     the reason where the detector or the clips do not allow them); see `fvd` and `t2s_ray.metrics.kid`."""
     from t2s_ray.metrics.kid import kid
 
     value, status, feats = _fvd(real, fake, detector_path, device, batch_size)
     if feats is None:
-        return {"eval/fvd": value, "eval/fvd_status": status, "eval/kid": math.nan, "eval/kid_sd": math.nan,
-                "eval/kid_status": status, "eval/kid_sd_status": status}
+        return {
+            "eval/fvd": value,
+            "eval/fvd_status": status,
+            "eval/kid": math.nan,
+            "eval/kid_sd": math.nan,
+            "eval/kid_status": status,
+            "eval/kid_sd_status": status,
+        }
     k, sd = kid(*feats)
     why = status if math.isfinite(k) else "KID needs >= 4 clips per set"
-    return {"eval/fvd": value, "eval/fvd_status": status, "eval/kid": k, "eval/kid_sd": sd, "eval/kid_status": why,
-            "eval/kid_sd_status": why}
+    return {
+        "eval/fvd": value,
+        "eval/fvd_status": status,
+        "eval/kid": k,
+        "eval/kid_sd": sd,
+        "eval/kid_status": why,
+        "eval/kid_sd_status": why,
+    }
 
 
-def fvd(real: torch.Tensor, fake: torch.Tensor, detector_path: str, device="cpu",
-        batch_size: int = 16) -> tuple[float, str]:
+def fvd(
+    real: torch.Tensor, fake: torch.Tensor, detector_path: str, device="cpu", batch_size: int = 16
+) -> tuple[float, str]:
     """FVD between real and generated videos (B, C, T, H, W) in [-1, 1] with the I3D at `detector_path`.
 
     Returns (value, "ok (N=<n> real, <m> fake)"), or (NaN, why) when there is no detector, the file is missing,
@@ -122,12 +137,16 @@ def _fvd(real: torch.Tensor, fake: torch.Tensor, detector_path: str, device, bat
     _check_videos(fake, "fake")
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(
-            f"real and fake clips must share (C, T, H, W), got {tuple(real.shape)} and {tuple(fake.shape)}")
+            f"real and fake clips must share (C, T, H, W), got {tuple(real.shape)} and {tuple(fake.shape)}"
+        )
     why = _unavailable(real, fake, detector_path)
     if why is not None:
         return math.nan, why, None
     detector = load_i3d(detector_path).to(device)
     real_feats = i3d_features(detector, to_uint8_bcthw(real), batch_size, device)
     fake_feats = i3d_features(detector, to_uint8_bcthw(fake), batch_size, device)
-    return (frechet_video_distance(real_feats, fake_feats), f"ok (N={len(real_feats)} real, {len(fake_feats)} fake)",
-            (real_feats, fake_feats))
+    return (
+        frechet_video_distance(real_feats, fake_feats),
+        f"ok (N={len(real_feats)} real, {len(fake_feats)} fake)",
+        (real_feats, fake_feats),
+    )

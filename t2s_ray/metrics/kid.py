@@ -25,8 +25,9 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """The unbiased MMD² of feature sets x (m, d) and y (n, d) with the cubic polynomial kernel (m, n >= 2)."""
     m, n = len(x), len(y)
     kxx, kyy, kxy = _kernel(x, x), _kernel(y, y), _kernel(x, y)
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-                 - 2.0 * kxy.mean())
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2.0 * kxy.mean()
+    )
 
 
 def kid(real: np.ndarray, fake: np.ndarray, subsets: int = SUBSETS, seed: int = 0) -> tuple[float, float]:
@@ -39,7 +40,9 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = SUBSETS, seed: int = 
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
     m, n = len(real) // 2, len(fake) // 2
-    draws = [mmd2_unbiased(real[rng.choice(len(real), m, replace=False)], fake[rng.choice(len(fake), n, replace=False)])
-             for _ in range(subsets)]
+    draws = [
+        mmd2_unbiased(real[rng.choice(len(real), m, replace=False)], fake[rng.choice(len(fake), n, replace=False)])
+        for _ in range(subsets)
+    ]
     # the half-size subsets' spread, scaled to the whole sets (the estimator's variance falls like 1/N)
     return mmd2_unbiased(real, fake), float(np.std(draws, ddof=1) / math.sqrt(2))

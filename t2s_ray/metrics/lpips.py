@@ -18,8 +18,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth",
-                  "squeeze": "squeezenet1_1-b8a52dc0.pth"}
+BACKBONE_FILES = {
+    "alex": "alexnet-owt-7be5be79.pth",
+    "vgg": "vgg16-397923af.pth",
+    "squeeze": "squeezenet1_1-b8a52dc0.pth",
+}
 BACKBONE_URL = "https://download.pytorch.org/models/{}"
 MIN_SIDE = 64  # AlexNet's strided conv + two max-pools fail on frames below ~32 px
 RANDOM_BACKBONE_STATUS = "random LPIPS backbone (pnet_rand=True): values are not LPIPS, tests only"
@@ -40,8 +43,9 @@ def load_lpips(net: str = "alex", random_backbone: bool = False) -> tuple[Option
     path = lpips_backbone_file(net)
     if not random_backbone and not path.is_file():
         name = BACKBONE_FILES[net]
-        return None, (f"LPIPS backbone weights not cached: put {name} in {path.parent} "
-                      f"(from {BACKBONE_URL.format(name)})")
+        return None, (
+            f"LPIPS backbone weights not cached: put {name} in {path.parent} (from {BACKBONE_URL.format(name)})"
+        )
     import lpips
 
     with warnings.catch_warnings():  # torchvision's "'pretrained' is deprecated", raised by lpips' own call

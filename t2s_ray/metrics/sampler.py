@@ -30,15 +30,24 @@ logger = logging.getLogger(__name__)
 Reader = Callable[[], dict[str, float]]
 
 CSV_NAME = "gpu_memory.csv"
-READINGS = ("gpu_allocated_gb", "gpu_reserved_gb", "nvml_process_used_gb", "nvml_device_used_gb",
-            "nvml_device_total_gb", "nvml_device_util_pct", "cpu_rss_gb")
+READINGS = (
+    "gpu_allocated_gb",
+    "gpu_reserved_gb",
+    "nvml_process_used_gb",
+    "nvml_device_used_gb",
+    "nvml_device_total_gb",
+    "nvml_device_util_pct",
+    "cpu_rss_gb",
+)
 COLUMNS = ("time_s", "unix_time", "step", *READINGS)
 HEADER = ",".join(COLUMNS)
 # files written before the NVML columns said whose memory they hold: old name -> current name
-LEGACY_COLUMNS = {"gpu_used_gb": "nvml_device_used_gb", "gpu_total_gb": "nvml_device_total_gb",
-                  "gpu_util": "nvml_device_util_pct"}
-LEGACY_HEADER = ("time_s,unix_time,step,gpu_allocated_gb,gpu_reserved_gb,gpu_used_gb,gpu_total_gb,gpu_util,"
-                 "cpu_rss_gb")
+LEGACY_COLUMNS = {
+    "gpu_used_gb": "nvml_device_used_gb",
+    "gpu_total_gb": "nvml_device_total_gb",
+    "gpu_util": "nvml_device_util_pct",
+}
+LEGACY_HEADER = "time_s,unix_time,step,gpu_allocated_gb,gpu_reserved_gb,gpu_used_gb,gpu_total_gb,gpu_util,cpu_rss_gb"
 GPU_STATUS = "gpu: torch allocator + NVML"
 NEVER_MEASURED = "never measured: no CUDA device or NVML in this trial"
 # summary key -> (reading, statistic over the samples where it was measured)
@@ -94,8 +103,9 @@ class CudaReader:
             info = pynvml.nvmlDeviceGetMemoryInfo(self.nvml_handle)
             out.update(nvml_device_used_gb=info.used / GIB, nvml_device_total_gb=info.total / GIB)
         except pynvml.NVMLError as exc:
-            self._nan_once("memory", ("nvml_device_used_gb", "nvml_device_total_gb"),
-                           f"NVML memory query failed ({exc})")
+            self._nan_once(
+                "memory", ("nvml_device_used_gb", "nvml_device_total_gb"), f"NVML memory query failed ({exc})"
+            )
         try:
             out["nvml_device_util_pct"] = float(pynvml.nvmlDeviceGetUtilizationRates(self.nvml_handle).gpu)
         except pynvml.NVMLError as exc:
@@ -114,12 +124,17 @@ class CudaReader:
             return {}
         ours = [p.usedGpuMemory for p in processes if p.pid == pid]
         if not ours:
-            self._nan_once("pid", column, f"pid {pid} is not among the {len(processes)} compute processes NVML "
-                                          "lists (in a container NVML lists host pids; or no CUDA context yet)")
+            self._nan_once(
+                "pid",
+                column,
+                f"pid {pid} is not among the {len(processes)} compute processes NVML "
+                "lists (in a container NVML lists host pids; or no CUDA context yet)",
+            )
             return {}
         if any(used is None for used in ours):
-            self._nan_once("unreported", column, "the driver does not report per-process memory (usedGpuMemory "
-                                                 "not available)")
+            self._nan_once(
+                "unreported", column, "the driver does not report per-process memory (usedGpuMemory not available)"
+            )
             return {}
         return {"nvml_process_used_gb": sum(ours) / GIB}  # one entry per context; normally exactly one
 
@@ -128,8 +143,9 @@ class CudaReader:
             self.reasons.setdefault(reading, why)
         if cause not in self._warned:
             self._warned.add(cause)
-            logger.warning("memory sampler: cuda:%d: %s; %s recorded as NaN (logged once)", self.index, why,
-                           ", ".join(readings))
+            logger.warning(
+                "memory sampler: cuda:%d: %s; %s recorded as NaN (logged once)", self.index, why, ", ".join(readings)
+            )
 
 
 def default_reader(device: torch.device) -> tuple[Reader, str]:
@@ -159,8 +175,10 @@ def _check_header(path: Path) -> bool:
     with path.open("rb") as f:
         first = f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
     if first not in (HEADER, LEGACY_HEADER):
-        raise ValueError(f"{path} exists with header {first!r}, not the memory sampler's {HEADER!r}; "
-                         "move or delete it, or give the sampler another path")
+        raise ValueError(
+            f"{path} exists with header {first!r}, not the memory sampler's {HEADER!r}; "
+            "move or delete it, or give the sampler another path"
+        )
     return first == LEGACY_HEADER
 
 
@@ -180,8 +198,13 @@ def _upgrade_legacy(path: Path) -> None:
     rows = [",".join(row.get(was.get(c, c), "nan") for c in COLUMNS) for row in kept]
     write_text_atomic(path, "".join(f"{line}\n" for line in (HEADER, *rows)))
     dropped = len(text.splitlines()) - 1 - len(rows)
-    logger.info("memory sampler: %s had the legacy header; rewrote its %d rows under the current one "
-                "(nvml_process_used_gb NaN there), dropped %d cut rows", path, len(rows), dropped)
+    logger.info(
+        "memory sampler: %s had the legacy header; rewrote its %d rows under the current one "
+        "(nvml_process_used_gb NaN there), dropped %d cut rows",
+        path,
+        len(rows),
+        dropped,
+    )
 
 
 def _open_csv(path: Path) -> TextIO:
@@ -210,8 +233,7 @@ class MemorySampler:
     A missing GPU or NVML is logged once, with `status`.
     """
 
-    def __init__(self, path: Path | str, device: torch.device, interval_s: float = 5.0,
-                 reader: Reader | None = None):
+    def __init__(self, path: Path | str, device: torch.device, interval_s: float = 5.0, reader: Reader | None = None):
         if not interval_s > 0:
             raise ValueError(f"interval_s must be > 0 seconds, got {interval_s}")
         self.path = Path(path)
@@ -244,8 +266,9 @@ class MemorySampler:
     def start(self) -> MemorySampler:
         """Open the CSV, take one sample now and sample every `interval_s` on a daemon thread."""
         if self._thread is not None or self._stopped:
-            raise RuntimeError(f"MemorySampler for {self.path} was already started; a sampler runs once, "
-                               "so make a new one")
+            raise RuntimeError(
+                f"MemorySampler for {self.path} was already started; a sampler runs once, so make a new one"
+            )
         self._file = _open_csv(self.path)
         if self._degraded:
             logger.log(self._level, "memory sampler: %s", self.status)
@@ -264,8 +287,7 @@ class MemorySampler:
         if self._thread is not None:
             self._thread.join(timeout=_JOIN_TIMEOUT_S)
         if self._thread is not None and self._thread.is_alive():
-            logger.warning("memory sampler: thread still in a read after %.0f s; leaving it (daemon)",
-                           _JOIN_TIMEOUT_S)
+            logger.warning("memory sampler: thread still in a read after %.0f s; leaving it (daemon)", _JOIN_TIMEOUT_S)
         elif self._file is not None:
             self._sample()
         with self._lock:
@@ -305,8 +327,9 @@ class MemorySampler:
         except Exception:  # noqa: BLE001 - a failed sample must never take the trial down
             self.failed_samples += 1
             if self.failed_samples == 1:
-                logger.exception("memory sampler: a sample for %s failed; failed samples are skipped "
-                                 "(logged once)", self.path)
+                logger.exception(
+                    "memory sampler: a sample for %s failed; failed samples are skipped (logged once)", self.path
+                )
 
     def _read(self) -> tuple[float, float, int, dict[str, float]]:
         unix_time, time_s, step = time.time(), time.monotonic() - self._t0, self._step

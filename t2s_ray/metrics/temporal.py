@@ -26,7 +26,7 @@ def _check_videos(videos: torch.Tensor, name: str = "videos") -> None:
 
 def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
     coords = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
-    g = torch.exp(-coords**2 / (2 * sigma**2))
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
     return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
 

@@ -13,6 +13,19 @@ from t2s_ray.sweep.run import SweepOutcome, build_tuner, run_sweep, save_resourc
 from t2s_ray.sweep.spec import SweepError, SweepSpec, check_name, parse_grid
 from t2s_ray.sweep.validate import validate
 
-__all__ = ["SweepError", "SweepOutcome", "SweepSpec", "build_tuner", "check_name", "dry_run", "parse_grid",
-           "resume_sweep", "run_sweep", "save_resources", "saved_resources", "saved_study",
-           "trainable_with_resources", "validate"]
+__all__ = [
+    "SweepError",
+    "SweepOutcome",
+    "SweepSpec",
+    "build_tuner",
+    "check_name",
+    "dry_run",
+    "parse_grid",
+    "resume_sweep",
+    "run_sweep",
+    "save_resources",
+    "saved_resources",
+    "saved_study",
+    "trainable_with_resources",
+    "validate",
+]

@@ -29,8 +29,11 @@ def _choose_cpus(spec: SweepSpec, say: Callable[[str], None]) -> None:
     cpus = float(ray.cluster_resources().get("CPU", 0))
     gpus = spec.gpus or 0.0
     spec.cpus_per_trial = auto_cpus(cpus, gpus, spec.gpus_per_trial, n_trials(spec))
-    why = (f"{cpus:g} CPUs shared by the GPU trials that fit at once, at most {AUTO_MAX_CPUS}" if gpus > 0
-           else f"{cpus:g} CPUs shared by {n_trials(spec)} CPU trial(s), at most {AUTO_MAX_CPUS}")
+    why = (
+        f"{cpus:g} CPUs shared by the GPU trials that fit at once, at most {AUTO_MAX_CPUS}"
+        if gpus > 0
+        else f"{cpus:g} CPUs shared by {n_trials(spec)} CPU trial(s), at most {AUTO_MAX_CPUS}"
+    )
     say(f"--cpus-per-trial auto: {spec.cpus_per_trial:g} ({why})")
 
 
@@ -41,16 +44,20 @@ def _pack_by_memory(spec: SweepSpec, configs, say: Callable[[str], None]) -> dic
         spec.gpus_per_trial = 1.0  # CPU trials: nothing to pack
         return {}
     if local == 0:
-        raise SweepError("--gpus-per-trial auto measures a trial's peak memory on this machine's GPU, and none is "
-                         "visible here; give a number instead, e.g. --gpus-per-trial 0.5")
+        raise SweepError(
+            "--gpus-per-trial auto measures a trial's peak memory on this machine's GPU, and none is "
+            "visible here; give a number instead, e.g. --gpus-per-trial 0.5"
+        )
     probes = spec.probes(configs, "cuda", say, threads=1)
     worst = max(probes.values(), key=lambda p: p.peak_gib)
     try:
         n, spec.gpus_per_trial = pack(worst.peak_gib, worst.total_gib)
     except ValueError as e:
         raise SweepError(f"--gpus-per-trial auto: {worst.trainer}: {e}") from None
-    say(f"--gpus-per-trial auto: {spec.gpus_per_trial:g} ({worst.trainer} peaks at {worst.peak_gib:.2f} GiB; with "
-        f"x{MEMORY_MARGIN} + {CONTEXT_GIB} GiB each, {n} trial(s) fit in the GPU's {worst.total_gib:.1f} GiB)")
+    say(
+        f"--gpus-per-trial auto: {spec.gpus_per_trial:g} ({worst.trainer} peaks at {worst.peak_gib:.2f} GiB; with "
+        f"x{MEMORY_MARGIN} + {CONTEXT_GIB} GiB each, {n} trial(s) fit in the GPU's {worst.total_gib:.1f} GiB)"
+    )
     return probes
 
 
@@ -81,24 +88,38 @@ def dry_run(spec: SweepSpec, say: Callable[[str], None] = print, probe_steps: in
     cpus_per_trial = spec.cpus_per_trial or auto_cpus(cpus, gpus, spec.gpus_per_trial, trials)
     at_once = concurrency(cpus, gpus, cpus_per_trial, spec.gpus_per_trial, trials, spec.max_concurrent)
     where = "this machine" if spec.address is None else f"the cluster at {spec.address} (assumed like this machine)"
-    say(f"resources per trial: {cpus_per_trial:g} CPU" + (f", {spec.gpus_per_trial:g} GPU" if gpus else "") +
-        f"; {where}: {cpus:g} CPUs, {gpus:g} GPUs -> {at_once} trial(s) at once")
-    probes = probes or spec.probes(configs, "cuda" if gpus else "cpu", say, max(1, int(cpus_per_trial)),
-                                   probe_steps)
+    say(
+        f"resources per trial: {cpus_per_trial:g} CPU"
+        + (f", {spec.gpus_per_trial:g} GPU" if gpus else "")
+        + f"; {where}: {cpus:g} CPUs, {gpus:g} GPUs -> {at_once} trial(s) at once"
+    )
+    probes = probes or spec.probes(configs, "cuda" if gpus else "cpu", say, max(1, int(cpus_per_trial)), probe_steps)
     for line in _cost_lines(spec, configs, probes, at_once, cpus_per_trial, gpus):
         say(line)
 
 
-def _cost_lines(spec: SweepSpec, configs, probes: dict[str, Probe], at_once: int, cpus_per_trial: float,
-                gpus: float) -> list[str]:
+def _cost_lines(
+    spec: SweepSpec, configs, probes: dict[str, Probe], at_once: int, cpus_per_trial: float, gpus: float
+) -> list[str]:
     """`plan.cost_lines` for this sweep: each group's trials (seeds x grid points), in GPU- or CPU-hours, with
     the evaluation's samplings per member; each group's time per step alone when a trial's steps are unknown."""
     steps = spec.trial_steps(configs)
     if steps is None:
-        return [*(f"  {' + '.join(g.members)}: {probes[g.trainer].step_s:.3f} s/step on {probes[g.trainer].device}"
-                  for g in spec.training_groups()),
-                "estimate: not available, the study does not say which config field holds its steps: give "
-                "Study(steps='train.steps') (your field's path)"]
-    return cost_lines(spec.training_groups(), probes, spec.seeds * spec.grid_points, steps,
-                      at_once, spec.gpus_per_trial if gpus else cpus_per_trial, "GPU" if gpus else "CPU",
-                      samplings_per_member=spec.samplings_per_member(configs))
+        return [
+            *(
+                f"  {' + '.join(g.members)}: {probes[g.trainer].step_s:.3f} s/step on {probes[g.trainer].device}"
+                for g in spec.training_groups()
+            ),
+            "estimate: not available, the study does not say which config field holds its steps: give "
+            "Study(steps='train.steps') (your field's path)",
+        ]
+    return cost_lines(
+        spec.training_groups(),
+        probes,
+        spec.seeds * spec.grid_points,
+        steps,
+        at_once,
+        spec.gpus_per_trial if gpus else cpus_per_trial,
+        "GPU" if gpus else "CPU",
+        samplings_per_member=spec.samplings_per_member(configs),
+    )

@@ -35,12 +35,16 @@ def saved_resources(exp: Location, say: Callable[[str], None]) -> dict[str, floa
         resources = json.loads(read_bytes(path))["resources"]
         return {"cpu": float(resources["cpu"]), "gpu": float(resources["gpu"])}
     except FileNotFoundError:
-        say(f"note: {exp} has no {SWEEP_FILE} (written by an older t2s-ray): trials not started yet will get "
-            "1 CPU and no GPU; started ones keep what they had")
+        say(
+            f"note: {exp} has no {SWEEP_FILE} (written by an older t2s-ray): trials not started yet will get "
+            "1 CPU and no GPU; started ones keep what they had"
+        )
         return {"cpu": 1.0, "gpu": 0.0}
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SweepError(f"cannot read {path} ({e}); it records each trial's CPUs and GPUs: restore it, or delete "
-                         "it to give trials not yet started 1 CPU and no GPU") from None
+        raise SweepError(
+            f"cannot read {path} ({e}); it records each trial's CPUs and GPUs: restore it, or delete "
+            "it to give trials not yet started 1 CPU and no GPU"
+        ) from None
 
 
 def saved_study(exp: Location) -> Optional[str]:
@@ -62,17 +66,26 @@ def _check_tuner_pkl(exp: Location) -> None:
     try:
         data = read_bytes(join(exp, "tuner.pkl"))
     except (FileNotFoundError, IsADirectoryError):
-        raise SweepError(f"{exp} is not a t2s-ray experiment (no tuner.pkl); pass the folder that "
-                         f"`t2s-ray sweep` printed, e.g. results/<name> or s3://bucket/prefix/<name>") from None
+        raise SweepError(
+            f"{exp} is not a t2s-ray experiment (no tuner.pkl); pass the folder that "
+            f"`t2s-ray sweep` printed, e.g. results/<name> or s3://bucket/prefix/<name>"
+        ) from None
     try:
         pickle.loads(data)
     except (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError, OSError) as e:
-        raise SweepError(f"cannot restore {exp}: tuner.pkl is corrupt or truncated ({type(e).__name__}: "
-                         f"{e}); the trial folders and checkpoints are intact, start a new sweep to continue") from None
+        raise SweepError(
+            f"cannot restore {exp}: tuner.pkl is corrupt or truncated ({type(e).__name__}: "
+            f"{e}); the trial folders and checkpoints are intact, start a new sweep to continue"
+        ) from None
 
 
-def resume_sweep(experiment_dir: str | Path, restart_errored: bool = False, quiet: bool = False,
-                 say: Callable[[str], None] = print, address: Optional[str] = None) -> SweepOutcome:
+def resume_sweep(
+    experiment_dir: str | Path,
+    restart_errored: bool = False,
+    quiet: bool = False,
+    say: Callable[[str], None] = print,
+    address: Optional[str] = None,
+) -> SweepOutcome:
     """`Tuner.restore` unfinished and errored trials of an existing experiment (a folder or a URI) and run them,
     on a fresh local Ray or, with `address`, on the cluster there (as `sweep --address`)."""
     exp = _experiment_location(experiment_dir)
@@ -97,12 +110,17 @@ def resume_sweep(experiment_dir: str | Path, restart_errored: bool = False, quie
     try:
         # trials already created keep the resources stored in the experiment state; trials Ray creates after the
         # restore (pending ones, under a concurrency cap) get these: the sweep's own
-        tuner = tune.Tuner.restore(str(exp), trainable=trainable_with_resources(resources),
-                                   resume_unfinished=True, resume_errored=not restart_errored,
-                                   restart_errored=restart_errored)
+        tuner = tune.Tuner.restore(
+            str(exp),
+            trainable=trainable_with_resources(resources),
+            resume_unfinished=True,
+            resume_errored=not restart_errored,
+            restart_errored=restart_errored,
+        )
     except (EOFError, pickle.UnpicklingError, ValueError, RuntimeError, OSError) as e:
-        raise SweepError(f"cannot restore {exp}: {type(e).__name__}: {e} (tuner.pkl or experiment state may be "
-                         f"corrupt)") from None
+        raise SweepError(
+            f"cannot restore {exp}: {type(e).__name__}: {e} (tuner.pkl or experiment state may be corrupt)"
+        ) from None
     return _outcome(tuner.fit(), exp, t0, info.start_s)
 
 

@@ -57,10 +57,18 @@ def _reporter(quiet: bool, grid_keys: Sequence[str] = ()):
     from ray.tune import CLIReporter
 
     return CLIReporter(
-        parameter_columns={"ablation": "ablation", "seed": "seed",
-                           **{f"{GRID_PARAM}/{k}": k.rsplit(".", 1)[-1] for k in grid_keys}},
-        metric_columns={"step": "step", "loss": "loss", "samples_per_s": "samples/s",
-                        "mem/gpu_peak_gb": "gpu_peak_gb", "mem/cpu_rss_gb": "rss_gb"},
+        parameter_columns={
+            "ablation": "ablation",
+            "seed": "seed",
+            **{f"{GRID_PARAM}/{k}": k.rsplit(".", 1)[-1] for k in grid_keys},
+        },
+        metric_columns={
+            "step": "step",
+            "loss": "loss",
+            "samples_per_s": "samples/s",
+            "mem/gpu_peak_gb": "gpu_peak_gb",
+            "mem/cpu_rss_gb": "rss_gb",
+        },
         max_report_frequency=60 if quiet else 15,
         print_intermediate_tables=not quiet,
         max_column_length=14,
@@ -150,8 +158,13 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
 
 def save_resources(spec: SweepSpec) -> Location:
     """Write the trials' resource request into the experiment folder (before Tune creates its files)."""
-    body = {"resources": _resources(spec), "gpus": spec.gpus, "max_concurrent": spec.max_concurrent,
-            **({"primary": list(spec.primary)} if spec.primary else {}), **spec.sweep_record()}
+    body = {
+        "resources": _resources(spec),
+        "gpus": spec.gpus,
+        "max_concurrent": spec.max_concurrent,
+        **({"primary": list(spec.primary)} if spec.primary else {}),
+        **spec.sweep_record(),
+    }
     text = json.dumps(body, indent=2) + "\n"
     if spec.remote:
         return write_bytes(join(spec.experiment_dir, SWEEP_FILE), text.encode())

@@ -70,10 +70,16 @@ class SweepSpec:
     # --- the same for every study ---------------------------------------------------------------------
 
     def ray_options(self) -> RayOptions:
-        return RayOptions(address=self.address, gpus=self.gpus, dashboard=self.dashboard,
-                          dashboard_host=self.dashboard_host, dashboard_port=self.dashboard_port,
-                          expose_dashboard=self.expose_dashboard, quiet=self.quiet,
-                          runtime_env=self.runtime_env())
+        return RayOptions(
+            address=self.address,
+            gpus=self.gpus,
+            dashboard=self.dashboard,
+            dashboard_host=self.dashboard_host,
+            dashboard_port=self.dashboard_port,
+            expose_dashboard=self.expose_dashboard,
+            quiet=self.quiet,
+            runtime_env=self.runtime_env(),
+        )
 
     def trainable(self):
         """The Tune trainable of this sweep (the one of every study), with each trial's resources."""
@@ -107,15 +113,20 @@ class SweepSpec:
         axes = self.grid_axes
         points = self.grid_points
         grid = "".join(f" x {len(v)} {k}" for k, v in axes.items())
-        lines = [f"plan: {self.plan_subject()}{len(self.ablations)} ablation(s) x {self.seeds} seed(s){grid} = "
-                 f"{len(groups) * self.seeds * points} trial(s) at scale {self.scale}"]
+        lines = [
+            f"plan: {self.plan_subject()}{len(self.ablations)} ablation(s) x {self.seeds} seed(s){grid} = "
+            f"{len(groups) * self.seeds * points} trial(s) at scale {self.scale}"
+        ]
         for key, values in axes.items():
-            lines.append(f"  --grid {key}: {', '.join(map(str, values))} (each compared with the baseline at the "
-                         f"same value)")
+            lines.append(
+                f"  --grid {key}: {', '.join(map(str, values))} (each compared with the baseline at the same value)"
+            )
         for g in groups:
             if g.others:
-                lines.append(f"  {' + '.join(g.members)}: trained once ({g.trainer}'s config; they differ only in "
-                             f"{self.shared_training_how()}")
+                lines.append(
+                    f"  {' + '.join(g.members)}: trained once ({g.trainer}'s config; they differ only in "
+                    f"{self.shared_training_how()}"
+                )
         if self.share_training and all(not g.others for g in groups):
             lines.append("  every ablation trains its own weights")
         elif not self.share_training:
@@ -175,8 +186,9 @@ class SweepSpec:
         resolved configs the driver prepares for."""
         raise NotImplementedError
 
-    def probes(self, configs, device: str, say: Callable[[str], None], threads: int,
-               probe_steps: int = 3) -> dict[str, Probe]:
+    def probes(
+        self, configs, device: str, say: Callable[[str], None], threads: int, probe_steps: int = 3
+    ) -> dict[str, Probe]:
         """One cost probe per training group's trainer, on `device` (`--dry-run`, `--gpus-per-trial auto`)."""
         raise NotImplementedError
 
@@ -196,13 +208,16 @@ class SweepSpec:
 def check_name(name: str) -> str:
     """`name` if it is one path component, so the experiment stays under --storage; else `SweepError`."""
     if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
-        raise SweepError(f"--name {name!r}: must be a single folder name (no '/', '\\', '.' or '..'), "
-                         f"it is created under --storage; e.g. --name my-sweep")
+        raise SweepError(
+            f"--name {name!r}: must be a single folder name (no '/', '\\', '.' or '..'), "
+            f"it is created under --storage; e.g. --name my-sweep"
+        )
     return name
 
 
-def parse_grid(items: Sequence[str], overrides: Sequence[str], schema: Any,
-               reserved: Mapping[str, str] | None = None) -> dict[str, list]:
+def parse_grid(
+    items: Sequence[str], overrides: Sequence[str], schema: Any, reserved: Mapping[str, str] | None = None
+) -> dict[str, list]:
     """`("training.lr=1e-4,3e-4",)` -> `{"training.lr": [0.0001, 0.0003]}`, values typed by the study's config
     dataclass type `schema`. `reserved`: config keys that have an option of their own (key -> the option to use
     instead).
@@ -219,8 +234,10 @@ def parse_grid(items: Sequence[str], overrides: Sequence[str], schema: Any,
         if key in (reserved or {}):
             raise SweepError(f"--grid {item!r}: {key} has its own option ({reserved[key]}); use that")
         if key in axes or key in set_keys:
-            raise SweepError(f"--grid {item!r}: {key} is already {'a --grid axis' if key in axes else 'set by --set'}; "
-                             f"give each key once")
+            raise SweepError(
+                f"--grid {item!r}: {key} is already {'a --grid axis' if key in axes else 'set by --set'}; "
+                f"give each key once"
+            )
         typed = [_typed_value(key, v, item, schema) for v in values]
         if len(typed) < 2:
             raise SweepError(f"--grid {item!r}: one value is not an axis; use --set {key}={values[0]}")

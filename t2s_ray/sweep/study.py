@@ -39,8 +39,9 @@ class StudySweepSpec(SweepSpec):
         if self.scale is None:
             self.scale = study.scale_names[0]
         if self.scale not in study.scale_names:
-            raise SweepError(f"--scale {self.scale}: study {study.name!r} has the scales "
-                             f"{', '.join(study.scale_names)}")
+            raise SweepError(
+                f"--scale {self.scale}: study {study.name!r} has the scales {', '.join(study.scale_names)}"
+            )
         if self.seeds is None:
             self.seeds = DEFAULT_STUDY_SEEDS
         if not self.ablations:
@@ -67,9 +68,14 @@ class StudySweepSpec(SweepSpec):
         from ray import tune
 
         groups = self.training_groups()
-        space: dict[str, Any] = {"study": self.study, "ablation": tune.grid_search([g.trainer for g in groups]),
-                                 "seed": tune.grid_search(list(range(self.seeds))), "scale": self.scale,
-                                 "overrides": self.all_overrides, "baseline": self.study_obj.baseline}
+        space: dict[str, Any] = {
+            "study": self.study,
+            "ablation": tune.grid_search([g.trainer for g in groups]),
+            "seed": tune.grid_search(list(range(self.seeds))),
+            "scale": self.scale,
+            "overrides": self.all_overrides,
+            "baseline": self.study_obj.baseline,
+        }
         space[ARMS_PARAM] = {a: self.study_obj.describe(a) for a in self.ablations}
         if self.grid_axes:
             space[GRID_PARAM] = {key: tune.grid_search(values) for key, values in self.grid_axes.items()}
@@ -98,8 +104,9 @@ class StudySweepSpec(SweepSpec):
         storage last. Returns no configs: the driver has no data of the study's to prepare."""
         study = self.study_obj
         if self.ablations and study.baseline not in self.ablations:
-            raise SweepError(f"--ablations must include the baseline {study.baseline!r} (every verdict is a "
-                             f"comparison with it)")
+            raise SweepError(
+                f"--ablations must include the baseline {study.baseline!r} (every verdict is a comparison with it)"
+            )
         validate_options(self, available_gpus)
         try:
             for ablation in self.ablations:
@@ -112,14 +119,21 @@ class StudySweepSpec(SweepSpec):
         validate_storage(self)
         return []
 
-    def probes(self, configs, device: str, say: Callable[[str], None], threads: int,
-               probe_steps: int = 3) -> dict[str, Probe]:
+    def probes(
+        self, configs, device: str, say: Callable[[str], None], threads: int, probe_steps: int = 3
+    ) -> dict[str, Probe]:
         """The user's `train` of each training group timed for `probe_steps` steps after one (`probe_study`)."""
-        say(f"probing each training group's train for {probe_steps} step(s) after one on {device} "
-            f"(its evaluation is not probed) ...")
+        say(
+            f"probing each training group's train for {probe_steps} step(s) after one on {device} "
+            f"(its evaluation is not probed) ..."
+        )
         study = self.study_obj
-        return {g.trainer: probe_study(study, study.resolve(g.trainer, self.scale, self.all_overrides), g.trainer,
-                                       probe_steps, device) for g in self.training_groups()}
+        return {
+            g.trainer: probe_study(
+                study, study.resolve(g.trainer, self.scale, self.all_overrides), g.trainer, probe_steps, device
+            )
+            for g in self.training_groups()
+        }
 
     def trial_steps(self, configs) -> Optional[int]:
         """From the config field `Study.steps` names (the largest over the sweep's ablations); None without it."""
@@ -135,8 +149,12 @@ class StudySweepSpec(SweepSpec):
 
     def sweep_record(self) -> dict[str, Any]:
         s = self.study_obj
-        return {"study": self.study, "study_root": str(study_root(self.study)), "baseline": s.baseline,
-                "metrics": dict(s.metrics or {})}
+        return {
+            "study": self.study,
+            "study_root": str(study_root(self.study)),
+            "baseline": s.baseline,
+            "metrics": dict(s.metrics or {}),
+        }
 
 
 def study_runtime_env(ref: str) -> dict:
@@ -189,20 +207,31 @@ def probe_study(study: Study, cfg: Any, trainer: str, steps: int, device: str) -
     if cuda:
         torch.cuda.reset_peak_memory_stats(dev)
     with tempfile.TemporaryDirectory(prefix="t2s-probe-") as tmp:
-        session = Session(ablation=trainer, seed=0, device=dev, trial_dir=Path(tmp), sink=_DiscardSink(),
-                          report_every=2**31, on_step=on_step)
+        session = Session(
+            ablation=trainer,
+            seed=0,
+            device=dev,
+            trial_dir=Path(tmp),
+            sink=_DiscardSink(),
+            report_every=2**31,
+            on_step=on_step,
+        )
         try:
             study.train(with_seed(cfg, 0), session)
         except _ProbeDone:
             pass
         except Exception as e:  # the user's code: say whose and where, not a traceback of ours
-            raise SweepError(f"--dry-run: train of ablation {trainer!r} raised {type(e).__name__}: {e}; run "
-                             f"`t2s-ray train {trainer} --study ...` to see the traceback") from None
+            raise SweepError(
+                f"--dry-run: train of ablation {trainer!r} raised {type(e).__name__}: {e}; run "
+                f"`t2s-ray train {trainer} --study ...` to see the traceback"
+            ) from None
         finally:
             session.close()
     if len(marks) < 2:
-        raise SweepError(f"--dry-run: train of ablation {trainer!r} called session.log_step {len(marks)} time(s); "
-                         f"timing a step needs at least 2 (one per training step)")
+        raise SweepError(
+            f"--dry-run: train of ablation {trainer!r} called session.log_step {len(marks)} time(s); "
+            f"timing a step needs at least 2 (one per training step)"
+        )
     step_s = statistics.median(b - a for a, b in zip(marks, marks[1:]))
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else math.nan
     total = torch.cuda.get_device_properties(dev).total_memory / 2**30 if cuda else math.nan

@@ -34,8 +34,10 @@ def validate_options(spec: SweepSpec, available_gpus: Optional[float] = None) ->
     if not spec.ablations:
         raise SweepError("--ablations is empty; e.g. --ablations baseline,no_ema")
     if spec.gpus_per_trial <= 0 or (spec.gpus_per_trial > 1 and not float(spec.gpus_per_trial).is_integer()):
-        raise SweepError(f"--gpus-per-trial {spec.gpus_per_trial:g}: use a fraction in (0, 1] (e.g. 0.5 packs two "
-                         f"trials per GPU) or a whole number; for CPU trials use --gpus 0")
+        raise SweepError(
+            f"--gpus-per-trial {spec.gpus_per_trial:g}: use a fraction in (0, 1] (e.g. 0.5 packs two "
+            f"trials per GPU) or a whole number; for CPU trials use --gpus 0"
+        )
     if spec.cpus_per_trial is not None and spec.cpus_per_trial <= 0:
         raise SweepError(f"--cpus-per-trial {spec.cpus_per_trial}: must be > 0")
     if spec.max_failures < -1:
@@ -69,12 +71,14 @@ def validate_storage(spec: SweepSpec) -> None:
         return
     exp = spec.experiment_dir
     if exp.exists():
-        raise SweepError(f"experiment {exp} already exists; continue it with `t2s-ray resume {exp}` "
-                         f"or choose another --name")
+        raise SweepError(
+            f"experiment {exp} already exists; continue it with `t2s-ray resume {exp}` or choose another --name"
+        )
     anchor = _nearest_existing(spec.storage)
     if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
-        raise SweepError(f"--storage {spec.storage} is not writable ({anchor} is not a writable folder); "
-                         f"choose another --storage")
+        raise SweepError(
+            f"--storage {spec.storage} is not writable ({anchor} is not a writable folder); choose another --storage"
+        )
 
 
 def _validate_remote_storage(spec: SweepSpec) -> None:
@@ -85,5 +89,7 @@ def _validate_remote_storage(spec: SweepSpec) -> None:
     except StorageError as e:
         raise SweepError(str(e)) from None
     if taken:
-        raise SweepError(f"experiment {spec.experiment_dir} already exists; continue it with "
-                         f"`t2s-ray resume {spec.experiment_dir}` or choose another --name")
+        raise SweepError(
+            f"experiment {spec.experiment_dir} already exists; continue it with "
+            f"`t2s-ray resume {spec.experiment_dir}` or choose another --name"
+        )

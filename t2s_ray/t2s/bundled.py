@@ -32,7 +32,8 @@ def trial_device(cfg: Config, gpu_ids: list) -> torch.device:
         raise TrainingError(
             f"trial {cfg.ablation} seed {cfg.seed} was assigned GPU {','.join(map(str, gpu_ids))} but CUDA is not "
             f"available in the worker (torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
-            f"install a CUDA build of torch, or run on CPU with --gpus 0 or --set device=cpu")
+            f"install a CUDA build of torch, or run on CPU with --gpus 0 or --set device=cpu"
+        )
     if cfg.device == "cuda" and not gpu_ids:
         raise TrainingError("device=cuda but Ray assigned this trial no GPU; use --gpus-per-trial > 0")
     return torch.device("cuda", 0) if gpu_ids else torch.device("cpu")
@@ -45,8 +46,7 @@ members of a shared run on it instead of rebuilding the model from that dict."""
 
 def _meta(state) -> dict[str, Any]:
     """What `meta.json` says of a checkpoint without loading it (`t2s-ray sample`/`evaluate` read the config)."""
-    return {"epoch": state.epoch, "ablation": state.cfg.ablation, "seed": state.cfg.seed,
-            "config": state.cfg.to_dict()}
+    return {"epoch": state.epoch, "ablation": state.cfg.ablation, "seed": state.cfg.seed, "config": state.cfg.to_dict()}
 
 
 def train(cfg: Config, session: Session) -> None:

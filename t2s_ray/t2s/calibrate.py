@@ -65,13 +65,26 @@ class Calibration:
         return mde(self.graded_result) if self.graded_result is not None else math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        body = {"metric": METRIC, "arm": ARM, "control": CONTROL, "per_seed": {ARM: self.arm, CONTROL: self.control},
-                "chance": self.chance, **self.result.to_dict(), "verdict": self.verdict,
-                "mde": mde(self.result), "passed": self.passed}
+        body = {
+            "metric": METRIC,
+            "arm": ARM,
+            "control": CONTROL,
+            "per_seed": {ARM: self.arm, CONTROL: self.control},
+            "chance": self.chance,
+            **self.result.to_dict(),
+            "verdict": self.verdict,
+            "mde": mde(self.result),
+            "passed": self.passed,
+        }
         if self.graded_result is not None:
-            body["graded"] = {"control": GRADED, "per_seed": self.graded, **self.graded_result.to_dict(),
-                              "verdict": self.graded_verdict, "detected": self.graded_detected,
-                              "mde": self.graded_mde}
+            body["graded"] = {
+                "control": GRADED,
+                "per_seed": self.graded,
+                **self.graded_result.to_dict(),
+                "verdict": self.graded_verdict,
+                "detected": self.graded_detected,
+                "mde": self.graded_mde,
+            }
         return body
 
 
@@ -89,8 +102,16 @@ def judge(trials: pd.DataFrame) -> Calibration:
         return Calibration(values[ARM], values[CONTROL], chance, result, verdict(result))
     graded_values = by_seed(graded["seed"], graded[METRIC])
     graded_result = paired(values[ARM], graded_values)
-    return Calibration(values[ARM], values[CONTROL], chance, result, verdict(result), graded_values, graded_result,
-                       verdict(graded_result))
+    return Calibration(
+        values[ARM],
+        values[CONTROL],
+        chance,
+        result,
+        verdict(result),
+        graded_values,
+        graded_result,
+        verdict(graded_result),
+    )
 
 
 def judge_experiment(exp_dir: Path) -> Calibration:
@@ -111,13 +132,17 @@ def render(cal: Calibration) -> str:
     lines += [
         "",
         f"{METRIC}: {ARM} − {CONTROL} = {cell(r.mean_diff)} (95 % CI [{cell(r.ci_low)}, {cell(r.ci_high)}], "
-        f"{r.test} p = {r.p:.2g}, n = {r.n} seeds" + (f", {r.dropped} unpaired dropped" if r.dropped else "")
+        f"{r.test} p = {r.p:.2g}, n = {r.n} seeds"
+        + (f", {r.dropped} unpaired dropped" if r.dropped else "")
         + f"); chance level {cell(cal.chance)}",
         f"verdict: {r.n} paired seeds → {cal.verdict}",
         "",
-        ("**PASS**: the study detects the known effect of the text." if cal.passed else
-         "**FAIL**: the known effect of the text was not detected; no other verdict at this scale is worth "
-         "reading (train longer: --set training.steps=..., or check the samples)."),
+        (
+            "**PASS**: the study detects the known effect of the text."
+            if cal.passed
+            else "**FAIL**: the known effect of the text was not detected; no other verdict at this scale is worth "
+            "reading (train longer: --set training.steps=..., or check the samples)."
+        ),
     ]
     g = cal.graded_result
     if g is not None:
@@ -126,8 +151,11 @@ def render(cal: Calibration) -> str:
             f"graded control ({GRADED}, a small known effect): {ARM} − {GRADED} = {cell(g.mean_diff)} (95 % CI "
             f"[{cell(g.ci_low)}, {cell(g.ci_high)}], {g.test} p = {g.p:.2g}, n = {g.n}) → {cal.graded_verdict}; "
             f"minimum detectable effect at this n: {cell(cal.graded_mde)} "
-            + ("(detected)" if cal.graded_detected else "(not detected: effects this small need more seeds or "
-               "clips; see --effect)"),
+            + (
+                "(detected)"
+                if cal.graded_detected
+                else "(not detected: effects this small need more seeds or clips; see --effect)"
+            ),
         ]
     return "\n".join(lines)
 

@@ -51,15 +51,23 @@ class GaussianDiffusion:
     with sigma_t clipped below at `x_loss_min_sigma`.
     """
 
-    def __init__(self, num_timesteps: int = 1000, schedule: str = "cosine", prediction: str = "x",
-                 x_loss_space: str = "v", x_loss_min_sigma: float = 0.05):
+    def __init__(
+        self,
+        num_timesteps: int = 1000,
+        schedule: str = "cosine",
+        prediction: str = "x",
+        x_loss_space: str = "v",
+        x_loss_min_sigma: float = 0.05,
+    ):
         if schedule not in BETA_SCHEDULES:
             raise ValueError(f"schedule={schedule!r}; expected one of {', '.join(BETA_SCHEDULES)}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction={prediction!r}; expected one of {', '.join(PREDICTIONS)}")
         if x_loss_space not in ("v", "x") or not 0 < x_loss_min_sigma <= 1:
-            raise ValueError(f"x_loss_space={x_loss_space!r} (expected 'v' or 'x'), "
-                             f"x_loss_min_sigma={x_loss_min_sigma} (expected (0, 1])")
+            raise ValueError(
+                f"x_loss_space={x_loss_space!r} (expected 'v' or 'x'), "
+                f"x_loss_min_sigma={x_loss_min_sigma} (expected (0, 1])"
+            )
         self.num_timesteps, self.schedule, self.prediction = num_timesteps, schedule, prediction
         self.x_loss_space, self.x_loss_min_sigma = x_loss_space, x_loss_min_sigma
         self.betas = BETA_SCHEDULES[schedule](num_timesteps)
@@ -85,8 +93,9 @@ class GaussianDiffusion:
             return x0
         return (_extract(self.sqrt_ac, t, x0) * noise - _extract(self.sqrt_1m_ac, t, x0) * x0).to(x0.dtype)
 
-    def predict_x0_eps(self, xt: torch.Tensor, t: torch.Tensor,
-                       pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_x0_eps(
+        self, xt: torch.Tensor, t: torch.Tensor, pred: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0, eps) implied by the network output `pred` at x_t."""
         a, b = _extract(self.sqrt_ac, t, xt), _extract(self.sqrt_1m_ac, t, xt)
         if self.prediction == "eps":
@@ -112,8 +121,15 @@ class GaussianDiffusion:
         ts = torch.linspace(self.num_timesteps, 0, steps + 1, dtype=torch.float64)[:-1].round().long() - 1
         return ts.tolist()
 
-    def _guided(self, model_fn: ModelFn, x: torch.Tensor, t: torch.Tensor, cond: TextOutput,
-                uncond: TextOutput | None, guidance_scale: float) -> torch.Tensor:
+    def _guided(
+        self,
+        model_fn: ModelFn,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        cond: TextOutput,
+        uncond: TextOutput | None,
+        guidance_scale: float,
+    ) -> torch.Tensor:
         """Classifier-free guidance: uncond + s (cond - uncond), both halves in one batch."""
         if uncond is None or guidance_scale == 1:
             return model_fn(x, t, cond).float()
@@ -122,8 +138,17 @@ class GaussianDiffusion:
         return pred_u + guidance_scale * (pred_c - pred_u)
 
     @torch.no_grad()
-    def ddim_sample(self, model_fn: ModelFn, shape, cond: TextOutput, uncond: TextOutput | None, steps: int,
-                    guidance_scale: float, generator: torch.Generator, device) -> torch.Tensor:
+    def ddim_sample(
+        self,
+        model_fn: ModelFn,
+        shape,
+        cond: TextOutput,
+        uncond: TextOutput | None,
+        steps: int,
+        guidance_scale: float,
+        generator: torch.Generator,
+        device,
+    ) -> torch.Tensor:
         """Deterministic DDIM (eta = 0) from noise drawn with `generator`; returns x0 clamped to [-1, 1].
 
         The x0 estimate is clamped at every step and eps recomputed from it (iDDPM clip_denoised,

@@ -21,7 +21,8 @@ class EMA:
         self.decay, self.warmup = decay, warmup
         self.num_updates = 0
         self.shadow: dict[str, torch.Tensor] = {
-            name: p.detach().float().clone() for name, p in model.named_parameters() if p.requires_grad}
+            name: p.detach().float().clone() for name, p in model.named_parameters() if p.requires_grad
+        }
 
     def current_decay(self) -> float:
         """Decay the next `update` will use."""
@@ -63,20 +64,27 @@ class EMA:
 
     def state_dict(self) -> dict:
         """Settings, update count and shadow weights (tensors only: loads with weights_only=True)."""
-        return {"decay": self.decay, "warmup": self.warmup, "num_updates": self.num_updates,
-                "shadow": dict(self.shadow)}
+        return {
+            "decay": self.decay,
+            "warmup": self.warmup,
+            "num_updates": self.num_updates,
+            "shadow": dict(self.shadow),
+        }
 
     def load_state_dict(self, sd: dict) -> None:
         """Restore a `state_dict()`; the tracked names and the settings must match this EMA's."""
         if (sd["decay"], sd["warmup"]) != (self.decay, self.warmup):
-            raise ValueError(f"EMA state has decay={sd['decay']}, warmup={sd['warmup']} but this EMA has "
-                             f"decay={self.decay}, warmup={self.warmup}")
+            raise ValueError(
+                f"EMA state has decay={sd['decay']}, warmup={sd['warmup']} but this EMA has "
+                f"decay={self.decay}, warmup={self.warmup}"
+            )
         if set(sd["shadow"]) != set(self.shadow):
             diff = sorted(set(sd["shadow"]) ^ set(self.shadow))
             raise KeyError(f"EMA state tracks different parameters; mismatched names: {diff[:5]}")
         for name, value in sd["shadow"].items():
             if value.shape != self.shadow[name].shape:
-                raise ValueError(f"EMA state {name}: shape {tuple(value.shape)}, "
-                                 f"expected {tuple(self.shadow[name].shape)}")
+                raise ValueError(
+                    f"EMA state {name}: shape {tuple(value.shape)}, expected {tuple(self.shadow[name].shape)}"
+                )
             self.shadow[name].copy_(value)
         self.num_updates = int(sd["num_updates"])

@@ -72,8 +72,11 @@ def eval_set(dataset, n: int, seed: int, references: int = 1) -> EvalSet:
     videos, texts = dataset.get_batch(idx)
     labels = getattr(dataset, "glosses", None)
     glosses = [tuple(labels[i]) for i in idx] if labels is not None else None
-    refs = (np.stack([dataset.references(i, references) for i in idx])
-            if references > 1 and hasattr(dataset, "references") else None)
+    refs = (
+        np.stack([dataset.references(i, references) for i in idx])
+        if references > 1 and hasattr(dataset, "references")
+        else None
+    )
     return EvalSet(texts, videos, glosses, refs)
 
 
@@ -91,8 +94,9 @@ def unconditional(state: TrainState) -> bool:
 
 
 @torch.no_grad()
-def sample_with(model, state: TrainState, texts: list[str], seed: int,
-                guidance: Optional[float] = None) -> torch.Tensor:
+def sample_with(
+    model, state: TrainState, texts: list[str], seed: int, guidance: Optional[float] = None
+) -> torch.Tensor:
     """`sample` with `model` as it is (the caller has put the evaluated weights in place)."""
     c, e = state.cfg, state.cfg.eval
     shape = (3, c.data.frames, c.data.height, c.data.width)
@@ -104,9 +108,10 @@ def sample_with(model, state: TrainState, texts: list[str], seed: int,
     with state.autocast:
         uncond = model.encode([""])
         for start in range(0, len(texts), e.batch_size):
-            batch = texts[start:start + e.batch_size]
-            x = state.diffusion.ddim_sample(model, (len(batch), *shape), model.encode(batch), uncond,
-                                            e.sampling_steps, guidance, gen, state.device)
+            batch = texts[start : start + e.batch_size]
+            x = state.diffusion.ddim_sample(
+                model, (len(batch), *shape), model.encode(batch), uncond, e.sampling_steps, guidance, gen, state.device
+            )
             out.append(x.float().cpu())
     return torch.cat(out)
 
@@ -118,13 +123,17 @@ def _nan(name: str, status: str) -> dict[str, Any]:
 def _cost_metrics(state: TrainState, text: str) -> dict[str, Any]:
     """Inference time per video (median of 3 after a warm-up) and the memory sampling adds (CUDA)."""
     with eval_weights(state) as model:  # swapped once, outside the timer: the same work for EMA and raw arms
+
         def one() -> torch.Tensor:
             return sample_with(model, state, [text], seed=0)
 
         timing = time_inference(one, state.device, warmup=1, runs=3)
         peak, status = peak_inference_memory_gb(one, state.device)
-    return {"eval/inference_ms_per_video": timing["ms_median"], "eval/inference_peak_mem_gb": peak,
-            "eval/inference_peak_mem_gb_status": status}
+    return {
+        "eval/inference_ms_per_video": timing["ms_median"],
+        "eval/inference_peak_mem_gb": peak,
+        "eval/inference_peak_mem_gb_status": status,
+    }
 
 
 def _lpips(fake: torch.Tensor, real: torch.Tensor, references: Optional[np.ndarray], model, status: str):
@@ -141,8 +150,9 @@ def _lpips(fake: torch.Tensor, real: torch.Tensor, references: Optional[np.ndarr
     return {"eval/lpips": value, "eval/lpips_status": f"{status} (mean over K={k} real renders of each sentence)"}
 
 
-def _lpips_metrics(fake: torch.Tensor, real: torch.Tensor, references: Optional[np.ndarray], lpips_model,
-                   lpips_status: str) -> dict[str, Any]:
+def _lpips_metrics(
+    fake: torch.Tensor, real: torch.Tensor, references: Optional[np.ndarray], lpips_model, lpips_status: str
+) -> dict[str, Any]:
     out = _lpips(fake, real, references, lpips_model, lpips_status)
     value, name, status = temporal_consistency(fake, lpips_model)
     out.update({f"eval/{name}": value, f"eval/{name}_status": status})
@@ -192,8 +202,7 @@ def gloss_judge(state: TrainState, prompts: EvalSet, evaluator_fn) -> GlossJudge
     return GlossJudge(classifier, prompts.glosses, real)
 
 
-def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray,
-                   judge: GlossJudge | str) -> dict[str, Any]:
+def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, judge: GlossJudge | str) -> dict[str, Any]:
     """`fvd_synthsign`, `text_alignment` and the gloss scores with the SynthSign gloss classifier."""
     if isinstance(judge, str):
         return {k: v for n in GLOSS_METRICS for k, v in _nan(n, judge).items()}
@@ -206,8 +215,11 @@ def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray,
         out["eval/feature_dim_synthsign"] = judge.real_features.shape[1]
         out.update(_real_floor(state, judge.classifier, judge.real_features))
         out["eval/kid_synthsign"], out["eval/kid_synthsign_sd"] = kid(judge.real_features, fake_features)
-        out["eval/kid_synthsign_status"] = (f"ok (N={n} real, {n} fake; unbiased, sd over half-size subsets)"
-                                            if n >= 4 else "KID needs eval.num_videos >= 4")
+        out["eval/kid_synthsign_status"] = (
+            f"ok (N={n} real, {n} fake; unbiased, sd over half-size subsets)"
+            if n >= 4
+            else "KID needs eval.num_videos >= 4"
+        )
         out["eval/kid_synthsign_sd_status"] = out["eval/kid_synthsign_status"]
     else:
         out.update(_nan("fvd_synthsign", "needs eval.num_videos >= 2"))
@@ -227,8 +239,10 @@ def _real_floor(state: TrainState, classifier, real_features: np.ndarray) -> dic
     n = len(real_features)
     test = eval_set(build_dataset(state.cfg.data, "test"), n, eval_seed(state.cfg))
     value = frechet_from_features(real_features, clip_features(classifier, test.real))
-    return {"eval/fvd_synthsign_real": value,
-            "eval/fvd_synthsign_real_status": f"ok (N={n} val vs {n} test real clips: the floor at this N)"}
+    return {
+        "eval/fvd_synthsign_real": value,
+        "eval/fvd_synthsign_real_status": f"ok (N={n} val vs {n} test real clips: the floor at this N)",
+    }
 
 
 def eval_seed(cfg) -> int:
@@ -246,8 +260,9 @@ def chance_alignment(glosses: list[tuple[int, ...]]) -> float:
     return Counter(map(tuple, glosses)).most_common(1)[0][1] / len(glosses)
 
 
-def evaluate(state: TrainState, dataset, evaluator_fn: Optional[Callable] = None,
-             lpips: Optional[tuple] = None) -> EvalResult:
+def evaluate(
+    state: TrainState, dataset, evaluator_fn: Optional[Callable] = None, lpips: Optional[tuple] = None
+) -> EvalResult:
     """Sample the fixed prompts of `dataset` with the evaluated weights and compute every metric.
 
     `evaluator_fn(data_cfg, device) -> (classifier, report)` gives the gloss classifier (default:
@@ -273,8 +288,9 @@ def evaluate(state: TrainState, dataset, evaluator_fn: Optional[Callable] = None
     return EvalResult(metrics, fake_u8, prompts.texts, prompts.real)
 
 
-def guidance_curve(state: TrainState, prompts: EvalSet, judge: GlossJudge | str,
-                   headline: dict[str, Any]) -> dict[str, Any]:
+def guidance_curve(
+    state: TrainState, prompts: EvalSet, judge: GlossJudge | str, headline: dict[str, Any]
+) -> dict[str, Any]:
     """`eval/guidance/<scale>/{fvd_synthsign,text_alignment}` for each scale of `eval.guidance_scale`'s list
     (none for a single number), and the headline scale.
 

@@ -131,6 +131,7 @@ class EvaluatorReport:
 
 # --- cache layout -----------------------------------------------------------------------------
 
+
 def evaluator_config(eval_cfg) -> EvaluatorConfig:
     """The evaluator settings a trial's `EvalConfig` asks for (defaults elsewhere)."""
     return EvaluatorConfig(train_clips=eval_cfg.evaluator_clips, epochs=eval_cfg.evaluator_epochs)
@@ -141,16 +142,25 @@ def check_supported(data_cfg: DataConfig) -> None:
     if data_cfg.spec != "synthsign":
         raise EvaluatorUnavailable(
             f"the SynthSign evaluator (fvd_synthsign, text_alignment) needs data.spec='synthsign', the only "
-            f"corpus whose glosses it is trained to recognise; got {data_cfg.spec!r}")
+            f"corpus whose glosses it is trained to recognise; got {data_cfg.spec!r}"
+        )
     if data_cfg.frames < MAX_GLOSSES:
-        raise EvaluatorUnavailable(f"the SynthSign evaluator reads one gloss per frame at least, so it needs "
-                                   f"data.frames >= {MAX_GLOSSES}; got {data_cfg.frames}")
+        raise EvaluatorUnavailable(
+            f"the SynthSign evaluator reads one gloss per frame at least, so it needs "
+            f"data.frames >= {MAX_GLOSSES}; got {data_cfg.frames}"
+        )
 
 
 def content_fields(data_cfg: DataConfig) -> dict[str, Any]:
     """The data fields that change the clips (not how many are rendered, nor where they are cached)."""
-    return {"spec": data_cfg.spec, "frames": data_cfg.frames, "height": data_cfg.height,
-            "width": data_cfg.width, "seed": data_cfg.seed, "synthsign_key": synthsign_key(data_cfg)}
+    return {
+        "spec": data_cfg.spec,
+        "frames": data_cfg.frames,
+        "height": data_cfg.height,
+        "width": data_cfg.width,
+        "seed": data_cfg.seed,
+        "synthsign_key": synthsign_key(data_cfg),
+    }
 
 
 def evaluator_key(data_cfg: DataConfig, ecfg: EvaluatorConfig) -> str:
@@ -166,8 +176,12 @@ def evaluator_dir(data_cfg: DataConfig, ecfg: EvaluatorConfig) -> Path:
 
 def build_classifier(data_cfg: DataConfig, ecfg: EvaluatorConfig, num_glosses: int) -> GlossClassifier:
     """An untrained classifier for clips of `data_cfg`'s shape, initialised from `ecfg.seed`."""
-    arch = GlossClassifierArch(num_glosses=num_glosses, clip_shape=(data_cfg.frames, data_cfg.height, data_cfg.width),
-                               widths=ecfg.widths, feature_dim=ecfg.feature_dim)
+    arch = GlossClassifierArch(
+        num_glosses=num_glosses,
+        clip_shape=(data_cfg.frames, data_cfg.height, data_cfg.width),
+        widths=ecfg.widths,
+        feature_dim=ecfg.feature_dim,
+    )
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
         torch.manual_seed(ecfg.seed)
         return GlossClassifier(arch)
@@ -175,8 +189,10 @@ def build_classifier(data_cfg: DataConfig, ecfg: EvaluatorConfig, num_glosses: i
 
 # --- training and scoring ---------------------------------------------------------------------
 
-def _draw_sentence(rng: np.random.Generator, data_cfg: DataConfig, vocab: Sequence[int],
-                   held_out: set[tuple[int, ...]]) -> tuple[int, ...]:
+
+def _draw_sentence(
+    rng: np.random.Generator, data_cfg: DataConfig, vocab: Sequence[int], held_out: set[tuple[int, ...]]
+) -> tuple[int, ...]:
     """A random sentence as SynthSign makes them (`vocab`, its lengths, no gloss twice in a row), not held out."""
     while True:
         length = int(rng.integers(data_cfg.min_glosses, data_cfg.max_glosses + 1))
@@ -185,8 +201,9 @@ def _draw_sentence(rng: np.random.Generator, data_cfg: DataConfig, vocab: Sequen
             return seq
 
 
-def training_batches(data_cfg: DataConfig, ecfg: EvaluatorConfig, epoch: int
-                     ) -> Iterator[tuple[np.ndarray, list[tuple[int, ...]]]]:
+def training_batches(
+    data_cfg: DataConfig, ecfg: EvaluatorConfig, epoch: int
+) -> Iterator[tuple[np.ndarray, list[tuple[int, ...]]]]:
     """Epoch `epoch`'s fresh training clips, uint8 `(B, T, H, W, 3)` with their glosses, batch by batch.
 
     Rendered on the fly from random gloss sequences (never a val/test sentence): on the fixed
@@ -205,8 +222,13 @@ def training_batches(data_cfg: DataConfig, ecfg: EvaluatorConfig, epoch: int
         yield np.stack(videos), glosses
 
 
-def _fit(model: GlossClassifier, data_cfg: DataConfig, ecfg: EvaluatorConfig, device: torch.device,
-         progress: ProgressFn | None) -> list[float]:
+def _fit(
+    model: GlossClassifier,
+    data_cfg: DataConfig,
+    ecfg: EvaluatorConfig,
+    device: torch.device,
+    progress: ProgressFn | None,
+) -> list[float]:
     """Train `model` in place; returns the mean loss of each epoch."""
     opt = torch.optim.AdamW(model.parameters(), lr=ecfg.lr, weight_decay=ecfg.weight_decay)
     total_steps = ecfg.epochs * math.ceil(ecfg.train_clips / ecfg.batch_size)
@@ -225,17 +247,25 @@ def _fit(model: GlossClassifier, data_cfg: DataConfig, ecfg: EvaluatorConfig, de
             total += loss.item() * len(glosses)
         losses.append(total / ecfg.train_clips)
         if progress is not None:
-            progress({"epoch": epoch + 1, "epochs": ecfg.epochs, "train_loss": losses[-1],
-                      "elapsed_s": time.perf_counter() - t0})
+            progress(
+                {
+                    "epoch": epoch + 1,
+                    "epochs": ecfg.epochs,
+                    "train_loss": losses[-1],
+                    "elapsed_s": time.perf_counter() - t0,
+                }
+            )
     return losses
 
 
-def _batched(fn: Callable[[torch.Tensor], torch.Tensor], model: GlossClassifier, videos: np.ndarray,
-             batch_size: int) -> torch.Tensor:
+def _batched(
+    fn: Callable[[torch.Tensor], torch.Tensor], model: GlossClassifier, videos: np.ndarray, batch_size: int
+) -> torch.Tensor:
     device = next(model.parameters()).device
     with torch.no_grad():
-        return torch.cat([fn(to_model_input(videos[i:i + batch_size], device)).cpu()
-                          for i in range(0, len(videos), batch_size)])
+        return torch.cat(
+            [fn(to_model_input(videos[i : i + batch_size], device)).cpu() for i in range(0, len(videos), batch_size)]
+        )
 
 
 def clip_features(model: GlossClassifier, videos: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -248,8 +278,9 @@ def recognise(model: GlossClassifier, videos: np.ndarray, batch_size: int = 64) 
     return ctc_decode(_batched(model, model, videos, batch_size), model.blank)
 
 
-def position_accuracy(predicted: Sequence[tuple[int, ...]], targets: Sequence[tuple[int, ...]],
-                      positions: int = 3) -> tuple[list[float], list[float]]:
+def position_accuracy(
+    predicted: Sequence[tuple[int, ...]], targets: Sequence[tuple[int, ...]], positions: int = 3
+) -> tuple[list[float], list[float]]:
     """Per gloss position p: accuracy over the clips with a p-th gloss, and always-the-commonest-gloss's."""
     acc, majority = [], []
     for p in range(positions):
@@ -269,17 +300,26 @@ def score(model: GlossClassifier, videos: np.ndarray, glosses: Sequence[tuple[in
     predicted = recognise(model.eval(), videos)
     model.train(was_training)
     acc, majority = position_accuracy(predicted, glosses)
-    return {"exact_accuracy": text_alignment(predicted, glosses), "gloss_accuracy": gloss_accuracy(predicted, glosses),
-            "length_accuracy": float(np.mean([len(p) == len(t) for p, t in zip(predicted, glosses)])),
-            "position_accuracy": tuple(acc), "majority_position_accuracy": tuple(majority)}
+    return {
+        "exact_accuracy": text_alignment(predicted, glosses),
+        "gloss_accuracy": gloss_accuracy(predicted, glosses),
+        "length_accuracy": float(np.mean([len(p) == len(t) for p, t in zip(predicted, glosses)])),
+        "position_accuracy": tuple(acc),
+        "majority_position_accuracy": tuple(majority),
+    }
 
 
 # --- cache I/O --------------------------------------------------------------------------------
 
+
 def _save(folder: Path, model: GlossClassifier, report: EvaluatorReport) -> None:
     """Write `model.pt` then `report.json`, each atomically (the report's presence marks a complete cache)."""
-    state = {"version": EVALUATOR_VERSION, "key": report.key, "arch": model.arch.to_dict(),
-             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    state = {
+        "version": EVALUATOR_VERSION,
+        "key": report.key,
+        "arch": model.arch.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
     with atomic_path(folder / "model.pt", ".tmp") as tmp:
         torch.save(state, tmp)
     body = {k: v for k, v in report.to_dict().items() if k not in ("path", "cached", "source")}
@@ -305,14 +345,17 @@ def _load_model(folder: Path, key: str, device: torch.device | str) -> GlossClas
     path = folder / "model.pt"
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("key") != key or state.get("version") != EVALUATOR_VERSION:
-        raise RuntimeError(f"{path} belongs to evaluator {state.get('key')!r} v{state.get('version')}, "
-                           f"expected {key!r} v{EVALUATOR_VERSION}; delete {folder} to retrain it")
+        raise RuntimeError(
+            f"{path} belongs to evaluator {state.get('key')!r} v{state.get('version')}, "
+            f"expected {key!r} v{EVALUATOR_VERSION}; delete {folder} to retrain it"
+        )
     model = GlossClassifier(GlossClassifierArch.from_dict(state["arch"]))
     model.load_state_dict(state["state_dict"])
     return model.to(device).eval().requires_grad_(False)
 
 
 # --- shipped evaluators ------------------------------------------------------------------------
+
 
 def shipped_evaluators(root: Path | None = None) -> dict[str, dict[str, Any]]:
     """The manifest of the evaluators shipped in `root` (default `SHIPPED_DIR`): key -> {scale, sha256}."""
@@ -344,7 +387,8 @@ def _install_shipped(folder: Path) -> EvaluatorReport | None:
             raise RuntimeError(
                 f"shipped evaluator file {path} is {'missing' if data is None else 'corrupt'} (its sha256 does "
                 f"not match {SHIPPED_DIR / 'manifest.json'}); reinstall t2s-ray (pip install --force-reinstall "
-                f"t2s-ray), or in a checkout rerun scripts/ship_evaluators.py")
+                f"t2s-ray), or in a checkout rerun scripts/ship_evaluators.py"
+            )
         blobs[name] = data
     for name in EVALUATOR_FILES:  # the verified bytes, each atomically; report.json last marks completeness
         with atomic_path(folder / name, ".tmp") as tmp:
@@ -355,26 +399,46 @@ def _install_shipped(folder: Path) -> EvaluatorReport | None:
 
 # --- public entry points ----------------------------------------------------------------------
 
-def _train_and_save(data_cfg: DataConfig, ecfg: EvaluatorConfig, folder: Path, device: torch.device,
-                    progress: ProgressFn | None) -> EvaluatorReport:
+
+def _train_and_save(
+    data_cfg: DataConfig, ecfg: EvaluatorConfig, folder: Path, device: torch.device, progress: ProgressFn | None
+) -> EvaluatorReport:
     test = build_dataset(dataclasses.replace(data_cfg, eval_clips=ecfg.test_clips), "test")
     model = build_classifier(data_cfg, ecfg, test.num_glosses).to(device)
     t0 = time.perf_counter()
     losses = _fit(model, data_cfg, ecfg, device, progress)
     train_s = time.perf_counter() - t0
-    report = EvaluatorReport(key=folder.name, path=str(folder), cached=False, source="trained",
-                             train_loss=tuple(losses),
-                             train_s=train_s, device=str(device), data=content_fields(data_cfg),
-                             evaluator=asdict(ecfg), **score(model, test.videos, test.glosses))
+    report = EvaluatorReport(
+        key=folder.name,
+        path=str(folder),
+        cached=False,
+        source="trained",
+        train_loss=tuple(losses),
+        train_s=train_s,
+        device=str(device),
+        data=content_fields(data_cfg),
+        evaluator=asdict(ecfg),
+        **score(model, test.videos, test.glosses),
+    )
     _save(folder, model, report)
-    log.info("evaluator %s: trained in %.0fs on %s; test exact %.3f, per-gloss %.3f", report.key, train_s,
-             device, report.exact_accuracy, report.gloss_accuracy)
+    log.info(
+        "evaluator %s: trained in %.0fs on %s; test exact %.3f, per-gloss %.3f",
+        report.key,
+        train_s,
+        device,
+        report.exact_accuracy,
+        report.gloss_accuracy,
+    )
     return report
 
 
-def train_evaluator(data_cfg: DataConfig, ecfg: EvaluatorConfig = EvaluatorConfig(),
-                    progress: ProgressFn | None = None, device: torch.device | str = "cpu",
-                    use_shipped: bool = True) -> EvaluatorReport:
+def train_evaluator(
+    data_cfg: DataConfig,
+    ecfg: EvaluatorConfig = EvaluatorConfig(),
+    progress: ProgressFn | None = None,
+    device: torch.device | str = "cpu",
+    use_shipped: bool = True,
+) -> EvaluatorReport:
     """Train the SynthSign evaluator of `data_cfg` and cache it; a cached, then a shipped one is reused.
 
     Seeded: the same configs on CPU give the same weights, so a shipped evaluator (the built-in
@@ -396,8 +460,9 @@ def train_evaluator(data_cfg: DataConfig, ecfg: EvaluatorConfig = EvaluatorConfi
         return _train_and_save(data_cfg, ecfg, folder, torch.device(device), progress)
 
 
-def load_or_train_evaluator(data_cfg: DataConfig, device: torch.device | str,
-                            ecfg: EvaluatorConfig = EvaluatorConfig()) -> tuple[GlossClassifier, dict[str, Any]]:
+def load_or_train_evaluator(
+    data_cfg: DataConfig, device: torch.device | str, ecfg: EvaluatorConfig = EvaluatorConfig()
+) -> tuple[GlossClassifier, dict[str, Any]]:
     """The cached evaluator of `data_cfg` on `device` (frozen, eval mode) and its report as a dict.
 
     If no cache has it, copies the shipped one in or trains it first (on CPU, so every machine

@@ -42,8 +42,10 @@ def prepare_out_dir(out: Path, cfg: Config) -> None:
     if cfg_file.exists():
         saved = Config.from_dict(json.loads(cfg_file.read_text()))
         if saved != cfg:
-            raise ConfigError(f"--out {out} holds a run with a different config (see {cfg_file}); "
-                              f"use the same ablation/scale/seed/--set or another --out")
+            raise ConfigError(
+                f"--out {out} holds a run with a different config (see {cfg_file}); "
+                f"use the same ablation/scale/seed/--set or another --out"
+            )
         return
     write_text_atomic(cfg_file, cfg.to_json())
 
@@ -70,8 +72,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
             w.writerows(rows)
 
 
-def train_local(cfg: Config, out: Path, stop_at: int | None = None, dataset=None, text_encoder=None,
-                progress: Callable[[int], None] | None = None) -> LocalRun:
+def train_local(
+    cfg: Config,
+    out: Path,
+    stop_at: int | None = None,
+    dataset=None,
+    text_encoder=None,
+    progress: Callable[[int], None] | None = None,
+) -> LocalRun:
     """Train `cfg` into `out`, resuming from its newest valid checkpoint if there is one."""
     from t2s_ray.data import build_dataset
 

@@ -98,14 +98,18 @@ def resolve_source(path: Path) -> tuple[str, Path]:
     if newest is not None:
         return "checkpoint", newest
     if (path / "params.json").is_file() or (path / "config.json").is_file():
-        raise SampleError(f"run folder {path} holds no checkpoint yet (no checkpoint_*/{META_FILE} in it or in "
-                          f"checkpoints/); train it further or pass another run")
+        raise SampleError(
+            f"run folder {path} holds no checkpoint yet (no checkpoint_*/{META_FILE} in it or in "
+            f"checkpoints/); train it further or pass another run"
+        )
     if _is_experiment(path):
         return "experiment", path
     nested = sorted(p.name for p in path.iterdir() if p.is_dir() and _is_experiment(p))
     hint = f"; it holds experiments: {', '.join(nested[:5])}, pass one of them" if nested else ""
-    raise SampleError(f"{path} is neither a checkpoint folder ({META_FILE}), a run folder (checkpoint_*/ or "
-                      f"checkpoints/) nor an experiment folder (trial sub-folders with params.json){hint}")
+    raise SampleError(
+        f"{path} is neither a checkpoint folder ({META_FILE}), a run folder (checkpoint_*/ or "
+        f"checkpoints/) nor an experiment folder (trial sub-folders with params.json){hint}"
+    )
 
 
 def experiment_checkpoints(exp: Path, trial_seed: int) -> tuple[list[tuple[str, Path]], list[str]]:
@@ -129,8 +133,10 @@ def experiment_checkpoints(exp: Path, trial_seed: int) -> tuple[list[tuple[str, 
     if not found:
         seeds = sorted({int(s) for s in trials.loc[trials["status"] == "finished", "seed"]})
         have = f"finished seeds: {', '.join(map(str, seeds))}" if seeds else "no trial has finished"
-        raise SampleError(f"{exp} has no finished trial of seed {trial_seed} with a checkpoint ({have}); "
-                          f"pass --trial-seed K or finish the sweep with: t2s-ray resume {exp}")
+        raise SampleError(
+            f"{exp} has no finished trial of seed {trial_seed} with a checkpoint ({have}); "
+            f"pass --trial-seed K or finish the sweep with: t2s-ray resume {exp}"
+        )
     return found, notes
 
 
@@ -140,8 +146,10 @@ def load_for_sampling(checkpoint: Path, overrides: Sequence[str] = (), text_enco
 
     meta = read_meta(checkpoint)
     if "config" not in meta:
-        raise SampleError(f"{checkpoint} is a checkpoint of your own study (its meta.json holds no t2s-ray config); "
-                          f"sample it with --study package.module:attr")
+        raise SampleError(
+            f"{checkpoint} is a checkpoint of your own study (its meta.json holds no t2s-ray config); "
+            f"sample it with --study package.module:attr"
+        )
     d = meta["config"]
     for item in overrides:
         d = merge(d, parse_override(item))
@@ -169,8 +177,15 @@ def member_config(checkpoint: Path, ablation: str, overrides: Sequence[str] = ()
     return resolve_params(params, ablation=ablation, overrides=overrides)
 
 
-def sample_checkpoint(checkpoint: Path, texts: list[str], seed: int, overrides: Sequence[str] = (),
-                      raw: bool = False, text_encoder=None, member: Optional[str] = None) -> Column:
+def sample_checkpoint(
+    checkpoint: Path,
+    texts: list[str],
+    seed: int,
+    overrides: Sequence[str] = (),
+    raw: bool = False,
+    text_encoder=None,
+    member: Optional[str] = None,
+) -> Column:
     """One checkpoint's clips for `texts`; as ablation `member` when it is another than the checkpoint's own
     (it shared that training run: the same weights, its own EMA/evaluation settings)."""
     from t2s_ray.t2s.training import member_state  # lazy: torch
@@ -186,8 +201,9 @@ def sample_checkpoint(checkpoint: Path, texts: list[str], seed: int, overrides: 
     return Column(state.cfg.ablation, clips, checkpoint, state.step, weights, sampler)
 
 
-def sample_experiment(exp: Path, texts: list[str], seed: int, overrides: Sequence[str] = (), raw: bool = False,
-                      trial_seed: int = 0) -> tuple[list[Column], list[str]]:
+def sample_experiment(
+    exp: Path, texts: list[str], seed: int, overrides: Sequence[str] = (), raw: bool = False, trial_seed: int = 0
+) -> tuple[list[Column], list[str]]:
     """One column per ablation (per arm of a --grid sweep) of `exp` (finished trials of `trial_seed`), the same
     sentences and noise each."""
     checkpoints, notes = experiment_checkpoints(exp, trial_seed)
@@ -198,14 +214,15 @@ def sample_experiment(exp: Path, texts: list[str], seed: int, overrides: Sequenc
         columns.append(column)
     shapes = {c.clips.shape[1:] for c in columns}
     if len(shapes) > 1:
-        raise SampleError(f"the ablations of {exp} generate clips of different shapes "
-                          f"({', '.join(f'{c.name} {c.clips.shape[1:4]}' for c in columns)}); "
-                          "they cannot stand side by side")
+        raise SampleError(
+            f"the ablations of {exp} generate clips of different shapes "
+            f"({', '.join(f'{c.name} {c.clips.shape[1:4]}' for c in columns)}); "
+            "they cannot stand side by side"
+        )
     return columns, notes
 
 
-def write(out: Path, columns: list[Column], texts: list[str], named: bool = True, fps: int = 8,
-          zoom: int = 3) -> None:
+def write(out: Path, columns: list[Column], texts: list[str], named: bool = True, fps: int = 8, zoom: int = 3) -> None:
     """One grid, one row per sentence and one column per `Column` (captioned with its name), as `out`'s
     format (atomically). With `named` false, one `Column`'s clips stand in one row, captioned with their sentence.
     """
@@ -213,8 +230,7 @@ def write(out: Path, columns: list[Column], texts: list[str], named: bool = True
         clips, captions, cols = columns[0].clips, texts, len(texts)
     else:
         clips = np.stack([c.clips[k] for k in range(len(texts)) for c in columns])
-        captions = [f"{c.name}: {text}" if j == 0 else c.name
-                    for text in texts for j, c in enumerate(columns)]
+        captions = [f"{c.name}: {text}" if j == 0 else c.name for text in texts for j, c in enumerate(columns)]
         cols = len(columns)
     try:
         WRITERS[out.suffix.lower()](out, clips, captions, scale=zoom, fps=fps, cols=cols)

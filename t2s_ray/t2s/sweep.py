@@ -46,8 +46,9 @@ class BundledSweepSpec(SweepSpec):
 
     @property
     def all_overrides(self) -> list[str]:
-        return ([f"data.spec={self.data}", *self.overrides]
-                + ([f"training.steps={self.steps}"] if self.steps is not None else []))
+        return [f"data.spec={self.data}", *self.overrides] + (
+            [f"training.steps={self.steps}"] if self.steps is not None else []
+        )
 
     @functools.cached_property
     def grid_axes(self) -> dict[str, list]:
@@ -79,12 +80,15 @@ class BundledSweepSpec(SweepSpec):
         if shared:  # the trial of `trainer` also evaluates these ablations' weights
             space["shared"] = shared
         arms = {a: get_ablation(a, self.user_ablations) for a in self.ablations}
-        space[ARMS_PARAM] = {a: {"description": abl.description, "primary": list(abl.primary)}
-                             for a, abl in arms.items()}
+        space[ARMS_PARAM] = {
+            a: {"description": abl.description, "primary": list(abl.primary)} for a, abl in arms.items()
+        }
         if self.user_ablations:
-            space["user_ablations"] = {a.name: {"description": a.description, "overrides": dict(a.overrides),
-                                                "primary": list(a.primary)}
-                                       for a in self.user_ablations.values() if a.name in self.ablations}
+            space["user_ablations"] = {
+                a.name: {"description": a.description, "overrides": dict(a.overrides), "primary": list(a.primary)}
+                for a in self.user_ablations.values()
+                if a.name in self.ablations
+            }
         return space
 
     def validate(self, available_gpus: Optional[float] = None) -> list:
@@ -104,16 +108,27 @@ class BundledSweepSpec(SweepSpec):
         base = self._resolve("baseline")
         for name in self.ablations:
             if name != "baseline" and not diff(self._resolve(name), base, ignore=("ablation", "device")):
-                raise SweepError(f"ablation {name!r} resolves to the baseline's config at --scale {self.scale} (with "
-                                 f"these --set overrides): it would only measure seed noise; drop it from "
-                                 f"--ablations or choose another scale")
+                raise SweepError(
+                    f"ablation {name!r} resolves to the baseline's config at --scale {self.scale} (with "
+                    f"these --set overrides): it would only measure seed noise; drop it from "
+                    f"--ablations or choose another scale"
+                )
 
-    def probes(self, configs, device: str, say: Callable[[str], None], threads: int,
-               probe_steps: int = 3) -> dict[str, Probe]:
+    def probes(
+        self, configs, device: str, say: Callable[[str], None], threads: int, probe_steps: int = 3
+    ) -> dict[str, Probe]:
         """One cost probe per training group's trainer (the distinct models of the sweep), on `device`."""
         try:
-            return {g.trainer: probe(next(c for c in configs if c.ablation == g.trainer), probe_steps, device=device,
-                                     say=say, threads=threads) for g in self.training_groups()}
+            return {
+                g.trainer: probe(
+                    next(c for c in configs if c.ablation == g.trainer),
+                    probe_steps,
+                    device=device,
+                    say=say,
+                    threads=threads,
+                )
+                for g in self.training_groups()
+            }
         except (OSError, ValueError) as e:  # a text encoder or data path the trials could not read either
             raise SweepError(f"the cost probe could not train a step: {e}") from None
 
@@ -164,7 +179,6 @@ def absolutize_spec(spec: str) -> str:
     return f"{name}:{_abs(arg)}" if sep and arg else spec
 
 
-
 def prepare_data(configs, say: Callable[[str], None]) -> None:
     """Build (or find cached) the train and val splits once, in the driver, before any trial starts.
 
@@ -183,10 +197,14 @@ def prepare_data(configs, say: Callable[[str], None]) -> None:
         except (ValueError, OSError) as e:
             raise SweepError(str(e) if cfg.data.spec in str(e) else f"--data {cfg.data.spec}: {e}") from None
         if sizes["val"] == 0:
-            raise SweepError(f"--data {cfg.data.spec}: the val split is empty; the evaluation samples its captions "
-                             f"from val (add val rows, e.g. a 'split' column in a manifest)")
-        say(f"data {cfg.data.spec}: {sizes['train']} train / {sizes['val']} val clips "
-            f"({cfg.data.frames}x{cfg.data.height}x{cfg.data.width})")
+            raise SweepError(
+                f"--data {cfg.data.spec}: the val split is empty; the evaluation samples its captions "
+                f"from val (add val rows, e.g. a 'split' column in a manifest)"
+            )
+        say(
+            f"data {cfg.data.spec}: {sizes['train']} train / {sizes['val']} val clips "
+            f"({cfg.data.frames}x{cfg.data.height}x{cfg.data.width})"
+        )
 
 
 def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
@@ -206,11 +224,15 @@ def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
             continue
         seen.add(folder)
         if not (folder / "report.json").exists() and folder.name not in shipped_evaluators():
-            say(f"training the SynthSign gloss evaluator for eval/fvd_synthsign and eval/text_alignment "
-                f"(once per data config, cached in {folder})")
+            say(
+                f"training the SynthSign gloss evaluator for eval/fvd_synthsign and eval/text_alignment "
+                f"(once per data config, cached in {folder})"
+            )
         report = train_evaluator(cfg.data, ecfg)
-        say(f"gloss evaluator ({report.source}): exact-sentence accuracy {report.exact_accuracy:.2f} on SynthSign "
-            f"test clips")
+        say(
+            f"gloss evaluator ({report.source}): exact-sentence accuracy {report.exact_accuracy:.2f} on SynthSign "
+            f"test clips"
+        )
 
 
 def prepare_cluster_data(configs, say: Callable[[str], None]) -> None:
@@ -237,19 +259,24 @@ def prepare_cluster_data(configs, say: Callable[[str], None]) -> None:
 
 def _cluster_cache_line(data) -> str:
     if not data.cache_dir:
-        return ("data: each node builds or reuses its own cache ($T2S_RAY_CACHE or ~/.cache/t2s-ray on that node); "
-                "set data.cache_dir to a folder every node mounts to build it once")
+        return (
+            "data: each node builds or reuses its own cache ($T2S_RAY_CACHE or ~/.cache/t2s-ray on that node); "
+            "set data.cache_dir to a folder every node mounts to build it once"
+        )
     folder = Path(data.cache_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        return (f"data: trials build or reuse the cache in {folder} (data.cache_dir), which every node must see; "
-                f"it cannot be created here ({e.strerror or e}): create it on a filesystem every node mounts")
+        return (
+            f"data: trials build or reuse the cache in {folder} (data.cache_dir), which every node must see; "
+            f"it cannot be created here ({e.strerror or e}): create it on a filesystem every node mounts"
+        )
     return f"data: trials build or reuse the cache in {folder} (data.cache_dir) once; every node must see that folder"
 
 
-def probe(cfg, steps: int = 3, device=None, say: Callable[[str], None] = lambda s: None,
-          threads: Optional[int] = None) -> Probe:
+def probe(
+    cfg, steps: int = 3, device=None, say: Callable[[str], None] = lambda s: None, threads: Optional[int] = None
+) -> Probe:
     """Measure `cfg` on `device` (default: the config's): median of `steps` training steps after one warm-up,
     and one guided sampling step of an evaluation batch, scaled to the evaluation's steps and batches.
     `threads`: torch's CPU threads meanwhile (a trial gets as many as the CPUs it reserves)."""
@@ -292,5 +319,3 @@ def _probe(cfg, steps: int, device, say: Callable[[str], None]) -> Probe:
     peak = torch.cuda.max_memory_allocated(state.device) / 2**30 if cuda else math.nan
     total = torch.cuda.get_device_properties(state.device).total_memory / 2**30 if cuda else math.nan
     return Probe(cfg.ablation, str(state.device), statistics.median(times), eval_s, peak, total)
-
-

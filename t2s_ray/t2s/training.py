@@ -41,6 +41,7 @@ class TrainingError(RuntimeError):
 
 # --- helpers ------------------------------------------------------------------------------------
 
+
 def pick_device(requested: str) -> torch.device:
     """`cpu`, `cuda` (must exist) or `auto` (CUDA when available)."""
     if requested == "cpu":
@@ -48,8 +49,10 @@ def pick_device(requested: str) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", 0)
     if requested == "cuda":
-        raise TrainingError(f"device=cuda but CUDA is not available (torch {torch.__version__}, "
-                            f"CUDA build: {torch.version.cuda or 'no'}); use --set device=cpu")
+        raise TrainingError(
+            f"device=cuda but CUDA is not available (torch {torch.__version__}, "
+            f"CUDA build: {torch.version.cuda or 'no'}); use --set device=cpu"
+        )
     return torch.device("cpu")
 
 
@@ -84,6 +87,7 @@ def seed_everything(seed: int) -> None:
 
 
 # --- state ------------------------------------------------------------------------------------
+
 
 @dataclass
 class TrainState:
@@ -120,8 +124,12 @@ class TrainState:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": _rng_state(self.generator),
-            "progress": {"step": self.step, "epoch": self.epoch, "data_pos": self.data_pos,
-                         "train_time_s": self.train_time_s},
+            "progress": {
+                "step": self.step,
+                "epoch": self.epoch,
+                "data_pos": self.data_pos,
+                "train_time_s": self.train_time_s,
+            },
             "config": self.cfg.to_json(),
         }
 
@@ -129,8 +137,10 @@ class TrainState:
         """Restore every component; the saved config must match this state's config."""
         saved = Config.from_dict(json.loads(sd["config"]))
         if _training_fields(saved) != _training_fields(self.cfg):
-            raise CheckpointError("checkpoint was written with a different config; resume with the same "
-                                  "ablation, scale, seed and --set overrides, or use a fresh output folder")
+            raise CheckpointError(
+                "checkpoint was written with a different config; resume with the same "
+                "ablation, scale, seed and --set overrides, or use a fresh output folder"
+            )
         _load_model_state(self.model, sd["model"])
         if self.ema:
             self.ema.load_state_dict(sd["ema"])
@@ -164,8 +174,9 @@ def _load_model_state(model: T2SModel, sd: dict[str, torch.Tensor]) -> None:
     allowed = model.text_encoder.frozen
     bad_missing = [k for k in missing if not (allowed and k.startswith("text_encoder."))]
     if bad_missing or unexpected:
-        raise CheckpointError(f"checkpoint does not fit the model: missing {bad_missing[:3]}, "
-                              f"unexpected {list(unexpected)[:3]}")
+        raise CheckpointError(
+            f"checkpoint does not fit the model: missing {bad_missing[:3]}, unexpected {list(unexpected)[:3]}"
+        )
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -199,16 +210,19 @@ def build_state(cfg: Config, device: torch.device | None = None, text_encoder=No
     groups = model.param_groups(lr=t.lr, text_lr=cfg.text_encoder.lr, weight_decay=t.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, t.warmup_steps, t.steps, t.lr_schedule, t.min_lr_ratio))
+        optimizer, lambda s: lr_factor(s, t.warmup_steps, t.steps, t.lr_schedule, t.min_lr_ratio)
+    )
     # bf16 needs no loss scaling; the scaler is kept (disabled) so that the state layout never changes.
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     ema = EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None
     generator = torch.Generator().manual_seed(cfg.seed)
-    return TrainState(cfg, model, GaussianDiffusion.from_config(cfg.diffusion), ema, optimizer, scheduler,
-                      scaler, generator, device)
+    return TrainState(
+        cfg, model, GaussianDiffusion.from_config(cfg.diffusion), ema, optimizer, scheduler, scaler, generator, device
+    )
 
 
 # --- one step ---------------------------------------------------------------------------------
+
 
 @functools.lru_cache(maxsize=2)
 def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
@@ -223,7 +237,7 @@ def next_batch(state: TrainState, dataset) -> tuple[np.ndarray, list[str]]:
         raise TrainingError(f"training.batch_size={b} is larger than the {n} training clips; lower it")
     if state.data_pos + b > n:
         state.epoch, state.data_pos = state.epoch + 1, 0
-    idx = epoch_order(state.cfg.seed, state.epoch, n)[state.data_pos:state.data_pos + b]
+    idx = epoch_order(state.cfg.seed, state.epoch, n)[state.data_pos : state.data_pos + b]
     state.data_pos += b
     return dataset.get_batch(idx)
 
@@ -278,8 +292,13 @@ ReportFn = Callable[[dict[str, Any], bool], None]
 """Called with (metrics, checkpoint_now) every `report_every` steps and at checkpoint steps."""
 
 
-def train_loop(state: TrainState, dataset, report: ReportFn, progress: Callable[[int], None] | None = None,
-               stop_at: int | None = None) -> None:
+def train_loop(
+    state: TrainState,
+    dataset,
+    report: ReportFn,
+    progress: Callable[[int], None] | None = None,
+    stop_at: int | None = None,
+) -> None:
     """Train until `stop_at` (default `cfg.training.steps`), calling `report` on the report/checkpoint cadence.
 
     `stop_at` below `training.steps` pauses a run: the LR schedule still spans `training.steps`.
@@ -312,8 +331,10 @@ def train_loop(state: TrainState, dataset, report: ReportFn, progress: Callable[
             synchronize(state.device)
             elapsed = time.perf_counter() - window_start
             state.train_time_s += elapsed
-            metrics = {**_window_metrics(state, losses, elapsed, data_time, samples),
-                       **flops_metrics(flops_per_step, len(losses), elapsed, peak, peak_status)}
+            metrics = {
+                **_window_metrics(state, losses, elapsed, data_time, samples),
+                **flops_metrics(flops_per_step, len(losses), elapsed, peak, peak_status),
+            }
             report(metrics, ckpt_due)
             losses, data_time, samples = [], 0.0, 0
             window_start = time.perf_counter()
@@ -337,15 +358,18 @@ def _guarded_step(state: TrainState, videos, texts) -> torch.Tensor:
             f"CUDA out of memory at step {state.step + 1} (ablation {c.ablation}, training.batch_size="
             f"{c.training.batch_size}, model.size={c.model.size}, model.grad_checkpointing="
             f"{c.model.grad_checkpointing}); lower --set training.batch_size or set "
-            f"--set model.grad_checkpointing=true") from None
+            f"--set model.grad_checkpointing=true"
+        ) from None
 
 
 def _window_metrics(state: TrainState, losses, elapsed: float, data_time: float, samples: int) -> dict[str, Any]:
     loss = torch.stack(losses).float().mean().item()
     if not math.isfinite(loss):
         c = state.cfg
-        raise TrainingError(f"loss became {loss} by step {state.step} (ablation {c.ablation}, seed {c.seed}); "
-                            f"lower training.lr (now {c.training.lr}) or resume from the last checkpoint")
+        raise TrainingError(
+            f"loss became {loss} by step {state.step} (ablation {c.ablation}, seed {c.seed}); "
+            f"lower training.lr (now {c.training.lr}) or resume from the last checkpoint"
+        )
     n = len(losses)
     return {
         "step": state.step,
@@ -361,6 +385,7 @@ def _window_metrics(state: TrainState, losses, elapsed: float, data_time: float,
 
 
 # --- evaluation helpers (no sampling: see evaluation.py) ------------------------------------
+
 
 @torch.no_grad()
 def validation_loss(state: TrainState, dataset, max_clips: int = 64, seed: int = 0) -> float:
@@ -398,10 +423,16 @@ def eval_weights(state: TrainState):
 
 # --- checkpoints ------------------------------------------------------------------------------
 
+
 def save_state(state: TrainState, directory) -> None:
     """Write the full training state as a checkpoint directory (atomic, checksummed)."""
-    meta = {"step": state.step, "epoch": state.epoch, "ablation": state.cfg.ablation, "seed": state.cfg.seed,
-            "config": state.cfg.to_dict()}
+    meta = {
+        "step": state.step,
+        "epoch": state.epoch,
+        "ablation": state.cfg.ablation,
+        "seed": state.cfg.seed,
+        "config": state.cfg.to_dict(),
+    }
     write_checkpoint(directory, state.state_dict(), meta)
 
 
@@ -433,14 +464,19 @@ def restore_latest(state: TrainState, root) -> Optional[str]:
 
 # --- shared training ---------------------------------------------------------------------------
 
+
 def member_state(state: TrainState, cfg: Config) -> TrainState:
     """`state` seen as the shared-training member `cfg`: the same model, optimiser and position, `cfg`'s
     evaluation settings, and the trainer's EMA when `cfg` has EMA on (a training group holds one EMA
     setting), else none (its raw weights are evaluated)."""
     if trajectory_fields(cfg) != trajectory_fields(state.cfg):
-        raise TrainingError(f"ablation {cfg.ablation!r} cannot share {state.cfg.ablation!r}'s training: their "
-                            f"configs differ in fields that change the trained weights")
+        raise TrainingError(
+            f"ablation {cfg.ablation!r} cannot share {state.cfg.ablation!r}'s training: their "
+            f"configs differ in fields that change the trained weights"
+        )
     if cfg.ema.enabled and (state.ema is None or cfg.ema != state.cfg.ema):
-        raise TrainingError(f"ablation {cfg.ablation!r} needs EMA {cfg.ema}, but the shared run keeps "
-                            f"{state.cfg.ema if state.ema else 'none'}")
+        raise TrainingError(
+            f"ablation {cfg.ablation!r} needs EMA {cfg.ema}, but the shared run keeps "
+            f"{state.cfg.ema if state.ema else 'none'}"
+        )
     return dataclasses.replace(state, cfg=cfg, ema=state.ema if cfg.ema.enabled else None)

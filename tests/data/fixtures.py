@@ -15,8 +15,15 @@ import av
 import numpy as np
 from PIL import Image
 
-HOW2SIGN_COLUMNS = ("VIDEO_ID", "VIDEO_NAME", "SENTENCE_ID", "SENTENCE_NAME", "START_REALIGNED",
-                    "END_REALIGNED", "SENTENCE")
+HOW2SIGN_COLUMNS = (
+    "VIDEO_ID",
+    "VIDEO_NAME",
+    "SENTENCE_ID",
+    "SENTENCE_NAME",
+    "START_REALIGNED",
+    "END_REALIGNED",
+    "SENTENCE",
+)
 PHOENIX_COLUMNS = ("name", "video", "start", "end", "speaker", "orth", "translation")
 PHOENIX_SPLITS = {"train": "train", "val": "dev", "test": "test"}
 CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -31,7 +38,7 @@ def frame(i: int, width: int, height: int) -> np.ndarray:
     """Frame `i`: flat grey `frame_level(i)` with a small dark square moving left to right."""
     img = np.full((height, width, 3), frame_level(i), np.uint8)
     x = (4 * i) % max(1, width - 8)
-    img[height // 2 - 4:height // 2 + 4, x:x + 8] = 0
+    img[height // 2 - 4 : height // 2 + 4, x : x + 8] = 0
     return img
 
 
@@ -63,9 +70,17 @@ def sentence(split: str, i: int) -> str:
     return f"{split} sentence number {i}."
 
 
-def make_how2sign(root: Path, counts: dict[str, int], realigned: bool = True, raw_videos: bool = True,
-                  frames: int = 12, width: int = 64, height: int = 48, csv_dir: str = "",
-                  extra_rows: Sequence[Sequence[str]] = ()) -> Path:
+def make_how2sign(
+    root: Path,
+    counts: dict[str, int],
+    realigned: bool = True,
+    raw_videos: bool = True,
+    frames: int = 12,
+    width: int = 64,
+    height: int = 48,
+    csv_dir: str = "",
+    extra_rows: Sequence[Sequence[str]] = (),
+) -> Path:
     """How2Sign under `root`: `{csv_dir}/how2sign[_realigned]_{split}.csv` (tab-separated) and clips in
     `{split}_rgb_front_clips[/raw_videos]/<SENTENCE_NAME>.mp4`. `extra_rows` go into the train CSV as is."""
     columns = list(HOW2SIGN_COLUMNS) if realigned else [c.replace("_REALIGNED", "") for c in HOW2SIGN_COLUMNS]
@@ -76,8 +91,17 @@ def make_how2sign(root: Path, counts: dict[str, int], realigned: bool = True, ra
             video_id = f"vid{split}{i // 2}"
             name = f"{video_id}_{i}-5-rgb_front"
             write_video(clips / f"{name}.mp4", frames, width, height)
-            rows.append([video_id, f"{video_id}-5-rgb_front", f"{video_id}_{i}", name, f"{i:.2f}", f"{i + 2:.2f}",
-                         sentence(split, i)])
+            rows.append(
+                [
+                    video_id,
+                    f"{video_id}-5-rgb_front",
+                    f"{video_id}_{i}",
+                    name,
+                    f"{i:.2f}",
+                    f"{i + 2:.2f}",
+                    sentence(split, i),
+                ]
+            )
         if split == "train":
             rows += [list(r) for r in extra_rows]
         stem = "how2sign_realigned" if realigned else "how2sign"
@@ -103,8 +127,17 @@ def make_phoenix(release: Path, counts: dict[str, int], frames: int = 8, one_sub
             name = f"{i + 1:02d}August_2010_Wednesday_tagesschau-{split}{i}"
             folder = root / "features" / "fullFrame-210x260px" / ph / name
             write_frames(folder / "1" if one_subfolder else folder, frames)
-            rows.append([name, f"{name}/1/*.png", "-1", "-1", f"Signer0{i % 3 + 1}", f"DRUCK TIEF KOMMEN {i}",
-                         f"tiefer luftdruck bestimmt in den nächsten tagen unser wetter {split} {i}"])
+            rows.append(
+                [
+                    name,
+                    f"{name}/1/*.png",
+                    "-1",
+                    "-1",
+                    f"Signer0{i % 3 + 1}",
+                    f"DRUCK TIEF KOMMEN {i}",
+                    f"tiefer luftdruck bestimmt in den nächsten tagen unser wetter {split} {i}",
+                ]
+            )
         with open(manual / f"PHOENIX-2014-T.{ph}.corpus.csv", "w", newline="") as f:
             w = csv.writer(f, delimiter="|", lineterminator="\n")
             w.writerow(PHOENIX_COLUMNS)
@@ -112,8 +145,9 @@ def make_phoenix(release: Path, counts: dict[str, int], frames: int = 8, one_sub
     return root
 
 
-def write_manifest(path: Path, rows: Sequence[dict[str, str]],
-                   columns: Sequence[str] = ("video", "text", "split")) -> Path:
+def write_manifest(
+    path: Path, rows: Sequence[dict[str, str]], columns: Sequence[str] = ("video", "text", "split")
+) -> Path:
     """A comma-separated manifest with `columns` (missing keys are written empty)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:

@@ -37,6 +37,7 @@ def levels(videos: np.ndarray) -> np.ndarray:
 def forbid_decoding(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("decoded a clip although the cache was valid")
+
     monkeypatch.setattr(decode, "decode_clip", boom)
 
 
@@ -60,12 +61,15 @@ def manifest_csv(tmp_path_factory) -> Path:
     for i in range(3):
         fx.write_video(root / "clips" / f"c{i}.mp4")
         fx.write_frames(root / "frames" / f"f{i}", frames=6, width=40, height=30)
-        rows += [{"video": f"clips/c{i}.mp4", "text": f"video {i}", "split": "train" if i < 2 else "val"},
-                 {"video": f"frames/f{i}", "text": f"frames {i}", "split": "train" if i < 2 else "dev"}]
+        rows += [
+            {"video": f"clips/c{i}.mp4", "text": f"video {i}", "split": "train" if i < 2 else "val"},
+            {"video": f"frames/f{i}", "text": f"frames {i}", "split": "train" if i < 2 else "dev"},
+        ]
     return fx.write_manifest(root / "list.csv", rows)
 
 
 # --- decoding ---------------------------------------------------------------------------------
+
 
 def test_uniform_sampling_covers_the_clip_and_repeats_short_ones():
     assert sample_indices(12, 4).tolist() == [0, 4, 7, 11]
@@ -105,6 +109,7 @@ def test_unreadable_clips_raise_clip_error(tmp_path):
 
 # --- How2Sign ---------------------------------------------------------------------------------
 
+
 def test_how2sign_splits_texts_and_clips(how2sign_root, tmp_path):
     cfg = cfg_for(f"how2sign:{how2sign_root}", tmp_path)
     for split, n in COUNTS.items():
@@ -125,11 +130,14 @@ def test_how2sign_splits_texts_and_clips(how2sign_root, tmp_path):
     assert clone.texts == ds.texts and np.array_equal(clone.videos, ds.videos)
 
 
-@pytest.mark.parametrize("realigned, raw_videos, csv_dir", [
-    (True, False, ""),  # flat clips folder, no raw_videos/
-    (False, True, ""),  # original how2sign_{split}.csv with START/END
-    (True, True, "how2sign/annotations"),  # CSVs two folders down
-])
+@pytest.mark.parametrize(
+    "realigned, raw_videos, csv_dir",
+    [
+        (True, False, ""),  # flat clips folder, no raw_videos/
+        (False, True, ""),  # original how2sign_{split}.csv with START/END
+        (True, True, "how2sign/annotations"),  # CSVs two folders down
+    ],
+)
 def test_how2sign_layout_variants(tmp_path, realigned, raw_videos, csv_dir):
     root = fx.make_how2sign(tmp_path / "h2s", {"train": 2, "val": 1}, realigned, raw_videos, csv_dir=csv_dir)
     cfg = cfg_for(f"how2sign:{root}", tmp_path / "cache")
@@ -139,6 +147,7 @@ def test_how2sign_layout_variants(tmp_path, realigned, raw_videos, csv_dir):
 
 
 # --- PHOENIX-2014T ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("parent", [True, False], ids=["release-folder", "PHOENIX-2014-T"])
 def test_phoenix_splits_texts_and_glosses(phoenix_release, tmp_path, parent):
@@ -160,6 +169,7 @@ def test_phoenix_accepts_the_1_subfolder(tmp_path):
 
 # --- manifest ---------------------------------------------------------------------------------
 
+
 def test_manifest_with_videos_frame_folders_and_splits(manifest_csv, tmp_path, caplog):
     cfg = cfg_for(f"manifest:{manifest_csv}", tmp_path)
     train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
@@ -173,8 +183,9 @@ def test_manifest_with_videos_frame_folders_and_splits(manifest_csv, tmp_path, c
 
 def test_manifest_without_split_column_is_all_train(manifest_csv, tmp_path):
     csv = tmp_path / "nosplit.csv"
-    csv.write_text("video,text,signer\n" + "".join(
-        f"{manifest_csv.parent}/clips/c{i}.mp4,clip {i},s{i}\n" for i in range(3)))
+    csv.write_text(
+        "video,text,signer\n" + "".join(f"{manifest_csv.parent}/clips/c{i}.mp4,clip {i},s{i}\n" for i in range(3))
+    )
     cfg = cfg_for(f"manifest:{csv}", tmp_path / "cache")
     train = build_dataset(cfg, "train")
     assert train.texts == ["clip 0", "clip 1", "clip 2"] and train.info[2] == {"signer": "s2"}
@@ -183,6 +194,7 @@ def test_manifest_without_split_column_is_all_train(manifest_csv, tmp_path):
 
 
 # --- caching ----------------------------------------------------------------------------------
+
 
 def test_second_use_reads_the_cache(how2sign_root, phoenix_release, manifest_csv, tmp_path, monkeypatch):
     specs = [f"how2sign:{how2sign_root}", f"phoenix:{phoenix_release}", f"manifest:{manifest_csv}"]
@@ -222,6 +234,7 @@ def test_concurrent_builds_agree(how2sign_root, tmp_path):
 
 # --- bad rows and layouts ---------------------------------------------------------------------
 
+
 def test_bad_rows_are_skipped_below_the_threshold_and_fail_above(tmp_path, caplog):
     bad_row = ["vx", "vx-5-rgb_front", "vx_0", "vx_0-5-rgb_front", "1.0", "2.0", ""]  # empty SENTENCE
     missing = ["vy", "vy-5-rgb_front", "vy_0", "vy_0-5-rgb_front", "1.0", "2.0", "no clip for this one"]
@@ -230,8 +243,9 @@ def test_bad_rows_are_skipped_below_the_threshold_and_fail_above(tmp_path, caplo
     with caplog.at_level(logging.WARNING):
         ds = build_dataset(cfg_for(f"how2sign:{root}", tmp_path / "cache"), "train")
     assert len(ds) == 4 and "skipped 1 of 5 rows" in caplog.text and "vy_0-5-rgb_front.mp4" in caplog.text
-    assert ds.skipped == [(str(root / "train_rgb_front_clips/raw_videos/vy_0-5-rgb_front.mp4"),
-                           "no such file or folder")]
+    assert ds.skipped == [
+        (str(root / "train_rgb_front_clips/raw_videos/vy_0-5-rgb_front.mp4"), "no such file or folder")
+    ]
     root = fx.make_how2sign(tmp_path / "bad", {"train": 4}, extra_rows=[bad_row, missing])
     with pytest.raises(ValueError, match=r"2 of 6 rows .* more than data.max_bad_fraction=0.05 allows \(1 row") as err:
         build_dataset(cfg_for(f"how2sign:{root}", tmp_path / "cache"), "train")
@@ -239,12 +253,17 @@ def test_bad_rows_are_skipped_below_the_threshold_and_fail_above(tmp_path, caplo
 
 
 def test_max_bad_fraction_is_a_knob(tmp_path, monkeypatch):
-    bad = [["vx", "vx-5-rgb_front", "vx_0", "vx_0-5-rgb_front", "1.0", "2.0", ""],  # empty SENTENCE
-           ["vy", "vy-5-rgb_front", "vy_0", "vy_0-5-rgb_front", "1.0", "2.0", "no clip for this one"]]
+    bad = [
+        ["vx", "vx-5-rgb_front", "vx_0", "vx_0-5-rgb_front", "1.0", "2.0", ""],  # empty SENTENCE
+        ["vy", "vy-5-rgb_front", "vy_0", "vy_0-5-rgb_front", "1.0", "2.0", "no clip for this one"],
+    ]
     root = fx.make_how2sign(tmp_path / "h2s", {"train": 6}, extra_rows=bad)
     strict = cfg_for(f"how2sign:{root}", tmp_path / "cache")
-    with pytest.raises(ValueError, match=r"2 of 8 rows .* data\.max_bad_fraction=0\.05 allows .*"
-                                         r"--set data\.max_bad_fraction=0\.3"):
+    with pytest.raises(
+        ValueError,
+        match=r"2 of 8 rows .* data\.max_bad_fraction=0\.05 allows .*"
+        r"--set data\.max_bad_fraction=0\.3",
+    ):
         build_dataset(strict, "train")
     loose = dataclasses.replace(strict, max_bad_fraction=0.3)
     assert len(build_dataset(loose, "train")) == 6
@@ -290,15 +309,30 @@ def test_empty_train_split_raises(tmp_path):
 
 # --- training on each format ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["how2sign", "phoenix", "manifest"])
 def test_smoke_training_on_each_format(fmt, how2sign_root, phoenix_release, manifest_csv, tmp_path, text_encoder):
     from t2s_ray.t2s.local import train_local
 
     arg = {"how2sign": how2sign_root, "phoenix": phoenix_release, "manifest": manifest_csv}[fmt]
-    cfg = resolve("baseline", "smoke", 0, [
-        f"data.spec={fmt}:{arg}", "data.frames=4", "data.height=16", "data.width=16", "model.patch_size=4",
-        "training.batch_size=2", "training.steps=2", "training.report_every=1", "training.checkpoint_every=2",
-        "device=cpu", f"data.cache_dir={tmp_path / 'cache'}"])
+    cfg = resolve(
+        "baseline",
+        "smoke",
+        0,
+        [
+            f"data.spec={fmt}:{arg}",
+            "data.frames=4",
+            "data.height=16",
+            "data.width=16",
+            "model.patch_size=4",
+            "training.batch_size=2",
+            "training.steps=2",
+            "training.report_every=1",
+            "training.checkpoint_every=2",
+            "device=cpu",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
     run = train_local(cfg, tmp_path / "out", dataset=build_dataset(cfg.data, "train"), text_encoder=text_encoder)
     assert run.state.step == 2 and np.isfinite(run.last_metrics["loss"])
 

@@ -17,17 +17,20 @@ from t2s_ray.data.video import save_gif, to_model_input, to_uint8
 
 
 def tiny(tmp_path, **kw) -> DataConfig:
-    return DataConfig(**{"frames": 4, "height": 16, "width": 16, "train_clips": 16, "eval_clips": 4,
-                         "cache_dir": str(tmp_path), **kw})
+    return DataConfig(
+        **{"frames": 4, "height": 16, "width": 16, "train_clips": 16, "eval_clips": 4, "cache_dir": str(tmp_path), **kw}
+    )
 
 
 def forbid_rendering(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("rendered although the cache was valid")
+
     monkeypatch.setattr(synthsign, "render_clip", boom)
 
 
 # --- vocabulary and sentences -----------------------------------------------------------------
+
 
 def test_vocabulary_has_50_distinct_signs():
     assert len(GLOSSES) >= 50 and len(set(GLOSSES)) == len(GLOSSES)
@@ -55,6 +58,7 @@ def test_phrasings_differ_and_mention_every_gloss():
 
 
 # --- the dataset ------------------------------------------------------------------------------
+
 
 def test_shapes_dtypes_and_labels(tmp_path):
     cfg = tiny(tmp_path)
@@ -130,6 +134,7 @@ def test_render_clip_is_deterministic_and_checks_its_input():
 
 # --- the cache --------------------------------------------------------------------------------
 
+
 def test_second_build_reads_the_cache(tmp_path, monkeypatch):
     first = SynthSign(tiny(tmp_path), "val")
     forbid_rendering(monkeypatch)
@@ -200,6 +205,7 @@ def test_unknown_split_and_spec_are_named(tmp_path):
 
 # --- video helpers ----------------------------------------------------------------------------
 
+
 def test_model_input_round_trip():
     videos = np.random.default_rng(0).integers(0, 256, size=(2, 3, 8, 6, 3), dtype=np.uint8)
     x = to_model_input(videos)
@@ -237,6 +243,7 @@ def test_save_gif_writes_a_readable_gif(tmp_path):
 
 
 # --- difficulty knobs -------------------------------------------------------------------------
+
 
 def test_vocabulary_takes_one_gloss_per_location_first():
     from t2s_ray.data.synthsign import LOCATIONS, vocabulary
@@ -276,9 +283,11 @@ def test_motion_scale_moves_the_hands_further():
     from t2s_ray.data.synthsign import Style
 
     g = GLOSSES.index("HELLO")  # a sweep across the forehead
+
     def travel(scale):
         clip = render_clip([g], 8, 32, 32, np.random.default_rng(0), Style(signers=1, motion_scale=scale))
         return np.abs(np.diff(clip.astype(int), axis=0)).sum()
+
     assert travel(2.0) > 1.3 * travel(1.0)
 
 
@@ -296,10 +305,10 @@ def test_knobs_are_in_the_cache_key_and_the_data(tmp_path):
 def test_references_are_other_renders_of_the_same_sentence(tmp_path):
     from t2s_ray.config import DataConfig
 
-    ds = SynthSign(DataConfig(cache_dir=str(tmp_path), train_clips=8, eval_clips=4, frames=4, height=16, width=16),
-                   "val")
+    ds = SynthSign(
+        DataConfig(cache_dir=str(tmp_path), train_clips=8, eval_clips=4, frames=4, height=16, width=16), "val"
+    )
     refs = ds.references(1, 3)
     assert refs.shape == (3, 4, 16, 16, 3) and refs.dtype == np.uint8
     assert np.array_equal(refs, ds.references(1, 3))  # deterministic
     assert not np.array_equal(refs[0], refs[1]) and not np.array_equal(refs[0], ds[1]["video"])
-

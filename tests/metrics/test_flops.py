@@ -15,9 +15,21 @@ from t2s_ray.metrics.flops import count_flops, device_peak_flops, flops_metrics,
 from t2s_ray.t2s import training
 from t2s_ray.t2s.training import build_state, train_loop
 
-TINY = ["data.frames=4", "data.height=16", "data.width=16", "data.train_clips=8", "data.eval_clips=4",
-        "model.size=dit-tiny", "model.patch_size=4", "training.batch_size=2", "training.steps=4",
-        "training.warmup_steps=1", "training.report_every=2", "training.checkpoint_every=4", "device=cpu"]
+TINY = [
+    "data.frames=4",
+    "data.height=16",
+    "data.width=16",
+    "data.train_clips=8",
+    "data.eval_clips=4",
+    "model.size=dit-tiny",
+    "model.patch_size=4",
+    "training.batch_size=2",
+    "training.steps=4",
+    "training.warmup_steps=1",
+    "training.report_every=2",
+    "training.checkpoint_every=4",
+    "device=cpu",
+]
 
 
 class Clips:

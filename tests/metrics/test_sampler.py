@@ -43,10 +43,24 @@ class FakeReader:
 def test_rows_and_summary_from_a_fake_reader(tmp_path):
     path = tmp_path / "gpu_memory.csv"
     reader = FakeReader(
-        {"gpu_allocated_gb": 1.0, "gpu_reserved_gb": 2.0, "nvml_process_used_gb": 2.5, "nvml_device_used_gb": 3.0,
-         "nvml_device_total_gb": 80.0, "nvml_device_util_pct": 50.0, "cpu_rss_gb": 4.0},
-        {"gpu_allocated_gb": 3.0, "gpu_reserved_gb": 4.0, "nvml_process_used_gb": 4.5, "nvml_device_used_gb": 5.0,
-         "nvml_device_total_gb": 80.0, "nvml_device_util_pct": 100.0, "cpu_rss_gb": 2.0},
+        {
+            "gpu_allocated_gb": 1.0,
+            "gpu_reserved_gb": 2.0,
+            "nvml_process_used_gb": 2.5,
+            "nvml_device_used_gb": 3.0,
+            "nvml_device_total_gb": 80.0,
+            "nvml_device_util_pct": 50.0,
+            "cpu_rss_gb": 4.0,
+        },
+        {
+            "gpu_allocated_gb": 3.0,
+            "gpu_reserved_gb": 4.0,
+            "nvml_process_used_gb": 4.5,
+            "nvml_device_used_gb": 5.0,
+            "nvml_device_total_gb": 80.0,
+            "nvml_device_util_pct": 100.0,
+            "cpu_rss_gb": 2.0,
+        },
     )
     sampler = MemorySampler(path, CPU, interval_s=SLOW, reader=reader)
     sampler.set_step(3)
@@ -61,10 +75,14 @@ def test_rows_and_summary_from_a_fake_reader(tmp_path):
     assert 0.0 <= float(table[0]["time_s"]) <= float(table[1]["time_s"]) < 5.0
     assert abs(float(table[0]["unix_time"]) - time.time()) < 60
     assert sampler.summary() == {
-        "mem/sampled_gpu_allocated_peak_gb": 3.0, "mem/sampled_gpu_allocated_avg_gb": 2.0,
-        "mem/sampled_nvml_process_used_peak_gb": 4.5, "mem/sampled_nvml_device_used_peak_gb": 5.0,
+        "mem/sampled_gpu_allocated_peak_gb": 3.0,
+        "mem/sampled_gpu_allocated_avg_gb": 2.0,
+        "mem/sampled_nvml_process_used_peak_gb": 4.5,
+        "mem/sampled_nvml_device_used_peak_gb": 5.0,
         "mem/sampled_nvml_device_util_avg": 75.0,
-        "mem/sampled_cpu_rss_peak_gb": 4.0, "mem/sampled_cpu_rss_avg_gb": 3.0, "mem/samples": 2.0,
+        "mem/sampled_cpu_rss_peak_gb": 4.0,
+        "mem/sampled_cpu_rss_avg_gb": 3.0,
+        "mem/samples": 2.0,
     }
 
 
@@ -266,14 +284,19 @@ def test_cuda_reader_unsupported_nvml_query_is_nan_and_logged_once(monkeypatch, 
     assert reader.reasons == {"nvml_device_util_pct": "NVML utilisation query failed (Not Supported)"}
 
 
-@pytest.mark.parametrize("processes, process_error, why", [
-    ([(1, 10 * 2**30), (2, 7 * 2**30)], False, "is not among the 2 compute processes NVML lists (in a container"),
-    ([], False, "is not among the 0 compute processes"),
-    ([(1, 10 * 2**30), ("ours", None)], False, "the driver does not report per-process memory"),
-    (None, True, "NVML process query failed (Insufficient Permissions)"),
-], ids=["pid-not-listed", "no-processes", "used-memory-none", "query-fails"])
+@pytest.mark.parametrize(
+    "processes, process_error, why",
+    [
+        ([(1, 10 * 2**30), (2, 7 * 2**30)], False, "is not among the 2 compute processes NVML lists (in a container"),
+        ([], False, "is not among the 0 compute processes"),
+        ([(1, 10 * 2**30), ("ours", None)], False, "the driver does not report per-process memory"),
+        (None, True, "NVML process query failed (Insufficient Permissions)"),
+    ],
+    ids=["pid-not-listed", "no-processes", "used-memory-none", "query-fails"],
+)
 def test_process_memory_nvml_cannot_attribute_is_nan_with_a_reason_said_once(
-        monkeypatch, caplog, no_allocator, processes, process_error, why):
+    monkeypatch, caplog, no_allocator, processes, process_error, why
+):
     listed = [(os.getpid() if pid == "ours" else pid, used) for pid, used in (processes or [])]
     monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(processes=listed, process_error=process_error))
     reader = CudaReader(0, nvml_handle="handle")
@@ -291,8 +314,9 @@ def test_csv_names_this_process_and_the_device_apart(tmp_path, monkeypatch, no_a
     assert columns[at + 1] == "nvml_device_used_gb"  # side by side
     assert {"nvml_device_total_gb", "nvml_device_util_pct"} <= set(columns)
     assert not set(columns) & set(sampler_mod.LEGACY_COLUMNS)  # the ambiguous names are gone
-    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(processes=[(os.getpid() + 1, 9 * 2**30),
-                                                                       (os.getpid(), OURS)]))
+    monkeypatch.setitem(
+        sys.modules, "pynvml", _fake_pynvml(processes=[(os.getpid() + 1, 9 * 2**30), (os.getpid(), OURS)])
+    )
     path = tmp_path / "gpu_memory.csv"
     with MemorySampler(path, torch.device("cuda", 0), interval_s=SLOW, reader=CudaReader(0, "handle")) as sampler:
         pass
@@ -320,11 +344,13 @@ def test_summary_says_why_the_process_figure_is_missing(tmp_path, monkeypatch, n
 
 def test_resumed_trial_with_a_legacy_csv_is_rewritten_under_the_current_header(tmp_path, caplog):
     path = tmp_path / "gpu_memory.csv"
-    legacy = [sampler_mod.LEGACY_HEADER,
-              "0.000,1700000000.000,0,1,2,30,80,55,4",
-              "5.000,1700000005.000,7,1.5,2,31,80,60",  # cut by an earlier kill, a full row appended after it
-              "10.000,1700000010.000,9,1.5,2,32,80,65,4.5",
-              "15.000,1700000015.000,11,1.5,2,33,80,65,4."]  # the last kill cut this one in its last value
+    legacy = [
+        sampler_mod.LEGACY_HEADER,
+        "0.000,1700000000.000,0,1,2,30,80,55,4",
+        "5.000,1700000005.000,7,1.5,2,31,80,60",  # cut by an earlier kill, a full row appended after it
+        "10.000,1700000010.000,9,1.5,2,32,80,65,4.5",
+        "15.000,1700000015.000,11,1.5,2,33,80,65,4.",
+    ]  # the last kill cut this one in its last value
     path.write_text("\n".join(legacy))
     with caplog.at_level(logging.INFO, logger="t2s_ray.metrics.sampler"):
         sampler = MemorySampler(path, CPU, interval_s=SLOW, reader=FakeReader({"cpu_rss_gb": 1.0}))

@@ -18,7 +18,7 @@ def _static(b=2, c=3, t=4, h=16, w=16):
 def _smooth(b=2, t=4, h=16, w=16):
     """A horizontal gradient sliding one pixel per frame."""
     x = torch.linspace(-1, 1, w + t)
-    frames = torch.stack([x[i:i + w].expand(h, w) for i in range(t)])
+    frames = torch.stack([x[i : i + w].expand(h, w) for i in range(t)])
     return frames[None, None].expand(b, 3, t, h, w).clone()
 
 

@@ -105,8 +105,9 @@ def test_grad_checkpointing_matches_and_keeps_fewer_activations():
 
 def test_loss_falls_when_overfitting(text_encoder):
     torch.manual_seed(0)
-    model = VideoDiT(DIT_SIZES["dit-tiny"], frames=4, height=16, width=16, patch_size=4,
-                     text_dim=text_encoder.hidden_size)
+    model = VideoDiT(
+        DIT_SIZES["dit-tiny"], frames=4, height=16, width=16, patch_size=4, text_dim=text_encoder.hidden_size
+    )
     text = text_encoder(["a person waves hello", "thank you"])
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(2, 3, 4, 16, 16, generator=g) * 2 - 1

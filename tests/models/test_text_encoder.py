@@ -19,16 +19,28 @@ def tiny_bert_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(default_text_encoder_path())
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
 
 
 def tiny_cfg(freeze: bool, path: str = ""):
-    return resolve(overrides=[f"text_encoder.freeze={freeze}", f"text_encoder.path={path}", "data.frames=2",
-                              "data.height=8", "data.width=8"])
+    return resolve(
+        overrides=[
+            f"text_encoder.freeze={freeze}",
+            f"text_encoder.path={path}",
+            "data.frames=2",
+            "data.height=8",
+            "data.width=8",
+        ]
+    )
 
 
 def test_output_shapes_and_pooling(text_encoder):

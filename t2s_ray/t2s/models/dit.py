@@ -99,8 +99,9 @@ class DiTBlock(nn.Module):
         self.cross = CrossAttention(hidden, text_dim, heads)
         self.norm_m = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         mlp_hidden = int(hidden * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(hidden, mlp_hidden), nn.GELU(approximate="tanh"),
-                                 nn.Linear(mlp_hidden, hidden))
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden, mlp_hidden), nn.GELU(approximate="tanh"), nn.Linear(mlp_hidden, hidden)
+        )
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 9 * hidden))  # shift/scale/gate x 3
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -138,8 +139,18 @@ class FinalLayer(nn.Module):
 class VideoDiT(nn.Module):
     """Text-conditioned video denoiser: (B, C, T, H, W) noisy clip -> same-shaped eps or v."""
 
-    def __init__(self, size: DiTSize, frames: int, height: int, width: int, patch_size: int, in_channels: int = 3,
-                 text_dim: int = 384, grad_checkpointing: bool = False, learned_pos_embed: bool = False):
+    def __init__(
+        self,
+        size: DiTSize,
+        frames: int,
+        height: int,
+        width: int,
+        patch_size: int,
+        in_channels: int = 3,
+        text_dim: int = 384,
+        grad_checkpointing: bool = False,
+        learned_pos_embed: bool = False,
+    ):
         super().__init__()
         if height % patch_size or width % patch_size:
             raise ValueError(f"patch_size={patch_size} must divide height={height} and width={width}")
@@ -183,17 +194,22 @@ class VideoDiT(nn.Module):
     def _check_inputs(self, x: torch.Tensor, t: torch.Tensor, text: TextOutput) -> None:
         want = (self.in_channels, self.frames, self.height, self.width)
         if x.ndim != 5 or tuple(x.shape[1:]) != want:
-            raise ValueError(f"VideoDiT expects x of shape (B, C, T, H, W) = (B, {', '.join(map(str, want))}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"VideoDiT expects x of shape (B, C, T, H, W) = (B, {', '.join(map(str, want))}), got {tuple(x.shape)}"
+            )
         B = x.shape[0]
         if t.shape != (B,):
             raise ValueError(f"VideoDiT expects t of shape (B,) = ({B},), got {tuple(t.shape)}")
         if text.tokens.ndim != 3 or text.tokens.shape[0] != B or text.tokens.shape[2] != self.text_dim:
-            raise ValueError(f"VideoDiT expects text tokens of shape (B, L, text_dim) = ({B}, L, {self.text_dim}), "
-                             f"got {tuple(text.tokens.shape)}")
+            raise ValueError(
+                f"VideoDiT expects text tokens of shape (B, L, text_dim) = ({B}, L, {self.text_dim}), "
+                f"got {tuple(text.tokens.shape)}"
+            )
         if text.mask.shape != text.tokens.shape[:2] or text.pooled.shape != (B, self.text_dim):
-            raise ValueError(f"text mask {tuple(text.mask.shape)} / pooled {tuple(text.pooled.shape)} do not match "
-                             f"tokens {tuple(text.tokens.shape)}")
+            raise ValueError(
+                f"text mask {tuple(text.mask.shape)} / pooled {tuple(text.pooled.shape)} do not match "
+                f"tokens {tuple(text.tokens.shape)}"
+            )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextOutput) -> torch.Tensor:
         """x (B, C, T, H, W), t (B,) timesteps, text caption tokens -> prediction (B, C, T, H, W)."""

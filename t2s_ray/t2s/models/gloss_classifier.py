@@ -80,8 +80,10 @@ class GlossClassifier(nn.Module):
         expected = (3, *self.arch.clip_shape)
         if not isinstance(x, torch.Tensor) or x.ndim != 5 or tuple(x.shape[1:]) != expected:
             got = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-            raise ValueError(f"GlossClassifier expects (B, C, T, H, W) = (B, {', '.join(map(str, expected))}) "
-                             f"in [-1, 1] (see data.video.to_model_input), got {got}")
+            raise ValueError(
+                f"GlossClassifier expects (B, C, T, H, W) = (B, {', '.join(map(str, expected))}) "
+                f"in [-1, 1] (see data.video.to_model_input), got {got}"
+            )
 
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
         """Per-frame embeddings `(B, T, feature_dim)`."""

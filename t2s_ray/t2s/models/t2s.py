@@ -28,8 +28,14 @@ class T2SModel(nn.Module):
 
     def param_groups(self, lr: float, text_lr: float, weight_decay: float) -> list[dict]:
         """Optimizer groups: "dit" at `lr`, plus "text_encoder" at `text_lr` when it is finetuned."""
-        groups = [{"name": "dit", "params": [p for p in self.dit.parameters() if p.requires_grad],
-                   "lr": lr, "weight_decay": weight_decay}]
+        groups = [
+            {
+                "name": "dit",
+                "params": [p for p in self.dit.parameters() if p.requires_grad],
+                "lr": lr,
+                "weight_decay": weight_decay,
+            }
+        ]
         if not self.text_encoder.frozen:
             params = [p for p in self.text_encoder.parameters() if p.requires_grad]
             groups.append({"name": "text_encoder", "params": params, "lr": text_lr, "weight_decay": weight_decay})
@@ -43,9 +49,16 @@ def build_model(cfg: Config, text_encoder: TextEncoder | None = None) -> T2SMode
         text_encoder = TextEncoder(tc.path, freeze=tc.freeze, max_length=tc.max_length, cache_size=tc.cache_size)
     else:
         _check_encoder_matches(text_encoder, tc)
-    dit = VideoDiT(DIT_SIZES[cfg.model.size], frames=cfg.data.frames, height=cfg.data.height, width=cfg.data.width,
-                   patch_size=cfg.model.patch_size, in_channels=3, text_dim=text_encoder.hidden_size,
-                   grad_checkpointing=cfg.model.grad_checkpointing)
+    dit = VideoDiT(
+        DIT_SIZES[cfg.model.size],
+        frames=cfg.data.frames,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        patch_size=cfg.model.patch_size,
+        in_channels=3,
+        text_dim=text_encoder.hidden_size,
+        grad_checkpointing=cfg.model.grad_checkpointing,
+    )
     return T2SModel(text_encoder, dit)
 
 
@@ -53,8 +66,12 @@ def _check_encoder_matches(enc: TextEncoder, tc) -> None:
     """A pre-loaded encoder must be the one the config describes (path, freeze, max_length)."""
     want_path = tc.path or default_text_encoder_path()
     if enc.frozen != tc.freeze:
-        raise ValueError(f"the given text encoder has frozen={enc.frozen} but text_encoder.freeze={tc.freeze}; "
-                         "load one with TextEncoder(freeze=cfg.text_encoder.freeze)")
+        raise ValueError(
+            f"the given text encoder has frozen={enc.frozen} but text_encoder.freeze={tc.freeze}; "
+            "load one with TextEncoder(freeze=cfg.text_encoder.freeze)"
+        )
     if enc.path != want_path or enc.max_length != tc.max_length:
-        raise ValueError(f"the given text encoder (path={enc.path!r}, max_length={enc.max_length}) is not the "
-                         f"configured one (text_encoder.path={want_path!r}, max_length={tc.max_length})")
+        raise ValueError(
+            f"the given text encoder (path={enc.path!r}, max_length={enc.max_length}) is not the "
+            f"configured one (text_encoder.path={want_path!r}, max_length={tc.max_length})"
+        )

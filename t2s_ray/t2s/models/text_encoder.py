@@ -65,7 +65,8 @@ def _load(path: str):
     if not os.path.isdir(path):
         raise FileNotFoundError(
             f"text_encoder.path={path!r} is not a directory; expected a local Hugging Face model "
-            "directory (config.json, weights, tokenizer files), or empty for the bundled all-MiniLM-L6-v2")
+            "directory (config.json, weights, tokenizer files), or empty for the bundled all-MiniLM-L6-v2"
+        )
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per trial is noise in Ray logs
     try:
@@ -74,7 +75,8 @@ def _load(path: str):
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(
             f"text_encoder.path={path!r}: cannot load a Hugging Face tokenizer and model from it ({e}); "
-            "expected a directory saved with save_pretrained(), or empty for the bundled all-MiniLM-L6-v2") from e
+            "expected a directory saved with save_pretrained(), or empty for the bundled all-MiniLM-L6-v2"
+        ) from e
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()
@@ -138,7 +140,7 @@ class TextEncoder(nn.Module):
         if not self.cache_size or not unique or len(unique) + len(self._cache) > self.cache_size:
             return 0
         for start in range(0, len(unique), self.PREFILL_CHUNK):
-            chunk = unique[start:start + self.PREFILL_CHUNK]
+            chunk = unique[start : start + self.PREFILL_CHUNK]
             out = self._encode(chunk)
             for text, tokens, mask in zip(chunk, out.tokens, out.mask):
                 self._cache[text] = tokens[mask].clone()  # unpadded, as a caption encoded alone is stored
@@ -169,8 +171,9 @@ class TextEncoder(nn.Module):
 
     def _encode(self, texts: list[str]) -> TextOutput:
         device = next(self.model.parameters()).device
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt").to(device)
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(device)
         with torch.no_grad() if self.frozen else contextlib.nullcontext():
             tokens = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         mask = batch["attention_mask"].bool()
