@@ -88,10 +88,14 @@ def study_trial(params: dict[str, Any]) -> None:
     gpu_ids = ray.get_gpu_ids()
     device = study.trial_device(cfg, gpu_ids)
     what = f"{params['ablation']} seed {params['seed']}"
-    trial_dir = artifact_dir()  # samples and step logs reach the experiment's storage from any node
+    # the trial's own files (samples, step logs, configs) reach the experiment from any node: written straight
+    # into its folder when the storage is a filesystem (local or shared), else into the working directory that
+    # Ray uploads at each checkpoint and before the trial ends (the driver's copy of a trial folder would only
+    # carry what was written on its node, and only later)
+    trial_dir = trial_storage_dir() or artifact_dir()
     node = {**node_facts(device, gpu_ids), "node/started_at": started_at}
-    sink = TuneSink(what, node, trial_dir)
-    with MemorySampler((trial_storage_dir() or trial_dir) / SAMPLER_CSV, device) as sampler:
+    sink = TuneSink(what, node, artifact_dir())  # a restored folder checkpoint is copied there
+    with MemorySampler(trial_dir / SAMPLER_CSV, device) as sampler:
 
         def on_step(step: int) -> dict[str, Any]:
             sampler.set_step(step)
