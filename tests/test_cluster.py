@@ -352,6 +352,8 @@ def test_a_sweep_joining_two_nodes_runs_its_trials_on_both(two_nodes, tmp_path):
         for name in ("result.json", "progress.csv", "params.json"):
             assert (trial / name).is_file(), trial / name
         assert list(trial.glob("checkpoint_*/state.pt")), f"no checkpoint in {trial}"
+        for name in ("samples.gif", "samples.npz", "gpu_memory.csv", "t2s_config.json"):  # from either node
+            assert (trial / name).is_file(), trial / name
         rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines() if line.strip()]
         assert rows[-1]["final"] == 1 and rows[-1]["step"] == 4, rows[-1]
         node_ids.add(rows[-1]["node/id"])
