@@ -20,9 +20,9 @@ import av
 import PIL
 from benchkit import time_cached_dataset, write_results
 
-from t2s_ray.config import DataConfig
 from t2s_ray.data import build_dataset
 from t2s_ray.data.corpus import CACHE_VERSION
+from t2s_ray.t2s.config import DataConfig
 
 
 def load_fixtures():

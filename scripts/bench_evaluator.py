@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from benchkit import write_results
 
-from t2s_ray.config import DataConfig
 from t2s_ray.data import build_dataset
 from t2s_ray.metrics.frechet import frechet_from_features
+from t2s_ray.t2s.config import DataConfig
 from t2s_ray.t2s.evaluator import (
     EVALUATOR_VERSION,
     EvaluatorConfig,

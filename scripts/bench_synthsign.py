@@ -10,8 +10,8 @@ import tempfile
 
 from benchkit import time_cached_dataset, write_results
 
-from t2s_ray.config import DataConfig
 from t2s_ray.data.synthsign import RENDER_VERSION, SynthSign
+from t2s_ray.t2s.config import DataConfig
 
 SHAPES = {"smoke": (8, 32, 32), "full": (16, 64, 64)}  # (frames, height, width) of the scales
 

@@ -14,9 +14,9 @@ import time
 import torch
 from benchkit import write_results
 
-from t2s_ray.ablations import resolve
 from t2s_ray.data import build_dataset
 from t2s_ray.metrics.efficiency import count_parameters, synchronize
+from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.models.sizes import DIT_SIZES
 from t2s_ray.t2s.training import TrainState, build_state, next_batch, time_train_steps
 

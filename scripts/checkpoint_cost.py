@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from benchkit import write_results
 
-from t2s_ray.ablations import resolve
+from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.training import build_state, save_state
 
 

@@ -16,9 +16,9 @@ import argparse
 from pathlib import Path
 
 from t2s_ray.checkpoint import read_meta
-from t2s_ray.config import Config
 from t2s_ray.data import build_dataset
 from t2s_ray.data.synthsign import GLOSSES
+from t2s_ray.t2s.config import Config
 from t2s_ray.t2s.sample import Column, SampleError, experiment_checkpoints, sample_checkpoint, write
 
 

@@ -32,12 +32,12 @@ from pathlib import Path
 import torch
 from benchkit import write_results
 
-from t2s_ray.ablations import resolve
 from t2s_ray.data import build_dataset
 from t2s_ray.metrics.efficiency import count_parameters, synchronize
 from t2s_ray.metrics.flops import count_flops, device_peak_flops, mfu
 from t2s_ray.metrics.memory import GIB, nvml_handle_or_reason
 from t2s_ray.metrics.sampler import CSV_NAME, GPU_STATUS, MemorySampler
+from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.models.sizes import DIT_SIZES
 from t2s_ray.t2s.training import autocast_dtype, build_state, next_batch, time_train_steps, train_step
 

@@ -10,9 +10,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from t2s_ray.config import DataConfig
 from t2s_ray.data.synthsign import GLOSSES, SynthSign
 from t2s_ray.data.video import save_gif
+from t2s_ray.t2s.config import DataConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "synthsign.gif"
 

@@ -17,9 +17,9 @@ import time
 import torch
 from benchkit import write_results
 
-from t2s_ray.ablations import resolve
 from t2s_ray.data import build_dataset
 from t2s_ray.data.video import save_gif
+from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.evaluation import default_evaluator_fn, evaluate
 from t2s_ray.t2s.training import build_state, train_loop
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from benchkit import write_results
 
-from t2s_ray.ablations import resolve
 from t2s_ray.io import atomic_dir
+from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.evaluator import (
     EVALUATOR_FILES,
     EVALUATOR_VERSION,

@@ -96,7 +96,7 @@ class AblationRunner:
     ):
         self.ablation, self.seed, self.scale, self.study = config_name, int(seed), experiment_scale, study
         if study is None:
-            from t2s_ray.ablations import resolve
+            from t2s_ray.t2s.ablations import resolve
 
             self.config = resolve(config_name, scale=experiment_scale, seed=self.seed)
             baseline, directions = "baseline", {}

@@ -17,7 +17,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from t2s_ray.ablations import (
+from t2s_ray.cluster import LOOPBACK, ClusterError
+from t2s_ray.outputs import FORMATS, INTERVALS, SWEEP_FILE, TRACKERS
+from t2s_ray.preflight import run_checks
+from t2s_ray.storage import Location, StorageError, cache_dir, local_copy, normalize, upload
+from t2s_ray.sweep import SweepError, resume_sweep, run_sweep
+from t2s_ray.sweep import dry_run as sweep_dry_run
+from t2s_ray.t2s.ablations import (
     CALIBRATION_ARM,
     CALIBRATION_CONTROL,
     CALIBRATION_GRADED,
@@ -26,13 +32,7 @@ from t2s_ray.ablations import (
     load_ablation_file,
     resolve,
 )
-from t2s_ray.cluster import LOOPBACK, ClusterError
-from t2s_ray.config import DEVICES, SCALES, ConfigError, flatten
-from t2s_ray.outputs import FORMATS, INTERVALS, SWEEP_FILE, TRACKERS
-from t2s_ray.preflight import run_checks
-from t2s_ray.storage import Location, StorageError, cache_dir, local_copy, normalize, upload
-from t2s_ray.sweep import SweepError, resume_sweep, run_sweep
-from t2s_ray.sweep import dry_run as sweep_dry_run
+from t2s_ray.t2s.config import DEVICES, SCALES, ConfigError, flatten
 from t2s_ray.t2s.sweep import BundledSweepSpec, absolutize_override, absolutize_spec
 from t2s_ray.trackers import TrackerError
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from t2s_ray.ablations import ABLATIONS, resolve
 from t2s_ray.cluster import detect_local_gpus, keep_ray_on_loopback
 from t2s_ray.storage import check_writable, normalize
+from t2s_ray.t2s.ablations import ABLATIONS, resolve
 
 # torch, Ray, the text encoder and the datasets are imported inside their checks: this module is
 # imported by the CLI, and they would cost seconds on every `t2s-ray --help`; Ray also must see the

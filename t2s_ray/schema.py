@@ -23,6 +23,10 @@ def _check(cond: bool, key: str, msg: str) -> None:
         raise ConfigError(f"{key}: {msg}")
 
 
+def _one_of(value: str, key: str, choices) -> None:
+    _check(value in choices, key, f"got {value!r}, expected one of {', '.join(map(repr, choices))}")
+
+
 # --- strict building and overriding ---------------------------------------------------------
 
 

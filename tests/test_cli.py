@@ -7,10 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 import t2s_ray.cli as cli
-from t2s_ray.ablations import resolve
 from t2s_ray.analysis import FORMATS
 from t2s_ray.cli import app
-from t2s_ray.config import SCALES
+from t2s_ray.t2s.ablations import resolve
+from t2s_ray.t2s.config import SCALES
 
 runner = CliRunner()
 

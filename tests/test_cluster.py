@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from t2s_ray.config import DataConfig
 from t2s_ray.data import DataNotVisible, check_layout, check_visible
 from t2s_ray.sweep import SweepError
+from t2s_ray.t2s.config import DataConfig
 from t2s_ray.t2s.sweep import prepare_cluster_data
 from tests.helpers import descendants, wait_for
 

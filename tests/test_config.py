@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from t2s_ray.ablations import ABLATIONS, load_ablation_file, resolve
-from t2s_ray.config import SCALES, Config, ConfigError, diff, parse_override
+from t2s_ray.t2s.ablations import ABLATIONS, load_ablation_file, resolve
+from t2s_ray.t2s.config import SCALES, Config, ConfigError, diff, parse_override
 
 
 @pytest.mark.parametrize("scale", list(SCALES))

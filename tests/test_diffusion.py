@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from t2s_ray.config import DiffusionConfig
+from t2s_ray.t2s.config import DiffusionConfig
 from t2s_ray.t2s.diffusion import GaussianDiffusion
 from t2s_ray.t2s.models.text_encoder import TextOutput
 

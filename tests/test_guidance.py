@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from t2s_ray.ablations import resolve
-from t2s_ray.config import Config, ConfigError, parse_override, trajectory_fields
 from t2s_ray.guidance import HEADLINE_SCALE_KEY, guidance_key, parse_guidance_key, scale_text
+from t2s_ray.t2s.ablations import resolve
+from t2s_ray.t2s.config import Config, ConfigError, parse_override, trajectory_fields
 
 # --------------------------------------------------------------------------- config and keys
 

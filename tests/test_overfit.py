@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from t2s_ray.ablations import resolve
 from t2s_ray.data.synthsign import GLOSSES, Style, render_clip
 from t2s_ray.data.video import to_model_input
+from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.evaluation import sample
 from t2s_ray.t2s.training import build_state, next_batch, train_step
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from t2s_ray.ablations import resolve
 from t2s_ray.cli import app
+from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.local import train_local
 from t2s_ray.t2s.sample import Column, resolve_source, write
 

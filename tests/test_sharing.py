@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import t2s_ray.analysis as an
-from t2s_ray.ablations import Ablation, resolve, training_groups
-from t2s_ray.config import Config, trajectory_fields
 from t2s_ray.data import build_dataset
 from t2s_ray.outputs import shared_key
+from t2s_ray.t2s.ablations import Ablation, resolve, training_groups
+from t2s_ray.t2s.config import Config, trajectory_fields
 from t2s_ray.t2s.evaluation import evaluate
 from t2s_ray.t2s.sweep import BundledSweepSpec
 from t2s_ray.t2s.training import TrainingError, build_state, member_state, next_batch, train_step, validation_loss

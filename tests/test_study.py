@@ -441,9 +441,9 @@ def test_the_report_shows_a_studys_configs_and_hash_from_its_trial_folders(tmp_p
 def test_the_bundled_model_is_a_study_resolving_its_trials_as_the_sweep_does():
     """`t2s_ray.t2s:study` (what the runner loads for a trial naming no study) resolves a trial's params, ablation
     files included, exactly as `ablations.resolve_params` does, and keeps device=cpu trials off their GPU."""
-    from t2s_ray.ablations import resolve_params
     from t2s_ray.outputs import DEFAULT_STUDY
     from t2s_ray.study import load_study
+    from t2s_ray.t2s.ablations import resolve_params
 
     study = load_study(DEFAULT_STUDY)
     params = {
@@ -695,12 +695,11 @@ def test_config_and_train_take_a_study_and_bad_input_is_exit_2(tmp_path, monkeyp
 
 
 def test_the_runner_the_sweep_and_the_analysis_import_nothing_of_the_bundled_study():
-    """The house rule: the generic parts run any study; the bundled one (t2s_ray.t2s, its config and ablation
-    registry) is reached only by reference (`outputs.DEFAULT_STUDY`)."""
+    """The house rule: the generic parts run any study; the bundled one (t2s_ray.t2s, with its config and
+    ablation registry) is reached only by reference (`outputs.DEFAULT_STUDY`)."""
     code = (
         "import sys, t2s_ray.runner, t2s_ray.sweep, t2s_ray.sweep.study, t2s_ray.analysis, t2s_ray.trackers\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('t2s_ray.t2s', 't2s_ray.config', "
-        "'t2s_ray.ablations'))))"
+        "print(sorted(m for m in sys.modules if m.startswith('t2s_ray.t2s')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr

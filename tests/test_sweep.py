@@ -372,7 +372,7 @@ def test_resume_with_a_corrupt_tuner_pkl_is_a_clear_error(tmp_path):
 def test_trial_assigned_a_gpu_without_cuda_fails_clearly(monkeypatch):
     import torch
 
-    from t2s_ray.ablations import resolve
+    from t2s_ray.t2s.ablations import resolve
     from t2s_ray.t2s.bundled import trial_device
     from t2s_ray.t2s.training import TrainingError
 

@@ -62,8 +62,8 @@ class OwnConfig:
 
 
 def _clips(cfg: OwnConfig, split: str):
-    from t2s_ray.config import DataConfig
     from t2s_ray.data import build_dataset
+    from t2s_ray.t2s.config import DataConfig
 
     return build_dataset(
         DataConfig(

@@ -11,8 +11,8 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from t2s_ray.config import DataConfig
 from t2s_ray.data.cache import SPLITS
+from t2s_ray.data.config import DataConfig
 from t2s_ray.data.corpus import Corpus, spec_path
 from t2s_ray.data.how2sign import How2Sign
 from t2s_ray.data.manifest import Manifest

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from t2s_ray.config import DataConfig
+from t2s_ray.data.config import DataConfig
 from t2s_ray.storage import cache_root as default_cache_root
 
 __all__ = ["SPLITS", "CachedSplit", "cache_root", "check_index", "locked", "read_cached", "take_batch"]

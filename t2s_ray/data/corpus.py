@@ -34,9 +34,9 @@ from typing import Any, ClassVar, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from t2s_ray.config import DataConfig
 from t2s_ray.data import decode
 from t2s_ray.data.cache import CachedSplit, cache_root, locked, read_cached
+from t2s_ray.data.config import DataConfig
 from t2s_ray.io import atomic_path
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from t2s_ray.config import DataConfig
 from t2s_ray.data.cache import SPLITS, CachedSplit, cache_root, read_cached
 from t2s_ray.data.cache import locked as _locked
+from t2s_ray.data.config import DataConfig
 from t2s_ray.io import atomic_path as _atomic_path
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from t2s_ray.ablations import ABLATIONS, get_ablation, params_ablations, resolve, resolve_params
-from t2s_ray.config import SCALES, Config, ConfigError, flatten, trajectory_fields
 from t2s_ray.study import Session, Study, StudyError
+from t2s_ray.t2s.ablations import ABLATIONS, get_ablation, params_ablations, resolve, resolve_params
+from t2s_ray.t2s.config import SCALES, Config, ConfigError, flatten, trajectory_fields
 
 REPORT_KEYS = ("step", "loss")
 """What `train_loop`'s report gives `Session.log_step` as its arguments; the rest are its scalars."""

@@ -21,12 +21,12 @@ from typing import Any
 
 import pandas as pd
 
-from t2s_ray.ablations import CALIBRATION_ARM as ARM
-from t2s_ray.ablations import CALIBRATION_CONTROL as CONTROL
-from t2s_ray.ablations import CALIBRATION_GRADED as GRADED
 from t2s_ray.analysis import load_trials, select_trials
 from t2s_ray.io import write_text_atomic
 from t2s_ray.stats import BETTER, Paired, by_seed, mde, paired, verdict
+from t2s_ray.t2s.ablations import CALIBRATION_ARM as ARM
+from t2s_ray.t2s.ablations import CALIBRATION_CONTROL as CONTROL
+from t2s_ray.t2s.ablations import CALIBRATION_GRADED as GRADED
 
 METRIC = "eval/text_alignment"
 CHANCE = "eval/text_alignment_chance"

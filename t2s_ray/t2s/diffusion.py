@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from t2s_ray.config import PREDICTIONS, SCHEDULES, DiffusionConfig
+from t2s_ray.t2s.config import PREDICTIONS, SCHEDULES, DiffusionConfig
 from t2s_ray.t2s.models.text_encoder import TextOutput
 
 

@@ -26,7 +26,6 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from t2s_ray.config import DataConfig
 from t2s_ray.data import build_dataset
 from t2s_ray.data.cache import locked
 from t2s_ray.data.synthsign import Style, cache_root, render_clip, sentences_of, vocabulary
@@ -34,6 +33,7 @@ from t2s_ray.data.synthsign import cache_key as synthsign_key
 from t2s_ray.data.video import to_model_input
 from t2s_ray.io import atomic_path
 from t2s_ray.metrics.text_alignment import gloss_accuracy, text_alignment
+from t2s_ray.t2s.config import DataConfig
 from t2s_ray.t2s.models.gloss_classifier import GlossClassifier, GlossClassifierArch, ctc_decode, ctc_loss
 from t2s_ray.t2s.training import lr_factor
 

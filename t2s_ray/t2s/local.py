@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from t2s_ray.checkpoint import prune_checkpoints
-from t2s_ray.config import Config, ConfigError
 from t2s_ray.io import atomic_path, write_text_atomic
+from t2s_ray.t2s.config import Config, ConfigError
 from t2s_ray.t2s.training import TrainState, build_state, restore_latest, save_state, train_loop
 
 
@@ -107,8 +107,8 @@ def train_local(
 def evaluate_checkpoint(checkpoint: Path, overrides: list[str], out: Optional[Path]) -> tuple[dict, Path]:
     """Load a checkpoint (any of `t2s-ray train`'s or a sweep's), evaluate it, write the metrics as JSON."""
     from t2s_ray.checkpoint import read_meta
-    from t2s_ray.config import merge, parse_override
     from t2s_ray.data import build_dataset
+    from t2s_ray.t2s.config import merge, parse_override
     from t2s_ray.t2s.evaluation import evaluate
     from t2s_ray.t2s.training import load_state
 

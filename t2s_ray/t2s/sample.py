@@ -23,11 +23,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from t2s_ray.ablations import resolve_params
 from t2s_ray.checkpoint import META_FILE, list_checkpoints, read_meta
-from t2s_ray.config import Config, merge, parse_override
 from t2s_ray.data.video import save_gif, save_mp4, to_uint8
 from t2s_ray.outputs import ablation_of
+from t2s_ray.t2s.ablations import resolve_params
+from t2s_ray.t2s.config import Config, merge, parse_override
 
 WRITERS = {".gif": save_gif, ".mp4": save_mp4}
 """Output formats by suffix: GIF through Pillow, MP4 (H.264) through PyAV; both show the same grid."""

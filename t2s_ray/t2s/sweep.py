@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from t2s_ray.ablations import DEFAULT_ABLATIONS, Ablation, get_ablation, resolve, training_groups
-from t2s_ray.config import DEFAULT_SEEDS, Config, diff
 from t2s_ray.outputs import ARMS_PARAM, GRID_PARAM, grid_override
 from t2s_ray.plan import Probe, TrainingGroup
 from t2s_ray.sweep.spec import SweepError, SweepSpec, parse_grid
 from t2s_ray.sweep.validate import validate_options, validate_storage
+from t2s_ray.t2s.ablations import DEFAULT_ABLATIONS, Ablation, get_ablation, resolve, training_groups
+from t2s_ray.t2s.config import DEFAULT_SEEDS, Config, diff
 
 GRID_RESERVED = {"ablation": "--ablations", "seed": "--seeds", "scale": "--scale", "data.spec": "--data"}
 """Config keys that are sweep axes or settings of their own, not `--grid` axes (the option to use instead)."""

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from t2s_ray.checkpoint import CheckpointError, list_checkpoints, read_checkpoint, write_checkpoint
-from t2s_ray.config import Config, trajectory_fields
 from t2s_ray.data.video import to_model_input
 from t2s_ray.metrics.efficiency import synchronize
 from t2s_ray.metrics.flops import count_flops, device_peak_flops, flops_metrics
 from t2s_ray.metrics.memory import memory_metrics
+from t2s_ray.t2s.config import Config, trajectory_fields
 from t2s_ray.t2s.diffusion import GaussianDiffusion
 from t2s_ray.t2s.ema import EMA
 from t2s_ray.t2s.models.t2s import T2SModel, build_model

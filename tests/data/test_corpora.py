@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from t2s_ray.ablations import resolve
-from t2s_ray.config import DataConfig
 from t2s_ray.data import DATASETS, build_dataset, decode
 from t2s_ray.data.corpus import max_skipped
 from t2s_ray.data.decode import ClipError, decode_clip, resize_crop, sample_indices
 from t2s_ray.data.how2sign import How2Sign
 from t2s_ray.data.manifest import Manifest
 from t2s_ray.data.phoenix import Phoenix
+from t2s_ray.t2s.ablations import resolve
+from t2s_ray.t2s.config import DataConfig
 from tests.data import fixtures as fx
 
 COUNTS = {"train": 4, "val": 2, "test": 1}

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from t2s_ray.config import DataConfig
 from t2s_ray.data import DATASETS, SPLITS, build_dataset, synthsign
 from t2s_ray.data.synthsign import GLOSSES, SIGNS, SynthSign, caption, gloss_word, render_clip, split_sentences
 from t2s_ray.data.video import save_gif, to_model_input, to_uint8
+from t2s_ray.t2s.config import DataConfig
 
 
 def tiny(tmp_path, **kw) -> DataConfig:
@@ -292,8 +292,8 @@ def test_motion_scale_moves_the_hands_further():
 
 
 def test_knobs_are_in_the_cache_key_and_the_data(tmp_path):
-    from t2s_ray.config import DataConfig
     from t2s_ray.data.synthsign import cache_key, vocabulary
+    from t2s_ray.t2s.config import DataConfig
 
     base = DataConfig(cache_dir=str(tmp_path), train_clips=16, eval_clips=8, frames=4, height=16, width=16)
     small = DataConfig(**{**base.__dict__, "vocabulary": 4, "max_glosses": 1, "signers": 1, "split_by": "clip"})
@@ -303,7 +303,7 @@ def test_knobs_are_in_the_cache_key_and_the_data(tmp_path):
 
 
 def test_references_are_other_renders_of_the_same_sentence(tmp_path):
-    from t2s_ray.config import DataConfig
+    from t2s_ray.t2s.config import DataConfig
 
     ds = SynthSign(
         DataConfig(cache_dir=str(tmp_path), train_clips=8, eval_clips=4, frames=4, height=16, width=16), "val"

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from t2s_ray.ablations import resolve
 from t2s_ray.metrics import flops
 from t2s_ray.metrics.flops import count_flops, device_peak_flops, flops_metrics, mfu, peak_for_name
 from t2s_ray.t2s import training
+from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.training import build_state, train_loop
 
 TINY = [

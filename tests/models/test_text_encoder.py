@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from t2s_ray.ablations import resolve
 from t2s_ray.metrics.efficiency import count_parameters
+from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.models.t2s import build_model
 from t2s_ray.t2s.models.text_encoder import TextEncoder, TextOutput, default_text_encoder_path, masked_mean
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from t2s_ray.config import Config
+from t2s_ray.t2s.config import Config
 from t2s_ray.t2s.models.dit import VideoDiT
 from t2s_ray.t2s.models.sizes import DIT_SIZES
 from t2s_ray.t2s.models.text_encoder import TextEncoder, TextOutput, default_text_encoder_path

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from t2s_ray.config import SCALES, Config, ConfigError, merge, parse_override
 from t2s_ray.outputs import GRID_PARAM, grid_override  # noqa: F401 (grid_override: re-exported)
 from t2s_ray.plan import TrainingGroup
+from t2s_ray.t2s.config import SCALES, Config, ConfigError, merge, parse_override
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -200,7 +200,7 @@ def training_groups(configs: Mapping[str, Config], share: bool = True) -> list[T
     setting: ablations whose EMAs are both on but differ (e.g. another decay) train separately.
     With `share=False` every ablation is its own group. Groups come in the order of their first member.
     """
-    from t2s_ray.config import trajectory_fields
+    from t2s_ray.t2s.config import trajectory_fields
 
     groups: list[tuple[str, dict | None, list[str]]] = []  # (trajectory key, enabled EMA, members)
     for name, cfg in configs.items():
