@@ -150,7 +150,8 @@ def render(cal: Calibration) -> str:
             "",
             f"graded control ({GRADED}, a small known effect): {ARM} − {GRADED} = {cell(g.mean_diff)} (95 % CI "
             f"[{cell(g.ci_low)}, {cell(g.ci_high)}], {g.test} p = {g.p:.2g}, n = {g.n}) → {cal.graded_verdict}; "
-            f"minimum detectable effect at this n: {cell(cal.graded_mde)} "
+            f"minimum detectable effect at this n (80 % power, α = 0.05 for this one comparison; the analysis's "
+            f"tables correct α over their primary comparisons): {cell(cal.graded_mde)} "
             + (
                 "(detected)"
                 if cal.graded_detected
