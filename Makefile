@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test calibrate clean gpu-check
+.PHONY: install demo test test-fast calibrate clean gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/t2s-ray sweep --gpus 0 --scale smoke --storage ./results --name demo-$$(date +%Y%m%d-%H%M%S)
 
+# The full suite (what CI runs); test-fast, the inner loop, leaves out the end-to-end tests marked slow (those that
+# start Ray or train for more than a few seconds). Both list their 15 slowest tests.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@$(BIN)/python -m pytest -q; rc=$$?; \
+	@$(BIN)/python -m pytest -q --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (a failure)" >&2; fi; exit $$rc
+
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@$(BIN)/python -m pytest -q -m "not slow" --durations=15; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests (a failure)" >&2; fi; exit $$rc
 
 # The known-effect check: baseline vs the no_text control x 3 seeds at the small scale (2 CPU cores: ~12 min).
 calibrate: $(STAMP)
