@@ -1,4 +1,5 @@
-"""The `t2s-ray` command line: parses options and delegates; no logic of its own.
+"""The `t2s-ray` command line: parses options, delegates, and turns what comes back into output and exit codes
+(after a sweep: its tables, the upload of a remote experiment's, and the exit code of its trials' outcome).
 
 Exit codes, for every command: 0 done, 2 bad input (one line on stderr, nothing written),
 1 a run that failed, 130 interrupted (Ctrl+C).
@@ -438,8 +439,8 @@ def sweep_cmd(
     ] = None,
 ) -> None:
     """Run every ablation x seed as a Ray Tune grid, one GPU per trial, then print the comparison table."""
-    cpus = _cpus_option(cpus_per_trial)
-    gpus_each = _cpus_option(gpus_per_trial, "--gpus-per-trial")
+    cpus = _resource_option(cpus_per_trial)
+    gpus_each = _resource_option(gpus_per_trial, "--gpus-per-trial")
     if (effect is None) != (pilot is None) or (effect is not None and not dry_run):
         raise fail(
             "--effect and --pilot go together, with --dry-run: e.g. --dry-run --effect 1% --pilot "
@@ -521,7 +522,7 @@ def _bundled_scale(scale: Optional[str]) -> str:
     return scale
 
 
-def _cpus_option(value: str, option: str = "--cpus-per-trial") -> Optional[float]:
+def _resource_option(value: str, option: str = "--cpus-per-trial") -> Optional[float]:
     """`--cpus-per-trial`/`--gpus-per-trial`: None for auto, else a positive number; exit 2 otherwise."""
     if value.strip().lower() == "auto":
         return None
@@ -643,7 +644,7 @@ def calibrate_cmd(
             steps=steps,
             overrides=tuple(set_ or []),
             gpus=gpus,
-            cpus_per_trial=_cpus_option(cpus_per_trial),
+            cpus_per_trial=_resource_option(cpus_per_trial),
             storage=storage,
             quiet=quiet,
             dashboard=False,
@@ -692,9 +693,9 @@ def _finish(outcome) -> Path:
     and returns), else 1 when any errored.
     """
     exp = outcome.experiment_dir
-    unfinished = outcome.num_trials - outcome.num_terminated - outcome.num_errors
+    unfinished = outcome.num_trials - outcome.num_finished - outcome.num_errors
     console.print(
-        f"\nexperiment: {exp}\ntrials: {outcome.num_terminated} finished, {outcome.num_errors} errored, "
+        f"\nexperiment: {exp}\ntrials: {outcome.num_finished} finished, {outcome.num_errors} errored, "
         f"{unfinished} interrupted or not started (of {outcome.num_trials}); wall {outcome.wall_s:.0f} s, "
         f"Ray start-up {outcome.ray_start_s:.1f} s",
         highlight=False,

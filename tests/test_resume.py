@@ -98,7 +98,7 @@ def reference(fake_gpu_ray, tmp_path_factory):
     """An uninterrupted run of the same (ablation, seed)."""
     root = tmp_path_factory.mktemp("resume")
     outcome = run_sweep(_spec(root, "reference"))
-    assert outcome.num_terminated == 1
+    assert outcome.num_finished == 1
     trial = _trial_dir(outcome.experiment_dir)
     return root, _final_weights(trial), _rows(trial)[-1]["final_loss"]
 
@@ -127,7 +127,7 @@ def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference):
     killer.join(5)
     assert "pid" in killed, "the trial finished before it could be killed"
     assert killed["step"] < 40
-    assert (outcome.num_terminated, outcome.num_errors) == (1, 0)
+    assert (outcome.num_finished, outcome.num_errors) == (1, 0)
     trial = _trial_dir(outcome.experiment_dir)
     rows = _rows(trial)
     restarts = [r for r in rows if r.get("iterations_since_restore") == 1]
@@ -219,7 +219,7 @@ if what == "sweep":
                                overrides=overrides))
 else:
     o = resume_sweep(root / "gpus", quiet=True)
-    print(f"resumed: {o.num_terminated} finished, {o.num_errors} errored")
+    print(f"resumed: {o.num_finished} finished, {o.num_errors} errored")
 """
 
 
@@ -321,7 +321,7 @@ from t2s_ray.sweep import run_sweep
 from t2s_ray.t2s.sweep import BundledSweepSpec
 o = run_sweep(BundledSweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
                                name=sys.argv[2], quiet=True, max_failures=2, overrides=tuple(sys.argv[3:])))
-print(f"swept: {o.num_terminated} finished, {o.num_errors} errored")
+print(f"swept: {o.num_finished} finished, {o.num_errors} errored")
 """
 
 

@@ -515,7 +515,7 @@ from t2s_ray.sweep import run_sweep
 o = run_sweep(StudySweepSpec(study="examples.own_model.study:study", ablations=tuple(sys.argv[3].split(",")),
                              seeds=int(sys.argv[4]), scale="tiny", gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
                              name=sys.argv[2], quiet=True, max_failures=2, overrides=tuple(sys.argv[5:])))
-print(f"swept: {o.num_terminated} finished, {o.num_errors} errored")
+print(f"swept: {o.num_finished} finished, {o.num_errors} errored")
 """
 
 
@@ -627,7 +627,7 @@ from t2s_ray.sweep.study import StudySweepSpec
 from t2s_ray.sweep import run_sweep
 o = run_sweep(StudySweepSpec(study="faulty_study:study", seeds=1, gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
                              name="faulty", quiet=True, max_failures=0))
-print(f"swept: {o.num_terminated} finished, {o.num_errors} errored")
+print(f"swept: {o.num_finished} finished, {o.num_errors} errored")
 """
 
 

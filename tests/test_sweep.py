@@ -91,7 +91,7 @@ def grid_sweep(fake_gpu_ray, tmp_path_factory):
 def test_grid_sweep_crosses_its_axis_and_compares_with_the_baseline_at_the_same_value(grid_sweep, tmp_path):
     outcome, said = grid_sweep
     assert any("x 2 training.lr = 2 trial(s)" in line for line in said), said
-    assert (outcome.num_trials, outcome.num_terminated) == (2, 2)
+    assert (outcome.num_trials, outcome.num_finished) == (2, 2)
     trials = sorted(p for p in outcome.experiment_dir.iterdir() if p.is_dir() and "_seed0_" in p.name)
     assert [t.name.split("_seed0_")[1].split("_")[0] for t in trials] == ["lr=0.0001", "lr=0.003"]
     params = [json.loads((t / "params.json").read_text()) for t in trials]
@@ -126,7 +126,7 @@ def test_grid_sweep_crosses_its_axis_and_compares_with_the_baseline_at_the_same_
 def test_shared_training_runs_one_trial_and_reports_both_ablations(shared_sweep, tmp_path):
     outcome, said = shared_sweep
     assert any("baseline + no_ema: trained once" in line for line in said), said
-    assert (outcome.num_trials, outcome.num_terminated) == (1, 1)
+    assert (outcome.num_trials, outcome.num_finished) == (1, 1)
     (trial,) = [p for p in outcome.experiment_dir.iterdir() if p.is_dir() and "_seed0_" in p.name]
     final = _rows(trial)[-1]
     assert final["final"] == 1 and "shared/no_ema/eval/fvd_synthsign" in final and "shared/no_ema/val_loss" in final
@@ -170,7 +170,7 @@ def _rows(trial_dir: Path) -> list[dict]:
 @pytest.mark.slow
 def test_three_trials_run_concurrently_on_distinct_fake_gpus(finished_sweep):
     o = finished_sweep
-    assert (o.num_trials, o.num_terminated, o.num_errors) == (3, 3, 0)
+    assert (o.num_trials, o.num_finished, o.num_errors) == (3, 3, 0)
     trial_dirs = sorted(p for p in o.experiment_dir.iterdir() if p.is_dir() and "_seed0_" in p.name)
     assert sorted(d.name.split("_seed")[0] for d in trial_dirs) == ["baseline", "no_ema", "text_finetuned"]
     spans, gpu_ids = [], set()

@@ -224,7 +224,7 @@ def test_a_sweep_logs_every_trial_to_mlflow(tracked_sweep):
     from mlflow.tracking import MlflowClient
 
     outcome, root = tracked_sweep
-    assert (outcome.num_trials, outcome.num_errors, outcome.num_terminated) == (1, 0, 1)
+    assert (outcome.num_trials, outcome.num_errors, outcome.num_finished) == (1, 0, 1)
     client = MlflowClient(tracking_uri=(root / "mlruns").as_uri())
     (run,) = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
     assert run.info.status == "FINISHED"

@@ -120,7 +120,8 @@ class SweepOutcome:
     """The experiment folder, or its URI for remote storage."""
     num_trials: int
     num_errors: int
-    num_terminated: int
+    num_finished: int
+    """Trials with their final report (their evaluation): Tune calls a trial it stopped on Ctrl+C terminated too."""
     wall_s: float
     ray_start_s: float
 

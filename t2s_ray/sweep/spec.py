@@ -27,8 +27,10 @@ class SweepError(ValueError):
 
 @dataclass
 class SweepSpec:
-    """What the user asked for, before anything runs: the options of `t2s-ray sweep` that every study has. A study's
-    spec subclasses it and fills in the hooks that raise `NotImplementedError` here."""
+    """What the user asked for: the options of `t2s-ray sweep` that every study has. A study's spec subclasses it
+    and fills in the hooks that raise `NotImplementedError` here. `run_sweep` fills in what it decides once Ray
+    is up: `gpus` (None: every GPU of the cluster), `cpus_per_trial` (auto), `max_concurrent` (on a cluster) and,
+    with `--gpus-per-trial auto`, `gpus_per_trial`."""
 
     ablations: tuple[str, ...] = ()
     seeds: Optional[int] = None

@@ -8,7 +8,7 @@ Nothing else in the code branches on an ablation's name; the model and trainer r
 JSON or TOML file:
 
     [my_cosine_eps]
-    description = "epsilon prediction instead of v"
+    description = "the network predicts the noise (eps) instead of the clean clip (x)"
     overrides = { diffusion = { prediction = "eps" } }
     primary = ["distribution"]          # optional: the metric(s) its question is decided on
 """
