@@ -22,7 +22,7 @@ from benchkit import write_results
 from t2s_ray.data import build_dataset
 from t2s_ray.metrics.frechet import frechet_from_features
 from t2s_ray.t2s.config import DataConfig
-from t2s_ray.t2s.evaluator import (
+from t2s_ray.t2s.gloss_evaluator import (
     EVALUATOR_VERSION,
     EvaluatorConfig,
     clip_features,

@@ -6,7 +6,7 @@
 Each scale's evaluator (the one `resolve("baseline", scale, 0, [])` asks for) is trained on CPU
 in a fresh temp cache, never from the shipped copy. Writing replaces the package folder whole:
 `<key>/{model.pt,report.json}` plus `manifest.json` (key -> scale, sha256 of each file), which
-`t2s_ray.t2s.evaluator` checks before copying a shipped evaluator into a user's cache. Rerun it after
+`t2s_ray.t2s.gloss_evaluator` checks before copying a shipped evaluator into a user's cache. Rerun it after
 any change to the evaluator's key (EVALUATOR_VERSION, EvaluatorConfig, a scale's data or eval
 fields, SynthSign's rendering): `tests/test_evaluator.py` fails until the manifest covers the new keys.
 `--verify` exits 1 if a retrained evaluator reads the test clips differently from the shipped one.
@@ -29,7 +29,7 @@ from benchkit import write_results
 
 from t2s_ray.io import atomic_dir
 from t2s_ray.t2s.ablations import resolve
-from t2s_ray.t2s.evaluator import (
+from t2s_ray.t2s.gloss_evaluator import (
     EVALUATOR_FILES,
     EVALUATOR_VERSION,
     SHIPPED_DIR,

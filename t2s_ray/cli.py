@@ -222,7 +222,7 @@ def train_cmd(
 ) -> None:
     """Train one (ablation, seed) in this process, without Ray, and checkpoint it like a sweep trial."""
     from t2s_ray.checkpoint import CheckpointError
-    from t2s_ray.t2s.local import train_local
+    from t2s_ray.t2s.in_process import train_local
     from t2s_ray.t2s.training import TrainingError
 
     if study is not None:
@@ -859,7 +859,7 @@ def evaluate_cmd(
 ) -> None:
     """Sample the fixed caption set from a checkpoint's evaluated weights and compute every metric."""
     from t2s_ray.checkpoint import CheckpointError
-    from t2s_ray.t2s.local import evaluate_checkpoint
+    from t2s_ray.t2s.in_process import evaluate_checkpoint
     from t2s_ray.t2s.training import TrainingError
 
     overrides = [f"device={device.value}"]
@@ -1009,7 +1009,7 @@ def train_evaluator_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Train (or find cached) the SynthSign gloss classifier behind eval/fvd_synthsign and eval/text_alignment."""
-    from t2s_ray.t2s.evaluator import EvaluatorUnavailable, evaluator_config, train_evaluator
+    from t2s_ray.t2s.gloss_evaluator import EvaluatorUnavailable, evaluator_config, train_evaluator
 
     try:
         cfg = resolve("baseline", scale.value, 0, set_ or [])

@@ -65,7 +65,7 @@ def _sets(extra=()):
 
 def test_train_then_evaluate_through_the_cli(tmp_path, monkeypatch):
     import t2s_ray.t2s.evaluation as evaluation
-    from t2s_ray.t2s.evaluator import EvaluatorUnavailable
+    from t2s_ray.t2s.gloss_evaluator import EvaluatorUnavailable
 
     def no_evaluator(eval_cfg):
         def fn(data_cfg, device):
@@ -161,12 +161,12 @@ def test_train_out_must_be_writable(tmp_path, monkeypatch, where):
 
 
 def test_train_ctrl_c_exits_130(tmp_path, monkeypatch):
-    import t2s_ray.t2s.local
+    import t2s_ray.t2s.in_process
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(t2s_ray.t2s.local, "train_local", interrupted)
+    monkeypatch.setattr(t2s_ray.t2s.in_process, "train_local", interrupted)
     r = runner.invoke(app, ["train", "baseline", "--out", str(tmp_path / "run")])
     assert r.exit_code == 130 and "run the same command again" in r.output
 

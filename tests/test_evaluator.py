@@ -13,10 +13,10 @@ from t2s_ray.data import build_dataset
 from t2s_ray.data.synthsign import GLOSSES, split_sentences
 from t2s_ray.data.video import to_model_input
 from t2s_ray.metrics.text_alignment import gloss_accuracy, text_alignment
-from t2s_ray.t2s import evaluator
+from t2s_ray.t2s import gloss_evaluator as evaluator
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.config import DataConfig
-from t2s_ray.t2s.evaluator import (
+from t2s_ray.t2s.gloss_evaluator import (
     EvaluatorConfig,
     EvaluatorUnavailable,
     evaluator_config,

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from t2s_ray.cli import app
 from t2s_ray.t2s.ablations import resolve
-from t2s_ray.t2s.local import train_local
+from t2s_ray.t2s.in_process import train_local
 from t2s_ray.t2s.sample import Column, resolve_source, write
 
 runner = CliRunner()

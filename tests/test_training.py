@@ -12,7 +12,7 @@ import torch
 
 from t2s_ray.checkpoint import CheckpointError, list_checkpoints, read_checkpoint
 from t2s_ray.t2s.ablations import resolve
-from t2s_ray.t2s.local import train_local
+from t2s_ray.t2s.in_process import train_local
 from t2s_ray.t2s.training import (
     TrainingError,
     build_state,

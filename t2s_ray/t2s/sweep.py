@@ -212,7 +212,7 @@ def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
 
     Otherwise the first trial would train it on its one CPU while the others wait on its lock.
     """
-    from t2s_ray.t2s.evaluator import evaluator_config, evaluator_dir, shipped_evaluators, train_evaluator
+    from t2s_ray.t2s.gloss_evaluator import evaluator_config, evaluator_dir, shipped_evaluators, train_evaluator
 
     seen = set()
     for cfg in configs:

@@ -312,7 +312,7 @@ def test_empty_train_split_raises(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["how2sign", "phoenix", "manifest"])
 def test_smoke_training_on_each_format(fmt, how2sign_root, phoenix_release, manifest_csv, tmp_path, text_encoder):
-    from t2s_ray.t2s.local import train_local
+    from t2s_ray.t2s.in_process import train_local
 
     arg = {"how2sign": how2sign_root, "phoenix": phoenix_release, "manifest": manifest_csv}[fmt]
     cfg = resolve(
