@@ -733,9 +733,8 @@ def test_a_primary_effect_at_3_seeds_is_found_beside_many_secondary_metrics():
     assert c.loc["final_loss", "verdict"] == "loss: no verdict" and math.isnan(c.loc["final_loss", "p_holm"])
     assert not any(v in ("better", "worse") for m, v in c["verdict"].items() if m.startswith("eval/x"))
     # mde: the effect the paired t finds 80 % of the time at n = 3, this sd, alpha 0.05 (a family of one)
-    from scipy.stats import t
 
-    assert ta["mde"] == pytest.approx((t.ppf(0.975, 2) + t.ppf(0.8, 2)) * 0.01 / math.sqrt(3))
+    assert _t_power(3, 0.05, ta["mde"], ta["sd_diff"]) == pytest.approx(0.8, abs=1e-4)  # the MDE: 80 % power
 
 
 def test_an_arm_without_a_declared_primary_gets_only_exploratory_verdicts_and_primary_overrides():
@@ -783,7 +782,7 @@ def test_no_detectable_difference_says_what_could_be_seen_and_with_how_many_seed
     c = an.comparison_stats(selected).iloc[0]
     sd = float(np.std([0.05, -0.04, 0.01], ddof=1))
     assert c["verdict"] == "no detectable difference" and c["sd_diff"] == pytest.approx(sd)
-    assert c["mde"] == pytest.approx((t.ppf(0.975, 2) + t.ppf(0.8, 2)) * sd / math.sqrt(3))
+    assert _t_power(3, 0.05, c["mde"], sd) == pytest.approx(0.8, abs=1e-4)  # the MDE: 80 % power at n = 3
     k = an.stats.seeds_for(c["mde"] / 2, sd)
     assert k > 3 and (t.ppf(0.975, k - 1) + t.ppf(0.8, k - 1)) * sd / math.sqrt(k) <= c["mde"] / 2
     line = f"differences below {c['mde']:.3g} cannot be seen with 3 seeds; ~{k} seeds would see {c['mde'] / 2:.3g}"
@@ -909,3 +908,11 @@ def test_a_result_json_cut_short_is_recovered_from_progress_csv_and_named(tmp_pa
     _, output = _analyze(exp)
     assert "progress.csv holds nothing more" in output.replace("\n", " ")
     assert "DAMAGED: (text_finetuned, seed 1)" in (exp / an.REPORT_TXT).read_text()
+
+
+def _t_power(n: int, alpha: float, effect: float, sd: float) -> float:
+    """The two-sided paired t-test's power at a true mean difference `effect` (noncentral t, computed here)."""
+    from scipy.stats import nct, t
+
+    crit, nc = t.ppf(1 - alpha / 2, n - 1), effect / (sd / math.sqrt(n))
+    return float(nct.sf(crit, n - 1, nc) + nct.cdf(-crit, n - 1, nc))

@@ -62,13 +62,12 @@ def _with_graded(trials, values):
 
 
 def test_the_graded_control_is_reported_detected_or_not_with_its_mde():
-    from scipy.stats import t
 
     arm, control = [0.55, 0.62, 0.50], [0.14, 0.11, 0.16]
     small = judge(_with_graded(_trials(arm, control), [0.52, 0.585, 0.47]))  # -0.03 +- 0.005 on every seed
     assert small.passed and small.graded_detected and small.graded_result.n == 3
     sd = small.graded_result.sd_diff
-    assert small.graded_mde == pytest.approx((t.ppf(0.975, 2) + t.ppf(0.8, 2)) * sd / math.sqrt(3))
+    assert _t_power(3, 0.05, small.graded_mde, sd) == pytest.approx(0.8, abs=1e-4)  # the MDE: 80 % power
     assert "graded control (few_sampling_steps" in render(small) and "(detected)" in render(small)
     body = small.to_dict()["graded"]
     assert body["detected"] is True and body["control"] == "few_sampling_steps"
@@ -133,3 +132,11 @@ def test_reduced_calibration_runs_the_whole_chain(fake_gpu_ray, tmp_path):
         assert sorted(values) == ["0", "1"] and all(0 <= v <= 1 for v in values.values())
     assert 0 < body["chance"] <= 1 and body["passed"] is False and body["n"] == 2
     assert not math.isnan(body["mean_diff"])
+
+
+def _t_power(n: int, alpha: float, effect: float, sd: float) -> float:
+    """The two-sided paired t-test's power at a true mean difference `effect` (noncentral t, computed here)."""
+    from scipy.stats import nct, t
+
+    crit, nc = t.ppf(1 - alpha / 2, n - 1), effect / (sd / math.sqrt(n))
+    return float(nct.sf(crit, n - 1, nc) + nct.cdf(-crit, n - 1, nc))
