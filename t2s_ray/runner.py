@@ -30,7 +30,6 @@ from t2s_ray.study import (
     Session,
     SessionCheckpointLoader,
     load_study,
-    resolve_trial,
     train_and_score,
     write_session_checkpoint,
     write_trial_configs,
@@ -84,7 +83,7 @@ def study_trial(params: dict[str, Any]) -> None:
     started_at = time.time()
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     study = load_study(params.get(STUDY_PARAM) or DEFAULT_STUDY)
-    cfg = resolve_trial(study, params)
+    cfg = study.trial_config(params)
     gpu_ids = ray.get_gpu_ids()
     device = study.trial_device(cfg, gpu_ids)
     what = f"{params['ablation']} seed {params['seed']}"
@@ -112,7 +111,7 @@ def study_trial(params: dict[str, Any]) -> None:
             progress=sampler.set_step,
             node=f"Ray node {node['node/id']} ({node['node/hostname']})",
         )
-        members = {m: resolve_trial(study, params, m) for m in shared_members(params)}
+        members = {m: study.trial_config(params, m) for m in shared_members(params)}
         write_trial_configs(study, trial_dir, cfg, members)
         try:
             final = train_and_score(study, cfg, session, members)

@@ -198,3 +198,10 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[prefix + k] = v
     return out
+
+
+def changed(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two nested config dicts: `{key: (a_value, b_value)}` (a key
+    missing from `b` counts as None there)."""
+    fa, fb = flatten(a), flatten(b)
+    return {k: (fa[k], fb.get(k)) for k in fa if fa[k] != fb.get(k) and k not in ignore}

@@ -15,6 +15,7 @@ import inspect
 import json
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -33,7 +34,6 @@ __all__ = [
     "Study",
     "StudyError",
     "load_study",
-    "resolve_trial",
     "train_and_score",
     "with_seed",
 ]
@@ -398,8 +398,6 @@ class Session:
         node: str | None = None,
     ):
         self.ablation, self.seed, self.device, self.trial_dir = ablation, seed, device, Path(trial_dir)
-        import socket
-
         self.node = node or f"host {socket.gethostname()}"  # where it runs, for messages that must say so
         self._sink, self._every, self._on_step, self._progress = sink, report_every, on_step, progress
         self._pending: dict[str, Any] | None = None  # a report due at the last log_step, sent with what follows
@@ -641,12 +639,6 @@ def with_seed(cfg: Any, seed: int) -> Any:
     if any(f.name == "seed" for f in dataclasses.fields(cfg)):
         return dataclasses.replace(cfg, seed=seed)
     return cfg
-
-
-def resolve_trial(study: Study, params: Mapping[str, Any], ablation: str | None = None) -> Any:
-    """The study's config of the sweep trial `params`, or of the `ablation` that shared its training
-    (`Study.trial_config`)."""
-    return study.trial_config(params, ablation)
 
 
 def write_trial_configs(study: Study, folder: Path, cfg: Any, members: Mapping[str, Any] | None = None) -> None:

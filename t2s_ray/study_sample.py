@@ -11,7 +11,7 @@ import numpy as np
 
 from t2s_ray.checkpoint import read_meta
 from t2s_ray.outputs import ablation_of
-from t2s_ray.study import SessionCheckpointLoader, Study, StudyError, resolve_trial
+from t2s_ray.study import SessionCheckpointLoader, Study, StudyError
 from t2s_ray.t2s.sample import Column, SampleError, experiment_checkpoints
 
 
@@ -37,7 +37,7 @@ def sample_study_checkpoint(
         )
     params = _params(checkpoint)
     try:
-        cfg = resolve_trial(study, params, ablation)
+        cfg = study.trial_config(params, ablation)
     except StudyError as e:
         raise SampleError(f"{checkpoint}: {e}") from None
     with tempfile.TemporaryDirectory(prefix="t2s-sample-") as tmp:

@@ -47,7 +47,7 @@ from t2s_ray.outputs import (
     samples_npz,
     trial_config_json,
 )
-from t2s_ray.schema import flatten
+from t2s_ray.schema import changed
 from t2s_ray.study import StudyError, load_study
 
 SMOOTHING = 0.6
@@ -89,9 +89,9 @@ def arm_configs(selected: pd.DataFrame, params: dict[str, dict]) -> dict[str, di
     written before those files is resolved from its params by its study (the bundled one when they name none)."""
     out: dict[str, dict | str] = {}
     for arm, p in params.items():
-        rows = selected[selected["ablation"] == arm]
-        folder = Path(rows["trial_dir"].iloc[0])
-        member = None if _params(str(folder))["ablation"] == p["ablation"] else p["ablation"]
+        row = selected[selected["ablation"] == arm].iloc[0]
+        folder = Path(row["trial_dir"])  # a member of a shared run lives in its trainer's folder
+        member = None if row.get("trained_with") in (None, p["ablation"]) else p["ablation"]
         try:
             path = folder / trial_config_json(member)
             if path.is_file():
@@ -114,12 +114,6 @@ def config_hash(configs: dict[str, dict | str]) -> str:
         return f"n/a ({bad})"
     blob = json.dumps(configs, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def config_changes(cfg: dict, base: dict, ignore: tuple[str, ...] = ("ablation", "seed")) -> dict[str, tuple]:
-    """Keys whose values differ between two nested configs: `{key: (value, baseline's value)}`."""
-    fa, fb = flatten(cfg), flatten(base)
-    return {k: (fa[k], fb.get(k)) for k in fa if fa[k] != fb.get(k) and k not in ignore}
 
 
 def _when(ts: float | None) -> str:
@@ -226,7 +220,8 @@ def _ablation_sections(
                 section["error"] = f"config not resolvable here: the baseline {baseline!r} has no resolvable config"
             else:
                 section["changes"] = [
-                    {"key": k, "value": repr(v), "base": repr(b)} for k, (v, b) in config_changes(cfg, base_cfg).items()
+                    {"key": k, "value": repr(v), "base": repr(b)}
+                    for k, (v, b) in changed(cfg, base_cfg, ignore=("ablation", "seed")).items()
                 ]
         sections.append(section)
     return sections

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from t2s_ray import schema as _schema
 from t2s_ray.data.config import DataConfig  # noqa: F401 (re-exported: the config nests it as `data`)
-from t2s_ray.schema import ConfigError, _build, _check, _one_of, build, flatten, merge  # noqa: F401 (re-exported)
+from t2s_ray.schema import ConfigError, _build, _check, _one_of, build, changed, flatten, merge  # noqa: F401 (re-exported)
 from t2s_ray.t2s.models.sizes import DIT_SIZES
 
 DEVICES = ("auto", "cuda", "cpu")
@@ -379,5 +379,4 @@ def nest_value(key: str, value: Any, schema: Any = None, item: str | None = None
 
 def diff(a: Config, b: Config, ignore: tuple[str, ...] = ("ablation",)) -> dict[str, tuple[Any, Any]]:
     """Keys whose values differ between two configs: `{key: (a_value, b_value)}`."""
-    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
-    return {k: (fa[k], fb[k]) for k in fa if fa[k] != fb[k] and k not in ignore}
+    return changed(a.to_dict(), b.to_dict(), ignore)
