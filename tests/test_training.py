@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import t2s_ray.t2s.training as tr
 from t2s_ray.checkpoint import CheckpointError, list_checkpoints, read_checkpoint
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.in_process import train_local
@@ -22,6 +23,7 @@ from t2s_ray.t2s.training import (
     next_batch,
     restore_latest,
     save_state,
+    train_loop,
     train_step,
 )
 
@@ -213,7 +215,7 @@ def test_out_of_memory_message_names_batch_and_checkpointing(tmp_path, text_enco
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(tr, "train_step", oom)
+    monkeypatch.setattr(tr, "train_inputs_step", oom)
     with pytest.raises(TrainingError, match=r"training.batch_size=2.*grad_checkpointing"):
         train_local(_cfg(tmp_path), tmp_path / "run", dataset=TinyClips(), text_encoder=text_encoder)
 
@@ -243,3 +245,202 @@ def test_gradients_are_clipped_per_optimizer_group(tmp_path, monkeypatch):
     groups = [g["params"] for g in state.optimizer.param_groups]
     assert len(groups) == 2 and [len(c) for c in calls] == [len(g) for g in groups]
     assert all(a is b for c, g in zip(calls, groups) for a, b in zip(c, g))
+
+
+# --- the step's prologue drawn ahead (Prefetcher), compilation, attention --------------------------
+
+
+def _step_by_step(cfg, text_encoder, data, steps):
+    state = build_state(cfg, text_encoder=text_encoder)
+    for _ in range(steps):
+        train_step(state, *next_batch(state, data))
+    return state
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["inline", "helper-thread"])
+def test_inputs_drawn_ahead_train_the_weights_of_a_step_by_step_run_bit_for_bit(tmp_path, text_encoder, threaded):
+    """The training loop draws step k+1's batch, caption dropout, timesteps and noise while step k runs (on a
+    helper thread on CUDA); the draws keep their order, so the weights, the generator and the data position
+    are those of the plain step-by-step loop. A checkpoint taken at step 3 while step 4's inputs are already
+    drawn stores the generator from before them: resuming from it ends on the same weights too."""
+    cfg = _cfg(tmp_path, extra=["diffusion.caption_dropout=0.5"])  # dropout draws in the stream as well
+    data = TinyClips()
+    reference = _step_by_step(cfg, text_encoder, data, 6)
+
+    state = build_state(cfg, text_encoder=text_encoder)
+    saved = []
+
+    def report(metrics, checkpoint_now):
+        if state.step == 3:
+            assert state.rng_checkpoint is not None  # step 4's inputs were drawn ahead
+            save_state(state, tmp_path / "ckpt")
+            saved.append(state.generator.get_state())
+
+    real_prefetcher = tr.Prefetcher
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tr, "Prefetcher", lambda *a, **k: real_prefetcher(*a, **k, threaded=threaded))
+        train_loop(state, data, report)
+    for k, v in _weights(reference).items():
+        assert torch.equal(v, state.model.state_dict()[k]), k
+    assert torch.equal(state.generator.get_state(), reference.generator.get_state())
+    assert (state.step, state.epoch, state.data_pos) == (reference.step, reference.epoch, reference.data_pos)
+    assert state.rng_checkpoint is None
+
+    at_three = _step_by_step(cfg, text_encoder, data, 3)
+    sd, _ = read_checkpoint(tmp_path / "ckpt")
+    assert torch.equal(sd["rng"]["generator"], at_three.generator.get_state())
+    assert not torch.equal(saved[0], at_three.generator.get_state())  # the live generator was already ahead
+    resumed = build_state(cfg, text_encoder=text_encoder)
+    load_state(resumed, tmp_path / "ckpt")
+    train_loop(resumed, data, lambda m, c: None)
+    for k, v in _weights(reference).items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["inline", "helper-thread"])
+def test_a_paused_or_failed_loop_puts_back_the_draws_no_step_used(tmp_path, text_encoder, threaded):
+    cfg = _cfg(tmp_path)
+    data = TinyClips()
+    paused = build_state(cfg, text_encoder=text_encoder)
+    train_loop(paused, data, lambda m, c: None, stop_at=4)  # the 4th step draws nothing ahead
+    assert torch.equal(paused.generator.get_state(), _step_by_step(cfg, text_encoder, data, 4).generator.get_state())
+
+    failed = build_state(cfg, text_encoder=text_encoder)
+
+    def report(metrics, checkpoint_now):
+        if failed.step == 2:
+            raise RuntimeError("the report failed")
+
+    with pytest.raises(RuntimeError, match="the report failed"):
+        with pytest.MonkeyPatch.context() as mp:
+            real_prefetcher = tr.Prefetcher
+            mp.setattr(tr, "Prefetcher", lambda *a, **k: real_prefetcher(*a, **k, threaded=threaded))
+            train_loop(failed, data, report)
+    at_two = _step_by_step(cfg, text_encoder, data, 2)
+    assert torch.equal(failed.generator.get_state(), at_two.generator.get_state())  # step 3's draws undone
+    assert (failed.epoch, failed.data_pos, failed.rng_checkpoint) == (at_two.epoch, at_two.data_pos, None)
+
+
+def test_the_schedule_tables_are_copied_to_a_device_once(tmp_path):
+    from t2s_ray.t2s.diffusion import GaussianDiffusion
+
+    d = GaussianDiffusion(100)
+    x = torch.zeros(2, 3)
+    first = d._table("sqrt_ac", x)
+    assert d._table("sqrt_ac", x) is first and first.dtype == torch.float32
+    assert d._table("sqrt_ac", x.double()).dtype == torch.float64
+
+
+def test_the_additive_caption_mask_gives_the_bool_masks_attention(text_encoder):
+    """Cross-attention takes a (B, 1, 1, L) additive bias (0 / -inf) made once per forward instead of a bool
+    mask: the same attention as the bool mask it replaced, with the padded keys weighted exactly 0."""
+    import torch.nn.functional as F
+
+    from t2s_ray.t2s.models.dit import CrossAttention, attention_bias
+
+    torch.manual_seed(0)
+    attn = CrossAttention(32, 24, heads=4)
+    x, context = torch.randn(3, 10, 32), torch.randn(3, 7, 24)
+    mask = torch.tensor([[True] * 7, [True] * 3 + [False] * 4, [True] * 5 + [False] * 2])
+    out = attn(x, context, attention_bias(mask, x.dtype))
+    q = attn.q(x).view(3, 10, 4, 8).transpose(1, 2)
+    k, v = attn.kv(context).view(3, 7, 2, 4, 8).permute(2, 0, 3, 1, 4)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    ref = attn.proj(ref.transpose(1, 2).reshape(3, 10, 32))
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    changed = context.clone()
+    changed[1, 3:] += 100.0  # padding of caption 1: no influence
+    torch.testing.assert_close(attn(x, changed, attention_bias(mask, x.dtype))[1], out[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("ablation", ["baseline", "text_finetuned"])
+def test_captions_padded_to_a_fixed_length_give_the_unpadded_prediction(tmp_path, text_encoder, ablation):
+    """A compiled model pads every caption to text_encoder.max_length tokens (static shapes). The frozen
+    encoder's cached states are the same, zero-padded; the finetuned encoder runs over the padding with the
+    attention mask. Either way the DiT's prediction is the unpadded one within 1e-5."""
+    cfg = _cfg(tmp_path, ablation)
+    state = build_state(cfg, text_encoder=text_encoder if ablation == "baseline" else None)
+    enc = state.model.text_encoder
+    texts = ["hello", "a person signs word 3 and more words"]
+    x, t = torch.randn(2, 3, 4, 16, 16), torch.tensor([10, 500])
+    try:
+        _compare_padded(cfg, state, enc, texts, x, t)
+    finally:
+        enc.pad_to = None  # the session's shared encoder
+
+
+def _compare_padded(cfg, state, enc, texts, x, t):
+    with torch.no_grad():
+        plain = enc(texts)
+        enc.pad_to = cfg.text_encoder.max_length
+        padded = enc(texts)
+        assert padded.tokens.shape[1] == cfg.text_encoder.max_length > plain.tokens.shape[1]
+        assert (
+            torch.equal(padded.mask[:, : plain.mask.shape[1]], plain.mask)
+            and not padded.mask[:, plain.mask.shape[1] :].any()
+        )
+        torch.testing.assert_close(
+            padded.tokens[:, : plain.tokens.shape[1]][plain.mask], plain.tokens[plain.mask], rtol=1e-5, atol=1e-5
+        )
+        torch.testing.assert_close(padded.pooled, plain.pooled, rtol=1e-5, atol=1e-5)
+        for block in state.model.dit.blocks:  # the zero-initialised cross-attention output would hide a difference
+            torch.nn.init.normal_(block.cross.proj.weight, std=0.2)
+            torch.nn.init.normal_(block.adaLN[-1].weight, std=0.2)
+        torch.nn.init.normal_(state.model.dit.final.linear.weight, std=0.2)
+        out_plain, out_padded = state.model(x, t, plain), state.model(x, t, padded)
+    assert out_plain.abs().mean() > 0.01
+    torch.testing.assert_close(out_padded, out_plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_blocks_have_no_graph_break_and_train_as_the_eager_ones(tmp_path, text_encoder):
+    """training.compile=on compiles each DiT block with torch.compile (inductor, here on the CPU):
+    - torch._dynamo.explain finds one graph and no graph break in a block;
+    - two training steps from the same start: losses within 1e-5 relative and every gradient of the first
+      step within 1e-4 (float32 kernels fused in another order), compiled against eager;
+    - the FLOPs the loop counts come from the eager module and equal an uncompiled run's."""
+    try:
+        _compare_compiled(tmp_path, text_encoder)
+    finally:
+        text_encoder.pad_to = None  # the session's shared encoder: build_state padded it for the compiled model
+
+
+def _compare_compiled(tmp_path, text_encoder):
+    cfg = _cfg(tmp_path, extra=["training.compile=on"])
+    eager_cfg = _cfg(tmp_path, extra=["training.compile=off"])
+    data = TinyClips()
+    compiled, eager = build_state(cfg, text_encoder=text_encoder), build_state(eager_cfg, text_encoder=text_encoder)
+    assert compiled.model.dit._compiled and eager.model.dit._compiled is None
+    assert compiled.model.text_encoder.pad_to == cfg.text_encoder.max_length
+    eager.model.text_encoder.pad_to = cfg.text_encoder.max_length  # the same padded shapes (set back below)
+
+    dit = compiled.model.dit
+    text = compiled.model.encode(["a person signs word 1", "hi"])
+    h = torch.randn(2, cfg.data.frames, dit.grid[0] * dit.grid[1], dit.blocks[0].norm_s.normalized_shape[0])
+    explained = torch._dynamo.explain(dit.blocks[0])(h, torch.randn(2, h.shape[-1]), text.tokens, _bias(text))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+    grads = []
+    for state in (compiled, eager):
+        losses = []
+        for i in range(2):
+            losses.append(train_step(state, *next_batch(state, data)).item())
+            if i == 0:
+                grads.append({n: p.grad.clone() for n, p in state.model.named_parameters() if p.grad is not None})
+        state.losses = losses
+    assert compiled.losses == pytest.approx(eager.losses, rel=1e-5)
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, g in grads[0].items():
+        torch.testing.assert_close(g, grads[1][name], rtol=1e-4, atol=1e-6, msg=name)
+
+    counted = []
+    for state in (build_state(cfg, text_encoder=text_encoder), build_state(eager_cfg, text_encoder=text_encoder)):
+        state.model.text_encoder.pad_to = cfg.text_encoder.max_length
+        train_loop(state, data, lambda m, c: counted.append(m["perf/flops_per_step"]), stop_at=1)
+    assert counted[0] == counted[1] > 0
+
+
+def _bias(text):
+    from t2s_ray.t2s.models.dit import attention_bias
+
+    return attention_bias(text.mask, torch.float32)

@@ -1,4 +1,4 @@
-"""Inference time, inference peak memory and parameter counts."""
+"""Inference time, inference peak memory, parameter counts, and moving tensors to a device without waiting."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued kernels so wall-clock time covers the work, not just its launch."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`x` on `device`; to CUDA from pinned memory with `non_blocking=True`, so the host does not wait for the
+    copy (it is ordered on the stream before the kernels that read it)."""
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 def time_inference(fn: Callable[[], Any], device: torch.device, warmup: int = 1, runs: int = 3) -> dict:

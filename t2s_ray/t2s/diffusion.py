@@ -35,9 +35,8 @@ ModelFn = Callable[..., torch.Tensor]
 
 
 def _extract(coef: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """coef[t] shaped (B, 1, ..., 1) to broadcast against x, on x's device (float64 only for float64 x)."""
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return coef.to(x.device, dtype)[t.to(x.device)].view(-1, *([1] * (x.ndim - 1)))
+    """coef[t] shaped (B, 1, ..., 1) to broadcast against x; `coef` is already on x's device (see `_table`)."""
+    return coef[t.to(x.device)].view(-1, *([1] * (x.ndim - 1)))
 
 
 class GaussianDiffusion:
@@ -74,6 +73,20 @@ class GaussianDiffusion:
         self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)
         self.sqrt_ac = self.alphas_cumprod.sqrt()
         self.sqrt_1m_ac = (1 - self.alphas_cumprod).sqrt()
+        self._tables: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def _table(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """The schedule table `name` on x's device, float64 only for float64 x: copied there once, so a training
+        step indexes a device tensor instead of sending the table from the host (a blocking copy) each time."""
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        key = (name, x.device, dtype)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = getattr(self, name).to(x.device, dtype)
+        return table
+
+    def _coef(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return _extract(self._table(name, x), t, x)
 
     @classmethod
     def from_config(cls, cfg: DiffusionConfig) -> GaussianDiffusion:
@@ -82,7 +95,7 @@ class GaussianDiffusion:
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise."""
-        xt = _extract(self.sqrt_ac, t, x0) * x0 + _extract(self.sqrt_1m_ac, t, x0) * noise
+        xt = self._coef("sqrt_ac", t, x0) * x0 + self._coef("sqrt_1m_ac", t, x0) * noise
         return xt.to(x0.dtype)
 
     def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -91,27 +104,36 @@ class GaussianDiffusion:
             return noise
         if self.prediction == "x":
             return x0
-        return (_extract(self.sqrt_ac, t, x0) * noise - _extract(self.sqrt_1m_ac, t, x0) * x0).to(x0.dtype)
+        return (self._coef("sqrt_ac", t, x0) * noise - self._coef("sqrt_1m_ac", t, x0) * x0).to(x0.dtype)
 
     def predict_x0_eps(
         self, xt: torch.Tensor, t: torch.Tensor, pred: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0, eps) implied by the network output `pred` at x_t."""
-        a, b = _extract(self.sqrt_ac, t, xt), _extract(self.sqrt_1m_ac, t, xt)
+        a, b = self._coef("sqrt_ac", t, xt), self._coef("sqrt_1m_ac", t, xt)
         if self.prediction == "eps":
             return (xt - b * pred) / a, pred
         if self.prediction == "x":
             return pred, (xt - a * pred) / b
         return a * xt - b * pred, a * pred + b * xt
 
+    def draw(self, shape, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t, noise) of one training batch of clips shaped `shape`: t ~ U{0..T-1}, then standard normal noise,
+        both drawn on the CPU from `generator` (in this order, so a saved generator state replays them)."""
+        t = torch.randint(0, self.num_timesteps, (shape[0],), generator=generator)
+        return t, torch.randn(tuple(shape), generator=generator)
+
     def training_loss(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """MSE between model_fn(x_t, t) and the target, with t ~ U{0..T-1} and noise from `generator`."""
-        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+        t, noise = self.draw(x0.shape, generator)
+        return self.loss_at(model_fn, x0, t.to(x0.device), noise.to(x0.device, x0.dtype))
+
+    def loss_at(self, model_fn: ModelFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """`training_loss` at given timesteps `t` and `noise` (already on x0's device, as `draw` made them)."""
         pred = model_fn(self.q_sample(x0, t, noise), t)
         err = (pred.float() - self.target(x0, t, noise).float()) ** 2
         if self.prediction == "x" and self.x_loss_space == "v":
-            err = err / _extract(self.sqrt_1m_ac, t, err).clamp(min=self.x_loss_min_sigma) ** 2
+            err = err / self._coef("sqrt_1m_ac", t, err).clamp(min=self.x_loss_min_sigma) ** 2
         return err.mean()
 
     def ddim_timesteps(self, steps: int) -> list[int]:
@@ -170,7 +192,7 @@ class GaussianDiffusion:
             t = torch.full((B,), step, dtype=torch.long, device=device)
             pred = self._guided(model_fn, x, t, cond, uncond, guidance_scale)
             x0 = self.predict_x0_eps(x, t, pred)[0].clamp(-1, 1)
-            eps = (x - _extract(self.sqrt_ac, t, x) * x0) / _extract(self.sqrt_1m_ac, t, x)
+            eps = (x - self._coef("sqrt_ac", t, x) * x0) / self._coef("sqrt_1m_ac", t, x)
             a_prev = self.alphas_cumprod[ts[i + 1]].item() if i + 1 < len(ts) else 1.0
             x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps
         return x.clamp(-1, 1)

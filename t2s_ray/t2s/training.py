@@ -16,6 +16,7 @@ import logging
 import math
 import random
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -24,7 +25,7 @@ import torch
 
 from t2s_ray.checkpoint import CheckpointError, list_checkpoints, read_checkpoint, write_checkpoint
 from t2s_ray.data.video import to_model_input
-from t2s_ray.metrics.efficiency import synchronize
+from t2s_ray.metrics.efficiency import synchronize, to_device
 from t2s_ray.metrics.flops import count_flops, device_peak_flops, flops_metrics
 from t2s_ray.metrics.memory import memory_metrics
 from t2s_ray.t2s.config import Config, trajectory_fields
@@ -73,6 +74,18 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
     return None
 
 
+def compile_enabled(setting: str, device: torch.device) -> bool:
+    """`training.compile`: `on`, `off`, or `auto` (CUDA only)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+@contextlib.contextmanager
+def eager_blocks(model: T2SModel):
+    """The DiT's blocks run uncompiled inside the block (the FLOP counter counts the eager module)."""
+    with model.dit.eager():
+        yield
+
+
 def drop_captions(texts: list[str], p: float, generator: torch.Generator) -> list[str]:
     """Replace each caption by the empty (null) caption with probability `p` (CFG training)."""
     drop = torch.rand(len(texts), generator=generator) < p
@@ -107,6 +120,9 @@ class TrainState:
     data_pos: int = 0
     train_time_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    rng_checkpoint: Optional[torch.Tensor] = None
+    """While a `Prefetcher` has drawn a coming step's inputs: `generator`'s state from before those draws, which
+    a checkpoint stores instead of the generator's (so it is the same whether or not inputs were drawn ahead)."""
 
     @property
     def autocast(self):
@@ -123,7 +139,7 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": _rng_state(self.generator),
+            "rng": _rng_state(self.generator, self.rng_checkpoint),
             "progress": {
                 "step": self.step,
                 "epoch": self.epoch,
@@ -148,6 +164,7 @@ class TrainState:
         self.scheduler.load_state_dict(sd["scheduler"])
         self.scaler.load_state_dict(sd["scaler"])
         _set_rng_state(sd["rng"], self.generator)
+        self.rng_checkpoint = None
         p = sd["progress"]
         self.step, self.epoch, self.data_pos = int(p["step"]), int(p["epoch"]), int(p["data_pos"])
         self.train_time_s = float(p["train_time_s"])
@@ -158,6 +175,7 @@ def _training_fields(cfg: Config) -> dict[str, Any]:
     d = cfg.to_dict()
     for key in ("device", "eval"):
         d.pop(key)
+    d["training"].pop("compile")  # how the step runs, as the device: a run may resume compiled or not
     return d
 
 
@@ -179,9 +197,9 @@ def _load_model_state(model: T2SModel, sd: dict[str, torch.Tensor]) -> None:
         )
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+def _rng_state(generator: torch.Generator, before_prefetch: torch.Tensor | None = None) -> dict[str, Any]:
     state = {
-        "generator": generator.get_state(),
+        "generator": generator.get_state() if before_prefetch is None else before_prefetch.clone(),
         "torch": torch.get_rng_state(),
         "python": list(random.getstate()[1]),
         "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
@@ -206,9 +224,15 @@ def build_state(cfg: Config, device: torch.device | None = None, text_encoder=No
     device = device or pick_device(cfg.device)
     seed_everything(cfg.seed)
     model = build_model(cfg, text_encoder=text_encoder).to(device)
+    if compile_enabled(cfg.training.compile, device):
+        model.dit.compile_blocks()
+        model.text_encoder.pad_to = cfg.text_encoder.max_length  # static shapes: one graph for every step
     t = cfg.training
     groups = model.param_groups(lr=t.lr, text_lr=cfg.text_encoder.lr, weight_decay=t.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    # fused on CUDA: one kernel for the whole update instead of a few per parameter tensor (CPU keeps the default
+    # foreach implementation, which the bit-exact resume tests pin)
+    fused = True if device.type == "cuda" else None
+    optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, t.warmup_steps, t.steps, t.lr_schedule, t.min_lr_ratio)
     )
@@ -230,15 +254,20 @@ def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
 
 
-def next_batch(state: TrainState, dataset) -> tuple[np.ndarray, list[str]]:
-    """The next batch in this epoch's seeded permutation (the position is part of the state)."""
+def _batch_at(state: TrainState, dataset, epoch: int, data_pos: int) -> tuple[list[int], int, int]:
+    """(clip indices, epoch, position after) of the batch starting at (`epoch`, `data_pos`) in the epoch's
+    seeded permutation; a batch that would run past the end starts the next epoch."""
     b, n = state.cfg.training.batch_size, len(dataset)
     if b > n:
         raise TrainingError(f"training.batch_size={b} is larger than the {n} training clips; lower it")
-    if state.data_pos + b > n:
-        state.epoch, state.data_pos = state.epoch + 1, 0
-    idx = epoch_order(state.cfg.seed, state.epoch, n)[state.data_pos : state.data_pos + b]
-    state.data_pos += b
+    if data_pos + b > n:
+        epoch, data_pos = epoch + 1, 0
+    return epoch_order(state.cfg.seed, epoch, n)[data_pos : data_pos + b], epoch, data_pos + b
+
+
+def next_batch(state: TrainState, dataset) -> tuple[np.ndarray, list[str]]:
+    """The next batch in this epoch's seeded permutation (the position is part of the state)."""
+    idx, state.epoch, state.data_pos = _batch_at(state, dataset, state.epoch, state.data_pos)
     return dataset.get_batch(idx)
 
 
@@ -250,10 +279,111 @@ def diffusion_loss(state: TrainState, videos: np.ndarray, texts: list[str], gene
         return state.diffusion.training_loss(lambda x, t: state.model(x, t, text), x0, generator)
 
 
-def train_step(state: TrainState, videos: np.ndarray, texts: list[str]) -> torch.Tensor:
-    """Forward, loss, backward, clip, step, EMA. Returns the (detached) loss on the device."""
+@dataclass
+class StepInputs:
+    """One training step's inputs, drawn before the step: its clips (uint8, on the device), captions after
+    caption dropout, timesteps and noise (on the device), and where the data position stands after it."""
+
+    videos: torch.Tensor
+    texts: list[str]
+    t: torch.Tensor
+    noise: torch.Tensor
+    epoch: int
+    data_pos: int
+
+
+def _draw(state: TrainState, videos: np.ndarray, texts: list[str], epoch: int, data_pos: int) -> StepInputs:
+    """The generator's draws for the batch `(videos, texts)`, in the order training has always made them
+    (caption dropout, timesteps, noise), and the batch on the device."""
     texts = drop_captions(texts, state.cfg.diffusion.caption_dropout, state.generator)
-    loss = diffusion_loss(state, videos, texts, state.generator)
+    clips = torch.from_numpy(np.ascontiguousarray(videos))
+    t, noise = state.diffusion.draw((clips.shape[0], clips.shape[4], *clips.shape[1:4]), state.generator)
+    dev = state.device
+    return StepInputs(to_device(clips, dev), texts, to_device(t, dev), to_device(noise, dev), epoch, data_pos)
+
+
+def draw_inputs(state: TrainState, dataset, epoch: int, data_pos: int) -> StepInputs:
+    """The inputs of the step that starts at (`epoch`, `data_pos`): the batch of the epoch's permutation and
+    the draws from `state.generator` (the data position in `state` is not touched: the step sets it)."""
+    idx, epoch, data_pos = _batch_at(state, dataset, epoch, data_pos)
+    return _draw(state, *dataset.get_batch(idx), epoch, data_pos)
+
+
+class Prefetcher:
+    """Draws step k+1's inputs while step k runs (on a helper thread when `threaded`, the default on CUDA), so
+    the step's prologue (the batch, the CPU draws, the host-to-device copies) is off the critical path.
+
+    Bit-exact: the draws come from `state.generator` in the order and at the data positions a step-by-step run
+    uses; while inputs of a step not yet run have been drawn, `state.rng_checkpoint` holds the generator state
+    from before them, which is what a checkpoint stores. `close()` (also on an exception) puts back draws that
+    no step consumed.
+    """
+
+    def __init__(self, state: TrainState, dataset, end: int, threaded: bool | None = None):
+        self.state, self.dataset, self.end = state, dataset, end
+        self.threaded = state.device.type == "cuda" if threaded is None else threaded
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="t2s-prefetch") if self.threaded else None
+        self._ahead: Future | None = None
+        self._cursor = (state.epoch, state.data_pos)
+        self._handed: tuple[int, torch.Tensor] | None = None  # (step it was handed out at, generator before it)
+
+    def _submit(self) -> None:
+        state = self.state
+        state.rng_checkpoint = state.generator.get_state()  # the generator is idle: the last draw has returned
+        if self._pool is not None:
+            self._ahead = self._pool.submit(draw_inputs, state, self.dataset, *self._cursor)
+        else:
+            self._ahead = Future()
+            self._ahead.set_result(draw_inputs(state, self.dataset, *self._cursor))
+
+    def next(self) -> StepInputs:
+        """The inputs of step `state.step + 1`; those of the step after it start drawing."""
+        if self._ahead is None:
+            self._submit()
+        before = self.state.rng_checkpoint
+        inputs = self._ahead.result()
+        self._ahead, self._cursor = None, (inputs.epoch, inputs.data_pos)
+        self._handed = (self.state.step, before)
+        if self.state.step + 1 < self.end:
+            self._submit()
+        else:
+            self.state.rng_checkpoint = None  # nothing drawn ahead: the generator itself is where a checkpoint is
+        return inputs
+
+    def close(self) -> None:
+        """Wait for a draw under way, then set the generator back to before the draws of steps that never ran."""
+        state, rewind = self.state, None
+        if self._ahead is not None:
+            self._ahead.result()
+            rewind, self._ahead = state.rng_checkpoint, None
+        if self._handed is not None and self._handed[0] == state.step:  # handed out, but its step did not run
+            rewind = self._handed[1]
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if rewind is not None:
+            state.generator.set_state(rewind)
+        state.rng_checkpoint = None
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def train_step(state: TrainState, videos: np.ndarray, texts: list[str]) -> torch.Tensor:
+    """`train_inputs_step` of a batch taken with `next_batch`, its caption dropout, timesteps and noise drawn
+    now (what a `Prefetcher` draws ahead, in the same order)."""
+    return train_inputs_step(state, _draw(state, videos, texts, state.epoch, state.data_pos))
+
+
+def train_inputs_step(state: TrainState, inputs: StepInputs) -> torch.Tensor:
+    """Forward, loss, backward, clip, step, EMA on drawn `inputs`. Returns the (detached) loss on the device."""
+    x0 = to_model_input(inputs.videos)
+    with state.autocast, attention_backends(state.device):
+        text = state.model.encode(inputs.texts)
+        loss = state.diffusion.loss_at(lambda x, t: state.model(x, t, text), x0, inputs.t, inputs.noise.to(x0.dtype))
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     state.scaler.unscale_(state.optimizer)
@@ -266,23 +396,36 @@ def train_step(state: TrainState, videos: np.ndarray, texts: list[str]) -> torch
     if state.ema:
         state.ema.update(state.model)
     state.step += 1
+    state.epoch, state.data_pos = inputs.epoch, inputs.data_pos
     return loss.detach()
 
 
+def attention_backends(device: torch.device):
+    """On CUDA, scaled-dot-product attention tries the flash, then the cuDNN, then the memory-efficient kernel
+    before the math one (a priority, not a restriction: an input a kernel cannot take falls through)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return sdpa_kernel(order, set_priority=True)
+
+
 def time_train_steps(state: TrainState, data, steps: int, warmup: int = 2) -> list[float]:
-    """Seconds of each of `steps` training steps after `warmup` untimed ones (CUDA peak memory reset after warm-up)."""
-    for _ in range(warmup):
-        train_step(state, *next_batch(state, data))
-    if state.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(state.device)
+    """Seconds of each of `steps` training steps after `warmup` untimed ones (CUDA peak memory reset after
+    warm-up), run as `train_loop` runs them: inputs drawn ahead by a `Prefetcher`."""
     times = []
-    for _ in range(steps):
-        batch = next_batch(state, data)
+    with Prefetcher(state, data, end=state.step + warmup + steps) as inputs:
+        for _ in range(warmup):
+            train_inputs_step(state, inputs.next())
         synchronize(state.device)
-        t0 = time.perf_counter()
-        train_step(state, *batch)
-        synchronize(state.device)
-        times.append(time.perf_counter() - t0)
+        if state.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(state.device)
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            train_inputs_step(state, inputs.next())
+            synchronize(state.device)
+            times.append(time.perf_counter() - t0)
     return times
 
 
@@ -313,31 +456,33 @@ def train_loop(
     if hasattr(dataset, "texts"):  # a frozen encoder: every training caption encoded up front, in few calls
         state.model.text_encoder.prefill(dataset.texts)
     state.model.train()
-    while state.step < end:
-        t0 = time.perf_counter()
-        videos, texts = next_batch(state, dataset)
-        data_time += time.perf_counter() - t0
-        step = functools.partial(_guarded_step, state, videos, texts)
-        if flops_per_step is None:
-            loss, flops_per_step = count_flops(step)
-        else:
-            loss = step()
-        losses.append(loss)
-        samples += len(texts)
-        if progress:
-            progress(state.step)
-        ckpt_due = state.step % t.checkpoint_every == 0 or state.step == end
-        if state.step % t.report_every == 0 or ckpt_due:
-            synchronize(state.device)
-            elapsed = time.perf_counter() - window_start
-            state.train_time_s += elapsed
-            metrics = {
-                **_window_metrics(state, losses, elapsed, data_time, samples),
-                **flops_metrics(flops_per_step, len(losses), elapsed, peak, peak_status),
-            }
-            report(metrics, ckpt_due)
-            losses, data_time, samples = [], 0.0, 0
-            window_start = time.perf_counter()
+    with Prefetcher(state, dataset, end) as inputs:
+        while state.step < end:
+            t0 = time.perf_counter()
+            batch = inputs.next()  # waits only when the drawing ahead took longer than the step before
+            data_time += time.perf_counter() - t0
+            step = functools.partial(_guarded_step, state, batch)
+            if flops_per_step is None:
+                with eager_blocks(state.model):  # counted on the eager module (torch's formulas see every op)
+                    loss, flops_per_step = count_flops(step)
+            else:
+                loss = step()
+            losses.append(loss)
+            samples += len(batch.texts)
+            if progress:
+                progress(state.step)
+            ckpt_due = state.step % t.checkpoint_every == 0 or state.step == end
+            if state.step % t.report_every == 0 or ckpt_due:
+                synchronize(state.device)
+                elapsed = time.perf_counter() - window_start
+                state.train_time_s += elapsed
+                metrics = {
+                    **_window_metrics(state, losses, elapsed, data_time, samples),
+                    **flops_metrics(flops_per_step, len(losses), elapsed, peak, peak_status),
+                }
+                report(metrics, ckpt_due)
+                losses, data_time, samples = [], 0.0, 0
+                window_start = time.perf_counter()
 
 
 def _peak_flops(state: TrainState) -> tuple[float, str]:
@@ -348,10 +493,10 @@ def _peak_flops(state: TrainState) -> tuple[float, str]:
     return peak, status
 
 
-def _guarded_step(state: TrainState, videos, texts) -> torch.Tensor:
-    """`train_step` with out-of-memory turned into an actionable message."""
+def _guarded_step(state: TrainState, inputs: StepInputs) -> torch.Tensor:
+    """`train_inputs_step` with out-of-memory turned into an actionable message."""
     try:
-        return train_step(state, videos, texts)
+        return train_inputs_step(state, inputs)
     except torch.OutOfMemoryError:
         c = state.cfg
         raise TrainingError(

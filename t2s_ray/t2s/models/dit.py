@@ -9,6 +9,7 @@ untrained network outputs 0 and every block starts as the identity.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -69,6 +70,14 @@ class SelfAttention(nn.Module):
         return self.proj(rearrange(out, "n h l d -> n l (h d)"))
 
 
+def attention_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L) bool caption mask (True = real token) -> (B, 1, 1, L) additive bias: 0 at real tokens, -inf at
+    padding. An additive mask lets attention use the memory-efficient kernels, which a bool mask rules out on
+    some backends; it is made once per forward, not per block."""
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask.bool(), float("-inf"))
+    return bias[:, None, None, :]
+
+
 class CrossAttention(nn.Module):
     """Multi-head attention from video tokens to caption tokens, ignoring padding."""
 
@@ -79,10 +88,11 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(context_dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """x (B, N, D), context (B, L, Dtext), bias (B, 1, 1, L) from `attention_bias` -> (B, N, D)."""
         q = rearrange(self.q(x), "b l (h d) -> b h l d", h=self.heads)
         k, v = rearrange(self.kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=rearrange(mask, "b m -> b 1 1 m"))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))
 
 
@@ -104,8 +114,8 @@ class DiTBlock(nn.Module):
         )
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 9 * hidden))  # shift/scale/gate x 3
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, T, S, D), c (B, D), text (B, L, Dtext), mask (B, L) -> (B, T, S, D)."""
+    def forward(self, x: torch.Tensor, c: torch.Tensor, text: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """x (B, T, S, D), c (B, D), text (B, L, Dtext), bias (B, 1, 1, L) from `attention_bias` -> (B, T, S, D)."""
         T, S = x.shape[1], x.shape[2]
         mods = rearrange(self.adaLN(c), "b d -> b 1 1 d").chunk(9, dim=-1)
         shift_s, scale_s, gate_s, shift_t, scale_t, gate_t, shift_m, scale_m, gate_m = mods
@@ -116,7 +126,7 @@ class DiTBlock(nn.Module):
         h = rearrange(modulate(self.norm_t(x), shift_t, scale_t), "b t s d -> (b s) t d")
         x = x + gate_t * rearrange(self.attn_t(h), "(b s) t d -> b t s d", s=S)
         # cross-attention (output projection zero-initialised instead of a gate, as in Open-Sora)
-        h = self.cross(rearrange(self.norm_c(x), "b t s d -> b (t s) d"), text, mask)
+        h = self.cross(rearrange(self.norm_c(x), "b t s d -> b (t s) d"), text, bias)
         x = x + rearrange(h, "b (t s) d -> b t s d", t=T)
         # mlp
         return x + gate_m * self.mlp(modulate(self.norm_m(x), shift_m, scale_m))
@@ -166,6 +176,22 @@ class VideoDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(D, size.heads, size.mlp_ratio, text_dim) for _ in range(size.depth))
         self.final = FinalLayer(D, patch_size * patch_size * in_channels)
         self._init_weights()
+        self._compiled: list | None = None  # a plain list: the compiled wrappers are no submodules (state_dict)
+        self._use_compiled = True
+
+    def compile_blocks(self) -> None:
+        """`torch.compile` every block (static shapes; the blocks share one graph, their weights are inputs) for
+        the training step: forward with gradients in training mode. Sampling stays eager (its batch sizes vary)."""
+        self._compiled = [torch.compile(block, dynamic=False) for block in self.blocks]
+
+    @contextlib.contextmanager
+    def eager(self):
+        """The blocks run uncompiled inside the block."""
+        before, self._use_compiled = self._use_compiled, False
+        try:
+            yield self
+        finally:
+            self._use_compiled = before
 
     def _init_pos_embed(self, dim: int, learned: bool) -> None:
         """Spatial (S, D) and temporal (T, D) sin-cos tables; `learned` makes them parameters (sin-cos init)."""
@@ -219,12 +245,14 @@ class VideoDiT(nn.Module):
         h = rearrange(x, "b c t (gh p1) (gw p2) -> b t (gh gw) (p1 p2 c)", p1=p, p2=p)
         h = self.patch_embed(h) + self.pos_spatial[None, None] + self.pos_temporal[None, :, None]
         c = self.t_embed(t) + self.text_embed(text.pooled)
-        tokens, mask = text.tokens, text.mask.bool()
-        for block in self.blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                h = checkpoint(block, h, c, tokens, mask, use_reentrant=False)
+        tokens, bias = text.tokens, attention_bias(text.mask, h.dtype)
+        training = self.training and torch.is_grad_enabled()
+        blocks = self._compiled if training and self._compiled and self._use_compiled else self.blocks
+        for block in blocks:
+            if self.grad_checkpointing and training:
+                h = checkpoint(block, h, c, tokens, bias, use_reentrant=False)
             else:
-                h = block(h, c, tokens, mask)
+                h = block(h, c, tokens, bias)
         # unpatchify
         out = self.final(h, c)
         return rearrange(out, "b t (gh gw) (p1 p2 c) -> b c t (gh p1) (gw p2)", gh=self.grid[0], p1=p, p2=p)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from t2s_ray.metrics.efficiency import to_device
+
 
 @dataclass
 class TextOutput:
@@ -97,6 +99,8 @@ class TextEncoder(nn.Module):
         self.max_length = max_length
         self.cache_size = cache_size if freeze else 0  # a finetuned encoder's outputs change every step
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.pad_to: int | None = None
+        """Pad every batch to this many tokens (static shapes for a compiled model), else to its longest."""
         if freeze:
             self.model.requires_grad_(False)
             self.model.eval()
@@ -165,16 +169,19 @@ class TextEncoder(nn.Module):
                 self._cache.popitem(last=False)
         rows = [self._cache[t] for t in texts]
         tokens = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
-        lengths = torch.tensor([len(r) for r in rows], device=tokens.device)
-        mask = torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths[:, None]
+        width = max(self.pad_to or 0, tokens.shape[1])
+        tokens = F.pad(tokens, (0, 0, 0, width - tokens.shape[1]))
+        # the mask is made on the host from the row lengths it knows and sent without blocking: no synchronisation
+        lengths = torch.tensor([len(r) for r in rows])
+        mask = to_device(torch.arange(width)[None] < lengths[:, None], tokens.device)
         return TextOutput(tokens, mask, masked_mean(tokens, mask))
 
     def _encode(self, texts: list[str]) -> TextOutput:
         device = next(self.model.parameters()).device
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(device)
+        padding, length = ("max_length", self.pad_to) if self.pad_to else (True, self.max_length)
+        batch = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=length, return_tensors="pt")
+        ids, attention = to_device(batch["input_ids"], device), to_device(batch["attention_mask"], device)
         with torch.no_grad() if self.frozen else contextlib.nullcontext():
-            tokens = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        mask = batch["attention_mask"].bool()
+            tokens = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
+        mask = attention.bool()
         return TextOutput(tokens, mask, masked_mean(tokens, mask))
