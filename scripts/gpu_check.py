@@ -4,9 +4,14 @@ and a 3-trial sweep packed on one GPU. Prints a table and writes one JSON.
     PYTHONPATH=. python3 scripts/gpu_check.py --out gpu_check.json       # needs a CUDA GPU (exit 2 without)
     python scripts/gpu_check.py --device cpu --scale smoke --steps 2     # the CPU path (MFU NaN, with why)
 
-Per size: 2 warm-up steps, the median of --steps timed steps, samples/s, CUDA peak memory, FLOPs of
-one step counted by torch's FlopCounterMode, achieved TFLOP/s and MFU against the datasheet peak in
-`t2s_ray/metrics/flops.py`. A size that runs out of memory is recorded as not fitting. Only the
+Per size, the step training runs: the frozen encoder's cache prefilled with the training captions, inputs
+drawn ahead by the Prefetcher, DiT blocks compiled under `--compile auto` on CUDA. The cold figures (the
+prefill, the first step with its compilation) are recorded beside the warm ones: 2 warm-up steps, the median
+of --steps timed steps, samples/s, CUDA peak memory, FLOPs of one such step counted on the eager module by
+torch's FlopCounterMode formulas, achieved TFLOP/s and MFU against the datasheet peak in
+`t2s_ray/metrics/flops.py`, and the synchronisations one step makes (`torch.cuda.set_sync_debug_mode`).
+A size that runs out of memory is recorded as not fitting. Then the full study's GPU-hours are estimated
+from probes of its training groups (`--no-estimate` skips it). Only the
 training step's imports are needed (no Ray, LPIPS, TensorBoard or PyAV); without the bundled text
 encoder package a randomly initialised BERT of its architecture stands in (timing only, said so in
 the output). The sweep runs only where Ray is installed and is otherwise recorded as skipped.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -27,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,7 +46,17 @@ from t2s_ray.metrics.memory import GIB, nvml_handle_or_reason
 from t2s_ray.metrics.sampler import CSV_NAME, GPU_STATUS, MemorySampler
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.models.sizes import DIT_SIZES
-from t2s_ray.t2s.training import autocast_dtype, build_state, next_batch, time_train_steps, train_step
+from t2s_ray.t2s.training import (
+    Prefetcher,
+    autocast_dtype,
+    build_state,
+    compile_enabled,
+    eager_blocks,
+    next_batch,
+    time_train_steps,
+    train_inputs_step,
+    train_step,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 NO_CUDA = "gpu-check needs a CUDA GPU (torch.cuda.is_available() is False)"
@@ -77,6 +94,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="autocast precision (default: bf16 on CUDA, fp32 on CPU, where bf16 is only emulated)",
     )
     p.add_argument("--steps", type=int, default=10, help="timed steps per size (after 2 warm-up steps)")
+    p.add_argument(
+        "--compile", default="auto", choices=("auto", "on", "off"), help="training.compile (auto: on for CUDA)"
+    )
+    p.add_argument(
+        "--no-estimate", action="store_true", help="skip the full study's GPU-hour estimate (probes text_finetuned)"
+    )
     p.add_argument(
         "--train-clips",
         type=int,
@@ -137,6 +160,7 @@ def size_config(size: str, a: argparse.Namespace, overrides: list[str]):
             f"device={a.device}",
             f"training.precision={a.precision}",
             f"data.train_clips={a.train_clips}",
+            f"training.compile={a.compile}",
             *overrides,
         ],
     )
@@ -175,16 +199,26 @@ def bench_size(size: str, a: argparse.Namespace, overrides: list[str]) -> dict:
 def _measure(cfg, steps: int) -> dict:
     state = build_state(cfg)
     data = build_dataset(cfg.data, "train")
+    t0 = time.perf_counter()
+    prefilled = state.model.text_encoder.prefill(data.texts)  # as train_loop does
+    prefill_s = time.perf_counter() - t0
+    cold = time_train_steps(state, data, 1, warmup=0)  # the first step: compilation, kernel selection, allocator
     times = time_train_steps(state, data, steps)
     peak_mem = torch.cuda.max_memory_allocated(state.device) / GIB if state.device.type == "cuda" else math.nan
-    _, flops = count_flops(lambda: train_step(state, *next_batch(state, data)))  # after timing: not in the times
+    with eager_blocks(state.model):  # after timing: not in the times; the same warm step, on the eager module
+        _, flops = count_flops(lambda: train_step(state, *next_batch(state, data)))
     synchronize(state.device)
+    syncs = count_syncs(state, data)
     peak, peak_status = device_peak_flops(state.device, autocast_dtype(cfg.training.precision, state.device))
     total, trainable = count_parameters(state.model)
     step_s = statistics.median(times)
     return {
         "fits": True,
         "status": "ok",
+        "compiled": compile_enabled(cfg.training.compile, state.device),
+        "prefill_s": prefill_s,
+        "prefilled_captions": prefilled,
+        "cold_step_ms": 1000 * cold[0],
         "step_ms_median": 1000 * step_s,
         "step_ms_all": [1000 * t for t in times],
         "samples_per_s": cfg.training.batch_size / step_s,
@@ -194,8 +228,59 @@ def _measure(cfg, steps: int) -> dict:
         "peak_tflops": peak / 1e12,
         "mfu": mfu(flops, step_s, peak),
         "mfu_status": peak_status,
+        **syncs,
         "params_total_m": total / 1e6,
         "params_trainable_m": trainable / 1e6,
+    }
+
+
+def count_syncs(state, data) -> dict:
+    """Host-device synchronisations inside one training step (inputs drawn ahead, as the loop does), counted by
+    `torch.cuda.set_sync_debug_mode("warn")`: 0 means the host can run ahead of the GPU."""
+    if state.device.type != "cuda":
+        return {"syncs_per_step": None, "syncs_status": "not applicable: CPU run"}
+    with Prefetcher(state, data, end=state.step + 2) as inputs:
+        train_inputs_step(state, inputs.next())  # the warm path: one step before the counted one
+        batch = inputs.next()
+        synchronize(state.device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                train_inputs_step(state, batch)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        synchronize(state.device)
+    found = [str(w.message).splitlines()[0][:200] for w in caught if "synchroniz" in str(w.message)]
+    return {"syncs_per_step": len(found), "syncs_status": "; ".join(dict.fromkeys(found)) or "none in a step"}
+
+
+# --- the full study's estimate -------------------------------------------------------------------
+
+
+def study_estimate(a: argparse.Namespace, overrides: list[str]) -> dict:
+    """GPU-hours of the three seed ablations x 3 seeds at the full scale on this GPU, one trial per GPU: each
+    training group's trainer probed as `--dry-run` probes it (the steps the loop runs, one sampling step), the
+    arithmetic of `plan.cost_lines`."""
+    if a.no_estimate:
+        return {"status": "skipped: --no-estimate"}
+    if a.device != "cuda":
+        return {"status": "skipped: the full study's estimate is for a CUDA GPU (--device cpu)"}
+    from t2s_ray.plan import cost_lines, estimate, trial_seconds
+    from t2s_ray.t2s.ablations import training_groups
+    from t2s_ray.t2s.sweep import probe
+
+    sets = [f"data.train_clips={a.train_clips}", f"training.compile={a.compile}", *overrides]
+    configs = {name: resolve(name, "full", 0, sets) for name in ("baseline", "text_finetuned", "no_ema")}
+    groups = training_groups(configs)
+    probes = {g.trainer: probe(configs[g.trainer], 5) for g in groups}
+    steps, samplings = configs["baseline"].training.steps, max(1, len(configs["baseline"].eval.guidance_sweep))
+    durations = [trial_seconds(probes[g.trainer], steps, len(g.members) * samplings) for g in groups for _ in range(3)]
+    return {
+        "status": "ok",
+        "gpu_hours": estimate(durations, 1, 1.0).device_hours,
+        "lines": cost_lines(groups, probes, 3, steps, 1, 1.0, "GPU", samplings_per_member=samplings),
+        "probes": {n: dataclasses.asdict(p) for n, p in probes.items()},
     }
 
 
@@ -380,7 +465,7 @@ def print_report(rows: list[dict], encoder: str, sampler: dict, sweep: dict, inf
     )
     print(
         f"{'size':<9} {'clip':<9} {'B':>3} {'ms/step':>9} {'samples/s':>10} {'peak GB':>8} {'TFLOP/step':>10} "
-        f"{'TFLOP/s':>8} {'MFU %':>6}"
+        f"{'TFLOP/s':>8} {'MFU %':>6} {'cold ms':>8} {'syncs':>5}"
     )
     for r in rows:
         if not r["fits"]:
@@ -389,13 +474,21 @@ def print_report(rows: list[dict], encoder: str, sampler: dict, sweep: dict, inf
         print(
             f"{r['size']:<9} {r['clip']:<9} {r['batch']:>3} {r['step_ms_median']:>9.1f} {r['samples_per_s']:>10.1f} "
             f"{_fmt(r['peak_gpu_gb'], '.2f'):>8} {r['flops_per_step'] / 1e12:>10.3f} {r['tflops']:>8.2f} "
-            f"{_fmt(100 * r['mfu'], '.1f'):>6}"
+            f"{_fmt(100 * r['mfu'], '.1f'):>6} {r['cold_step_ms']:>8.0f} {_fmt(r['syncs_per_step'], 'd'):>5}"
         )
     statuses = sorted({r["mfu_status"] for r in rows if r["fits"]})
     print(f"MFU: {'; '.join(statuses) or 'no size fitted'}")
-    print(f"text encoder: {encoder}")
+    print(f"text encoder: {encoder}; compiled blocks: {sorted({r['compiled'] for r in rows if r['fits']})}")
+    syncs = sorted({r["syncs_status"] for r in rows if r["fits"]})
+    print(f"synchronisations in a step: {'; '.join(syncs)}")
     print(f"memory sampler NVML columns: {sampler['status']}")
     print(f"packed sweep: {sweep['status']}")
+
+
+def _study_line(study: dict) -> str:
+    if study["status"] != "ok":
+        return study["status"]
+    return f"{study['gpu_hours']:.2f} GPU-hours\n" + "\n".join(study["lines"])
 
 
 def _json_safe(value):
@@ -422,13 +515,16 @@ def main(argv: list[str] | None = None) -> int:
         rows = [bench_size(size, a, overrides) for size in sizes]
         sampler = check_sampler(size_config(sizes[0], a, overrides), a.sampler_seconds)
         sweep = check_sweep(a, encoder_set, tmp / "sweep")
+        study = study_estimate(a, overrides)
     info = machine(a.device)
     print_report(rows, encoder, sampler, sweep, info)
+    print(f"full study (3 seed ablations x 3 seeds, one trial per GPU): {_study_line(study)}")
     settings = {
         "scale": a.scale,
         "precision": a.precision,
         "steps": a.steps,
         "warmup": 2,
+        "compile": a.compile,
         "train_clips": a.train_clips,
         "ablation": "baseline",
     }
@@ -441,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         settings=settings,
         sampler=_json_safe(sampler),
         sweep=_json_safe(sweep),
+        study_estimate=_json_safe(study),
     )
     return 0
 

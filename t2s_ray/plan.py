@@ -79,6 +79,9 @@ class Probe:
     """Peak GPU memory the torch allocator held over the training steps and the sampling (NaN on CPU)."""
     total_gib: float = math.nan
     """The GPU's memory (NaN on CPU)."""
+    pair_step_s: float = math.nan
+    """Median step time of each of two copies of this trial training at once on one GPU, in two processes as
+    packed trials run (NaN: not measured; `--gpus-per-trial` below 1 on a machine with a GPU measures it)."""
 
 
 MEMORY_MARGIN = 1.25
@@ -114,9 +117,37 @@ class Estimate:
     """Sum of trial times x the devices each holds (GPUs per trial, or CPUs on a CPU sweep)."""
 
 
-def trial_seconds(probe: Probe, steps: int, members: int) -> float:
-    """One trial: its training steps, then one evaluation per member ablation."""
-    return probe.step_s * steps + probe.eval_s * members
+def packed_slowdown(probe: Probe, per_gpu: int) -> tuple[float, str]:
+    """(factor, how it was found) by which a trial's step time grows when `per_gpu` trials share one GPU.
+
+    Packed trials are separate processes whose kernels the GPU time-slices: a trial that keeps the GPU busy a
+    share g of its step time t1 alone runs at max(t1, k * g * t1) beside k - 1 others. A measured pair (two
+    copies at once, each at t2 a step) gives g = t2 / (2 * t1) when the GPU is the bottleneck (t2 > t1), an
+    upper bound otherwise, so the factor max(1, k * t2 / (2 * t1)) is the pair's own at k = 2 and never
+    optimistic beyond it. Without a pair the trials are taken as GPU-bound: k trials each k times slower, so
+    packing saves no GPU-hours (the estimate says so)."""
+    if per_gpu <= 1:
+        return 1.0, "one trial per GPU"
+    if math.isfinite(probe.pair_step_s) and probe.step_s > 0:
+        factor = max(1.0, per_gpu * probe.pair_step_s / (2 * probe.step_s))
+        return factor, (
+            f"{per_gpu} trials per GPU: each x{factor:.2f} slower, from a measured pair "
+            f"({probe.pair_step_s:.3f} s/step each vs {probe.step_s:.3f} alone)"
+        )
+    return float(per_gpu), (
+        f"{per_gpu} trials per GPU: each taken as x{per_gpu} slower (packed speed not measured: no GPU here to "
+        "run a pair on; GPU-bound trials time-slice the GPU)"
+    )
+
+
+def trials_per_gpu(gpus_per_trial: float) -> int:
+    """Trials that share one GPU at `gpus_per_trial` (1 for a whole GPU or more)."""
+    return max(1, int(1 / gpus_per_trial + 1e-9)) if 0 < gpus_per_trial < 1 else 1
+
+
+def trial_seconds(probe: Probe, steps: int, members: int, slowdown: float = 1.0) -> float:
+    """One trial: its training steps, then one evaluation per member ablation (`slowdown`: packed on a GPU)."""
+    return (probe.step_s * steps + probe.eval_s * members) * slowdown
 
 
 def estimate(durations: Sequence[float], at_once: int, devices_per_trial: float) -> Estimate:
@@ -153,17 +184,24 @@ def cost_lines(
     """The probe table and the estimate, as printed by `--dry-run` (and before a full-scale sweep); each group
     trains `trials_per_group` trials (its seeds x the --grid points) and samples each member's evaluation set
     `samplings_per_member` times (the guidance scales of `eval.guidance_scale`)."""
+    per_gpu = trials_per_gpu(devices_per_trial) if device_kind == "GPU" else 1
     lines = [f"{'training group':<34} {'device':<7} {'s/step':>8} {'eval s':>8} {'trial':>9}"]
-    durations = []
+    durations, packing = [], []
     for g in groups:
         p = probes[g.trainer]
-        trial = trial_seconds(p, steps, len(g.members) * samplings_per_member)
+        slowdown, how = packed_slowdown(p, per_gpu)
+        trial = trial_seconds(p, steps, len(g.members) * samplings_per_member, slowdown)
         durations += [trial] * trials_per_group
         lines.append(f"{' + '.join(g.members):<34} {p.device:<7} {p.step_s:>8.3f} {p.eval_s:>8.1f} {_hms(trial):>9}")
+        if per_gpu > 1:
+            packing.append(f"  packed, {' + '.join(g.members)}: {how}")
+    lines += packing
     est = estimate(durations, at_once, devices_per_trial)
     lines.append(
         f"estimate: {est.trials} trial(s), {est.at_once} at once ({est.waves} wave(s)): "
         f"wall ~{_hms(est.wall_s)}, {est.device_hours:.2f} {device_kind}-hours (training steps x median "
-        "step time + evaluation sampling; start-up, metrics and checkpoints not included)"
+        "step time + evaluation sampling"
+        + (", packed trials slowed as above" if per_gpu > 1 else "")
+        + "; start-up, metrics and checkpoints not included)"
     )
     return lines

@@ -1,5 +1,7 @@
 """The cost of a sweep before it runs: --cpus-per-trial auto, trials at once, the --dry-run estimate."""
 
+import math
+
 import pytest
 from typer.testing import CliRunner
 
@@ -7,7 +9,7 @@ import t2s_ray.sweep as sweep
 import t2s_ray.sweep.estimate as estimate_mod
 import t2s_ray.t2s.sweep as spec_mod
 from t2s_ray.cli import app
-from t2s_ray.plan import Probe, auto_cpus, concurrency, cost_lines, estimate, pack
+from t2s_ray.plan import Probe, TrainingGroup, auto_cpus, concurrency, cost_lines, estimate, pack
 from t2s_ray.t2s.sweep import BundledSweepSpec
 
 runner = CliRunner()
@@ -124,3 +126,58 @@ def test_gpus_per_trial_auto_needs_a_local_gpu_to_measure(tmp_path, monkeypatch)
     assert estimate_mod._pack_by_memory(cpu, [], print) == {} and cpu.gpus_per_trial == 1.0
     r = runner.invoke(app, ["sweep", "--gpus-per-trial", "lots", "--dry-run", "--storage", str(tmp_path)])
     assert r.exit_code == 2 and "--gpus-per-trial 'lots': expected auto or a number > 0" in r.output
+
+
+def test_packed_trials_are_slowed_by_a_measured_pair_or_taken_as_gpu_bound(tmp_path):
+    """Two trials on one GPU do not each run at full speed: the estimate at --gpus-per-trial 0.5 slows each
+    trial by what a measured pair showed (here 0.8 s/step each vs 0.5 alone: x1.6), and, with no pair
+    measured, by the number per GPU (GPU-bound: packing then saves no GPU-hours, and the lines say so)."""
+    spec = BundledSweepSpec(ablations=("baseline", "text_finetuned"), seeds=1, scale="full", storage=tmp_path, name="x")
+    groups = spec.training_groups()
+
+    def lines_for(pair_s, gpus_per_trial):
+        probes = {
+            "baseline": Probe("baseline", "cuda:0", 0.5, 0.0, pair_step_s=pair_s),
+            "text_finetuned": Probe("text_finetuned", "cuda:0", 0.5, 0.0, pair_step_s=pair_s),
+        }
+        at_once = int(1 / gpus_per_trial)
+        return cost_lines(groups, probes, 1, 3600, at_once, gpus_per_trial, "GPU")
+
+    alone = lines_for(float("nan"), 1.0)  # 2 trials x 1,800 s, one after the other on one GPU: 1.00 GPU-hours
+    assert "1.00 GPU-hours" in alone[-1] and "wall ~1h00m" in alone[-1] and not any("packed" in x for x in alone)
+    measured = lines_for(0.8, 0.5)  # side by side, each 0.8 x 3600 = 2,880 s: wall 48 min, 2 x 2880 x 0.5 = 0.80 h
+    assert "x1.60 slower, from a measured pair (0.800 s/step each vs 0.500 alone)" in measured[-2]
+    assert "wall ~48m00s, 0.80 GPU-hours" in measured[-1] and "packed trials slowed as above" in measured[-1]
+    unmeasured = lines_for(float("nan"), 0.5)  # each x2: 3,600 s side by side -> the unpacked 1.00 GPU-hours
+    assert "taken as x2 slower (packed speed not measured" in unmeasured[-2]
+    assert "wall ~1h00m, 1.00 GPU-hours" in unmeasured[-1]
+    host_bound = lines_for(0.45, 0.25)  # a pair no slower than one (host-bound): 4 per GPU -> x max(1, 4 x 0.45 / 1)
+    assert "x1.80 slower" in host_bound[-2]
+
+
+def test_packed_slowdown_edge_cases():
+    from t2s_ray.plan import packed_slowdown, trials_per_gpu
+
+    p = Probe("b", "cuda:0", 0.5, 0.0, pair_step_s=0.4)  # a pair faster than one alone (noise): never below x1
+    assert packed_slowdown(p, 2)[0] == 1.0 and packed_slowdown(p, 1) == (1.0, "one trial per GPU")
+    assert [trials_per_gpu(g) for g in (1.0, 2.0, 0.5, 0.33, 0.25)] == [1, 1, 2, 3, 4]
+    cpu_lines = cost_lines([TrainingGroup("b", ("b",))], {"b": Probe("b", "cpu", 0.5, 0.0)}, 1, 10, 1, 0.5, "CPU")
+    assert not any("packed" in line for line in cpu_lines)  # 0.5 CPUs a trial is no GPU packing
+
+
+@pytest.mark.slow
+def test_a_pair_of_probes_trains_at_once_in_two_processes(tmp_path):
+    """measure_pair starts two copies of a trial, warm, at the same moment and returns their median step time
+    (on this CPU the two share the cores, so the pair is no faster than one)."""
+    from t2s_ray.t2s.ablations import resolve
+    from t2s_ray.t2s.pair_probe import measure_pair
+
+    cfg = resolve("baseline", "smoke", 0, ["device=cpu", f"data.cache_dir={tmp_path / 'cache'}", "data.train_clips=16"])
+    from t2s_ray.data import build_dataset
+
+    build_dataset(cfg.data, "train")  # rendered once, as the single probe does before the pair
+    pair_s, status = measure_pair(cfg, 2, "cpu", timeout_s=300, threads=1)
+    assert status.startswith("measured") and 0 < pair_s < 30, status
+    bad = resolve("baseline", "smoke", 0, ["device=cpu", "text_encoder.path=/nonexistent-encoder"])
+    pair_s, status = measure_pair(bad, 1, "cpu", timeout_s=120, threads=1)
+    assert math.isnan(pair_s) and "failed to start" in status and "nonexistent-encoder" in status

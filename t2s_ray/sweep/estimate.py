@@ -68,6 +68,7 @@ def _print_estimate(spec: SweepSpec, configs, say: Callable[[str], None], probes
     at_once = concurrency(cpus, gpus, spec.cpus_per_trial, spec.gpus_per_trial, n_trials(spec), spec.max_concurrent)
     device = "cuda" if gpus and detect_local_gpus() else "cpu"
     probes = probes or spec.probes(configs, device, say, threads=max(1, int(spec.cpus_per_trial)))
+    probes = _with_pairs(spec, configs, probes, device, gpus, say, max(1, int(spec.cpus_per_trial)))
     for line in _cost_lines(spec, configs, probes, at_once, spec.cpus_per_trial, gpus):
         say(line)
 
@@ -93,9 +94,18 @@ def dry_run(spec: SweepSpec, say: Callable[[str], None] = print, probe_steps: in
         + (f", {spec.gpus_per_trial:g} GPU" if gpus else "")
         + f"; {where}: {cpus:g} CPUs, {gpus:g} GPUs -> {at_once} trial(s) at once"
     )
+    device = "cuda" if gpus and detect_local_gpus() else "cpu"
     probes = probes or spec.probes(configs, "cuda" if gpus else "cpu", say, max(1, int(cpus_per_trial)), probe_steps)
+    probes = _with_pairs(spec, configs, probes, device, gpus, say, max(1, int(cpus_per_trial)))
     for line in _cost_lines(spec, configs, probes, at_once, cpus_per_trial, gpus):
         say(line)
+
+
+def _with_pairs(spec: SweepSpec, configs, probes, device: str, gpus: float, say, threads: int) -> dict[str, Probe]:
+    """Packed trials (`--gpus-per-trial` below 1) on a machine with a GPU: each trainer's pair measured."""
+    if not gpus or spec.gpus_per_trial >= 1 or device != "cuda":
+        return probes
+    return spec.pair_probes(configs, probes, device, say, threads)
 
 
 def _cost_lines(

@@ -194,6 +194,14 @@ class SweepSpec:
         """One cost probe per training group's trainer, on `device` (`--dry-run`, `--gpus-per-trial auto`)."""
         raise NotImplementedError
 
+    def pair_probes(
+        self, configs, probes: dict[str, Probe], device: str, say: Callable[[str], None], threads: int
+    ) -> dict[str, Probe]:
+        """`probes` with `Probe.pair_step_s` measured (two copies of each trainer at once on one GPU), for the
+        estimate of packed trials; a study that cannot measure it returns `probes` as they are (the estimate
+        then takes packed trials as GPU-bound and says so)."""
+        return probes
+
     def trial_steps(self, configs) -> Optional[int]:
         """Training steps of one trial (None when unknown)."""
         raise NotImplementedError

@@ -132,6 +132,22 @@ class BundledSweepSpec(SweepSpec):
         except (OSError, ValueError) as e:  # a text encoder or data path the trials could not read either
             raise SweepError(f"the cost probe could not train a step: {e}") from None
 
+    def pair_probes(
+        self, configs, probes: dict[str, Probe], device: str, say: Callable[[str], None], threads: int
+    ) -> dict[str, Probe]:
+        """Each trainer's pair step time (`pair_probe.measure_pair`), 3 steps, its status said."""
+        from t2s_ray.t2s.pair_probe import measure_pair
+
+        out = {}
+        for name, p in probes.items():
+            say(f"probing {name} packed: two copies training at once on one {device} ...")
+            cfg = next(c for c in configs if c.ablation == name)
+            pair_s, status = measure_pair(cfg, 3, device, threads=threads)
+            if not math.isfinite(pair_s):
+                say(f"  {name}: {status}")
+            out[name] = replace(p, pair_step_s=pair_s)
+        return out
+
     def trial_steps(self, configs) -> Optional[int]:
         return configs[0].training.steps
 
