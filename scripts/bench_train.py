@@ -84,8 +84,8 @@ def main() -> None:
         for abl in a.ablations.split(",")
     ]
     head = (
-        f"{'size':<9} {'ablation':<15} {'device':<7} {'clip':<9} {'B':>3} {'ms/step':>9} {'samples/s':>10} "
-        f"{'peak GB':>8} {'total M':>8} {'train M':>8} {'enc ms':>7} {'enc %':>6}"
+        f"{'size':<9} {'ablation':<15} {'device':<7} {'clip':<9} {'B':>3} {'cold ms':>8} {'ms/step':>9} "
+        f"{'samples/s':>10} {'peak GB':>8} {'total M':>8} {'train M':>8} {'enc ms':>7} {'enc %':>6}"
     )
     print(head)
     for r in rows:
