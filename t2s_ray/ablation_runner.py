@@ -127,6 +127,7 @@ class AblationRunner:
             trial_dir=self.folder,
             sink=self.sink,
             report_every=report_every,
+            back_translator=study.back_translator if study is not None else None,
         )
 
     def log_training_step(
@@ -216,7 +217,13 @@ def train_in_process(
     device = _device()
     sink = FolderSink(out, f"{ablation} seed {seed}", {"ablation": ablation})
     session = Session(
-        ablation=ablation, seed=seed, device=device, trial_dir=out, sink=sink, report_every=study.report_every
+        ablation=ablation,
+        seed=seed,
+        device=device,
+        trial_dir=out,
+        sink=sink,
+        report_every=study.report_every,
+        back_translator=study.back_translator,
     )
     try:
         final = train_and_score(study, cfg, session)

@@ -110,6 +110,7 @@ def study_trial(params: dict[str, Any]) -> None:
             on_step=on_step,
             progress=sampler.set_step,
             node=f"Ray node {node['node/id']} ({node['node/hostname']})",
+            back_translator=study.back_translator,
         )
         members = {m: study.trial_config(params, m) for m in shared_members(params)}
         write_trial_configs(study, trial_dir, cfg, members)

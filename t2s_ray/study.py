@@ -110,6 +110,9 @@ class Study:
     steps: str | None = None
     """The dotted config field that holds the number of training steps (e.g. `"train.steps"`): lets
     `sweep --dry-run` turn its probe's time per step into a cost estimate."""
+    back_translator: str | None = None
+    """`package.module:callable`, the sign-to-text model `Session.evaluate` back-translates the clips with
+    when it is given none (BLEU, chrF, ROUGE-L, WER: `t2s_ray.metrics.back_translation`); None: no text metrics."""
 
     def __post_init__(self) -> None:
         if not _frozen_dataclass_type(self.config):
@@ -396,8 +399,10 @@ class Session:
         member: bool = False,
         progress: Callable[[int], None] | None = None,
         node: str | None = None,
+        back_translator: Any = None,
     ):
         self.ablation, self.seed, self.device, self.trial_dir = ablation, seed, device, Path(trial_dir)
+        self.back_translator = back_translator  # `evaluate`'s default (the study's `Study.back_translator`)
         self.node = node or f"host {socket.gethostname()}"  # where it runs, for messages that must say so
         self._sink, self._every, self._on_step, self._progress = sink, report_every, on_step, progress
         self._pending: dict[str, Any] | None = None  # a report due at the last log_step, sent with what follows
@@ -548,6 +553,7 @@ class Session:
             report_every=self._every,
             member=True,
             node=self.node,
+            back_translator=self.back_translator,
         )
 
     # --- the end --------------------------------------------------------------------------------
@@ -562,14 +568,45 @@ class Session:
         self.final = {**(self.final or {}), **clean}
 
     def evaluate(
-        self, generated: np.ndarray, real: np.ndarray, texts: list[str] | None = None, **options: Any
+        self,
+        generated: np.ndarray,
+        real: np.ndarray,
+        texts: list[str] | None = None,
+        back_translator: Any = None,
+        language: str = "",
+        generated_poses: Any = None,
+        real_poses: Any = None,
+        **options: Any,
     ) -> dict[str, Any]:
         """t2s-ray's metrics on the user's clips (uint8, clips x frames x height x width x 3): FVD (with
         `fvd_detector=` StyleGAN-V's I3D), LPIPS, temporal consistency and motion ratio against the real clips,
-        NaN with a `*_status` where one cannot be computed; logged as `log_evaluation` does. Returns them."""
+        NaN with a `*_status` where one cannot be computed; logged as `log_evaluation` does. Returns them.
+
+        With `back_translator` (a callable or `package.module:callable`, else the study's `Study.back_translator`)
+        and `texts` (what each clip should sign): BLEU-1..4, chrF, ROUGE-L and WER of its reading of the
+        generated clips, and of the real ones as `<metric>_real` (`t2s_ray.metrics.back_translation`), the
+        captions in `language`. With `generated_poses` and `real_poses` (one keypoint sequence, frames x joints x
+        dims or a `.pose` file, per clip each): DTW-MJE and nDTW-MJE (`t2s_ray.metrics.poses`)."""
+        from t2s_ray.metrics.back_translation import back_translation_metrics
         from t2s_ray.metrics.clips import clip_metrics
+        from t2s_ray.metrics.poses import pose_metrics
 
         metrics = clip_metrics(generated, real, **options)
+        translator = back_translator if back_translator is not None else self.back_translator
+        if translator is not None:
+            if texts is None or len(texts) != len(generated):
+                raise StudyError(
+                    f"session.evaluate: back-translation needs texts=, one caption per clip ({len(generated)}), "
+                    f"got {'none' if texts is None else len(texts)}"
+                )
+            metrics.update(
+                back_translation_metrics(translator, np.asarray(generated), np.asarray(real), texts, language)
+            )
+        if generated_poses is not None or real_poses is not None:
+            try:
+                metrics.update(pose_metrics(generated_poses, real_poses))
+            except ValueError as e:
+                raise StudyError(f"session.evaluate: {e}") from None
         self.log_evaluation(metrics)
         return metrics
 

@@ -31,6 +31,8 @@ class MetricInfo:
     """Whether the summary gets a Δ% vs baseline column for it."""
     kind: str = "quality"
     """`quality` or `cost`: the quality table or the cost table, and the Holm family it is tested in."""
+    bounds: tuple[float, float] | None = None
+    """The range the metric cannot leave, e.g. (0, 1): a metric pinned at a bound carries no information."""
 
 
 # Known final metrics, in display order; any other numeric final key follows, sorted.
@@ -44,16 +46,39 @@ METRICS: dict[str, MetricInfo] = {
     "eval/kid_sd": MetricInfo("KID sd"),
     "eval/feature_dim_synthsign": MetricInfo("SynthSign feature dim"),
     "eval/lpips": MetricInfo("LPIPS", "lower", True),
-    "eval/temporal_consistency": MetricInfo("Temporal cons.", "real", True),
-    "eval/temporal_consistency_ssim": MetricInfo("Temporal cons. (SSIM)", "real", True),
+    "eval/temporal_consistency": MetricInfo("Temporal cons.", "real", True, bounds=(0.0, 1.0)),
+    "eval/temporal_consistency_ssim": MetricInfo("Temporal cons. (SSIM)", "real", True, bounds=(-1.0, 1.0)),
     "eval/temporal_consistency_real": MetricInfo("Temporal cons. of real clips"),
     "eval/temporal_consistency_ssim_real": MetricInfo("Temporal cons. (SSIM) of real clips"),
-    "eval/gloss_accuracy": MetricInfo("Gloss acc.", "higher", True),
+    "eval/gloss_accuracy": MetricInfo("Gloss acc.", "higher", True, bounds=(0.0, 1.0)),
     "eval/gloss_wer": MetricInfo("Gloss WER", "lower", True),
     "eval/motion_ratio": MetricInfo("Motion ratio", "one"),
-    "eval/text_alignment": MetricInfo("Text align.", "higher", True),
+    "eval/text_alignment": MetricInfo("Text align.", "higher", True, bounds=(0.0, 1.0)),
     "eval/text_alignment_chance": MetricInfo("Text align. chance"),
     "eval/text_alignment_real": MetricInfo("Text align. of real clips"),
+    # back-translation (t2s_ray.metrics.back_translation): BLEU, chrF and ROUGE-L on 0-100 as papers print them
+    "eval/bleu4": MetricInfo("BLEU-4", "higher", True, bounds=(0.0, 100.0)),
+    "eval/rouge_l": MetricInfo("ROUGE-L", "higher", True, bounds=(0.0, 100.0)),
+    "eval/chrf": MetricInfo("chrF", "higher", True, bounds=(0.0, 100.0)),
+    "eval/wer": MetricInfo("WER", "lower", True),
+    "eval/bleu1": MetricInfo("BLEU-1", "higher", True, bounds=(0.0, 100.0)),
+    "eval/bleu2": MetricInfo("BLEU-2", "higher", True, bounds=(0.0, 100.0)),
+    "eval/bleu3": MetricInfo("BLEU-3", "higher", True, bounds=(0.0, 100.0)),
+    **{
+        f"eval/{m}_real": MetricInfo(f"{label} of real clips")
+        for m, label in (
+            ("bleu1", "BLEU-1"),
+            ("bleu2", "BLEU-2"),
+            ("bleu3", "BLEU-3"),
+            ("bleu4", "BLEU-4"),
+            ("chrf", "chrF"),
+            ("rouge_l", "ROUGE-L"),
+            ("wer", "WER"),
+        )
+    },
+    # poses (t2s_ray.metrics.poses)
+    "eval/dtw_mje": MetricInfo("DTW-MJE", "lower", True),
+    "eval/ndtw_mje": MetricInfo("nDTW-MJE", "lower", True),
     "final_loss": MetricInfo("Final loss", "lower"),
     "val_loss": MetricInfo("Val loss", "lower"),
     "train_time_h": MetricInfo("Train time (h)", "lower", True, "cost"),
@@ -100,9 +125,12 @@ HEADLINE = (
     "eval/fvd",
     "eval/fvd_synthsign",
     "eval/text_alignment",
+    "eval/bleu4",
     "eval/temporal_consistency",
     "eval/temporal_consistency_ssim",
     "eval/motion_ratio",
+    "eval/rouge_l",
+    "eval/dtw_mje",
     "eval/lpips",
     "val_loss",
     "train_time_h",
@@ -129,6 +157,10 @@ REFERENCES = (
     ("eval/fvd_synthsign_real", "FVD-SynthSign between real val and real test clips (the floor at this N)"),
     ("eval/text_alignment_real", "text alignment of the real clips as the gloss evaluator reads them (the ceiling)"),
     ("eval/text_alignment_chance", "text alignment a caption-blind generator can expect (chance)"),
+    ("eval/bleu4_real", "BLEU-4 of the back-translated real clips (the translator's ceiling on these prompts)"),
+    ("eval/rouge_l_real", "ROUGE-L of the back-translated real clips (the ceiling)"),
+    ("eval/chrf_real", "chrF of the back-translated real clips (the ceiling)"),
+    ("eval/wer_real", "WER of the back-translated real clips (the floor)"),
     ("eval/temporal_consistency_real", "temporal consistency of the real clips (the target)"),
     ("eval/temporal_consistency_ssim_real", "temporal consistency (SSIM) of the real clips (the target)"),
 )
@@ -214,6 +246,35 @@ def distribution_metric(done: pd.DataFrame) -> str:
     if have("eval/kid_synthsign") and not n >= KID_BELOW * dim:  # also when N or the width is unknown
         return "eval/kid_synthsign"
     return "eval/fvd_synthsign"
+
+
+PINNED_TOLERANCE = 1e-4
+"""A metric within this fraction of its range of a bound in every trial is pinned there (1.0000 at 4 digits)."""
+
+
+def no_information(done: pd.DataFrame) -> dict[str, str]:
+    """The ranked metrics of the finished trials `done` that cannot tell the arms apart -> why: the same value
+    in every arm and seed, or every value at one of the metric's bounds (temporal consistency 1 of frozen
+    clips, text alignment 0 of a model that learned nothing). Such a metric is flagged in the tables and the
+    report and left out of the verdict families. Needs two finished values at least."""
+    out = {}
+    for m in metric_columns(done):
+        info = metric_info(m)
+        values = done[m].dropna() if info.better is not None else ()
+        if len(values) < 2:
+            continue
+        lo, hi = float(values.min()), float(values.max())
+        pinned = [
+            b
+            for b in (info.bounds or ())
+            if max(abs(lo - b), abs(hi - b)) <= PINNED_TOLERANCE * (info.bounds[1] - info.bounds[0])
+        ]
+        where = f"in all {len(values)} finished trials (every arm and seed)"
+        if pinned:
+            out[m] = f"no information: {info.label} is at its bound {pinned[0]:g} {where}"
+        elif hi - lo <= 1e-12 * max(1.0, abs(hi)):
+            out[m] = f"no information: {info.label} is {hi:.6g} {where}"
+    return out
 
 
 def is_loss(metric: str) -> bool:

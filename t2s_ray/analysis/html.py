@@ -390,6 +390,7 @@ def render_html(
         "frechet": parts["frechet"],
         "more": parts["more"],
         "missing": parts["missing"],
+        "no_information": [line.removeprefix("- ") for line in parts["no_information"]],
         "guidance": parts["guidance"],
         "curve": _guidance_section(selected, guidance_curve(selected) if curve is None else curve),
         "references": [line.strip() for line in _reference_section(selected)],

@@ -18,6 +18,7 @@ from t2s_ray.analysis.catalog import (
     headline_metrics,
     metric_columns,
     metric_info,
+    no_information,
     tested_values,
 )
 from t2s_ray.analysis.guidance import headline_note
@@ -99,9 +100,13 @@ LEGEND = (
 )
 
 
-def _verdict_cell(row: pd.Series, m: str, baseline: str, comparisons: pd.DataFrame) -> str:
+def _verdict_cell(
+    row: pd.Series, m: str, baseline: str, comparisons: pd.DataFrame, uninformative: frozenset = frozenset()
+) -> str:
     if is_baseline(row["ablation"], baseline):
         return "—"
+    if m in uninformative:
+        return "no information"
     c = comparisons[(comparisons["ablation"] == row["ablation"]) & (comparisons["metric"] == m)]
     if c.empty:
         return "n/a"
@@ -126,20 +131,22 @@ def table_cells(
     baseline: str = "baseline",
     digits: int = 4,
     comparisons: pd.DataFrame | None = None,
+    uninformative: frozenset = frozenset(),
 ) -> tuple[list[str], list[list[str]]]:
     """`(header, rows)` of the comparison table as text cells (see `to_markdown`); the first two
-    columns are Ablation and Seeds, each metric column may be followed by its Δ column."""
+    columns are Ablation and Seeds, each metric column may be followed by its Δ column. A metric in
+    `uninformative` (`catalog.no_information`) is headed "(no information)" and its Δ cells say so."""
     metrics = summary_metrics(summary) if metrics is None else metrics
     decimals = {m: column_decimals(summary, m, digits) for m in metrics}
 
     def has_delta(m: str) -> bool:
         if comparisons is None:
             return f"{m}_delta_pct" in summary
-        return bool((comparisons["metric"] == m).any())
+        return m in uninformative or bool((comparisons["metric"] == m).any())
 
     header = ["Ablation", "Seeds"]
     for m in metrics:
-        header.append(header_label(m))
+        header.append(header_label(m) + (" (no information)" if m in uninformative else ""))
         if has_delta(m):
             header.append("Δ%" if comparisons is None else "Δ vs baseline")
     rows = []
@@ -151,7 +158,7 @@ def table_cells(
                 cells.append(
                     _delta_cell(row, m, baseline)
                     if comparisons is None
-                    else _verdict_cell(row, m, baseline, comparisons)
+                    else _verdict_cell(row, m, baseline, comparisons, uninformative)
                 )
         rows.append(cells)
     return header, rows
@@ -185,10 +192,12 @@ def comparison_parts(
 ) -> dict:
     """What the comparison shows, as data: `quality` and `cost` tables (`table_cells`, None when empty),
     `legend`, `frechet` (the sample count note or None), `guidance` (the guidance scale of the tables when a
-    list was evaluated, else None), `more` (quality metrics only in the CSVs) and `missing` (the all-NaN metrics
-    with their reason)."""
+    list was evaluated, else None), `more` (quality metrics only in the CSVs), `missing` (the all-NaN metrics
+    with their reason) and `no_information` (the metrics `catalog.no_information` flags, with why)."""
     present = [m for m in summary_metrics(summary) if summary[f"{m}_mean"].notna().any()]
     quality = [m for m in headline_metrics() if m in present and metric_info(m).kind == "quality"]
+    done = selected[selected["status"] == "finished"] if "status" in selected else selected
+    uninformative = no_information(done)
     more = [
         m
         for m in present
@@ -196,7 +205,13 @@ def comparison_parts(
     ]
     cost = [m for m in COST if m in present]
     return {
-        "quality": table_cells(summary, quality[:QUALITY_COLUMNS], baseline, comparisons=comparisons),
+        "quality": table_cells(
+            summary,
+            quality[:QUALITY_COLUMNS],
+            baseline,
+            comparisons=comparisons,
+            uninformative=frozenset(uninformative),
+        ),
         "cost": table_cells(summary, cost, baseline, comparisons=comparisons.iloc[0:0]) if cost else None,
         "legend": LEGEND,
         "frechet": _frechet_n(selected) if any(m in FRECHET for m in quality[:QUALITY_COLUMNS]) else None,
@@ -204,6 +219,7 @@ def comparison_parts(
         "more": more,
         "missing": all_nan_notes(selected),
         "undirected": undirected_note(present),
+        "no_information": [f"- {m}: {why}" for m, why in uninformative.items()],
     }
 
 
@@ -260,6 +276,9 @@ def comparison_markdown(
         parts += ["", "Primary comparisons without a verdict (minimum detectable effect at 80 % power):", *power]
     if c["undirected"]:
         parts += ["", c["undirected"]]
+    if c["no_information"]:
+        parts += ["", "Left out of the verdicts, no information (the same value in every arm and seed):"]
+        parts += c["no_information"]
     if c["missing"]:
         parts += ["", "Not computed (NaN in every finished trial):", *c["missing"]]
     damaged = damaged_notes(selected)

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from t2s_ray import stats
-from t2s_ray.analysis.catalog import arm_primary, is_loss, metric_columns, metric_info, tested_values
+from t2s_ray.analysis.catalog import arm_primary, is_loss, metric_columns, metric_info, no_information, tested_values
 from t2s_ray.outputs import GRID_JOIN
 
 
@@ -101,14 +101,17 @@ def comparison_stats(selected: pd.DataFrame, baseline: str = "baseline", interva
     mean, std, baseline_mean, diff (mean per-seed difference; for a ratio metric the difference of |log r|),
     ci_low, ci_high, delta_pct and its interval (quality metrics that have a Δ%), p, test, p_holm (Holm within
     the family), sd_diff, alpha (0.05 / the family's size), mde (the smallest |diff| found with 80 % power at
-    this n, sd_diff and alpha) and verdict. Finished trials only; a metric NaN in every finished trial is left out.
+    this n, sd_diff and alpha) and verdict. Finished trials only; a metric NaN in every finished trial is left out,
+    and so is one that carries no information (`catalog.no_information`): it would only take a place in a Holm
+    family.
     """
     done = selected[selected["status"] == "finished"] if "status" in selected else selected
     base = done[done["ablation"] == baseline]
     cells: list[tuple[dict, stats.Paired]] = []
+    uninformative = no_information(done)
     for m in metric_columns(done):
         info = metric_info(m)
-        if info.better is None or done[m].isna().all():
+        if info.better is None or done[m].isna().all() or m in uninformative:
             continue
         ref = stats.by_seed(base["seed"], tested_values(m, base))
         for ablation in _ablation_order(done["ablation"], baseline):

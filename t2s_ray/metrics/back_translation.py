@@ -180,9 +180,10 @@ def back_translation_metrics(
     return out
 
 
-def _all_nan(reason: str, suffix: str = "") -> dict[str, Any]:
+def _all_nan(reason: str, suffix: str | None = None) -> dict[str, Any]:
+    """Every metric NaN with `reason`: of one set (`suffix` "" or "_real"), or of both (None)."""
     out: dict[str, Any] = {}
     for m in TEXT_METRICS:
-        out[f"eval/{m}{suffix}"] = math.nan
-        out[f"eval/{m}{suffix}_status"] = reason
+        for s in ("", "_real") if suffix is None else (suffix,):
+            out[f"eval/{m}{s}"], out[f"eval/{m}{s}_status"] = math.nan, reason
     return out

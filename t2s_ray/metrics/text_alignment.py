@@ -36,20 +36,14 @@ def gloss_accuracy(predicted: Sequence[Sequence[int]], targets: Sequence[Sequenc
 
 
 def gloss_wer(predicted: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> float:
-    """Word error rate over glosses: total edit distance (substitutions, insertions, deletions) / target glosses.
+    """Word error rate over glosses: total edit distance (substitutions, insertions, deletions) / target glosses,
+    by `jiwer` (each gloss id one word), the library that scores back-translation WER too.
 
     Unlike `gloss_accuracy`, one inserted gloss costs one error instead of shifting every later position.
     Lower is better; can exceed 1 when the recogniser reads many extra glosses.
     """
+    import jiwer
+
     _check_pairs(predicted, targets)
-    errors = sum(_edit_distance(tuple(p), tuple(t)) for p, t in zip(predicted, targets))
-    return errors / sum(len(t) for t in targets)
-
-
-def _edit_distance(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
-    return row[-1]
+    words = lambda seqs: [" ".join(f"g{g}" for g in seq) for seq in seqs]
+    return float(jiwer.wer(words(targets), words(predicted)))

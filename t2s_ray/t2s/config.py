@@ -192,6 +192,14 @@ class EvalConfig:
     """SynthSign gloss classifier (fvd_synthsign, text_alignment): fresh training clips per epoch."""
     evaluator_epochs: int = 8
     """SynthSign gloss classifier: training epochs (trained once per data config, then cached)."""
+    back_translator: str = "auto"
+    """The sign-to-text model whose reading of the clips gives `eval/bleu1..4`, `chrf`, `rouge_l` and `wer`
+    (`t2s_ray.metrics.back_translation`): `package.module:callable` (a function or class taking uint8 clips and
+    a language code, returning one string per clip), `auto` (the built-in SynthSign gloss translator on
+    SynthSign, none elsewhere) or `none`."""
+    language: str = "auto"
+    """The captions' language code passed to the back-translator; `auto`: the dataset's (SynthSign and
+    How2Sign `en`, PHOENIX-2014T `de`, a manifest "")."""
 
     def __post_init__(self) -> None:
         _check(self.evaluator_clips >= 1, "eval.evaluator_clips", "must be >= 1")
@@ -201,6 +209,11 @@ class EvalConfig:
         _check(self.sampling_steps >= 1, "eval.sampling_steps", "must be >= 1")
         self._check_guidance()
         _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+        _check(
+            self.back_translator in ("auto", "none") or ":" in self.back_translator,
+            "eval.back_translator",
+            f"expected auto, none or package.module:callable, got {self.back_translator!r}",
+        )
 
     def _check_guidance(self) -> None:
         if isinstance(self.guidance_scale, list):  # built in code rather than parsed: keep the config hashable

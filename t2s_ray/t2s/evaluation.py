@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from t2s_ray.data import build_dataset
+from t2s_ray.data.synthsign import gloss_word
 from t2s_ray.data.video import to_model_input, to_uint8
 from t2s_ray.guidance import CURVE_METRICS, HEADLINE_SCALE_KEY, guidance_key
+from t2s_ray.metrics.back_translation import back_translation_metrics
 from t2s_ray.metrics.efficiency import peak_inference_memory_gb, time_inference
 from t2s_ray.metrics.frechet import frechet_from_features
 from t2s_ray.metrics.fvd import fvd_and_kid
@@ -233,6 +235,52 @@ def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, jud
     return out
 
 
+class GlossTranslator:
+    """The built-in back-translator on SynthSign: the gloss classifier reads each clip's glosses and writes them
+    as the words of the captions (`thank you`). Its text is scored against the glosses' words of each prompt
+    (`signed_texts`): the clip signs the glosses, not the caption's phrasing around them."""
+
+    def __init__(self, classifier):
+        self.classifier = classifier
+        self.__name__ = "the built-in SynthSign gloss translator"
+
+    def __call__(self, clips: np.ndarray, language: str) -> list[str]:
+        return [" ".join(gloss_word(g) for g in glosses) for glosses in recognise(self.classifier, clips)]
+
+
+DATASET_LANGUAGES = {"synthsign": "en", "how2sign": "en", "phoenix": "de", "manifest": ""}
+"""`eval.language=auto`: the captions' language of each dataset format (a manifest's is not known)."""
+
+
+def signed_texts(prompts: EvalSet) -> list[str]:
+    """What each prompt's clip signs, the back-translation's reference: the glosses' words where the prompts
+    have gloss labels (SynthSign), else the captions."""
+    if prompts.glosses and all(prompts.glosses):
+        return [" ".join(gloss_word(g) for g in glosses) for glosses in prompts.glosses]
+    return list(prompts.texts)
+
+
+def _back_translation(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, judge: GlossJudge | str) -> dict:
+    """`eval/bleu1..4`, `chrf`, `rouge_l`, `wer` of the generated clips and (`_real`) of the prompts' real clips,
+    through `eval.back_translator` (see `t2s_ray.metrics.back_translation`)."""
+    e, d = state.cfg.eval, state.cfg.data
+    language = DATASET_LANGUAGES.get(d.spec.split(":", 1)[0], "") if e.language == "auto" else e.language
+    translator, unavailable = None, "off (eval.back_translator=none)"
+    if e.back_translator == "auto":
+        if isinstance(judge, GlossJudge):
+            translator = GlossTranslator(judge.classifier)
+        else:
+            unavailable = (
+                f"no back-translator: the built-in one reads SynthSign glosses ({judge}); set "
+                "eval.back_translator=package.module:callable to your sign-to-text model"
+            )
+    elif e.back_translator != "none":
+        translator = e.back_translator
+    return back_translation_metrics(
+        translator, fake_u8, prompts.real, signed_texts(prompts), language, e.batch_size, unavailable
+    )
+
+
 def _real_floor(state: TrainState, classifier, real_features: np.ndarray) -> dict[str, Any]:
     """`fvd_synthsign_real`: the distance between the real prompts (val; their `real_features`) and as
     many real test clips, the floor of `fvd_synthsign` at this N (Fréchet distances are biased by N)."""
@@ -282,6 +330,7 @@ def evaluate(
     metrics: dict[str, Any] = {"eval/num_videos": len(prompts.texts)}
     metrics.update(fvd_and_kid(real, fake, e.fvd_detector, state.device))
     metrics.update(_gloss_metrics(state, prompts, fake_u8, judge))
+    metrics.update(_back_translation(state, prompts, fake_u8, judge))
     metrics.update(_lpips_metrics(fake, real, prompts.references, lpips_model, lpips_status))
     metrics.update(_cost_metrics(state, prompts.texts[0]))
     metrics.update(guidance_curve(state, prompts, judge, metrics))
