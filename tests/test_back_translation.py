@@ -3,6 +3,7 @@ known inputs, known answers (checked against the libraries and by hand)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -233,3 +234,45 @@ def test_no_information_needs_two_values_and_ignores_nan_and_unranked_metrics():
     assert no_information(unranked) == {}  # a count, not a ranked metric
     near = _trials({"eval/text_alignment": {"baseline": [0.0, 0.0], "no_ema": [0.0, 0.01]}})
     assert no_information(near) == {}  # one trial moved off the bound: it carries information
+
+
+# --- through a user study ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    steps: int = 2
+    lr: float = 1e-3
+
+
+def _train(cfg: _Cfg, session) -> None:
+    for step in range(1, cfg.steps + 1):
+        session.log_step(step, 1.0 / step)
+    texts = [WORDS[k] for k in (0, 1, 2, 3)]
+    base = np.array([[0.0, 0.0], [1.0, 0.0]])
+    poses = [np.stack([base, base + [0, 1]])] * 4
+    session.evaluate(
+        clips_of([0, 5, 2, 6]), clips_of([0, 1, 2, 3]), texts, lpips=False, generated_poses=poses, real_poses=poses
+    )
+
+
+def test_a_study_with_a_translator_by_module_callable_reports_the_text_and_pose_metrics(tmp_path):
+    """Study(back_translator='tests.fake_translator:Reader'): `session.evaluate(fake, real, texts)` reports
+    BLEU-1..4, chrF, ROUGE-L and WER of the generated clips and of the real ones, and DTW-MJE of the poses, in
+    the trial's final metrics (what the tables and the paired statistics read)."""
+    from t2s_ray.ablation_runner import train_in_process
+    from t2s_ray.study import Study
+
+    study = Study(
+        name="bt",
+        config=_Cfg,
+        train=_train,
+        ablations={"baseline": {}, "fast": {"lr": 1e-2}},
+        back_translator="tests.fake_translator:Reader",
+    )
+    final = train_in_process(study, "baseline", None, 0, [], tmp_path / "run")
+    expected = text_scores([WORDS[k] for k in (0, 5, 2, 6)], [WORDS[k] for k in (0, 1, 2, 3)])
+    for name in TEXT_METRICS:
+        assert final[f"eval/{name}"] == pytest.approx(expected[name]), name
+    assert final["eval/bleu4_real"] == pytest.approx(100.0) and final["eval/dtw_mje"] == 0.0
+    assert "sacrebleu nrefs:1" in final["eval/bleu4_status"]
