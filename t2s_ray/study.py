@@ -481,8 +481,8 @@ class Session:
             from tensorboardX import SummaryWriter
 
             self._writer = SummaryWriter(str(self.trial_dir), filename_suffix=".steps")
-        for k, v in row.items():
-            if k != "step" and not isinstance(v, str):
+        for k, v in row.items():  # NaN (perf/mfu on a CPU, say) stays in the CSV: TensorBoard cannot plot it
+            if k != "step" and not isinstance(v, str) and math.isfinite(v):
                 self._writer.add_scalar(f"train/{k}", v, global_step=row["step"])
 
     # --- checkpoints ----------------------------------------------------------------------------
