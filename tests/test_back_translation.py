@@ -216,15 +216,15 @@ def test_identical_or_pinned_metrics_are_flagged_and_left_out_of_the_verdicts():
     flagged = no_information(trials)
     assert set(flagged) == {"eval/temporal_consistency", "eval/text_alignment", "eval/bleu4"}
     assert flagged["eval/temporal_consistency"] == (
-        "no information: Temporal cons. is at its bound 1 in all 12 finished trials (every arm and seed)"
+        "Temporal cons. is at its bound 1 in all 12 finished trials (every arm and seed)"
     )
-    assert flagged["eval/text_alignment"].startswith("no information: Text align. is at its bound 0")
-    assert flagged["eval/bleu4"] == "no information: BLEU-4 is 12.5 in all 12 finished trials (every arm and seed)"
+    assert flagged["eval/text_alignment"].startswith("Text align. is at its bound 0")
+    assert flagged["eval/bleu4"] == "BLEU-4 is 12.5 in all 12 finished trials (every arm and seed)"
     stats_ = comparison_stats(trials)
     assert list(stats_["metric"]) == ["eval/rouge_l"] and stats_["verdict"].iloc[0].startswith("better")
     text = comparison_markdown(trials, summarize(trials), stats_)
     assert "Text align. ↑ (no information)" in text and "| no information |" in text
-    assert "Left out of the verdicts, no information" in text and "- eval/bleu4: no information: BLEU-4 is 12.5" in text
+    assert "Left out of the verdicts, no information" in text and "- eval/bleu4: BLEU-4 is 12.5" in text
 
 
 def test_no_information_needs_two_values_and_ignores_nan_and_unranked_metrics():

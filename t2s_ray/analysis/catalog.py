@@ -271,9 +271,9 @@ def no_information(done: pd.DataFrame) -> dict[str, str]:
         ]
         where = f"in all {len(values)} finished trials (every arm and seed)"
         if pinned:
-            out[m] = f"no information: {info.label} is at its bound {pinned[0]:g} {where}"
+            out[m] = f"{info.label} is at its bound {pinned[0]:g} {where}"
         elif hi - lo <= 1e-12 * max(1.0, abs(hi)):
-            out[m] = f"no information: {info.label} is {hi:.6g} {where}"
+            out[m] = f"{info.label} is {hi:.6g} {where}"
     return out
 
 
