@@ -7,9 +7,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 
@@ -107,3 +109,76 @@ def kill_tree(pid: int) -> None:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# --------------------------------------------------------------------------- tiny runs
+
+TINY_RUN = (
+    "data.frames=4",
+    "data.height=16",
+    "data.width=16",
+    "data.train_clips=16",
+    "data.eval_clips=4",
+    "training.batch_size=2",
+    "training.steps=4",
+    "training.warmup_steps=2",
+    "training.report_every=2",
+    "training.checkpoint_every=4",
+    "eval.num_videos=2",
+    "eval.sampling_steps=2",
+    "eval.evaluator_clips=64",
+    "eval.evaluator_epochs=1",
+    "device=cpu",
+)
+"""`--set` overrides of a trial small enough for a test on the CPU: 4 frames of 16 x 16 px, 16 training clips,
+4 steps, a gloss evaluator trained on 64 clips for one epoch."""
+
+
+def tiny_overrides(*changes: str, drop: Sequence[str] = (), base: Sequence[str] = TINY_RUN) -> tuple[str, ...]:
+    """`base` with each `key=value` of `changes` in place of the item of its key (after the others for a key `base`
+    lacks) and the keys in `drop` left out. Every key appears once, so no later item overrides an earlier one."""
+    items = {item.partition("=")[0]: item for item in base}
+    if unknown := [key for key in drop if key not in items]:
+        raise ValueError(f"drop: {unknown} not among the keys of {list(items)}")
+    for key in drop:
+        del items[key]
+    keys = [item.partition("=")[0] for item in changes]
+    if any("=" not in item for item in changes) or len(set(keys)) < len(keys):
+        raise ValueError(f"changes {list(changes)}: expected key=value items, each key once")
+    return tuple({**items, **dict(zip(keys, changes))}.values())
+
+
+TINY_EVAL = tiny_overrides(
+    "data.train_clips=8",
+    "data.eval_clips=6",
+    "eval.num_videos=4",
+    "eval.batch_size=2",
+    drop=(
+        "training.steps",
+        "training.warmup_steps",
+        "training.report_every",
+        "training.checkpoint_every",
+        "eval.evaluator_clips",
+        "eval.evaluator_epochs",
+    ),
+)
+"""The overrides of the evaluation tests: 6 validation clips (two seeds pick different prompts), 4 videos scored."""
+
+
+class Clips:
+    """An in-memory dataset with the ClipDataset interface: `videos` (uint8, (N, T, H, W, 3)), one caption each."""
+
+    def __init__(self, videos: np.ndarray, texts: list[str]):
+        self.videos, self.texts = videos, texts
+
+    @classmethod
+    def random(cls, n: int = 8, frames: int = 4, size: int = 16) -> Clips:
+        """`n` clips of random pixels, the same at every call, captioned "a person signs word <i>"."""
+        videos = np.random.default_rng(0).integers(0, 256, (n, frames, size, size, 3), dtype=np.uint8)
+        return cls(videos, [f"a person signs word {i}" for i in range(n)])
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def get_batch(self, idx):
+        return self.videos[idx].copy(), [self.texts[i] for i in idx]

@@ -18,8 +18,9 @@ from t2s_ray.t2s.config import Config, trajectory_fields
 from t2s_ray.t2s.evaluation import evaluate
 from t2s_ray.t2s.sweep import BundledSweepSpec
 from t2s_ray.t2s.training import TrainingError, build_state, member_state, next_batch, train_step, validation_loss
+from tests.helpers import TINY_EVAL
 from tests.test_analysis import final_row, make_trial, train_row
-from tests.test_evaluation import TINY, FakeClassifier
+from tests.test_evaluation import FakeClassifier
 
 STEPS = 6
 
@@ -98,7 +99,7 @@ def _eval(state, monkeypatch):
 
 
 def test_no_ema_trained_alone_equals_the_shared_runs_raw_weights(tmp_path, text_encoder, monkeypatch):
-    extra = TINY + [f"data.cache_dir={tmp_path}", "ema.decay=0.9"]  # a fast EMA: its weights differ visibly
+    extra = [*TINY_EVAL, f"data.cache_dir={tmp_path}", "ema.decay=0.9"]  # a fast EMA: its weights differ visibly
     base_cfg = resolve("baseline", "smoke", 0, extra)
     alone_cfg = resolve("no_ema", "smoke", 0, extra)
     shared, shared_losses = _trained(base_cfg, text_encoder)
@@ -121,7 +122,7 @@ def test_no_ema_trained_alone_equals_the_shared_runs_raw_weights(tmp_path, text_
 
 
 def test_member_state_refuses_a_config_that_trains_other_weights(tmp_path, text_encoder):
-    extra = TINY + [f"data.cache_dir={tmp_path}"]
+    extra = [*TINY_EVAL, f"data.cache_dir={tmp_path}"]
     state = build_state(resolve("baseline", "smoke", 0, extra), text_encoder=text_encoder)
     with pytest.raises(TrainingError, match="differ in fields that change the trained weights"):
         member_state(state, resolve("text_finetuned", "smoke", 0, extra))
