@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import socket
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import torch
 
 T = TypeVar("T")
 
@@ -182,3 +185,75 @@ class Clips:
 
     def get_batch(self, idx):
         return self.videos[idx].copy(), [self.texts[i] for i in idx]
+
+
+class FakeClassifier(torch.nn.Module):
+    """Stands in for the SynthSign gloss classifier: features = mean colour per frame."""
+
+    def features(self, x):
+        return x.mean(dim=(3, 4)).flatten(1)
+
+
+def fake_evaluator_fn(data_cfg, device):
+    """An `evaluator_fn` for `evaluate`: a `FakeClassifier` and no report."""
+    return FakeClassifier(), {}
+
+
+# --------------------------------------------------------------------------- a fake experiment folder
+
+
+def train_row(step, ts, loss=1.0) -> dict:
+    """A training row of a trial's result.json."""
+    return {
+        "step": step,
+        "epoch": 0,
+        "loss": loss,
+        "lr": 1e-4,
+        "samples_per_s": 10.0,
+        "mem/gpu_peak_gb": 0.0,
+        "training_iteration": step,
+        "trial_id": "x",
+        "timestamp": ts,
+        "time_total_s": 1.0,
+        "done": False,
+    }
+
+
+def final_row(ts, fvd, lpips, train_time_h=0.5) -> dict:
+    """The final row of a finished trial's result.json (FVD not computed, as without I3D weights)."""
+    return {
+        "final": 1,
+        "final_loss": 0.5,
+        "val_loss": 0.6,
+        "params/total_m": 1.5,
+        "params/trainable_m": 1.0,
+        "train_time_h": train_time_h,
+        "mem/gpu_peak_gb": 2.0,
+        "mem/cpu_rss_peak_gb": 3.0,
+        "eval/fvd": math.nan,
+        "eval/fvd_status": "no I3D weights: pass --i3d PATH",
+        "eval/fvd_synthsign": fvd,
+        "eval/lpips": lpips,
+        "eval/num_videos": 8,
+        "step": 20,
+        "seed": 99,
+        "trial_id": "x",
+        "timestamp": ts,
+        "done": True,
+        "config": {"seed": 0},
+    }
+
+
+def make_trial(exp, name, ablation, seed, rows, error=None, tail="", trial_id=None) -> Path:
+    """A trial folder `exp/name` as Ray Tune writes it: params.json, result.json (`rows`, then `tail`) and, with
+    `error`, error.txt."""
+    d = exp / name
+    d.mkdir()
+    params = {"ablation": ablation, "seed": seed, "scale": "smoke", "overrides": [], "data": "synthsign"}
+    (d / "params.json").write_text(json.dumps(params))
+    rows = [r | {"trial_id": trial_id} for r in rows] if trial_id else rows
+    lines = "".join(json.dumps(r) + "\n" for r in rows)  # json.dumps writes NaN like Tune
+    (d / "result.json").write_text(lines + tail)
+    if error:
+        (d / "error.txt").write_text(f"Traceback (most recent call last):\n  ...\n{error}\n")
+    return d

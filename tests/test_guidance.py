@@ -14,7 +14,7 @@ import torch
 from t2s_ray.guidance import HEADLINE_SCALE_KEY, guidance_key, parse_guidance_key, scale_text
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.config import Config, ConfigError, parse_override, trajectory_fields
-from tests.helpers import TINY_EVAL
+from tests.helpers import TINY_EVAL, fake_evaluator_fn
 
 # --------------------------------------------------------------------------- config and keys
 
@@ -85,13 +85,6 @@ NO_LPIPS = (None, "LPIPS not needed here")
 TIMED = ("eval/inference_ms_per_video",)  # wall-clock: differs between any two runs
 
 
-class MeanColour(torch.nn.Module):
-    """Stands in for the gloss classifier: features = mean colour per frame."""
-
-    def features(self, x):
-        return x.mean(dim=(3, 4)).flatten(1)
-
-
 @pytest.fixture()
 def judged(monkeypatch, tmp_path, text_encoder):
     """A tiny untrained state and an evaluator whose scores depend on the clips it sees: features are
@@ -129,9 +122,7 @@ def evaluate_at(state, val, value: str, evaluator_fn=None):
     cfg = state.cfg
     state.cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, guidance_scale=value))
     try:
-        return evaluate(
-            state, val, evaluator_fn=evaluator_fn or (lambda d, dev: (MeanColour(), {})), lpips=NO_LPIPS
-        ).metrics
+        return evaluate(state, val, evaluator_fn=evaluator_fn or fake_evaluator_fn, lpips=NO_LPIPS).metrics
     finally:
         state.cfg = cfg
 

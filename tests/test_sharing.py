@@ -18,9 +18,7 @@ from t2s_ray.t2s.config import Config, trajectory_fields
 from t2s_ray.t2s.evaluation import evaluate
 from t2s_ray.t2s.sweep import BundledSweepSpec
 from t2s_ray.t2s.training import TrainingError, build_state, member_state, next_batch, train_step, validation_loss
-from tests.helpers import TINY_EVAL
-from tests.test_analysis import final_row, make_trial, train_row
-from tests.test_evaluation import FakeClassifier
+from tests.helpers import TINY_EVAL, fake_evaluator_fn, final_row, make_trial, train_row
 
 STEPS = 6
 
@@ -70,10 +68,6 @@ def test_sweep_plan_and_param_space_name_the_shared_ablations(tmp_path):
     assert "shared" not in off.param_space() and "6 trial(s)" in off.plan_lines()[0]
 
 
-def _fake_evaluator(data_cfg, device):
-    return FakeClassifier(), {}
-
-
 def _trained(cfg, text_encoder):
     state = build_state(cfg, text_encoder=text_encoder)
     data = build_dataset(cfg.data, "train")
@@ -93,7 +87,7 @@ def _eval(state, monkeypatch):
     )
     monkeypatch.setattr(ev, "recognise", lambda m, v: [(0,)] * len(v))
     val = build_dataset(state.cfg.data, "val")
-    result = evaluate(state, val, evaluator_fn=_fake_evaluator, lpips=(None, "off in this test"))
+    result = evaluate(state, val, evaluator_fn=fake_evaluator_fn, lpips=(None, "off in this test"))
     metrics = {k: v for k, v in result.metrics.items() if not k.startswith("eval/inference")}  # wall time
     return metrics | {"val_loss": validation_loss(state, val)}, result.videos
 
