@@ -29,6 +29,7 @@ from t2s_ray.study import (
     SessionCheckpointLoader,
     Study,
     load_study,
+    pick_device,
     train_and_score,
     with_seed,
     write_session_checkpoint,
@@ -123,7 +124,7 @@ class AblationRunner:
         self.session = Session(
             ablation=config_name,
             seed=self.seed,
-            device=_device(),
+            device=pick_device(),  # the GPU this process sees (the launcher chose it), else the CPU
             trial_dir=self.folder,
             sink=self.sink,
             report_every=report_every,
@@ -189,13 +190,6 @@ class AblationRunner:
         return self.folder
 
 
-def _device():
-    """The GPU this process sees (the launcher chose it, e.g. CUDA_VISIBLE_DEVICES), else CPU."""
-    import torch
-
-    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-
-
 def train_in_process(
     study: Study, ablation: str, scale: str | None, seed: int, overrides: list[str], out: Path
 ) -> dict[str, Any]:
@@ -214,7 +208,7 @@ def train_in_process(
     }
     write_text_atomic(out / "params.json", json.dumps(params, indent=2) + "\n")
     write_trial_configs(study, out, cfg)
-    device = _device()
+    device = pick_device()
     sink = FolderSink(out, f"{ablation} seed {seed}", {"ablation": ablation})
     session = Session(
         ablation=ablation,

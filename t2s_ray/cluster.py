@@ -25,7 +25,8 @@ class ClusterError(ValueError):
 
 @dataclass
 class RayOptions:
-    """How to reach Ray: a fresh local cluster (address None) or an existing one, and the dashboard."""
+    """How to reach Ray: a fresh local cluster (address None) or an existing one, and the dashboard. A sweep's
+    options of the same names fill it (`SweepSpec.ray_options`)."""
 
     address: Optional[str] = None
     gpus: Optional[float] = None

@@ -7,10 +7,14 @@ umask's mode (0o644 under umask 022), unlike `tempfile.mkstemp`'s 0o600.
 
 `atomic_dir` is the same for a folder (checkpoints): its files are fsynced before it is renamed
 into place, and an existing folder of that name is replaced whole.
+
+`content_hash` names what a cache holds: files built from the same fields get the same name.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -18,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_path", "write_text_atomic"]
+__all__ = ["atomic_dir", "atomic_path", "content_hash", "write_text_atomic"]
 
 
 def _sibling(final: Path, suffix: str) -> Path:
@@ -86,3 +90,8 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         _fsync_dir(final.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only still there after a failure
+
+
+def content_hash(fields: dict) -> str:
+    """16 hex digits of a sha256 over `fields` as JSON with sorted keys: the same for equal fields in any order."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

@@ -23,6 +23,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Union
 from urllib.parse import parse_qs, urlsplit
 
+from t2s_ray.io import atomic_dir
+
 if TYPE_CHECKING:
     import pyarrow.fs
 
@@ -207,9 +209,9 @@ def download(uri: str, dest: Path, skip: Iterable[str] = SKIPPED_IN_COPIES) -> i
     fs, root = filesystem(uri)
     root = root.rstrip("/")
     infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    try:
+    with atomic_dir(dest) as tmp:
         for info in infos:
             relative = info.path[len(root) + 1 :]
             if info.type != pyarrow.fs.FileType.File or _skipped(relative, skip):
@@ -219,11 +221,6 @@ def download(uri: str, dest: Path, skip: Iterable[str] = SKIPPED_IN_COPIES) -> i
             with fs.open_input_stream(info.path) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out)
             n += 1
-        tmp.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return n
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "Study",
     "StudyError",
     "load_study",
+    "pick_device",
     "train_and_score",
     "with_seed",
 ]
@@ -47,6 +48,39 @@ STEP_JSON = "training_metrics.jsonl"
 
 class StudyError(ValueError):
     """A study, its config or its `train` is not usable; the message names the input and the fix."""
+
+
+def pick_device(
+    requested: str | None = None,
+    gpu_ids: list | None = None,
+    trial: str = "this trial",
+    error: type[Exception] = StudyError,
+) -> Any:
+    """The torch device to run on: the CPU under `requested` = `cpu`, else a GPU where there is one.
+
+    `requested` is a config's device setting: `cpu`, `cuda` (a GPU must be there) or `auto`; None for a config
+    without one (as `auto`). `gpu_ids` are the GPUs Ray assigned `trial` (the worker sees only those: cuda:0 is the
+    first; none: the CPU), or None outside Ray, where any GPU CUDA sees counts. CUDA asked for and missing (a GPU
+    assigned to a torch without CUDA, or `cuda` without a GPU) raises `error`, naming the fix."""
+    import torch
+
+    if requested == "cpu":
+        return torch.device("cpu")
+    cuda = torch.cuda.is_available()
+    build = f"torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}"
+    if gpu_ids is None:
+        if requested == "cuda" and not cuda:
+            raise error(f"device=cuda but CUDA is not available ({build}); use --set device=cpu")
+        return torch.device("cuda", 0) if cuda else torch.device("cpu")
+    if gpu_ids and not cuda:
+        or_cpu = " or --set device=cpu" if requested else ""  # only a config with a device setting has the key
+        raise error(
+            f"{trial} was assigned GPU {','.join(map(str, gpu_ids))} but CUDA is not available in the worker "
+            f"({build}); install a CUDA build of torch, or run on CPU with --gpus 0{or_cpu}"
+        )
+    if requested == "cuda" and not gpu_ids:
+        raise error("device=cuda but Ray assigned this trial no GPU; use --gpus-per-trial > 0")
+    return torch.device("cuda", 0) if gpu_ids else torch.device("cpu")
 
 
 def _frozen_dataclass_type(tp: Any) -> bool:
@@ -279,15 +313,7 @@ class Study:
 
     def trial_device(self, cfg: Any, gpu_ids: list) -> Any:
         """The device of a trial Ray assigned `gpu_ids`: its GPU, else CPU; a GPU without CUDA is an error."""
-        import torch
-
-        if gpu_ids and not torch.cuda.is_available():
-            raise StudyError(
-                f"this trial was assigned GPU {','.join(map(str, gpu_ids))} but CUDA is not available "
-                f"in the worker (torch {torch.__version__}); install a CUDA build of torch or run with "
-                f"--gpus 0"
-            )
-        return torch.device("cuda", 0) if gpu_ids else torch.device("cpu")
+        return pick_device(None, gpu_ids)
 
 
 def load_study(ref: str) -> Study:

@@ -1,5 +1,6 @@
 """Ray's W&B and MLflow logger callbacks, adapted to t2s-ray trials (see `t2s_ray.trackers` for what they log
-and where). Imports Ray: `t2s_ray.trackers.tracker_callbacks` loads it only when the sweep builds its Tuner."""
+and where), and `tracker_callbacks` that builds them. Imports Ray: the sweep loads it only when it builds its
+Tuner."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,7 +20,9 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback
 
 from t2s_ray.trackers import (
+    TRACKERS,
     TrackerError,
+    check_trackers,
     numeric_metrics,
     sample_gif_names,
     trial_params,
@@ -158,3 +162,11 @@ class MLflowTracker(MLflowLoggerCallback):
             for path in fetch_sample_gifs(trial, Path(scratch)).values():
                 self._client.log_artifact(self._trial_runs[trial], str(path), artifact_path="samples")
         super().log_trial_end(trial, failed)
+
+
+def tracker_callbacks(names: Sequence[str], experiment: str, storage: str | Path) -> list:
+    """One Ray Tune logger callback per tracker in `names` for the experiment `experiment` kept at `storage`."""
+    return [
+        globals()[TRACKERS[name].callback](**TRACKERS[name].options(experiment, storage))
+        for name in check_trackers(names)
+    ]

@@ -17,7 +17,8 @@ Where the runs go:
   `--storage` needs `MLFLOW_TRACKING_URI`.
 
 This module stays Ray-free (`sweep.validate` calls `check_trackers` before Ray starts, and Ray reads its network
-settings at import); the callbacks themselves live in `t2s_ray.tracker_callbacks`.
+settings at import); the callbacks themselves, and `tracker_callbacks` that builds them, live in
+`t2s_ray.tracker_callbacks`, which imports this module (never the other way round).
 """
 
 from __future__ import annotations
@@ -120,16 +121,6 @@ def check_trackers(names: Sequence[str], storage: str | Path | None = None) -> t
         if storage is not None:
             tracker.options("check", storage)
     return unique
-
-
-def tracker_callbacks(names: Sequence[str], experiment: str, storage: str | Path) -> list:
-    """One Ray Tune logger callback per tracker in `names` for the experiment `experiment` kept at `storage`."""
-    from t2s_ray import tracker_callbacks as callbacks  # imports Ray: only once the sweep builds its Tuner
-
-    return [
-        getattr(callbacks, TRACKERS[name].callback)(**TRACKERS[name].options(experiment, storage))
-        for name in check_trackers(names)
-    ]
 
 
 # --------------------------------------------------------------------------- what a trial's run holds

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+import numpy as np
+import torch
 
 T = TypeVar("T")
 
@@ -107,3 +112,148 @@ def kill_tree(pid: int) -> None:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# --------------------------------------------------------------------------- tiny runs
+
+TINY_RUN = (
+    "data.frames=4",
+    "data.height=16",
+    "data.width=16",
+    "data.train_clips=16",
+    "data.eval_clips=4",
+    "training.batch_size=2",
+    "training.steps=4",
+    "training.warmup_steps=2",
+    "training.report_every=2",
+    "training.checkpoint_every=4",
+    "eval.num_videos=2",
+    "eval.sampling_steps=2",
+    "eval.evaluator_clips=64",
+    "eval.evaluator_epochs=1",
+    "device=cpu",
+)
+"""`--set` overrides of a trial small enough for a test on the CPU: 4 frames of 16 x 16 px, 16 training clips,
+4 steps, a gloss evaluator trained on 64 clips for one epoch."""
+
+
+def tiny_overrides(*changes: str, drop: Sequence[str] = (), base: Sequence[str] = TINY_RUN) -> tuple[str, ...]:
+    """`base` with each `key=value` of `changes` in place of the item of its key (after the others for a key `base`
+    lacks) and the keys in `drop` left out. Every key appears once, so no later item overrides an earlier one."""
+    items = {item.partition("=")[0]: item for item in base}
+    if unknown := [key for key in drop if key not in items]:
+        raise ValueError(f"drop: {unknown} not among the keys of {list(items)}")
+    for key in drop:
+        del items[key]
+    keys = [item.partition("=")[0] for item in changes]
+    if any("=" not in item for item in changes) or len(set(keys)) < len(keys):
+        raise ValueError(f"changes {list(changes)}: expected key=value items, each key once")
+    return tuple({**items, **dict(zip(keys, changes))}.values())
+
+
+TINY_EVAL = tiny_overrides(
+    "data.train_clips=8",
+    "data.eval_clips=6",
+    "eval.num_videos=4",
+    "eval.batch_size=2",
+    drop=(
+        "training.steps",
+        "training.warmup_steps",
+        "training.report_every",
+        "training.checkpoint_every",
+        "eval.evaluator_clips",
+        "eval.evaluator_epochs",
+    ),
+)
+"""The overrides of the evaluation tests: 6 validation clips (two seeds pick different prompts), 4 videos scored."""
+
+
+class Clips:
+    """An in-memory dataset with the ClipDataset interface: `videos` (uint8, (N, T, H, W, 3)), one caption each."""
+
+    def __init__(self, videos: np.ndarray, texts: list[str]):
+        self.videos, self.texts = videos, texts
+
+    @classmethod
+    def random(cls, n: int = 8, frames: int = 4, size: int = 16) -> Clips:
+        """`n` clips of random pixels, the same at every call, captioned "a person signs word <i>"."""
+        videos = np.random.default_rng(0).integers(0, 256, (n, frames, size, size, 3), dtype=np.uint8)
+        return cls(videos, [f"a person signs word {i}" for i in range(n)])
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def get_batch(self, idx):
+        return self.videos[idx].copy(), [self.texts[i] for i in idx]
+
+
+class FakeClassifier(torch.nn.Module):
+    """Stands in for the SynthSign gloss classifier: features = mean colour per frame."""
+
+    def features(self, x):
+        return x.mean(dim=(3, 4)).flatten(1)
+
+
+def fake_evaluator_fn(data_cfg, device):
+    """An `evaluator_fn` for `evaluate`: a `FakeClassifier` and no report."""
+    return FakeClassifier(), {}
+
+
+# --------------------------------------------------------------------------- a fake experiment folder
+
+
+def train_row(step, ts, loss=1.0) -> dict:
+    """A training row of a trial's result.json."""
+    return {
+        "step": step,
+        "epoch": 0,
+        "loss": loss,
+        "lr": 1e-4,
+        "samples_per_s": 10.0,
+        "mem/gpu_peak_gb": 0.0,
+        "training_iteration": step,
+        "trial_id": "x",
+        "timestamp": ts,
+        "time_total_s": 1.0,
+        "done": False,
+    }
+
+
+def final_row(ts, fvd, lpips, train_time_h=0.5) -> dict:
+    """The final row of a finished trial's result.json (FVD not computed, as without I3D weights)."""
+    return {
+        "final": 1,
+        "final_loss": 0.5,
+        "val_loss": 0.6,
+        "params/total_m": 1.5,
+        "params/trainable_m": 1.0,
+        "train_time_h": train_time_h,
+        "mem/gpu_peak_gb": 2.0,
+        "mem/cpu_rss_peak_gb": 3.0,
+        "eval/fvd": math.nan,
+        "eval/fvd_status": "no I3D weights: pass --i3d PATH",
+        "eval/fvd_synthsign": fvd,
+        "eval/lpips": lpips,
+        "eval/num_videos": 8,
+        "step": 20,
+        "seed": 99,
+        "trial_id": "x",
+        "timestamp": ts,
+        "done": True,
+        "config": {"seed": 0},
+    }
+
+
+def make_trial(exp, name, ablation, seed, rows, error=None, tail="", trial_id=None) -> Path:
+    """A trial folder `exp/name` as Ray Tune writes it: params.json, result.json (`rows`, then `tail`) and, with
+    `error`, error.txt."""
+    d = exp / name
+    d.mkdir()
+    params = {"ablation": ablation, "seed": seed, "scale": "smoke", "overrides": [], "data": "synthsign"}
+    (d / "params.json").write_text(json.dumps(params))
+    rows = [r | {"trial_id": trial_id} for r in rows] if trial_id else rows
+    lines = "".join(json.dumps(r) + "\n" for r in rows)  # json.dumps writes NaN like Tune
+    (d / "result.json").write_text(lines + tail)
+    if error:
+        (d / "error.txt").write_text(f"Traceback (most recent call last):\n  ...\n{error}\n")
+    return d

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from t2s_ray import analysis as an
+from tests.helpers import final_row, make_trial, train_row
 
 NAN = float("nan")
 
@@ -358,59 +359,6 @@ def test_training_curves_dedupes_restarts_and_averages_seeds():
 
 
 # --------------------------------------------------------------------------- fake experiment
-
-
-def train_row(step, ts, loss=1.0):
-    return {
-        "step": step,
-        "epoch": 0,
-        "loss": loss,
-        "lr": 1e-4,
-        "samples_per_s": 10.0,
-        "mem/gpu_peak_gb": 0.0,
-        "training_iteration": step,
-        "trial_id": "x",
-        "timestamp": ts,
-        "time_total_s": 1.0,
-        "done": False,
-    }
-
-
-def final_row(ts, fvd, lpips, train_time_h=0.5):
-    return {
-        "final": 1,
-        "final_loss": 0.5,
-        "val_loss": 0.6,
-        "params/total_m": 1.5,
-        "params/trainable_m": 1.0,
-        "train_time_h": train_time_h,
-        "mem/gpu_peak_gb": 2.0,
-        "mem/cpu_rss_peak_gb": 3.0,
-        "eval/fvd": NAN,
-        "eval/fvd_status": "no I3D weights: pass --i3d PATH",
-        "eval/fvd_synthsign": fvd,
-        "eval/lpips": lpips,
-        "eval/num_videos": 8,
-        "step": 20,
-        "seed": 99,
-        "trial_id": "x",
-        "timestamp": ts,
-        "done": True,
-        "config": {"seed": 0},
-    }
-
-
-def make_trial(exp, name, ablation, seed, rows, error=None, tail="", trial_id=None):
-    d = exp / name
-    d.mkdir()
-    params = {"ablation": ablation, "seed": seed, "scale": "smoke", "overrides": [], "data": "synthsign"}
-    (d / "params.json").write_text(json.dumps(params))
-    rows = [r | {"trial_id": trial_id} for r in rows] if trial_id else rows
-    lines = "".join(json.dumps(r) + "\n" for r in rows)  # json.dumps writes NaN like Tune
-    (d / "result.json").write_text(lines + tail)
-    if error:
-        (d / "error.txt").write_text(f"Traceback (most recent call last):\n  ...\n{error}\n")
-    return d
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from t2s_ray.cli import app
 from t2s_ray.t2s.calibrate import judge, render
+from tests.helpers import tiny_overrides
 
 runner = CliRunner()
 
@@ -86,23 +87,12 @@ def test_an_errored_seed_is_dropped_from_the_pairs():
 @pytest.mark.slow
 def test_reduced_calibration_runs_the_whole_chain(fake_gpu_ray, tmp_path):
     """Two seeds, a few steps: checks the wiring (sweep, evaluation, verdict, files), not the effect."""
-    tiny = [
-        "data.frames=4",
-        "data.height=16",
-        "data.width=16",
-        "data.train_clips=16",
+    tiny = tiny_overrides(
         "data.eval_clips=8",
-        "training.batch_size=2",
-        "training.warmup_steps=2",
-        "training.report_every=2",
-        "training.checkpoint_every=4",
         "eval.num_videos=4",
-        "eval.sampling_steps=2",
-        "eval.evaluator_clips=64",
-        "eval.evaluator_epochs=1",
-        "device=cpu",
         f"data.cache_dir={tmp_path / 'cache'}",
-    ]
+        drop=("training.steps",),  # --steps sets it
+    )
     args = [
         "calibrate",
         "--gpus",

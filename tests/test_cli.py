@@ -11,6 +11,7 @@ from t2s_ray.analysis import FORMATS
 from t2s_ray.cli import app
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.config import SCALES
+from tests.helpers import tiny_overrides
 
 runner = CliRunner()
 
@@ -43,20 +44,11 @@ def test_config_bad_set_names_the_key():
     assert "training.lrr" in r.output and "Traceback" not in r.output
 
 
-TINY = [
-    "data.frames=4",
-    "data.height=16",
-    "data.width=16",
+TINY = tiny_overrides(
     "data.train_clips=8",
-    "data.eval_clips=4",
-    "training.batch_size=2",
-    "training.steps=4",
-    "training.report_every=2",
     "training.checkpoint_every=2",
-    "eval.num_videos=2",
-    "eval.sampling_steps=2",
-    "device=cpu",
-]
+    drop=("training.warmup_steps", "eval.evaluator_clips", "eval.evaluator_epochs"),
+)
 
 
 def _sets(extra=()):

@@ -22,26 +22,10 @@ from t2s_ray.data import DataNotVisible, check_layout, check_visible
 from t2s_ray.sweep import SweepError
 from t2s_ray.t2s.config import DataConfig
 from t2s_ray.t2s.sweep import prepare_cluster_data
-from tests.helpers import descendants, wait_for
+from tests.helpers import descendants, tiny_overrides, wait_for
 
 BIN = Path(sys.executable).parent
-TINY = (
-    "data.frames=4",
-    "data.height=16",
-    "data.width=16",
-    "data.train_clips=16",
-    "data.eval_clips=4",
-    "training.batch_size=2",
-    "training.steps=4",
-    "training.warmup_steps=1",
-    "training.report_every=2",
-    "training.checkpoint_every=2",
-    "eval.num_videos=2",
-    "eval.sampling_steps=2",
-    "eval.evaluator_clips=32",
-    "eval.evaluator_epochs=1",
-    "device=cpu",
-)
+TINY = tiny_overrides("training.warmup_steps=1", "training.checkpoint_every=2", "eval.evaluator_clips=32")
 
 RAY_START_ON_LOOPBACK = """
 import sys, types

@@ -12,35 +12,12 @@ from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.evaluation import eval_set, evaluate, sample
 from t2s_ray.t2s.gloss_evaluator import EvaluatorUnavailable
 from t2s_ray.t2s.training import build_state
-
-TINY = [
-    "data.frames=4",
-    "data.height=16",
-    "data.width=16",
-    "data.train_clips=8",
-    "data.eval_clips=6",
-    "training.batch_size=2",
-    "eval.num_videos=4",
-    "eval.batch_size=2",
-    "eval.sampling_steps=2",
-    "device=cpu",
-]
+from tests.helpers import TINY_EVAL, fake_evaluator_fn
 
 
 @pytest.fixture()
 def cfg(tmp_path):
-    return resolve("baseline", "smoke", 0, TINY + [f"data.cache_dir={tmp_path}"])
-
-
-class FakeClassifier(torch.nn.Module):
-    """Stands in for the SynthSign gloss classifier: features = mean colour per frame."""
-
-    def features(self, x):
-        return x.mean(dim=(3, 4)).flatten(1)
-
-
-def fake_evaluator_fn(data_cfg, device):
-    return FakeClassifier(), {}
+    return resolve("baseline", "smoke", 0, [*TINY_EVAL, f"data.cache_dir={tmp_path}"])
 
 
 def test_prompts_are_the_same_for_every_call(cfg):

@@ -14,6 +14,7 @@ import torch
 from t2s_ray.guidance import HEADLINE_SCALE_KEY, guidance_key, parse_guidance_key, scale_text
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.config import Config, ConfigError, parse_override, trajectory_fields
+from tests.helpers import TINY_EVAL, fake_evaluator_fn
 
 # --------------------------------------------------------------------------- config and keys
 
@@ -80,27 +81,8 @@ def test_other_keys_are_not_curve_keys():
 
 # --------------------------------------------------------------------------- evaluation
 
-TINY = [
-    "data.frames=4",
-    "data.height=16",
-    "data.width=16",
-    "data.train_clips=8",
-    "data.eval_clips=6",
-    "training.batch_size=2",
-    "eval.num_videos=4",
-    "eval.batch_size=2",
-    "eval.sampling_steps=2",
-    "device=cpu",
-]
 NO_LPIPS = (None, "LPIPS not needed here")
 TIMED = ("eval/inference_ms_per_video",)  # wall-clock: differs between any two runs
-
-
-class MeanColour(torch.nn.Module):
-    """Stands in for the gloss classifier: features = mean colour per frame."""
-
-    def features(self, x):
-        return x.mean(dim=(3, 4)).flatten(1)
 
 
 @pytest.fixture()
@@ -111,7 +93,7 @@ def judged(monkeypatch, tmp_path, text_encoder):
     from t2s_ray.data import build_dataset
     from t2s_ray.t2s.training import build_state
 
-    cfg = resolve("baseline", "smoke", 0, TINY + [f"data.cache_dir={tmp_path}", "eval.guidance_scale=[3,1,5]"])
+    cfg = resolve("baseline", "smoke", 0, [*TINY_EVAL, f"data.cache_dir={tmp_path}", "eval.guidance_scale=[3,1,5]"])
     val = build_dataset(cfg.data, "val")
     prompts = ev.eval_set(val, cfg.eval.num_videos, cfg.eval.seed)
     real_means = prompts.real.reshape(len(prompts.real), -1).mean(1)
@@ -140,9 +122,7 @@ def evaluate_at(state, val, value: str, evaluator_fn=None):
     cfg = state.cfg
     state.cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, guidance_scale=value))
     try:
-        return evaluate(
-            state, val, evaluator_fn=evaluator_fn or (lambda d, dev: (MeanColour(), {})), lpips=NO_LPIPS
-        ).metrics
+        return evaluate(state, val, evaluator_fn=evaluator_fn or fake_evaluator_fn, lpips=NO_LPIPS).metrics
     finally:
         state.cfg = cfg
 

@@ -13,25 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import descendants, wait_for
+from tests.helpers import descendants, tiny_overrides, wait_for
 
 pytestmark = pytest.mark.slow
 
-OVERRIDES = (
-    "data.frames=4",
+OVERRIDES = tiny_overrides(
     "data.height=32",
     "data.width=32",
     "data.train_clips=32",
-    "data.eval_clips=4",
     "training.batch_size=4",
     "training.steps=400",
     "training.report_every=20",
     "training.checkpoint_every=200",
-    "eval.num_videos=2",
-    "eval.sampling_steps=2",
-    "eval.evaluator_clips=64",
-    "eval.evaluator_epochs=1",
-    "device=cpu",
+    drop=("training.warmup_steps",),
 )
 
 

@@ -2,7 +2,7 @@
 
 A pipeline that cannot overfit one clip has a bug or a wrong target (the failure of eps/v
 prediction with pixel patches wider than the model; see `diffusion.GaussianDiffusion`).
-Run as a script to compare prediction targets: `python tests/test_overfit.py --steps 1500`.
+Run as a script to compare prediction targets, from the repository's root: `python -m tests.test_overfit --steps 1500`.
 """
 
 from __future__ import annotations
@@ -19,24 +19,16 @@ from t2s_ray.data.video import to_model_input
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.evaluation import sample
 from t2s_ray.t2s.training import build_state, next_batch, train_step
+from tests.helpers import Clips
 
 CAPTION = "A person signs MOTHER."
 
 
-class OneClip:
+def one_clip(frames: int, size: int, copies: int) -> Clips:
     """One SynthSign clip (a fixed signer signing MOTHER) `copies` times: a batch sees several noise levels."""
-
-    def __init__(self, frames: int, size: int, copies: int):
-        rng = np.random.default_rng(0)
-        clip = render_clip([GLOSSES.index("MOTHER")], frames, size, size, rng, Style(signers=1))
-        self.videos = np.repeat(clip[None], copies, axis=0)
-        self.texts = [CAPTION] * copies
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def get_batch(self, idx):
-        return self.videos[idx].copy(), [self.texts[i] for i in idx]
+    rng = np.random.default_rng(0)
+    clip = render_clip([GLOSSES.index("MOTHER")], frames, size, size, rng, Style(signers=1))
+    return Clips(np.repeat(clip[None], copies, axis=0), [CAPTION] * copies)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -49,7 +41,7 @@ def overfit(
     prediction: str, steps: int, text_encoder=None, lr: float = 2e-3, frames: int = 4, size: int = 16, batch: int = 8
 ) -> tuple[float, float]:
     """Train dit-tiny on one clip for `steps` steps: the PSNR (dB) of its DDIM sample against it, and the seconds."""
-    data = OneClip(frames, size, batch)
+    data = one_clip(frames, size, batch)
     cfg = resolve(
         "no_ema",
         "smoke",

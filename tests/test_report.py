@@ -17,7 +17,7 @@ from PIL import Image
 
 import t2s_ray.analysis as an
 from t2s_ray.outputs import REPORT_HTML, SAMPLES_NPZ
-from tests.test_analysis import final_row, make_trial, train_row
+from tests.helpers import final_row, make_trial, train_row
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 T, H, W = 6, 16, 16

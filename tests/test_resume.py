@@ -14,28 +14,20 @@ import torch
 from t2s_ray.checkpoint import CheckpointDamaged, list_checkpoints, read_checkpoint
 from t2s_ray.sweep import run_sweep
 from t2s_ray.t2s.sweep import BundledSweepSpec
-from tests.helpers import descendants, run_process_tree, s3_client, wait_for
+from tests.helpers import descendants, run_process_tree, s3_client, tiny_overrides, wait_for
 
 pytestmark = pytest.mark.slow
 
 # Long enough (40 steps) that a kill lands between the first checkpoint and the end.
-OVERRIDES = (
-    "data.frames=4",
+OVERRIDES = tiny_overrides(
     "data.height=32",
     "data.width=32",
     "data.train_clips=32",
-    "data.eval_clips=4",
     "training.batch_size=4",
     "training.steps=40",
-    "training.warmup_steps=2",
     "training.report_every=5",
     "training.checkpoint_every=5",
     "training.keep_checkpoints=3",
-    "eval.num_videos=2",
-    "eval.sampling_steps=2",
-    "eval.evaluator_clips=64",
-    "eval.evaluator_epochs=1",
-    "device=cpu",
 )
 
 

@@ -14,45 +14,30 @@ from t2s_ray.cli import app
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.in_process import train_local
 from t2s_ray.t2s.sample import Column, resolve_source, write
+from tests.helpers import Clips, tiny_overrides
 
 runner = CliRunner()
 FRAMES, SIZE, ZOOM = 4, 16, 3
-TINY = [
+TINY = tiny_overrides(
     f"data.frames={FRAMES}",
     f"data.height={SIZE}",
     f"data.width={SIZE}",
     "model.size=dit-tiny",
     "model.patch_size=4",
-    "training.batch_size=2",
     "training.steps=2",
     "training.warmup_steps=1",
     "training.report_every=1",
     "training.checkpoint_every=1",
-    "eval.sampling_steps=2",
-    "device=cpu",
-]
-
-
-class TinyClips:
-    """A deterministic in-memory dataset with the ClipDataset interface."""
-
-    def __init__(self, n=4):
-        self.videos = np.random.default_rng(0).integers(0, 256, (n, FRAMES, SIZE, SIZE, 3), dtype=np.uint8)
-        self.texts = [f"a person signs word {i}" for i in range(n)]
-
-    def __len__(self):
-        return len(self.texts)
-
-    def get_batch(self, idx):
-        return self.videos[idx].copy(), [self.texts[i] for i in idx]
+    drop=("data.train_clips", "data.eval_clips", "eval.num_videos", "eval.evaluator_clips", "eval.evaluator_epochs"),
+)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, text_encoder):
     """A `t2s-ray train` output folder: baseline (EMA on), 2 steps, checkpoints at steps 1 and 2."""
     out = tmp_path_factory.mktemp("run")
-    cfg = resolve("baseline", "smoke", 0, TINY + [f"data.cache_dir={out / 'cache'}"])
-    train_local(cfg, out, dataset=TinyClips(), text_encoder=text_encoder)
+    cfg = resolve("baseline", "smoke", 0, [*TINY, f"data.cache_dir={out / 'cache'}"])
+    train_local(cfg, out, dataset=Clips.random(4, FRAMES, SIZE), text_encoder=text_encoder)
     return out
 
 
@@ -84,7 +69,7 @@ def experiment(tmp_path_factory, run):
         True,
         ckpt,
         shared={"baseline": ["no_ema"]},
-        overrides=TINY + [f"data.cache_dir={run / 'cache'}"],
+        overrides=[*TINY, f"data.cache_dir={run / 'cache'}"],
     )
     _trial(exp, "text_finetuned_seed0_c", "text_finetuned", 0, False, ckpt)
     _trial(exp, "baseline_seed1_d", "baseline", 1, False)
@@ -240,7 +225,7 @@ def test_experiment_of_a_grid_sweep_has_a_column_per_arm(tmp_path, run):
             True,
             ckpt,
             shared={"baseline": ["no_ema"]},
-            overrides=TINY + [f"data.cache_dir={run / 'cache'}"],
+            overrides=[*TINY, f"data.cache_dir={run / 'cache'}"],
             grid={"eval.sampling_steps": steps},
         )
     out = tmp_path / "grid.gif"

@@ -18,8 +18,7 @@ from t2s_ray.t2s.config import Config, trajectory_fields
 from t2s_ray.t2s.evaluation import evaluate
 from t2s_ray.t2s.sweep import BundledSweepSpec
 from t2s_ray.t2s.training import TrainingError, build_state, member_state, next_batch, train_step, validation_loss
-from tests.test_analysis import final_row, make_trial, train_row
-from tests.test_evaluation import TINY, FakeClassifier
+from tests.helpers import TINY_EVAL, fake_evaluator_fn, final_row, make_trial, train_row
 
 STEPS = 6
 
@@ -69,10 +68,6 @@ def test_sweep_plan_and_param_space_name_the_shared_ablations(tmp_path):
     assert "shared" not in off.param_space() and "6 trial(s)" in off.plan_lines()[0]
 
 
-def _fake_evaluator(data_cfg, device):
-    return FakeClassifier(), {}
-
-
 def _trained(cfg, text_encoder):
     state = build_state(cfg, text_encoder=text_encoder)
     data = build_dataset(cfg.data, "train")
@@ -92,13 +87,13 @@ def _eval(state, monkeypatch):
     )
     monkeypatch.setattr(ev, "recognise", lambda m, v: [(0,)] * len(v))
     val = build_dataset(state.cfg.data, "val")
-    result = evaluate(state, val, evaluator_fn=_fake_evaluator, lpips=(None, "off in this test"))
+    result = evaluate(state, val, evaluator_fn=fake_evaluator_fn, lpips=(None, "off in this test"))
     metrics = {k: v for k, v in result.metrics.items() if not k.startswith("eval/inference")}  # wall time
     return metrics | {"val_loss": validation_loss(state, val)}, result.videos
 
 
 def test_no_ema_trained_alone_equals_the_shared_runs_raw_weights(tmp_path, text_encoder, monkeypatch):
-    extra = TINY + [f"data.cache_dir={tmp_path}", "ema.decay=0.9"]  # a fast EMA: its weights differ visibly
+    extra = [*TINY_EVAL, f"data.cache_dir={tmp_path}", "ema.decay=0.9"]  # a fast EMA: its weights differ visibly
     base_cfg = resolve("baseline", "smoke", 0, extra)
     alone_cfg = resolve("no_ema", "smoke", 0, extra)
     shared, shared_losses = _trained(base_cfg, text_encoder)
@@ -121,7 +116,7 @@ def test_no_ema_trained_alone_equals_the_shared_runs_raw_weights(tmp_path, text_
 
 
 def test_member_state_refuses_a_config_that_trains_other_weights(tmp_path, text_encoder):
-    extra = TINY + [f"data.cache_dir={tmp_path}"]
+    extra = [*TINY_EVAL, f"data.cache_dir={tmp_path}"]
     state = build_state(resolve("baseline", "smoke", 0, extra), text_encoder=text_encoder)
     with pytest.raises(TrainingError, match="differ in fields that change the trained weights"):
         member_state(state, resolve("text_finetuned", "smoke", 0, extra))

@@ -16,27 +16,11 @@ from t2s_ray import storage
 from t2s_ray.cli import app
 from t2s_ray.storage import StorageError
 from t2s_ray.t2s.sweep import BundledSweepSpec
-from tests.helpers import free_port, run_process_tree, s3_client, s3_keys
+from tests.helpers import free_port, run_process_tree, s3_client, s3_keys, tiny_overrides
 
 runner = CliRunner()
 
-TINY = (
-    "data.frames=4",
-    "data.height=16",
-    "data.width=16",
-    "data.train_clips=16",
-    "data.eval_clips=4",
-    "training.batch_size=2",
-    "training.steps=6",
-    "training.warmup_steps=2",
-    "training.report_every=2",
-    "training.checkpoint_every=3",
-    "eval.num_videos=2",
-    "eval.sampling_steps=2",
-    "eval.evaluator_clips=64",
-    "eval.evaluator_epochs=1",
-    "device=cpu",
-)
+TINY = tiny_overrides("training.steps=6", "training.checkpoint_every=3")
 
 
 # --- parsing and checks (no server) ------------------------------------------------------------

@@ -20,24 +20,7 @@ from t2s_ray.trackers import (
     wandb_init_options,
     wandb_tags,
 )
-
-TINY = (
-    "data.frames=4",
-    "data.height=16",
-    "data.width=16",
-    "data.train_clips=16",
-    "data.eval_clips=4",
-    "training.batch_size=2",
-    "training.steps=4",
-    "training.warmup_steps=2",
-    "training.report_every=2",
-    "training.checkpoint_every=4",
-    "eval.num_videos=2",
-    "eval.sampling_steps=2",
-    "eval.evaluator_clips=64",
-    "eval.evaluator_epochs=1",
-    "device=cpu",
-)
+from tests.helpers import TINY_RUN
 
 PARAMS = {
     "ablation": "baseline",
@@ -206,7 +189,7 @@ def tracked_sweep(fake_gpu_ray, tmp_path_factory):
             scale="smoke",
             gpus=0,
             cpus_per_trial=1,
-            overrides=TINY + (f"data.cache_dir={root / 'cache'}",),
+            overrides=TINY_RUN + (f"data.cache_dir={root / 'cache'}",),
             storage=root / "results",
             name="tracked",
             quiet=True,

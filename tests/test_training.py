@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -26,42 +25,21 @@ from t2s_ray.t2s.training import (
     train_loop,
     train_step,
 )
+from tests.helpers import Clips, tiny_overrides
 
-TINY = [
-    "data.frames=4",
-    "data.height=16",
-    "data.width=16",
+TINY = tiny_overrides(
     "data.train_clips=8",
-    "data.eval_clips=4",
     "model.size=dit-tiny",
     "model.patch_size=4",
-    "training.batch_size=2",
     "training.steps=6",
-    "training.warmup_steps=2",
     "training.report_every=1",
     "training.checkpoint_every=3",
-    "device=cpu",
-    "eval.num_videos=2",
-]
-
-
-class TinyClips:
-    """A deterministic in-memory dataset with the ClipDataset interface."""
-
-    def __init__(self, n=8, frames=4, size=16):
-        rng = np.random.default_rng(0)
-        self.videos = rng.integers(0, 256, (n, frames, size, size, 3), dtype=np.uint8)
-        self.texts = [f"a person signs word {i}" for i in range(n)]
-
-    def __len__(self):
-        return len(self.texts)
-
-    def get_batch(self, idx):
-        return self.videos[idx].copy(), [self.texts[i] for i in idx]
+    drop=("eval.sampling_steps", "eval.evaluator_clips", "eval.evaluator_epochs"),
+)
 
 
 def _cfg(tmp_path, ablation="baseline", extra=()):
-    return resolve(ablation, "smoke", 0, TINY + [f"data.cache_dir={tmp_path / 'cache'}", *extra])
+    return resolve(ablation, "smoke", 0, tiny_overrides(f"data.cache_dir={tmp_path / 'cache'}", *extra, base=TINY))
 
 
 def _weights(state):
@@ -85,7 +63,7 @@ def test_caption_dropout_uses_the_generator():
 
 def test_checkpoint_round_trips_every_component(tmp_path, text_encoder):
     cfg = _cfg(tmp_path)
-    data = TinyClips()
+    data = Clips.random()
     a = build_state(cfg, text_encoder=text_encoder)
     for _ in range(3):
         train_step(a, *next_batch(a, data))
@@ -122,7 +100,7 @@ def test_frozen_encoder_is_not_stored_but_finetuned_one_is(tmp_path, text_encode
 
 def test_resume_in_process_equals_straight_run(tmp_path, text_encoder):
     cfg = _cfg(tmp_path)
-    data = TinyClips()
+    data = Clips.random()
     straight = build_state(cfg, text_encoder=text_encoder)
     for _ in range(5):
         train_step(straight, *next_batch(straight, data))  # crosses an epoch boundary (8 clips / 2)
@@ -150,7 +128,7 @@ def _train_cli(out: Path, steps: int, cache: Path, ablation="baseline") -> None:
         str(steps),
         "--out",
         str(out),
-        *[a for s in TINY + [f"data.cache_dir={cache}"] for a in ("--set", s)],
+        *[a for s in [*TINY, f"data.cache_dir={cache}"] for a in ("--set", s)],
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -176,7 +154,7 @@ def test_resume_in_a_fresh_process_is_bit_exact(tmp_path, ablation):
 
 def test_corrupt_checkpoint_is_reported_and_previous_one_used(tmp_path, text_encoder, caplog):
     cfg = _cfg(tmp_path)
-    data = TinyClips()
+    data = Clips.random()
     s = build_state(cfg, text_encoder=text_encoder)
     train_step(s, *next_batch(s, data))
     save_state(s, tmp_path / "ck" / "checkpoint_000001")
@@ -204,7 +182,7 @@ def test_resume_with_another_config_is_refused(tmp_path, text_encoder):
 
 def test_nan_loss_stops_with_step_and_ablation(tmp_path, text_encoder):
     cfg = _cfg(tmp_path, extra=["training.lr=1e30", "training.grad_clip=0", "training.warmup_steps=0"])
-    data = TinyClips()
+    data = Clips.random()
     with pytest.raises(TrainingError, match=r"loss became (nan|inf).*ablation baseline"):
         train_local(cfg, tmp_path / "run", dataset=data, text_encoder=text_encoder)
 
@@ -217,12 +195,12 @@ def test_out_of_memory_message_names_batch_and_checkpointing(tmp_path, text_enco
 
     monkeypatch.setattr(tr, "train_inputs_step", oom)
     with pytest.raises(TrainingError, match=r"training.batch_size=2.*grad_checkpointing"):
-        train_local(_cfg(tmp_path), tmp_path / "run", dataset=TinyClips(), text_encoder=text_encoder)
+        train_local(_cfg(tmp_path), tmp_path / "run", dataset=Clips.random(), text_encoder=text_encoder)
 
 
 def test_train_local_writes_metrics_and_prunes_checkpoints(tmp_path, text_encoder):
     cfg = _cfg(tmp_path, extra=["training.keep_checkpoints=1"])
-    run = train_local(cfg, tmp_path / "run", dataset=TinyClips(), text_encoder=text_encoder)
+    run = train_local(cfg, tmp_path / "run", dataset=Clips.random(), text_encoder=text_encoder)
     assert run.state.step == 6
     ckpts = list_checkpoints(tmp_path / "run" / "checkpoints")
     assert [c.name for c in ckpts] == ["checkpoint_000006"]
@@ -241,7 +219,7 @@ def test_gradients_are_clipped_per_optimizer_group(tmp_path, monkeypatch):
     monkeypatch.setattr(
         torch.nn.utils, "clip_grad_norm_", lambda params, norm: calls.append(list(params)) or real(calls[-1], norm)
     )
-    train_step(state, *next_batch(state, TinyClips()))
+    train_step(state, *next_batch(state, Clips.random()))
     groups = [g["params"] for g in state.optimizer.param_groups]
     assert len(groups) == 2 and [len(c) for c in calls] == [len(g) for g in groups]
     assert all(a is b for c, g in zip(calls, groups) for a, b in zip(c, g))
@@ -264,7 +242,7 @@ def test_inputs_drawn_ahead_train_the_weights_of_a_step_by_step_run_bit_for_bit(
     are those of the plain step-by-step loop. A checkpoint taken at step 3 while step 4's inputs are already
     drawn stores the generator from before them: resuming from it ends on the same weights too."""
     cfg = _cfg(tmp_path, extra=["diffusion.caption_dropout=0.5"])  # dropout draws in the stream as well
-    data = TinyClips()
+    data = Clips.random()
     reference = _step_by_step(cfg, text_encoder, data, 6)
 
     state = build_state(cfg, text_encoder=text_encoder)
@@ -300,7 +278,7 @@ def test_inputs_drawn_ahead_train_the_weights_of_a_step_by_step_run_bit_for_bit(
 @pytest.mark.parametrize("threaded", [False, True], ids=["inline", "helper-thread"])
 def test_a_paused_or_failed_loop_puts_back_the_draws_no_step_used(tmp_path, text_encoder, threaded):
     cfg = _cfg(tmp_path)
-    data = TinyClips()
+    data = Clips.random()
     paused = build_state(cfg, text_encoder=text_encoder)
     train_loop(paused, data, lambda m, c: None, stop_at=4)  # the 4th step draws nothing ahead
     assert torch.equal(paused.generator.get_state(), _step_by_step(cfg, text_encoder, data, 4).generator.get_state())
@@ -408,7 +386,7 @@ def test_compiled_blocks_have_no_graph_break_and_train_as_the_eager_ones(tmp_pat
 def _compare_compiled(tmp_path, text_encoder):
     cfg = _cfg(tmp_path, extra=["training.compile=on"])
     eager_cfg = _cfg(tmp_path, extra=["training.compile=off"])
-    data = TinyClips()
+    data = Clips.random()
     compiled, eager = build_state(cfg, text_encoder=text_encoder), build_state(eager_cfg, text_encoder=text_encoder)
     assert compiled.model.dit._compiled and eager.model.dit._compiled is None
     assert compiled.model.text_encoder.pad_to == cfg.text_encoder.max_length

@@ -17,7 +17,6 @@ An empty train split raises; an empty val or test split is a 0-length dataset (w
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -37,7 +36,7 @@ from tqdm import tqdm
 from t2s_ray.data import decode
 from t2s_ray.data.cache import CachedSplit, cache_root, locked, read_cached
 from t2s_ray.data.config import DataConfig
-from t2s_ray.io import atomic_path
+from t2s_ray.io import atomic_path, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +183,7 @@ def cache_key(corpus: type[Corpus], cfg: DataConfig, root: Path, annotation: Pat
         "width": cfg.width,
         "annotation": annotation_stamp(annotation),
     }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(fields)
 
 
 def load_split(corpus: type[Corpus], cfg: DataConfig, root: Path, split: str) -> tuple[np.ndarray, dict, Path]:

@@ -10,7 +10,6 @@ captions and gloss labels, and is memory-mapped from then on.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -24,6 +23,7 @@ from t2s_ray.data.cache import SPLITS, CachedSplit, cache_root, read_cached
 from t2s_ray.data.cache import locked as _locked
 from t2s_ray.data.config import DataConfig
 from t2s_ray.io import atomic_path as _atomic_path
+from t2s_ray.io import content_hash as _content_hash
 
 log = logging.getLogger(__name__)
 
@@ -519,7 +519,7 @@ def cache_key(cfg: DataConfig) -> str:
         "motion_scale": cfg.motion_scale,
         "split_by": cfg.split_by,
     }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    return _content_hash(fields)
 
 
 def _load_cached(npy: Path, meta: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, dict] | None:

@@ -107,7 +107,7 @@ def build_tuner(spec: SweepSpec, keep_checkpoints: int):
 def _tracker_callbacks(spec: SweepSpec) -> list:
     if not spec.log_to:
         return []
-    from t2s_ray.trackers import tracker_callbacks
+    from t2s_ray.tracker_callbacks import tracker_callbacks  # imports Ray: only once the sweep builds its Tuner
 
     return tracker_callbacks(spec.log_to, experiment=spec.name, storage=spec.experiment_dir)
 

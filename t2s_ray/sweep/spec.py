@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -72,16 +72,10 @@ class SweepSpec:
     # --- the same for every study ---------------------------------------------------------------------
 
     def ray_options(self) -> RayOptions:
-        return RayOptions(
-            address=self.address,
-            gpus=self.gpus,
-            dashboard=self.dashboard,
-            dashboard_host=self.dashboard_host,
-            dashboard_port=self.dashboard_port,
-            expose_dashboard=self.expose_dashboard,
-            quiet=self.quiet,
-            runtime_env=self.runtime_env(),
-        )
+        """How this sweep starts or joins Ray: its options of `RayOptions`'s field names, and its study's
+        runtime_env."""
+        same = {f.name: getattr(self, f.name) for f in fields(RayOptions) if f.name != "runtime_env"}
+        return RayOptions(**same, runtime_env=self.runtime_env())
 
     def trainable(self):
         """The Tune trainable of this sweep (the one of every study), with each trial's resources."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from t2s_ray.study import Session, Study, StudyError
+from t2s_ray.study import Session, Study, StudyError, pick_device
 from t2s_ray.t2s.ablations import ABLATIONS, get_ablation, params_ablations, resolve, resolve_params
 from t2s_ray.t2s.config import SCALES, Config, ConfigError, flatten, trajectory_fields
 
@@ -26,17 +26,7 @@ def trial_device(cfg: Config, gpu_ids: list) -> torch.device:
     without one; a GPU without CUDA in the worker, or `device=cuda` without a GPU, is an error."""
     from t2s_ray.t2s.training import TrainingError
 
-    if cfg.device == "cpu":
-        return torch.device("cpu")
-    if gpu_ids and not torch.cuda.is_available():
-        raise TrainingError(
-            f"trial {cfg.ablation} seed {cfg.seed} was assigned GPU {','.join(map(str, gpu_ids))} but CUDA is not "
-            f"available in the worker (torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
-            f"install a CUDA build of torch, or run on CPU with --gpus 0 or --set device=cpu"
-        )
-    if cfg.device == "cuda" and not gpu_ids:
-        raise TrainingError("device=cuda but Ray assigned this trial no GPU; use --gpus-per-trial > 0")
-    return torch.device("cuda", 0) if gpu_ids else torch.device("cpu")
+    return pick_device(cfg.device, gpu_ids, f"trial {cfg.ablation} seed {cfg.seed}", TrainingError)
 
 
 _live: dict[str, Any] = {}

@@ -31,7 +31,7 @@ from t2s_ray.data.cache import locked
 from t2s_ray.data.synthsign import Style, cache_root, render_clip, sentences_of, vocabulary
 from t2s_ray.data.synthsign import cache_key as synthsign_key
 from t2s_ray.data.video import to_model_input
-from t2s_ray.io import atomic_path
+from t2s_ray.io import atomic_path, content_hash
 from t2s_ray.metrics.text_alignment import gloss_accuracy, text_alignment
 from t2s_ray.t2s.config import DataConfig
 from t2s_ray.t2s.models.gloss_classifier import GlossClassifier, GlossClassifierArch, ctc_decode, ctc_loss
@@ -166,7 +166,7 @@ def content_fields(data_cfg: DataConfig) -> dict[str, Any]:
 def evaluator_key(data_cfg: DataConfig, ecfg: EvaluatorConfig) -> str:
     """Hash of the data content, the EvaluatorConfig and EVALUATOR_VERSION."""
     fields = {"version": EVALUATOR_VERSION, "data": content_fields(data_cfg), "evaluator": asdict(ecfg)}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(fields)
 
 
 def evaluator_dir(data_cfg: DataConfig, ecfg: EvaluatorConfig) -> Path:

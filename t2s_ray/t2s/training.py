@@ -28,6 +28,7 @@ from t2s_ray.data.video import to_model_input
 from t2s_ray.metrics.efficiency import synchronize, to_device
 from t2s_ray.metrics.flops import count_flops, device_peak_flops, flops_metrics
 from t2s_ray.metrics.memory import memory_metrics
+from t2s_ray.study import pick_device
 from t2s_ray.t2s.config import Config, trajectory_fields
 from t2s_ray.t2s.diffusion import GaussianDiffusion
 from t2s_ray.t2s.ema import EMA
@@ -41,20 +42,6 @@ class TrainingError(RuntimeError):
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def pick_device(requested: str) -> torch.device:
-    """`cpu`, `cuda` (must exist) or `auto` (CUDA when available)."""
-    if requested == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda", 0)
-    if requested == "cuda":
-        raise TrainingError(
-            f"device=cuda but CUDA is not available (torch {torch.__version__}, "
-            f"CUDA build: {torch.version.cuda or 'no'}); use --set device=cpu"
-        )
-    return torch.device("cpu")
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
@@ -221,7 +208,7 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 
 def build_state(cfg: Config, device: torch.device | None = None, text_encoder=None) -> TrainState:
     """A fresh `TrainState` for `cfg` (model initialised from `cfg.seed`)."""
-    device = device or pick_device(cfg.device)
+    device = device or pick_device(cfg.device, error=TrainingError)
     seed_everything(cfg.seed)
     model = build_model(cfg, text_encoder=text_encoder).to(device)
     if compile_enabled(cfg.training.compile, device):

@@ -21,6 +21,7 @@ from t2s_ray.data.phoenix import Phoenix
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.config import DataConfig
 from tests.data import fixtures as fx
+from tests.helpers import tiny_overrides
 
 COUNTS = {"train": 4, "val": 2, "test": 1}
 
@@ -319,19 +320,23 @@ def test_smoke_training_on_each_format(fmt, how2sign_root, phoenix_release, mani
         "baseline",
         "smoke",
         0,
-        [
+        tiny_overrides(
             f"data.spec={fmt}:{arg}",
-            "data.frames=4",
-            "data.height=16",
-            "data.width=16",
             "model.patch_size=4",
-            "training.batch_size=2",
             "training.steps=2",
             "training.report_every=1",
             "training.checkpoint_every=2",
-            "device=cpu",
             f"data.cache_dir={tmp_path / 'cache'}",
-        ],
+            drop=(
+                "data.train_clips",
+                "data.eval_clips",
+                "training.warmup_steps",
+                "eval.num_videos",
+                "eval.sampling_steps",
+                "eval.evaluator_clips",
+                "eval.evaluator_epochs",
+            ),
+        ),
     )
     run = train_local(cfg, tmp_path / "out", dataset=build_dataset(cfg.data, "train"), text_encoder=text_encoder)
     assert run.state.step == 2 and np.isfinite(run.last_metrics["loss"])

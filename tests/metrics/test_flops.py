@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,36 +13,15 @@ from t2s_ray.metrics.flops import count_flops, device_peak_flops, flops_metrics,
 from t2s_ray.t2s import training
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.training import build_state, train_loop
+from tests.helpers import Clips, tiny_overrides
 
-TINY = [
-    "data.frames=4",
-    "data.height=16",
-    "data.width=16",
+TINY = tiny_overrides(
     "data.train_clips=8",
-    "data.eval_clips=4",
     "model.size=dit-tiny",
     "model.patch_size=4",
-    "training.batch_size=2",
-    "training.steps=4",
     "training.warmup_steps=1",
-    "training.report_every=2",
-    "training.checkpoint_every=4",
-    "device=cpu",
-]
-
-
-class Clips:
-    """Eight fixed random clips with captions (the ClipDataset interface)."""
-
-    def __init__(self):
-        self.videos = np.random.default_rng(0).integers(0, 256, (8, 4, 16, 16, 3), dtype=np.uint8)
-        self.texts = [f"a person signs word {i}" for i in range(8)]
-
-    def __len__(self):
-        return len(self.texts)
-
-    def get_batch(self, idx):
-        return self.videos[idx].copy(), [self.texts[i] for i in idx]
+    drop=("eval.num_videos", "eval.sampling_steps", "eval.evaluator_clips", "eval.evaluator_epochs"),
+)
 
 
 def test_linear_train_step_is_six_b_in_out():
@@ -120,15 +98,15 @@ def _losses_and_reports(cfg, text_encoder, counted: bool, monkeypatch):
         monkeypatch.setattr(training, "count_flops", lambda fn: (fn(), 1))
     state = build_state(cfg, text_encoder=text_encoder)
     reports = []
-    train_loop(state, Clips(), lambda m, _: reports.append(m), stop_at=2)
+    train_loop(state, Clips.random(), lambda m, _: reports.append(m), stop_at=2)
     # a resumed call counts step 3: adaLN-Zero's weights are no longer zero, so every gradient path is live
-    train_loop(state, Clips(), lambda m, _: reports.append(m))
+    train_loop(state, Clips.random(), lambda m, _: reports.append(m))
     monkeypatch.undo()
     return reports, state
 
 
 def test_train_loop_reports_perf_and_counting_changes_nothing(text_encoder, monkeypatch, tmp_path):
-    cfg = resolve("baseline", "smoke", 0, TINY + [f"data.cache_dir={tmp_path}"])
+    cfg = resolve("baseline", "smoke", 0, [*TINY, f"data.cache_dir={tmp_path}"])
     counted, state = _losses_and_reports(cfg, text_encoder, True, monkeypatch)
     plain, plain_state = _losses_and_reports(cfg, text_encoder, False, monkeypatch)
     assert [r["loss"] for r in counted] == [r["loss"] for r in plain]
@@ -141,10 +119,10 @@ def test_train_loop_reports_perf_and_counting_changes_nothing(text_encoder, monk
 
 def test_train_loop_mfu_is_tflops_over_the_peak(text_encoder, monkeypatch, tmp_path):
     monkeypatch.setattr(training, "device_peak_flops", lambda device, dtype: (1e9, "ok (test peak)"))
-    cfg = resolve("baseline", "smoke", 0, TINY + [f"data.cache_dir={tmp_path}", "training.steps=2"])
+    cfg = resolve("baseline", "smoke", 0, tiny_overrides(f"data.cache_dir={tmp_path}", "training.steps=2", base=TINY))
     state = build_state(cfg, text_encoder=text_encoder)
     reports = []
-    train_loop(state, Clips(), lambda m, _: reports.append(m))
+    train_loop(state, Clips.random(), lambda m, _: reports.append(m))
     (r,) = reports
     assert r["perf/mfu"] == pytest.approx(r["perf/tflops"] * 1e12 / 1e9)
     assert r["perf/mfu_status"] == "ok (test peak)"
