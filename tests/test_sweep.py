@@ -197,6 +197,21 @@ def test_analyze_writes_one_row_per_ablation(finished_sweep, tmp_path):
     assert "baseline" in (tmp_path / "ABLATION_RESULTS_REPORT.txt").read_text()
     for png in ("training_curves.png", "metrics.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    # back-translation through the built-in SynthSign gloss translator, with the real clips' reference row
+    for m in ("bleu4", "rouge_l", "chrf", "wer"):
+        assert table[f"eval/{m}_mean"].notna().all() and table[f"eval/{m}_real_mean"].notna().all(), m
+    report = (tmp_path / "ABLATION_RESULTS_REPORT.txt").read_text()
+    assert "ROUGE-L of the back-translated real clips (the ceiling)" in report
+    statuses = {r["final"].get("eval/bleu4_status") for r in _final_rows(finished_sweep.experiment_dir)}
+    assert all(s and "sacrebleu nrefs:1" in s for s in statuses), statuses
+
+
+def _final_rows(exp: Path) -> list[dict]:
+    rows = []
+    for result in sorted(exp.glob("*/result.json")):
+        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        rows.append({"final": next(r for r in reversed(lines) if r.get("final"))})
+    return rows
 
 
 def test_validation_too_many_gpus():
