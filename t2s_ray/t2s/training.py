@@ -419,7 +419,7 @@ def time_train_steps(state: TrainState, data, steps: int, warmup: int = 2) -> li
 # --- the loop ---------------------------------------------------------------------------------
 
 ReportFn = Callable[[dict[str, Any], bool], None]
-"""Called with (metrics, checkpoint_now) every `report_every` steps and at checkpoint steps."""
+"""Called with (metrics, checkpoint_now) after step 1, every `report_every` steps and at checkpoint steps."""
 
 
 def train_loop(
@@ -429,7 +429,8 @@ def train_loop(
     progress: Callable[[int], None] | None = None,
     stop_at: int | None = None,
 ) -> None:
-    """Train until `stop_at` (default `cfg.training.steps`), calling `report` on the report/checkpoint cadence.
+    """Train until `stop_at` (default `cfg.training.steps`), calling `report` after step 1 and then on the
+    report/checkpoint cadence.
 
     `stop_at` below `training.steps` pauses a run: the LR schedule still spans `training.steps`.
     The first step of the call runs under a FLOP counter (it only observes) for the `perf/*` keys.
@@ -459,7 +460,9 @@ def train_loop(
             if progress:
                 progress(state.step)
             ckpt_due = state.step % t.checkpoint_every == 0 or state.step == end
-            if state.step % t.report_every == 0 or ckpt_due:
+            # step 1 is reported too: the first loss (and that the trial is alive) comes after one step, not a
+            # window; a run resumed past it reports on the same steps as a straight one
+            if state.step % t.report_every == 0 or ckpt_due or state.step == 1:
                 synchronize(state.device)
                 elapsed = time.perf_counter() - window_start
                 state.train_time_s += elapsed
