@@ -214,7 +214,7 @@ def test_a_sweep_logs_every_trial_to_mlflow(tracked_sweep):
     assert run.data.tags["ablation"] == "baseline" and run.data.tags["seed"] == "0"
     assert run.data.params["training.steps"] == "4" and run.data.params["model.size"]
     loss = client.get_metric_history(run.info.run_id, "loss")
-    assert [m.step for m in loss] == [2, 4] and all(m.value > 0 for m in loss)
+    assert [m.step for m in loss] == [1, 2, 4] and all(m.value > 0 for m in loss)  # step 1, then every 2
     assert "eval/inference_ms_per_video" in run.data.metrics and "val_loss" in run.data.metrics
     assert not any(k.endswith("_status") or k.startswith("config/") for k in run.data.metrics)
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["samples"]  # no trial folder, no checkpoint
