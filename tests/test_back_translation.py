@@ -1,5 +1,5 @@
-"""Back-translation metrics through a pluggable translator, pose DTW-MJE, and metrics that carry no information:
-known inputs, known answers (checked against the libraries and by hand)."""
+"""Back-translation metrics through a pluggable translator and pose DTW-MJE: known inputs, known answers (checked
+against the libraries and by hand)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,10 @@ import dataclasses
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
-from t2s_ray.analysis.catalog import no_information
-from t2s_ray.analysis.render import comparison_markdown
-from t2s_ray.analysis.tables import comparison_stats, summarize
 from t2s_ray.metrics.back_translation import (
     TEXT_METRICS,
     TranslatorError,
@@ -187,53 +183,6 @@ def test_a_pose_file_reads_as_frames_joints_dims(tmp_path):
     assert arr.shape == (6, pose.body.data.shape[2], 2)
     m = pose_metrics([str(path)], [arr])
     assert m["eval/dtw_mje"] == pytest.approx(0.0, abs=1e-6)
-
-
-# --- metrics that carry no information ----------------------------------------------------------------------
-
-
-def _trials(values: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
-    rows = []
-    for metric, arms in values.items():
-        for ablation, vals in arms.items():
-            for seed, v in enumerate(vals):
-                rows.append({"ablation": ablation, "seed": seed, "status": "finished", metric: v})
-    return pd.DataFrame(rows).groupby(["ablation", "seed"], as_index=False, sort=False).first()
-
-
-def test_identical_or_pinned_metrics_are_flagged_and_left_out_of_the_verdicts():
-    """Temporal consistency 1.0000 ± 0.0000 for every variant (pinned at its bound), text alignment 0 in every
-    trial, a BLEU-4 equal everywhere: no information, out of the verdict families, flagged in the table. A
-    metric with a real effect (6 seeds, +0.1 every seed) is kept and called."""
-    trials = _trials(
-        {
-            "eval/temporal_consistency": {"baseline": [1.0] * 6, "no_ema": [0.99999] * 3 + [1.0] * 3},
-            "eval/text_alignment": {"baseline": [0.0] * 6, "no_ema": [0.0] * 6},
-            "eval/bleu4": {"baseline": [12.5] * 6, "no_ema": [12.5] * 6},
-            "eval/rouge_l": {"baseline": [40.0, 41, 39, 40.5, 39.5, 40], "no_ema": [50.0, 51, 49, 50.5, 49.5, 50]},
-        }
-    )
-    flagged = no_information(trials)
-    assert set(flagged) == {"eval/temporal_consistency", "eval/text_alignment", "eval/bleu4"}
-    assert flagged["eval/temporal_consistency"] == (
-        "Temporal cons. is at its bound 1 in all 12 finished trials (every arm and seed)"
-    )
-    assert flagged["eval/text_alignment"].startswith("Text align. is at its bound 0")
-    assert flagged["eval/bleu4"] == "BLEU-4 is 12.5 in all 12 finished trials (every arm and seed)"
-    stats_ = comparison_stats(trials)
-    assert list(stats_["metric"]) == ["eval/rouge_l"] and stats_["verdict"].iloc[0].startswith("better")
-    text = comparison_markdown(trials, summarize(trials), stats_)
-    assert "Text align. ↑ (no information)" in text and "| no information |" in text
-    assert "Left out of the verdicts, no information" in text and "- eval/bleu4: BLEU-4 is 12.5" in text
-
-
-def test_no_information_needs_two_values_and_ignores_nan_and_unranked_metrics():
-    one = _trials({"eval/bleu4": {"baseline": [10.0], "no_ema": [math.nan]}})
-    assert no_information(one) == {}  # one finite value: nothing to compare yet
-    unranked = _trials({"eval/num_videos": {"baseline": [8.0, 8.0], "no_ema": [8.0, 8.0]}})
-    assert no_information(unranked) == {}  # a count, not a ranked metric
-    near = _trials({"eval/text_alignment": {"baseline": [0.0, 0.0], "no_ema": [0.0, 0.01]}})
-    assert no_information(near) == {}  # one trial moved off the bound: it carries information
 
 
 # --- through a user study ------------------------------------------------------------------------------------
