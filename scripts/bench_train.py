@@ -18,7 +18,7 @@ from t2s_ray.data import build_dataset
 from t2s_ray.metrics.efficiency import count_parameters, synchronize
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.models.sizes import DIT_SIZES
-from t2s_ray.t2s.training import TrainState, build_state, next_batch, time_train_steps
+from t2s_ray.t2s.training import TrainState, build_state, next_batch, prefill_captions, time_train_steps
 
 
 def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: str | None, extra: list[str]) -> dict:
@@ -27,7 +27,7 @@ def bench(size: str, scale: str, ablation: str, steps: int, device: str, cache: 
     cfg = resolve(ablation, scale, 0, overrides)
     state = build_state(cfg)
     data = build_dataset(cfg.data, "train")
-    state.model.text_encoder.prefill(data.texts)  # as train_loop does (a frozen encoder's cache)
+    prefill_captions(state, data)
     cold = time_train_steps(state, data, 1, warmup=0)[0]  # the first step: compilation (training.compile), caches
     times = time_train_steps(state, data, steps)
     total, trainable = count_parameters(state.model)

@@ -53,6 +53,7 @@ from t2s_ray.t2s.training import (
     compile_enabled,
     eager_blocks,
     next_batch,
+    prefill_captions,
     time_train_steps,
     train_inputs_step,
     train_step,
@@ -200,7 +201,7 @@ def _measure(cfg, steps: int) -> dict:
     state = build_state(cfg)
     data = build_dataset(cfg.data, "train")
     t0 = time.perf_counter()
-    prefilled = state.model.text_encoder.prefill(data.texts)  # as train_loop does
+    prefilled = prefill_captions(state, data)
     prefill_s = time.perf_counter() - t0
     cold = time_train_steps(state, data, 1, warmup=0)  # the first step: compilation, kernel selection, allocator
     times = time_train_steps(state, data, steps)

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from t2s_ray.metrics import not_computed
+
 Translator = Callable[[np.ndarray, str], Sequence[str]]
 
 TEXT_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "chrf", "rouge_l", "wer")
@@ -182,8 +184,5 @@ def back_translation_metrics(
 
 def _all_nan(reason: str, suffix: str | None = None) -> dict[str, Any]:
     """Every metric NaN with `reason`: of one set (`suffix` "" or "_real"), or of both (None)."""
-    out: dict[str, Any] = {}
-    for m in TEXT_METRICS:
-        for s in ("", "_real") if suffix is None else (suffix,):
-            out[f"eval/{m}{s}"], out[f"eval/{m}{s}_status"] = math.nan, reason
-    return out
+    suffixes = ("", "_real") if suffix is None else (suffix,)
+    return not_computed((f"{m}{s}" for m in TEXT_METRICS for s in suffixes), reason)

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from t2s_ray.metrics import not_computed
+
 POSE_METRICS = ("dtw_mje", "ndtw_mje")
 
 
@@ -100,4 +102,4 @@ def pose_metrics(generated_poses: Sequence[Any] | None, real_poses: Sequence[Any
 
 
 def _nan(reason: str) -> dict[str, Any]:
-    return {k: v for m in POSE_METRICS for k, v in ((f"eval/{m}", math.nan), (f"eval/{m}_status", reason))}
+    return not_computed(POSE_METRICS, reason)

@@ -21,6 +21,7 @@ from t2s_ray.data import build_dataset
 from t2s_ray.data.synthsign import gloss_word
 from t2s_ray.data.video import to_model_input, to_uint8
 from t2s_ray.guidance import CURVE_METRICS, HEADLINE_SCALE_KEY, guidance_key
+from t2s_ray.metrics import not_computed
 from t2s_ray.metrics.back_translation import back_translation_metrics
 from t2s_ray.metrics.efficiency import peak_inference_memory_gb, time_inference
 from t2s_ray.metrics.frechet import frechet_from_features
@@ -119,7 +120,7 @@ def sample_with(
 
 
 def _nan(name: str, status: str) -> dict[str, Any]:
-    return {f"eval/{name}": math.nan, f"eval/{name}_status": status}
+    return not_computed((name,), status)
 
 
 def _cost_metrics(state: TrainState, text: str) -> dict[str, Any]:
@@ -207,7 +208,7 @@ def gloss_judge(state: TrainState, prompts: EvalSet, evaluator_fn) -> GlossJudge
 def _gloss_metrics(state: TrainState, prompts: EvalSet, fake_u8: np.ndarray, judge: GlossJudge | str) -> dict[str, Any]:
     """`fvd_synthsign`, `text_alignment` and the gloss scores with the SynthSign gloss classifier."""
     if isinstance(judge, str):
-        return {k: v for n in GLOSS_METRICS for k, v in _nan(n, judge).items()}
+        return not_computed(GLOSS_METRICS, judge)
     out: dict[str, Any] = {}
     n = len(prompts.texts)
     distance, predicted, fake_features = judge.score(fake_u8)

@@ -70,14 +70,14 @@ def _child(config_path: str, steps: int, device: str, threads: int | None, say: 
 
     from t2s_ray.data import build_dataset
     from t2s_ray.t2s.config import Config
-    from t2s_ray.t2s.training import build_state, time_train_steps
+    from t2s_ray.t2s.training import build_state, prefill_captions, time_train_steps
 
     if threads:
         torch.set_num_threads(threads)
     cfg = Config.from_dict(json.loads(Path(config_path).read_text(encoding="utf-8")))
     state = build_state(cfg, device=torch.device(device))
     data = build_dataset(cfg.data, "train")
-    state.model.text_encoder.prefill(getattr(data, "texts", ()))  # as train_loop does
+    prefill_captions(state, data)
     time_train_steps(state, data, 1, warmup=1)
     say(READY)
     sys.stdin.readline()

@@ -313,7 +313,7 @@ def _probe(cfg, steps: int, device, say: Callable[[str], None]) -> Probe:
     from t2s_ray.data import build_dataset
     from t2s_ray.metrics.efficiency import synchronize
     from t2s_ray.t2s.evaluation import sample
-    from t2s_ray.t2s.training import build_state, time_train_steps
+    from t2s_ray.t2s.training import build_state, prefill_captions, time_train_steps
 
     say(f"probing {cfg.ablation}: {steps} training steps and one sampling step ...")
     state = build_state(cfg, device=torch.device(device) if device else None)
@@ -321,7 +321,7 @@ def _probe(cfg, steps: int, device, say: Callable[[str], None]) -> Probe:
     if cuda:
         torch.cuda.reset_peak_memory_stats(state.device)
     data = build_dataset(cfg.data, "train")
-    state.model.text_encoder.prefill(getattr(data, "texts", ()))  # as train_loop does
+    prefill_captions(state, data)
     times = time_train_steps(state, data, steps, warmup=1)
     e = cfg.eval
     one_step = replace(state, cfg=replace(cfg, eval=replace(e, sampling_steps=1)))

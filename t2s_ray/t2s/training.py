@@ -441,8 +441,7 @@ def train_loop(
     window_start, data_time, samples = time.perf_counter(), 0.0, 0
     peak, peak_status = _peak_flops(state)
     flops_per_step = None
-    if hasattr(dataset, "texts"):  # a frozen encoder: every training caption encoded up front, in few calls
-        state.model.text_encoder.prefill(dataset.texts)
+    prefill_captions(state, dataset)
     state.model.train()
     with Prefetcher(state, dataset, end) as inputs:
         while state.step < end:
@@ -473,6 +472,12 @@ def train_loop(
                 report(metrics, ckpt_due)
                 losses, data_time, samples = [], 0.0, 0
                 window_start = time.perf_counter()
+
+
+def prefill_captions(state: TrainState, dataset) -> int:
+    """A frozen encoder's cache filled with every training caption of `dataset`, encoded up front in few calls
+    (`TextEncoder.prefill`), as the loop does before its first step; the captions added."""
+    return state.model.text_encoder.prefill(getattr(dataset, "texts", ()))
 
 
 def _peak_flops(state: TrainState) -> tuple[float, str]:
