@@ -8,8 +8,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -257,3 +258,31 @@ def make_trial(exp, name, ablation, seed, rows, error=None, tail="", trial_id=No
     if error:
         (d / "error.txt").write_text(f"Traceback (most recent call last):\n  ...\n{error}\n")
     return d
+
+
+def set_args(overrides: Iterable[str]) -> list[str]:
+    """`--set key=value` for each override, as the CLI takes them."""
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def one_trial_sweep(storage: Path | str, name: str, overrides: Iterable[str]) -> list[str]:
+    """`python -m t2s_ray.cli sweep` of baseline, one seed, on the CPU at half a CPU (quiet): the driver the
+    kill, Ctrl+C and dashboard tests start and stop."""
+    return [
+        sys.executable,
+        "-m",
+        "t2s_ray.cli",
+        "sweep",
+        "--gpus",
+        "0",
+        "--ablations",
+        "baseline",
+        "--cpus-per-trial",
+        "0.5",
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+        "--quiet",
+        *set_args(overrides),
+    ]

@@ -11,7 +11,7 @@ from t2s_ray.analysis import FORMATS
 from t2s_ray.cli import app
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.config import SCALES
-from tests.helpers import tiny_overrides
+from tests.helpers import set_args, tiny_overrides
 
 runner = CliRunner()
 
@@ -52,7 +52,7 @@ TINY = tiny_overrides(
 
 
 def _sets(extra=()):
-    return [a for s in [*TINY, *extra] for a in ("--set", s)]
+    return set_args([*TINY, *extra])
 
 
 def test_train_then_evaluate_through_the_cli(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from t2s_ray.data import DataNotVisible, check_layout, check_visible
 from t2s_ray.sweep import SweepError
 from t2s_ray.t2s.config import DataConfig
 from t2s_ray.t2s.sweep import prepare_cluster_data
-from tests.helpers import descendants, tiny_overrides, wait_for
+from tests.helpers import descendants, set_args, tiny_overrides, wait_for
 
 BIN = Path(sys.executable).parent
 TINY = tiny_overrides("training.warmup_steps=1", "training.checkpoint_every=2", "eval.evaluator_clips=32")
@@ -321,7 +321,7 @@ def test_a_sweep_joining_two_nodes_runs_its_trials_on_both(two_nodes, tmp_path):
         "--max-failures",
         "0",
         "--quiet",
-        *[a for s in TINY for a in ("--set", s)],
+        *set_args(TINY),
     ]
     t0 = time.monotonic()
     run = subprocess.run(cmd, env=two_nodes.env, capture_output=True, text=True, timeout=900)
@@ -375,7 +375,7 @@ def test_a_trial_whose_node_cannot_see_the_dataset_names_node_path_and_fix(two_n
         "--quiet",
         "--data",
         f"manifest:{missing}",
-        *[a for s in TINY for a in ("--set", s)],
+        *set_args(TINY),
     ]
     run = subprocess.run(cmd, env=two_nodes.env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 1, run.stdout[-4000:] + run.stderr[-4000:]

@@ -5,7 +5,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import descendants, tiny_overrides, wait_for
+from tests.helpers import descendants, one_trial_sweep, tiny_overrides, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -41,25 +40,7 @@ def _get(url: str, token: str | None = None) -> tuple[int, str]:
 
 
 def test_dashboard_during_a_sweep_is_local_and_needs_the_token(tmp_path):
-    sets = [a for o in OVERRIDES + (f"data.cache_dir={tmp_path / 'cache'}",) for a in ("--set", o)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "t2s_ray.cli",
-        "sweep",
-        "--gpus",
-        "0",
-        "--ablations",
-        "baseline",
-        "--cpus-per-trial",
-        "0.5",
-        "--storage",
-        str(tmp_path),
-        "--name",
-        "dash",
-        "--quiet",
-        *sets,
-    ]
+    cmd = one_trial_sweep(tmp_path, "dash", (*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)

@@ -14,7 +14,7 @@ import torch
 from t2s_ray.checkpoint import CheckpointDamaged, list_checkpoints, read_checkpoint
 from t2s_ray.sweep import run_sweep
 from t2s_ray.t2s.sweep import BundledSweepSpec
-from tests.helpers import descendants, run_process_tree, s3_client, tiny_overrides, wait_for
+from tests.helpers import descendants, one_trial_sweep, run_process_tree, s3_client, tiny_overrides, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -145,24 +145,9 @@ def _cli(*args: str) -> list[str]:
 
 def test_sigkilled_driver_then_resume_finishes_without_losing_progress(reference):
     root, ref_weights, ref_loss = reference
-    sets = [a for o in OVERRIDES + (f"data.cache_dir={root / 'cache'}",) for a in ("--set", o)]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     driver = subprocess.Popen(
-        _cli(
-            "sweep",
-            "--gpus",
-            "0",
-            "--ablations",
-            "baseline",
-            "--cpus-per-trial",
-            "0.5",
-            "--storage",
-            str(root),
-            "--name",
-            "driver",
-            "--quiet",
-            *sets,
-        ),
+        one_trial_sweep(root, "driver", (*OVERRIDES, f"data.cache_dir={root / 'cache'}")),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -258,24 +243,9 @@ def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference):
     still tells the truth: the trial is counted as interrupted, the resume command is ours, the exit code 130;
     then `t2s-ray resume` finishes it with the uninterrupted run's weights."""
     root, ref_weights, ref_loss = reference
-    sets = [a for o in OVERRIDES + (f"data.cache_dir={root / 'cache'}",) for a in ("--set", o)]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     driver = subprocess.Popen(
-        _cli(
-            "sweep",
-            "--gpus",
-            "0",
-            "--ablations",
-            "baseline",
-            "--cpus-per-trial",
-            "0.5",
-            "--storage",
-            str(root),
-            "--name",
-            "ctrlc",
-            "--quiet",
-            *sets,
-        ),
+        one_trial_sweep(root, "ctrlc", (*OVERRIDES, f"data.cache_dir={root / 'cache'}")),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -25,7 +25,7 @@ from t2s_ray.t2s.training import (
     train_loop,
     train_step,
 )
-from tests.helpers import Clips, tiny_overrides
+from tests.helpers import Clips, set_args, tiny_overrides
 
 TINY = tiny_overrides(
     "data.train_clips=8",
@@ -128,7 +128,7 @@ def _train_cli(out: Path, steps: int, cache: Path, ablation="baseline") -> None:
         str(steps),
         "--out",
         str(out),
-        *[a for s in [*TINY, f"data.cache_dir={cache}"] for a in ("--set", s)],
+        *set_args([*TINY, f"data.cache_dir={cache}"]),
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
