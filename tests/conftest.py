@@ -12,6 +12,14 @@ def text_encoder():
 
 
 @pytest.fixture(scope="session")
+def data_cache(tmp_path_factory):
+    """One `data.cache_dir` for the session: a data config's clips and gloss evaluator are built once, by the first
+    test that needs them, and reused by every later test of the same config (the cache is content-keyed and
+    written under file locks, as on a cluster)."""
+    return tmp_path_factory.mktemp("data-cache")
+
+
+@pytest.fixture(scope="session")
 def fake_gpu_ray():
     """A fresh local Ray (loopback only) with 3 fake GPUs, shared by the tests that need one."""
     import os

@@ -265,9 +265,10 @@ def set_args(overrides: Iterable[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
 
 
-def one_trial_sweep(storage: Path | str, name: str, overrides: Iterable[str]) -> list[str]:
+def one_trial_sweep(storage: Path | str, name: str, overrides: Iterable[str], dashboard: bool = False) -> list[str]:
     """`python -m t2s_ray.cli sweep` of baseline, one seed, on the CPU at half a CPU (quiet): the driver the
-    kill, Ctrl+C and dashboard tests start and stop."""
+    kill, Ctrl+C and dashboard tests start and stop. The dashboard only when asked for (it adds ~2 s to Ray's
+    start on 2 cores)."""
     return [
         sys.executable,
         "-m",
@@ -284,5 +285,6 @@ def one_trial_sweep(storage: Path | str, name: str, overrides: Iterable[str]) ->
         "--name",
         name,
         "--quiet",
+        "--dashboard" if dashboard else "--no-dashboard",
         *set_args(overrides),
     ]

@@ -85,12 +85,12 @@ def test_an_errored_seed_is_dropped_from_the_pairs():
 
 
 @pytest.mark.slow
-def test_reduced_calibration_runs_the_whole_chain(fake_gpu_ray, tmp_path):
+def test_reduced_calibration_runs_the_whole_chain(fake_gpu_ray, tmp_path, data_cache):
     """Two seeds, a few steps: checks the wiring (sweep, evaluation, verdict, files), not the effect."""
     tiny = tiny_overrides(
         "data.eval_clips=8",
         "eval.num_videos=4",
-        f"data.cache_dir={tmp_path / 'cache'}",
+        f"data.cache_dir={data_cache}",
         drop=("training.steps",),  # --steps sets it
     )
     args = [

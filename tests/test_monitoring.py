@@ -39,8 +39,8 @@ def _get(url: str, token: str | None = None) -> tuple[int, str]:
         return 0, ""  # not listening yet
 
 
-def test_dashboard_during_a_sweep_is_local_and_needs_the_token(tmp_path):
-    cmd = one_trial_sweep(tmp_path, "dash", (*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"))
+def test_dashboard_during_a_sweep_is_local_and_needs_the_token(tmp_path, data_cache):
+    cmd = one_trial_sweep(tmp_path, "dash", (*OVERRIDES, f"data.cache_dir={data_cache}"), dashboard=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)

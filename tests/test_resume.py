@@ -31,7 +31,7 @@ OVERRIDES = tiny_overrides(
 )
 
 
-def _spec(root: Path, name: str, **kw) -> BundledSweepSpec:
+def _spec(root: Path, name: str, cache: Path, **kw) -> BundledSweepSpec:
     return BundledSweepSpec(
         ablations=("baseline",),
         scale="smoke",
@@ -40,7 +40,7 @@ def _spec(root: Path, name: str, **kw) -> BundledSweepSpec:
         storage=root,
         name=name,
         quiet=True,
-        overrides=OVERRIDES + (f"data.cache_dir={root / 'cache'}",),
+        overrides=(*OVERRIDES, f"data.cache_dir={cache}"),
         **kw,
     )
 
@@ -86,16 +86,22 @@ def _assert_same_weights(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(fake_gpu_ray, tmp_path_factory):
+def sets(data_cache) -> tuple[str, ...]:
+    """OVERRIDES with the session's data cache."""
+    return (*OVERRIDES, f"data.cache_dir={data_cache}")
+
+
+@pytest.fixture(scope="module")
+def reference(fake_gpu_ray, tmp_path_factory, data_cache):
     """An uninterrupted run of the same (ablation, seed)."""
     root = tmp_path_factory.mktemp("resume")
-    outcome = run_sweep(_spec(root, "reference"))
+    outcome = run_sweep(_spec(root, "reference", data_cache))
     assert outcome.num_finished == 1
     trial = _trial_dir(outcome.experiment_dir)
     return root, _final_weights(trial), _rows(trial)[-1]["final_loss"]
 
 
-def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference):
+def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference, data_cache):
     root, ref_weights, ref_loss = reference
     exp = root / "killed"
     killed = {}
@@ -115,7 +121,7 @@ def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference):
 
     killer = threading.Thread(target=kill_first_attempt, daemon=True)
     killer.start()
-    outcome = run_sweep(_spec(root, "killed", max_failures=2))
+    outcome = run_sweep(_spec(root, "killed", data_cache, max_failures=2))
     killer.join(5)
     assert "pid" in killed, "the trial finished before it could be killed"
     assert killed["step"] < 40
@@ -143,11 +149,11 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "t2s_ray.cli", *args]
 
 
-def test_sigkilled_driver_then_resume_finishes_without_losing_progress(reference):
+def test_sigkilled_driver_then_resume_finishes_without_losing_progress(reference, sets):
     root, ref_weights, ref_loss = reference
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     driver = subprocess.Popen(
-        one_trial_sweep(root, "driver", (*OVERRIDES, f"data.cache_dir={root / 'cache'}")),
+        one_trial_sweep(root, "driver", sets),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -200,7 +206,7 @@ else:
 """
 
 
-def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path):
+def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path, sets):
     """Two GPU trials, one at a time; the driver is killed while the second is pending. After `resume` the
     second trial, created by Ray only then, must hold a (fake) GPU like the first, not train on CPU.
 
@@ -209,9 +215,8 @@ def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path):
     experiment state (every ~10 s), so at the kill the trial's checkpoint can be in storage while neither file
     is. After the resume every trial, that one included, must hold its final result."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    overrides = [*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"]
     driver = subprocess.Popen(
-        [sys.executable, "-c", FAKE_GPU_DRIVER, str(tmp_path), "sweep", *overrides],
+        [sys.executable, "-c", FAKE_GPU_DRIVER, str(tmp_path), "sweep", *sets],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -238,14 +243,14 @@ def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path):
     assert final["node/gpu_ids"] != "", final["node/gpu_ids"]  # it held a GPU
 
 
-def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference):
+def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference, sets):
     """SIGINT (Ctrl+C) to a sweep after the first checkpoint: Tune stops and returns normally, and the CLI
     still tells the truth: the trial is counted as interrupted, the resume command is ours, the exit code 130;
     then `t2s-ray resume` finishes it with the uninterrupted run's weights."""
     root, ref_weights, ref_loss = reference
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     driver = subprocess.Popen(
-        one_trial_sweep(root, "ctrlc", (*OVERRIDES, f"data.cache_dir={root / 'cache'}")),
+        one_trial_sweep(root, "ctrlc", sets),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -331,7 +336,7 @@ def _weights_in_storage(fs, trial: str, tmp: Path) -> dict:
     ],
 )
 def test_a_trial_killed_while_its_checkpoint_is_copied_finishes_with_the_uninterrupted_weights(
-    reference, request, tmp_path, monkeypatch, where, index, fraction
+    reference, sets, request, tmp_path, monkeypatch, where, index, fraction
 ):
     """The trial's process dies part-way through Ray's copy of checkpoint `index` into storage. The retry sets
     the cut copy aside (never loads it, never deletes it), resumes from the checkpoint before it, or starts
@@ -345,7 +350,6 @@ def test_a_trial_killed_while_its_checkpoint_is_copied_finishes_with_the_uninter
         bucket = f"faults{index}"
         s3_client(extra).create_bucket(Bucket=bucket)
         storage = f"s3://{bucket}/sweeps"
-    sets = [*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"]
     r = run_process_tree(
         [sys.executable, "-c", FAULT_DRIVER, storage, "cut", *sets],
         400,
@@ -369,12 +373,11 @@ def test_a_trial_killed_while_its_checkpoint_is_copied_finishes_with_the_uninter
 
 
 def test_the_whole_sweep_killed_during_its_first_checkpoint_copy_resumes_to_the_uninterrupted_weights(
-    reference, tmp_path
+    reference, sets, tmp_path
 ):
     """The issue's case: everything SIGKILLed (driver and workers, as a lost machine) while the trial's only
     checkpoint is half copied. `t2s-ray resume` finishes with exit 0 and the uninterrupted run's weights."""
     _, ref_weights, ref_loss = reference
-    sets = [*OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}"]
     env = _fault_env(tmp_path, 0, 0.5, "hold")
     driver = subprocess.Popen(
         [sys.executable, "-c", FAULT_DRIVER, str(tmp_path), "lost", *sets],

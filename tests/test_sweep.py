@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -21,14 +23,14 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(fake_gpu_ray, tmp_path_factory):
+def finished_sweep(fake_gpu_ray, tmp_path_factory, data_cache):
     root = tmp_path_factory.mktemp("sweep")
     # --cpus-per-trial auto on a head with 2 CPUs and 3 GPUs: 0.66 CPU each, so the three GPU trials run at once
     # (1 CPU each would leave a GPU idle); separate training, so that three trials exist
     spec = BundledSweepSpec(
         seeds=1,
         scale="smoke",
-        overrides=TINY + (f"data.cache_dir={root / 'cache'}",),
+        overrides=TINY + (f"data.cache_dir={data_cache}",),
         gpus=3,
         gpus_per_trial=1,
         cpus_per_trial=None,
@@ -43,7 +45,7 @@ def finished_sweep(fake_gpu_ray, tmp_path_factory):
     return outcome
 
 
-def _baseline_and_no_ema(tmp_path_factory, name: str, grid: tuple[str, ...] = ()):
+def _baseline_and_no_ema(tmp_path_factory, data_cache, name: str, grid: tuple[str, ...] = ()):
     """baseline + no_ema (one shared training per seed and grid point), 1 seed; (outcome, lines said)."""
     root = tmp_path_factory.mktemp(name)
     spec = BundledSweepSpec(
@@ -52,7 +54,7 @@ def _baseline_and_no_ema(tmp_path_factory, name: str, grid: tuple[str, ...] = ()
         scale="smoke",
         gpus=3,
         cpus_per_trial=0.5,
-        overrides=TINY + (f"data.cache_dir={root / 'cache'}", "ema.decay=0.9"),
+        overrides=TINY + (f"data.cache_dir={data_cache}", "ema.decay=0.9"),
         grid=grid,
         storage=root / "results",
         name=name,
@@ -63,13 +65,13 @@ def _baseline_and_no_ema(tmp_path_factory, name: str, grid: tuple[str, ...] = ()
 
 
 @pytest.fixture(scope="module")
-def shared_sweep(fake_gpu_ray, tmp_path_factory):
-    return _baseline_and_no_ema(tmp_path_factory, "shared")
+def shared_sweep(fake_gpu_ray, tmp_path_factory, data_cache):
+    return _baseline_and_no_ema(tmp_path_factory, data_cache, "shared")
 
 
 @pytest.fixture(scope="module")
-def grid_sweep(fake_gpu_ray, tmp_path_factory):
-    return _baseline_and_no_ema(tmp_path_factory, "grid", grid=("training.lr=1e-4,3e-3",))
+def grid_sweep(fake_gpu_ray, tmp_path_factory, data_cache):
+    return _baseline_and_no_ema(tmp_path_factory, data_cache, "grid", grid=("training.lr=1e-4,3e-3",))
 
 
 @pytest.mark.slow

@@ -174,7 +174,7 @@ def wandb_records(path: Path) -> list:
 
 
 @pytest.fixture(scope="module")
-def tracked_sweep(fake_gpu_ray, tmp_path_factory):
+def tracked_sweep(fake_gpu_ray, tmp_path_factory, data_cache):
     root = tmp_path_factory.mktemp("trackers")
     opted_in = "MLFLOW_ALLOW_FILE_STORE" in os.environ
     with pytest.MonkeyPatch.context() as env:
@@ -189,7 +189,7 @@ def tracked_sweep(fake_gpu_ray, tmp_path_factory):
             scale="smoke",
             gpus=0,
             cpus_per_trial=1,
-            overrides=TINY_RUN + (f"data.cache_dir={root / 'cache'}",),
+            overrides=TINY_RUN + (f"data.cache_dir={data_cache}",),
             storage=root / "results",
             name="tracked",
             quiet=True,

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,8 +118,25 @@ def test_resume_in_process_equals_straight_run(tmp_path, text_encoder):
         assert torch.equal(v, resumed.model.state_dict()[k]), k
 
 
-def _train_cli(out: Path, steps: int, cache: Path, ablation="baseline") -> None:
-    cmd = [
+def _train_cli(*runs: tuple[Path, int], cache: Path, ablation="baseline") -> None:
+    """`t2s-ray train` into each (out, steps) of `runs`, all at once (one torch thread each: two cores)."""
+    procs = [
+        subprocess.Popen(
+            _train_cmd(out, steps, cache, ablation),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        for out, steps in runs
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+
+
+def _train_cmd(out: Path, steps: int, cache: Path, ablation: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "t2s_ray.cli",
@@ -130,17 +148,14 @@ def _train_cli(out: Path, steps: int, cache: Path, ablation="baseline") -> None:
         str(out),
         *set_args([*TINY, f"data.cache_dir={cache}"]),
     ]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("ablation", ["baseline", "text_finetuned"])
 def test_resume_in_a_fresh_process_is_bit_exact(tmp_path, ablation):
     """k steps + save, then a new process loads and trains to N == N steps straight (CPU)."""
     cache = tmp_path / "cache"
-    _train_cli(tmp_path / "split", 3, cache, ablation)
-    _train_cli(tmp_path / "split", 6, cache, ablation)
-    _train_cli(tmp_path / "straight", 6, cache, ablation)
+    _train_cli((tmp_path / "split", 3), (tmp_path / "straight", 6), cache=cache, ablation=ablation)
+    _train_cli((tmp_path / "split", 6), cache=cache, ablation=ablation)
     a, _ = read_checkpoint(list_checkpoints(tmp_path / "split" / "checkpoints")[-1])
     b, _ = read_checkpoint(list_checkpoints(tmp_path / "straight" / "checkpoints")[-1])
     assert a["progress"]["step"] == b["progress"]["step"] == 6
