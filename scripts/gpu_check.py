@@ -43,7 +43,8 @@ from t2s_ray.data import build_dataset
 from t2s_ray.metrics.efficiency import count_parameters, synchronize
 from t2s_ray.metrics.flops import count_flops, device_peak_flops, mfu
 from t2s_ray.metrics.memory import GIB, nvml_handle_or_reason
-from t2s_ray.metrics.sampler import CSV_NAME, GPU_STATUS, MemorySampler
+from t2s_ray.metrics.sampler import GPU_STATUS, MemorySampler
+from t2s_ray.outputs import MEMORY_CSV as CSV_NAME
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.models.sizes import DIT_SIZES
 from t2s_ray.t2s.training import (

@@ -26,6 +26,16 @@ def samples_npz(member: str | None = None) -> str:
     return SAMPLES_NPZ if member is None else f"samples-{member}.npz"
 
 
+MEMORY_CSV = "gpu_memory.csv"
+"""In each trial's folder: the memory sampler's readings over time (`t2s_ray.metrics.sampler`)."""
+MEMORY_LEGACY_COLUMNS = {
+    "gpu_used_gb": "nvml_device_used_gb",
+    "gpu_total_gb": "nvml_device_total_gb",
+    "gpu_util": "nvml_device_util_pct",
+}
+"""Columns of a memory CSV written before the NVML columns said whose memory they hold: old name -> current name."""
+
+
 SHARED_PREFIX = "shared/"
 """A shared-training trial reports each other member's final metric `key` as `shared/<member>/<key>`."""
 

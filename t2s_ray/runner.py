@@ -22,9 +22,9 @@ import ray
 import torch
 from ray import tune
 
-from t2s_ray.metrics.sampler import CSV_NAME as SAMPLER_CSV
 from t2s_ray.metrics.sampler import MemorySampler
 from t2s_ray.outputs import DEFAULT_STUDY, STUDY_PARAM, shared_members
+from t2s_ray.outputs import MEMORY_CSV as SAMPLER_CSV
 from t2s_ray.persist import artifact_dir, report_with_checkpoint, restore_newest, trial_storage_dir
 from t2s_ray.study import (
     Session,

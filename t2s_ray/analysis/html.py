@@ -35,11 +35,11 @@ from t2s_ray.analysis.render import (
     nan_notes,
 )
 from t2s_ray.analysis.tables import training_curves
-from t2s_ray.metrics.sampler import CSV_NAME as MEMORY_CSV
-from t2s_ray.metrics.sampler import LEGACY_COLUMNS as MEMORY_LEGACY_COLUMNS
 from t2s_ray.outputs import (
     ARMS_PARAM,
     DEFAULT_STUDY,
+    MEMORY_CSV,
+    MEMORY_LEGACY_COLUMNS,
     STUDY_PARAM,
     ablation_of,
     baseline_of,

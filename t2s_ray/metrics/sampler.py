@@ -24,12 +24,12 @@ import torch
 
 from t2s_ray.io import write_text_atomic
 from t2s_ray.metrics.memory import GIB, cpu_rss_gb, nvml_handle_or_reason
+from t2s_ray.outputs import MEMORY_LEGACY_COLUMNS as LEGACY_COLUMNS
 
 logger = logging.getLogger(__name__)
 
 Reader = Callable[[], dict[str, float]]
 
-CSV_NAME = "gpu_memory.csv"
 READINGS = (
     "gpu_allocated_gb",
     "gpu_reserved_gb",
@@ -41,12 +41,6 @@ READINGS = (
 )
 COLUMNS = ("time_s", "unix_time", "step", *READINGS)
 HEADER = ",".join(COLUMNS)
-# files written before the NVML columns said whose memory they hold: old name -> current name
-LEGACY_COLUMNS = {
-    "gpu_used_gb": "nvml_device_used_gb",
-    "gpu_total_gb": "nvml_device_total_gb",
-    "gpu_util": "nvml_device_util_pct",
-}
 LEGACY_HEADER = "time_s,unix_time,step,gpu_allocated_gb,gpu_reserved_gb,gpu_used_gb,gpu_total_gb,gpu_util,cpu_rss_gb"
 GPU_STATUS = "gpu: torch allocator + NVML"
 NEVER_MEASURED = "never measured: no CUDA device or NVML in this trial"
