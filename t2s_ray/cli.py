@@ -568,12 +568,23 @@ def resume_cmd(
             help="Resume on this Ray cluster (as `sweep --address`) instead of a fresh local Ray; the experiment must be on storage the cluster's nodes reach."
         ),
     ] = None,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            help="Start the Ray dashboard with a fresh local Ray (as `sweep`); --no-dashboard starts Ray faster."
+        ),
+    ] = True,
 ) -> None:
     """Continue an interrupted or partly failed sweep: unfinished and errored trials resume from checkpoints."""
     _finish(
         _checked(
             lambda: resume_sweep(
-                experiment_dir, restart_errored=restart_errored, quiet=quiet, say=_say, address=address
+                experiment_dir,
+                restart_errored=restart_errored,
+                quiet=quiet,
+                say=_say,
+                address=address,
+                dashboard=dashboard,
             ),
             resume_from=experiment_dir,
         )

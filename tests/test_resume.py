@@ -174,7 +174,7 @@ def test_sigkilled_driver_then_resume_finishes_without_losing_progress(reference
         _kill(descendants(driver.pid) | locals().get("started", set()))
     assert step_at_kill < 40, "the sweep finished before the driver could be killed"
     checkpointed = max(_valid_steps(_trial_dir(exp)))
-    r = run_process_tree(_cli("resume", str(exp), "--quiet"), 300, env=env)
+    r = run_process_tree(_cli("resume", str(exp), "--quiet", "--no-dashboard"), 300, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 finished, 0 errored" in r.stdout
     trial = _trial_dir(exp)
@@ -268,9 +268,10 @@ def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference, 
     assert driver.returncode == 130, said[-3000:]
     assert "trials: 0 finished, 0 errored, 1 interrupted or not started (of 1)" in said, said[-3000:]
     assert f"continue with: t2s-ray resume {exp}" in said
-    r = run_process_tree(_cli("resume", str(exp), "--quiet"), 300, env=env)
+    r = run_process_tree(_cli("resume", str(exp), "--quiet", "--no-dashboard"), 300, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 finished, 0 errored, 0 interrupted" in " ".join(r.stdout.split())
+    assert "Ray dashboard" not in said + r.stdout  # --no-dashboard, to the sweep and to the resume
     trial = _trial_dir(exp)
     _assert_same_weights(_final_weights(trial), ref_weights)
     assert _rows(trial)[-1]["final_loss"] == ref_loss
@@ -398,7 +399,7 @@ def test_the_whole_sweep_killed_during_its_first_checkpoint_copy_resumes_to_the_
     trial = _trial_dir(exp)
     assert (trial / "checkpoint_000000" / "state.pt").exists() and not list_checkpoints(trial)  # cut, uncommitted
     resume_env = {k: v for k, v in env.items() if not k.startswith("T2S_FAULT_")}
-    r = run_process_tree(_cli("resume", str(exp), "--quiet"), 300, env=resume_env)
+    r = run_process_tree(_cli("resume", str(exp), "--quiet", "--no-dashboard"), 300, env=resume_env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 finished, 0 errored" in r.stdout
     assert (trial / "checkpoint_000000.corrupt" / "state.pt").exists()  # set aside, not deleted

@@ -200,7 +200,7 @@ def test_sweep_to_s3_then_analyze_and_resume_from_the_uri(s3, tmp_path, monkeypa
     assert not (work / "results").exists() and list(work.iterdir()) == []
 
     # resume from the URI: the finished trial is not run again
-    r = _cli(["resume", "s3://t2s/sweeps/tiny", "--quiet"], env, work, timeout_s=300)
+    r = _cli(["resume", "s3://t2s/sweeps/tiny", "--quiet", "--no-dashboard"], env, work, timeout_s=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "trials: 1 finished, 0 errored, 0 interrupted or not started (of 1)" in r.stdout
     r = runner.invoke(app, ["resume", "s3://t2s/sweeps/nothing-here"])

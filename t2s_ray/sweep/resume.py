@@ -85,9 +85,11 @@ def resume_sweep(
     quiet: bool = False,
     say: Callable[[str], None] = print,
     address: Optional[str] = None,
+    dashboard: bool = True,
 ) -> SweepOutcome:
     """`Tuner.restore` unfinished and errored trials of an existing experiment (a folder or a URI) and run them,
-    on a fresh local Ray or, with `address`, on the cluster there (as `sweep --address`)."""
+    on a fresh local Ray or, with `address`, on the cluster there (as `sweep --address`); `dashboard`: start the
+    Ray dashboard with a fresh local Ray (on 127.0.0.1, as `sweep`'s default)."""
     exp = _experiment_location(experiment_dir)
     _check_tuner_pkl(exp)
     resources = saved_resources(exp, say)
@@ -103,7 +105,7 @@ def resume_sweep(
             raise SweepError(f"cannot resume {exp}: {e}") from None
         runtime_env = study_runtime_env(study)
     t0 = time.perf_counter()
-    info = start_ray(RayOptions(address=address, quiet=quiet, runtime_env=runtime_env), say)
+    info = start_ray(RayOptions(address=address, quiet=quiet, dashboard=dashboard, runtime_env=runtime_env), say)
     from ray import tune  # after init_ray: Ray reads its network settings at import
 
     quiet_tune_env()
