@@ -1,5 +1,7 @@
 """Shared test fixtures."""
 
+import os
+
 import pytest
 
 
@@ -22,14 +24,60 @@ def data_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fake_gpu_ray():
     """A fresh local Ray (loopback only) with 3 fake GPUs, shared by the tests that need one."""
-    import os
-
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
     ray.init(address="local", num_cpus=2, num_gpus=3, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def finished_sweep_root(tmp_path_factory):
+    """The folder of `finished_sweep`: results/, and the trackers' wandb-dir/ and mlruns/."""
+    return tmp_path_factory.mktemp("finished")
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(fake_gpu_ray, finished_sweep_root, data_cache):
+    """One finished sweep for every test that only reads a finished experiment (its folder, Ray's tools, the
+    analysis, TensorBoard, W&B and MLflow): baseline, text_finetuned and no_ema, separate training, 1 seed, on 3
+    fake GPUs, logged to W&B (offline) and MLflow (a local file store) too."""
+    from t2s_ray.sweep import run_sweep
+    from t2s_ray.t2s.sweep import BundledSweepSpec
+    from tests.helpers import FINISHED_STEPS, tiny_overrides
+
+    root = finished_sweep_root
+    opted_in = "MLFLOW_ALLOW_FILE_STORE" in os.environ
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WANDB_MODE", "offline")  # nothing leaves the machine
+        env.setenv("WANDB_SILENT", "true")
+        env.setenv("WANDB_DIR", str(root / "wandb-dir"))
+        env.setenv("MLFLOW_TRACKING_URI", (root / "mlruns").as_uri())
+        env.delenv("WANDB_PROJECT", raising=False)
+        # --cpus-per-trial auto on a head with 2 CPUs and 3 GPUs: 0.66 CPU each, so the three GPU trials run at
+        # once (1 CPU each would leave a GPU idle); separate training, so that three trials exist
+        spec = BundledSweepSpec(
+            seeds=1,
+            scale="smoke",
+            overrides=tiny_overrides(
+                f"training.steps={FINISHED_STEPS}", "training.checkpoint_every=3", f"data.cache_dir={data_cache}"
+            ),
+            gpus=3,
+            gpus_per_trial=1,
+            cpus_per_trial=None,
+            storage=root / "results",
+            name="fake3",
+            quiet=True,
+            share_training=False,
+            log_to=("wandb", "mlflow"),
+        )
+        said = []
+        outcome = run_sweep(spec, say=said.append)
+    assert spec.cpus_per_trial == 0.66 and any("--cpus-per-trial auto: 0.66" in line for line in said), said
+    yield outcome
+    if not opted_in:  # the MLflow callback opted in to MLflow 3's file store for the sweep; the read-backs need it too
+        os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
 
 
 @pytest.fixture(scope="session")

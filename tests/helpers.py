@@ -152,6 +152,9 @@ def tiny_overrides(*changes: str, drop: Sequence[str] = (), base: Sequence[str] 
     return tuple({**items, **dict(zip(keys, changes))}.values())
 
 
+FINISHED_STEPS = 6
+"""Training steps of the trials of conftest's `finished_sweep` (a report at step 1, then every 2)."""
+
 TINY_EVAL = tiny_overrides(
     "data.train_clips=8",
     "data.eval_clips=6",

@@ -22,29 +22,6 @@ TINY = tiny_overrides("training.steps=6", "training.checkpoint_every=3")
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def finished_sweep(fake_gpu_ray, tmp_path_factory, data_cache):
-    root = tmp_path_factory.mktemp("sweep")
-    # --cpus-per-trial auto on a head with 2 CPUs and 3 GPUs: 0.66 CPU each, so the three GPU trials run at once
-    # (1 CPU each would leave a GPU idle); separate training, so that three trials exist
-    spec = BundledSweepSpec(
-        seeds=1,
-        scale="smoke",
-        overrides=TINY + (f"data.cache_dir={data_cache}",),
-        gpus=3,
-        gpus_per_trial=1,
-        cpus_per_trial=None,
-        storage=root / "results",
-        name="fake3",
-        quiet=True,
-        share_training=False,
-    )
-    said = []
-    outcome = run_sweep(spec, say=said.append)
-    assert spec.cpus_per_trial == 0.66 and any("--cpus-per-trial auto: 0.66" in line for line in said), said
-    return outcome
-
-
 def _baseline_and_no_ema(tmp_path_factory, data_cache, name: str, grid: tuple[str, ...] = ()):
     """baseline + no_ema (one shared training per seed and grid point), 1 seed; (outcome, lines said)."""
     root = tmp_path_factory.mktemp(name)

@@ -1,14 +1,11 @@
 """`--log-to wandb/mlflow`: checks before Ray starts, what a trial's run holds, and one offline sweep into both."""
 
-import os
 import struct
 import sys
 from pathlib import Path
 
 import pytest
 
-from t2s_ray.sweep import run_sweep
-from t2s_ray.t2s.sweep import BundledSweepSpec
 from t2s_ray.trackers import (
     TrackerError,
     check_trackers,
@@ -20,7 +17,7 @@ from t2s_ray.trackers import (
     wandb_init_options,
     wandb_tags,
 )
-from tests.helpers import TINY_RUN
+from tests.helpers import FINISHED_STEPS
 
 PARAMS = {
     "ablation": "baseline",
@@ -173,64 +170,45 @@ def wandb_records(path: Path) -> list:
     return records
 
 
-@pytest.fixture(scope="module")
-def tracked_sweep(fake_gpu_ray, tmp_path_factory, data_cache):
-    root = tmp_path_factory.mktemp("trackers")
-    opted_in = "MLFLOW_ALLOW_FILE_STORE" in os.environ
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("WANDB_MODE", "offline")  # nothing leaves the machine
-        env.setenv("WANDB_SILENT", "true")
-        env.setenv("WANDB_DIR", str(root / "wandb-dir"))
-        env.setenv("MLFLOW_TRACKING_URI", (root / "mlruns").as_uri())
-        env.delenv("WANDB_PROJECT", raising=False)
-        spec = BundledSweepSpec(
-            ablations=("baseline",),
-            seeds=1,
-            scale="smoke",
-            gpus=0,
-            cpus_per_trial=1,
-            overrides=TINY_RUN + (f"data.cache_dir={data_cache}",),
-            storage=root / "results",
-            name="tracked",
-            quiet=True,
-            dashboard=False,
-            log_to=("wandb", "mlflow"),
-        )
-        outcome = run_sweep(spec, say=lambda line: None)
-    yield outcome, root
-    if not opted_in:  # the MLflow callback opted in to MLflow 3's file store for the sweep; the read-backs need it too
-        os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
-
-
 @pytest.mark.slow
-def test_a_sweep_logs_every_trial_to_mlflow(tracked_sweep):
+def test_a_sweep_logs_every_trial_to_mlflow(finished_sweep, finished_sweep_root):
     from mlflow.tracking import MlflowClient
 
-    outcome, root = tracked_sweep
-    assert (outcome.num_trials, outcome.num_errors, outcome.num_finished) == (1, 0, 1)
-    client = MlflowClient(tracking_uri=(root / "mlruns").as_uri())
-    (run,) = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
+    assert (finished_sweep.num_trials, finished_sweep.num_errors, finished_sweep.num_finished) == (3, 0, 3)
+    client = MlflowClient(tracking_uri=(finished_sweep_root / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("fake3").experiment_id])
+    assert sorted(r.data.tags["ablation"] for r in runs) == ["baseline", "no_ema", "text_finetuned"]
+    (run,) = [r for r in runs if r.data.tags["ablation"] == "baseline"]
     assert run.info.status == "FINISHED"
-    assert run.data.tags["ablation"] == "baseline" and run.data.tags["seed"] == "0"
-    assert run.data.params["training.steps"] == "4" and run.data.params["model.size"]
+    assert run.data.tags["seed"] == "0"
+    assert run.data.params["training.steps"] == str(FINISHED_STEPS) and run.data.params["model.size"]
     loss = client.get_metric_history(run.info.run_id, "loss")
-    assert [m.step for m in loss] == [1, 2, 4] and all(m.value > 0 for m in loss)  # step 1, then every 2
+    # step 1, then every 2 and at each checkpoint (every 3)
+    assert [m.step for m in loss] == [1, 2, 3, 4, 6] and all(m.value > 0 for m in loss)
     assert "eval/inference_ms_per_video" in run.data.metrics and "val_loss" in run.data.metrics
     assert not any(k.endswith("_status") or k.startswith("config/") for k in run.data.metrics)
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["samples"]  # no trial folder, no checkpoint
     assert [a.path for a in client.list_artifacts(run.info.run_id, "samples")] == ["samples/samples.gif"]
 
 
-@pytest.mark.slow
-def test_a_sweep_logs_every_trial_to_wandb_offline(tracked_sweep):
-    _, root = tracked_sweep
-    (run_dir,) = (root / "wandb-dir" / "wandb").glob("offline-run-*")
+def _wandb_run(run_dir: Path):
+    """(the run record, every record) of an offline W&B run folder."""
     (run_file,) = run_dir.glob("*.wandb")
     records = wandb_records(run_file)
     (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-    assert run.project == "tracked" and {"ablation:baseline", "seed:0"} <= set(run.tags)
+    return run, records
+
+
+@pytest.mark.slow
+def test_a_sweep_logs_every_trial_to_wandb_offline(finished_sweep, finished_sweep_root):
+    run_dirs = sorted((finished_sweep_root / "wandb-dir" / "wandb").glob("offline-run-*"))
+    runs = {run_dir: _wandb_run(run_dir) for run_dir in run_dirs}
+    ablations = sorted(t for run, _ in runs.values() for t in run.tags if t.startswith("ablation:"))
+    assert ablations == ["ablation:baseline", "ablation:no_ema", "ablation:text_finetuned"]
+    ((run_dir, (run, records)),) = [(d, r) for d, r in runs.items() if "ablation:baseline" in r[0].tags]
+    assert run.project == "fake3" and "seed:0" in run.tags
     config = {i.key: i.value_json for i in run.config.update}
-    assert config["training.steps"] == "4" and config["ablation"] == '"baseline"'
+    assert config["training.steps"] == str(FINISHED_STEPS) and config["ablation"] == '"baseline"'
     history = [
         {i.key or "/".join(i.nested_key): i.value_json for i in r.history.item}
         for r in records
