@@ -22,8 +22,13 @@ from benchkit import write_results
 from t2s_ray.data import build_dataset
 from t2s_ray.metrics.frechet import frechet_from_features
 from t2s_ray.t2s.config import DataConfig
-from t2s_ray.t2s.evaluator_store import EVALUATOR_VERSION, EvaluatorConfig
-from t2s_ray.t2s.gloss_evaluator import clip_features, load_or_train_evaluator, train_evaluator
+from t2s_ray.t2s.gloss_evaluator import (
+    EVALUATOR_VERSION,
+    EvaluatorConfig,
+    clip_features,
+    load_or_train_evaluator,
+    train_evaluator,
+)
 
 SHAPES = {"smoke": (8, 32, 32), "full": (16, 64, 64)}  # (frames, height, width) of the scales
 

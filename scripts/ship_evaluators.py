@@ -29,7 +29,7 @@ from benchkit import write_results
 
 from t2s_ray.io import atomic_dir
 from t2s_ray.t2s.ablations import resolve
-from t2s_ray.t2s.evaluator_store import (
+from t2s_ray.t2s.gloss_evaluator import (
     EVALUATOR_FILES,
     EVALUATOR_VERSION,
     SHIPPED_DIR,
@@ -37,8 +37,8 @@ from t2s_ray.t2s.evaluator_store import (
     evaluator_config,
     evaluator_key,
     shipped_evaluators,
+    train_evaluator,
 )
-from t2s_ray.t2s.gloss_evaluator import train_evaluator
 
 SHIPPED_SCALES = ("smoke", "small")
 """Built-in scales whose evaluator ships. `full` (16x64x64 clips) is not: ~8x smoke's compute, over

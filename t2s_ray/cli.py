@@ -1020,8 +1020,7 @@ def train_evaluator_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Train (or find cached) the SynthSign gloss classifier behind eval/fvd_synthsign and eval/text_alignment."""
-    from t2s_ray.t2s.evaluator_store import EvaluatorUnavailable, evaluator_config
-    from t2s_ray.t2s.gloss_evaluator import train_evaluator
+    from t2s_ray.t2s.gloss_evaluator import EvaluatorUnavailable, evaluator_config, train_evaluator
 
     try:
         cfg = resolve("baseline", scale.value, 0, set_ or [])

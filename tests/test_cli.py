@@ -57,7 +57,7 @@ def _sets(extra=()):
 
 def test_train_then_evaluate_through_the_cli(tmp_path, monkeypatch):
     import t2s_ray.t2s.evaluation as evaluation
-    from t2s_ray.t2s.evaluator_store import EvaluatorUnavailable
+    from t2s_ray.t2s.gloss_evaluator import EvaluatorUnavailable
 
     def no_evaluator(eval_cfg):
         def fn(data_cfg, device):

@@ -10,7 +10,7 @@ from t2s_ray.data import build_dataset
 from t2s_ray.metrics.lpips import load_lpips
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.evaluation import eval_set, evaluate, sample
-from t2s_ray.t2s.evaluator_store import EvaluatorUnavailable
+from t2s_ray.t2s.gloss_evaluator import EvaluatorUnavailable
 from t2s_ray.t2s.training import build_state
 from tests.helpers import TINY_EVAL, fake_evaluator_fn
 

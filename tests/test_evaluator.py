@@ -13,19 +13,20 @@ from t2s_ray.data import build_dataset
 from t2s_ray.data.synthsign import GLOSSES, split_sentences
 from t2s_ray.data.video import to_model_input
 from t2s_ray.metrics.text_alignment import gloss_accuracy, text_alignment
-from t2s_ray.t2s import evaluator_store
 from t2s_ray.t2s import gloss_evaluator as evaluator
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.config import DataConfig
-from t2s_ray.t2s.evaluator_store import (
+from t2s_ray.t2s.gloss_evaluator import (
     EvaluatorConfig,
     EvaluatorUnavailable,
     evaluator_config,
     evaluator_dir,
     evaluator_key,
+    load_or_train_evaluator,
     shipped_evaluators,
+    train_evaluator,
+    training_batches,
 )
-from t2s_ray.t2s.gloss_evaluator import load_or_train_evaluator, train_evaluator, training_batches
 from t2s_ray.t2s.models.gloss_classifier import GlossClassifier, GlossClassifierArch, ctc_decode, ctc_loss
 
 TINY_EVAL = EvaluatorConfig(train_clips=48, test_clips=8, epochs=1, batch_size=16, widths=(8, 16), feature_dim=16)
@@ -218,9 +219,9 @@ def test_built_in_scales_evaluators_are_shipped_intact(scale, tmp_path):
         f"evaluator, SynthSign or the scale altered it; rerun `python scripts/ship_evaluators.py`"
     )
     for name, digest in shipped[key]["sha256"].items():
-        path = evaluator_store.SHIPPED_DIR / key / name
-        assert evaluator_store._sha256(path.read_bytes()) == digest, f"{path} does not match the manifest"
-    assert (evaluator_store.SHIPPED_DIR / key / "model.pt").stat().st_size < 2_000_000
+        path = evaluator.SHIPPED_DIR / key / name
+        assert evaluator._sha256(path.read_bytes()) == digest, f"{path} does not match the manifest"
+    assert (evaluator.SHIPPED_DIR / key / "model.pt").stat().st_size < 2_000_000
 
 
 def test_shipped_evaluator_is_copied_into_the_cache_without_training(tmp_path, monkeypatch):
@@ -232,7 +233,7 @@ def test_shipped_evaluator_is_copied_into_the_cache_without_training(tmp_path, m
     folder = tmp_path / "evaluator" / key
     assert report["path"] == str(folder) and sorted(p.name for p in folder.iterdir()) == ["model.pt", "report.json"]
     for name in ("model.pt", "report.json"):
-        assert (folder / name).read_bytes() == (evaluator_store.SHIPPED_DIR / key / name).read_bytes()
+        assert (folder / name).read_bytes() == (evaluator.SHIPPED_DIR / key / name).read_bytes()
     assert not model.training and model.arch.clip_shape == (data.frames, data.height, data.width)
     again = train_evaluator(data, ecfg)  # the cache is the one place it is read from now on
     assert again.source == "cache" and again.exact_accuracy == report["exact_accuracy"]
@@ -242,9 +243,9 @@ def test_tampered_shipped_file_is_refused(tmp_path, monkeypatch):
     no_training(monkeypatch)
     data, ecfg = scale_evaluator("smoke", tmp_path / "cache")
     key = evaluator_key(data, ecfg)
-    real, shipped = evaluator_store.SHIPPED_DIR, tmp_path / "shipped"
+    real, shipped = evaluator.SHIPPED_DIR, tmp_path / "shipped"
     shutil.copytree(real, shipped)
-    monkeypatch.setattr(evaluator_store, "SHIPPED_DIR", shipped)
+    monkeypatch.setattr(evaluator, "SHIPPED_DIR", shipped)
     blob = bytearray((shipped / key / "model.pt").read_bytes())
     blob[len(blob) // 2] ^= 1  # one bit of a weight
     (shipped / key / "model.pt").write_bytes(bytes(blob))
@@ -258,7 +259,7 @@ def test_tampered_shipped_file_is_refused(tmp_path, monkeypatch):
 
 
 def test_other_shapes_train_as_before(tmp_path, monkeypatch):
-    monkeypatch.setattr(evaluator_store, "SHIPPED_DIR", tmp_path / "nothing-shipped")
+    monkeypatch.setattr(evaluator, "SHIPPED_DIR", tmp_path / "nothing-shipped")
     assert shipped_evaluators() == {}
     assert train_evaluator(tiny_data(tmp_path), TINY_EVAL).source == "trained"
 
@@ -270,7 +271,7 @@ def test_retraining_reproduces_the_shipped_smoke_evaluator(tmp_path):
     # must match the shipped report's to float precision
     data, ecfg = scale_evaluator("smoke", tmp_path)
     key = evaluator_key(data, ecfg)
-    shipped = evaluator_store.read_report(evaluator_store.SHIPPED_DIR / key)
+    shipped = evaluator._read_report(evaluator.SHIPPED_DIR / key)
     losses = []
 
     class FirstEpochDone(Exception):

@@ -165,7 +165,7 @@ def test_each_scale_equals_a_single_scale_run_at_it(judged):
 
 def test_without_a_gloss_evaluator_the_curve_is_nan_with_the_reason_and_nothing_is_sampled(judged, monkeypatch):
     import t2s_ray.t2s.evaluation as ev
-    from t2s_ray.t2s.evaluator_store import EvaluatorUnavailable
+    from t2s_ray.t2s.gloss_evaluator import EvaluatorUnavailable
 
     def no_evaluator(data_cfg, device):
         raise EvaluatorUnavailable("the gloss evaluator exists for SynthSign only")

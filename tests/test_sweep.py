@@ -3,8 +3,6 @@
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -404,42 +402,6 @@ def test_sweep_cli_rejects_a_missing_dataset_before_ray_starts(tmp_path):
     assert r.exit_code == 2, r.output
     assert "no such folder" in r.output and "how2sign_realigned_train.csv" in r.output
     assert not (tmp_path / "s").exists()
-
-
-BEFORE_RAY = """
-import sys
-import t2s_ray.sweep.run as run
-from t2s_ray.t2s.sweep import BundledSweepSpec
-
-class Started(Exception):
-    pass
-
-def start_ray(*args, **kwargs):
-    raise Started
-
-run.start_ray = start_ray
-spec = BundledSweepSpec(ablations=("baseline",), seeds=1, scale="smoke", gpus=0, storage=sys.argv[1], name="n",
-                        quiet=True, overrides=("data.cache_dir=" + sys.argv[2],))
-said = []
-try:
-    run.run_sweep(spec, say=said.append)
-except Started:
-    print("torch" in sys.modules, [line.split(":")[0] for line in said if line.startswith("gloss evaluator")])
-"""
-
-
-def test_a_cpu_sweep_reaches_ray_start_without_importing_torch(tmp_path, data_cache):
-    """--gpus 0 with a shipped (or cached) evaluator: validation, the plan, the data and the evaluator check run
-    without torch (its import is ~2 s of the time to the first step on a CPU machine)."""
-    r = subprocess.run(
-        [sys.executable, "-c", BEFORE_RAY, str(tmp_path / "s"), str(data_cache)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    found = ("False ['gloss evaluator (shipped)']", "False ['gloss evaluator (cache)']")
-    assert r.stdout.splitlines()[-1] in found, r.stdout
 
 
 def test_an_ablation_equal_to_the_baseline_at_this_scale_is_refused(tmp_path):

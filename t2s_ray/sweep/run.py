@@ -129,9 +129,7 @@ class SweepOutcome:
 def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutcome:
     """Validate, start Ray, run the grid, return counts. Raises before writing anything if invalid."""
     existing = existing_cluster_gpus()
-    # --gpus 0 needs no count (and on a machine without NVML the count would import torch: ~2 s before Ray starts)
-    local = None if spec.address or spec.gpus == 0 else detect_local_gpus()
-    available = existing if existing is not None else local
+    available = existing if existing is not None else (None if spec.address else detect_local_gpus())
     configs = spec.validate(available)
     validate_dashboard(spec.ray_options())
     for line in spec.plan_lines():

@@ -30,8 +30,13 @@ from t2s_ray.metrics.kid import kid
 from t2s_ray.metrics.lpips import load_lpips, lpips_video
 from t2s_ray.metrics.temporal import motion_ratio, temporal_consistency
 from t2s_ray.metrics.text_alignment import gloss_accuracy, gloss_wer, text_alignment
-from t2s_ray.t2s.evaluator_store import EvaluatorUnavailable, evaluator_config
-from t2s_ray.t2s.gloss_evaluator import clip_features, load_or_train_evaluator, recognise
+from t2s_ray.t2s.gloss_evaluator import (
+    EvaluatorUnavailable,
+    clip_features,
+    evaluator_config,
+    load_or_train_evaluator,
+    recognise,
+)
 from t2s_ray.t2s.training import TrainState, eval_weights
 
 

@@ -226,10 +226,9 @@ def prepare_data(configs, say: Callable[[str], None]) -> None:
 def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
     """Train (or find cached) the SynthSign gloss evaluator of each data config once, in the driver.
 
-    Otherwise the first trial would train it on its one CPU while the others wait on its lock. A cached or shipped
-    one is found without importing torch (~2 s of the time to a sweep's first step on a CPU machine).
+    Otherwise the first trial would train it on its one CPU while the others wait on its lock.
     """
-    from t2s_ray.t2s.evaluator_store import evaluator_config, evaluator_dir, find_evaluator
+    from t2s_ray.t2s.gloss_evaluator import evaluator_config, evaluator_dir, shipped_evaluators, train_evaluator
 
     seen = set()
     for cfg in configs:
@@ -240,15 +239,12 @@ def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
         if folder in seen:
             continue
         seen.add(folder)
-        report = find_evaluator(cfg.data, ecfg)
-        if report is None:
-            from t2s_ray.t2s.gloss_evaluator import train_evaluator
-
+        if not (folder / "report.json").exists() and folder.name not in shipped_evaluators():
             say(
                 f"training the SynthSign gloss evaluator for eval/fvd_synthsign and eval/text_alignment "
                 f"(once per data config, cached in {folder})"
             )
-            report = train_evaluator(cfg.data, ecfg)
+        report = train_evaluator(cfg.data, ecfg)
         say(
             f"gloss evaluator ({report.source}): exact-sentence accuracy {report.exact_accuracy:.2f} on SynthSign "
             f"test clips"
