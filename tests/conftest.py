@@ -45,7 +45,7 @@ def finished_sweep(fake_gpu_ray, finished_sweep_root, data_cache):
     fake GPUs, logged to W&B (offline) and MLflow (a local file store) too."""
     from t2s_ray.sweep import run_sweep
     from t2s_ray.t2s.sweep import BundledSweepSpec
-    from tests.helpers import FINISHED_STEPS, tiny_overrides
+    from tests.helpers import SWEEP_RUN
 
     root = finished_sweep_root
     opted_in = "MLFLOW_ALLOW_FILE_STORE" in os.environ
@@ -60,9 +60,7 @@ def finished_sweep(fake_gpu_ray, finished_sweep_root, data_cache):
         spec = BundledSweepSpec(
             seeds=1,
             scale="smoke",
-            overrides=tiny_overrides(
-                f"training.steps={FINISHED_STEPS}", "training.checkpoint_every=3", f"data.cache_dir={data_cache}"
-            ),
+            overrides=(*SWEEP_RUN, f"data.cache_dir={data_cache}"),
             gpus=3,
             gpus_per_trial=1,
             cpus_per_trial=None,

@@ -153,7 +153,10 @@ def tiny_overrides(*changes: str, drop: Sequence[str] = (), base: Sequence[str] 
 
 
 FINISHED_STEPS = 6
-"""Training steps of the trials of conftest's `finished_sweep` (a report at step 1, then every 2)."""
+"""Training steps of the sweep tests' trials (conftest's `finished_sweep` among them)."""
+
+SWEEP_RUN = tiny_overrides(f"training.steps={FINISHED_STEPS}", "training.checkpoint_every=3")
+"""TINY_RUN for 6 steps: a report at step 1, then every 2 and at each checkpoint (every 3)."""
 
 TINY_EVAL = tiny_overrides(
     "data.train_clips=8",
@@ -270,8 +273,8 @@ def set_args(overrides: Iterable[str]) -> list[str]:
 
 def one_trial_sweep(storage: Path | str, name: str, overrides: Iterable[str], dashboard: bool = False) -> list[str]:
     """`python -m t2s_ray.cli sweep` of baseline, one seed, on the CPU at half a CPU (quiet): the driver the
-    kill, Ctrl+C and dashboard tests start and stop. The dashboard only when asked for (it adds ~2 s to Ray's
-    start on 2 cores)."""
+    kill, Ctrl+C and dashboard tests start and stop. The dashboard only when asked for (its processes slowed a
+    one-trial sweep by 8.5 s on 2 cores, docs/PERFORMANCE.md)."""
     return [
         sys.executable,
         "-m",

@@ -31,7 +31,7 @@ OVERRIDES = tiny_overrides(
 )
 
 
-def _spec(root: Path, name: str, cache: Path, **kw) -> BundledSweepSpec:
+def _spec(root: Path, name: str, sets: tuple[str, ...], **kw) -> BundledSweepSpec:
     return BundledSweepSpec(
         ablations=("baseline",),
         scale="smoke",
@@ -40,7 +40,7 @@ def _spec(root: Path, name: str, cache: Path, **kw) -> BundledSweepSpec:
         storage=root,
         name=name,
         quiet=True,
-        overrides=(*OVERRIDES, f"data.cache_dir={cache}"),
+        overrides=sets,
         **kw,
     )
 
@@ -92,16 +92,16 @@ def sets(data_cache) -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="module")
-def reference(fake_gpu_ray, tmp_path_factory, data_cache):
+def reference(fake_gpu_ray, tmp_path_factory, sets):
     """An uninterrupted run of the same (ablation, seed)."""
     root = tmp_path_factory.mktemp("resume")
-    outcome = run_sweep(_spec(root, "reference", data_cache))
+    outcome = run_sweep(_spec(root, "reference", sets))
     assert outcome.num_finished == 1
     trial = _trial_dir(outcome.experiment_dir)
     return root, _final_weights(trial), _rows(trial)[-1]["final_loss"]
 
 
-def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference, data_cache):
+def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference, sets):
     root, ref_weights, ref_loss = reference
     exp = root / "killed"
     killed = {}
@@ -121,7 +121,7 @@ def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference, d
 
     killer = threading.Thread(target=kill_first_attempt, daemon=True)
     killer.start()
-    outcome = run_sweep(_spec(root, "killed", data_cache, max_failures=2))
+    outcome = run_sweep(_spec(root, "killed", sets, max_failures=2))
     killer.join(5)
     assert "pid" in killed, "the trial finished before it could be killed"
     assert killed["step"] < 40

@@ -13,9 +13,7 @@ from t2s_ray.checkpoint import list_checkpoints, read_checkpoint
 from t2s_ray.cli import app
 from t2s_ray.sweep import SweepError, run_sweep, validate
 from t2s_ray.t2s.sweep import BundledSweepSpec
-from tests.helpers import tiny_overrides
-
-TINY = tiny_overrides("training.steps=6", "training.checkpoint_every=3")
+from tests.helpers import SWEEP_RUN
 
 runner = CliRunner()
 
@@ -29,7 +27,7 @@ def _baseline_and_no_ema(tmp_path_factory, data_cache, name: str, grid: tuple[st
         scale="smoke",
         gpus=3,
         cpus_per_trial=0.5,
-        overrides=TINY + (f"data.cache_dir={data_cache}", "ema.decay=0.9"),
+        overrides=SWEEP_RUN + (f"data.cache_dir={data_cache}", "ema.decay=0.9"),
         grid=grid,
         storage=root / "results",
         name=name,
@@ -220,7 +218,7 @@ def test_run_sweep_rejects_a_bad_spec_before_writing_anything(tmp_path, monkeypa
     storage, cache = tmp_path / "results", tmp_path / "cache"
     storage.mkdir()
     bad = dict(bad)
-    overrides = (*TINY, f"data.cache_dir={cache}", *bad.pop("overrides", ()))
+    overrides = (*SWEEP_RUN, f"data.cache_dir={cache}", *bad.pop("overrides", ()))
     spec = BundledSweepSpec(
         storage=storage,
         name="x",

@@ -130,9 +130,13 @@ def _train_cli(*runs: tuple[Path, int], cache: Path, ablation="baseline") -> Non
         )
         for out, steps in runs
     ]
-    for proc in procs:
-        out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, out
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0, out
+    finally:
+        for proc in procs:  # none outlives a timeout or a failure
+            proc.kill()
 
 
 def _train_cmd(out: Path, steps: int, cache: Path, ablation: str) -> list[str]:
