@@ -6,11 +6,13 @@ P1  median step_time_ms (and samples/s) of one (ablation, seed) trained by `t2s-
     same trained by `t2s-ray train` in one process, both with one CPU thread (a trial gets as many threads as
     the CPUs it reserves: 1 here); goal <= 1.03.
 P2  seconds from starting `t2s-ray sweep` to the trial's first reported step (the first report comes after
-    step 1); goal <= 10 s on a 2-core machine. Split into the driver's part (from the command to the trial
-    function starting: CLI, validation, data and evaluator preparation, Ray start-up, Tune, the worker) and the
-    trial's (to its first report), and broken down by timing each piece alone in a fresh process (`--p2-only`
-    runs just this): Ray's import and start, the worker's imports, the text encoder's load, the caption
-    prefill, the first step.
+    step 1); goal <= 10 s on a 2-core machine. Measured with the data cache built, with and without the
+    caption encodings of the frozen text encoder in it (with them, a trial never loads the encoder). Split
+    into the driver's part (from the command to the trial function starting: CLI, validation, data and
+    evaluator preparation, Ray start-up, Tune, the worker) and the trial's (to its first report), and broken
+    down by timing each piece alone in a fresh process (`--p2-only` runs just this): Ray's import and start,
+    the worker's imports, the caption prefill with a cold and with a warm caption store (the first includes
+    the encoder's load), the encoder's load alone, the first step.
 P3  wall of a 3-trial smoke sweep (3 ablations, separate training) ÷ its longest trial (time_total_s).
 Also: the wall of the three seed ablations with and without shared training (`--[no-]share-training`).
 Every command runs with the machine otherwise idle; the JSON keeps each run's numbers.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,7 +79,7 @@ def bare(root: Path, steps: int, report_every: int) -> dict:
     }
 
 
-def in_ray(root: Path, steps: int, report_every: int) -> dict:
+def in_ray(root: Path, steps: int, report_every: int, env: dict | None = None) -> dict:
     t0 = time.time()
     wall = _run(
         [
@@ -101,7 +104,8 @@ def in_ray(root: Path, steps: int, report_every: int) -> dict:
             "--no-dashboard",
             "--set",
             f"training.report_every={report_every}",
-        ]
+        ],
+        env,
     )
     (trial,) = _trials(root / "one")
     rows = [r for r in _rows(trial) if not r.get("final")]
@@ -135,11 +139,14 @@ from t2s_ray.data import build_dataset
 from t2s_ray.t2s.ablations import resolve
 from t2s_ray.t2s.models.text_encoder import TextEncoder
 from t2s_ray.t2s.training import Prefetcher, build_state, train_inputs_step
-t0 = time.time(); enc = TextEncoder(); t["text encoder load"] = time.time() - t0
 cfg = resolve("baseline", "smoke", 0, ["device=cpu", "data.cache_dir=" + os.environ["P2_CACHE"]])
 data = build_dataset(cfg.data, "train")
+store = os.path.join(os.environ["P2_CACHE"], "captions")
+t0 = time.time(); TextEncoder(store=store).prefill(data.texts); t["caption prefill, stored"] = time.time() - t0
+t0 = time.time(); enc = TextEncoder(store=store); enc.prefill(data.texts)
+t["caption prefill, from the store"] = time.time() - t0
+t0 = time.time(); TextEncoder(); t["text encoder load (no store)"] = time.time() - t0
 t0 = time.time(); state = build_state(cfg, text_encoder=enc); t["build state"] = time.time() - t0
-t0 = time.time(); enc.prefill(data.texts); t["caption prefill"] = time.time() - t0
 with Prefetcher(state, data, 1) as inputs:
     t0 = time.time(); train_inputs_step(state, inputs.next()); t["first step"] = time.time() - t0
 print(json.dumps(t))
@@ -157,17 +164,25 @@ def p2_pieces(root: Path) -> dict:
 
 
 def p2(root: Path, runs: int) -> dict:
-    """P2 over `runs` sweeps (the first renders the data cache, as a user's first sweep would not twice) and its
-    pieces."""
-    sweeps = [in_ray(root / f"p2-{i}", 10, 5) for i in range(runs)]
-    return {"sweeps": sweeps, "pieces": p2_pieces(root / "p2-0" / "cache-pieces")}
+    """P2 over sweeps sharing one fresh cache (`T2S_RAY_CACHE`): a first sweep that renders the data and trains
+    the gloss evaluator (not counted), one with the data cache but no caption encodings (a first sweep on data
+    already rendered), then `runs` with everything cached (a later sweep, or a later trial on the same kind of
+    device); and the pieces."""
+    cache = root / "cache"
+    env = {"T2S_RAY_CACHE": str(cache)}
+    sweeps = [{**in_ray(root / "p2-fresh", 10, 5, env), "cache": "fresh (data rendered, evaluator trained)"}]
+    shutil.rmtree(cache / "captions")
+    sweeps.append({**in_ray(root / "p2-cold", 10, 5, env), "cache": "data cached, no caption encodings"})
+    sweeps += [{**in_ray(root / f"p2-{i}", 10, 5, env), "cache": "warm"} for i in range(runs)]
+    return {"sweeps": sweeps, "pieces": p2_pieces(root / "cache-pieces")}
 
 
 def print_p2(result: dict) -> None:
-    for i, r in enumerate(result["sweeps"]):
+    for r in result["sweeps"]:
         print(
-            f"P2 run {i + 1}: {r['to_first_report_s']:.1f} s to the first report (step {r['first_report_step']}): "
-            f"{r['to_trial_start_s']:.1f} s until the trial starts + {r['trial_to_first_report_s']:.1f} s in it"
+            f"P2, cache {r['cache']}: {r['to_first_report_s']:.1f} s to the first report (step "
+            f"{r['first_report_step']}): {r['to_trial_start_s']:.1f} s until the trial starts + "
+            f"{r['trial_to_first_report_s']:.1f} s in it"
         )
     print("P2 pieces, each alone: " + ", ".join(f"{k} {v:.2f} s" for k, v in result["pieces"].items()))
 
@@ -250,8 +265,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             result = p2(Path(tmp), 3)
         print_p2(result)
-        best = min(r["to_first_report_s"] for r in result["sweeps"])
-        print(f"P2 (best of 3): {best:.1f} s (goal <= 10 s)")
+        best = min(r["to_first_report_s"] for r in result["sweeps"] if r["cache"] == "warm")
+        cold = result["sweeps"][1]["to_first_report_s"]
+        print(f"P2 (best of 3, cache warm): {best:.1f} s; no caption encodings cached: {cold:.1f} s (goal <= 10 s)")
         write_results(a.out, "p2", result["sweeps"], pieces=result["pieces"], p2_best_s=best)
         return
     if a.sharing_only:

@@ -300,10 +300,8 @@ def _with_progress(fn, total: int):
 
 
 def _print_train_summary(run, stop: int) -> None:
-    from t2s_ray.metrics.efficiency import count_parameters
-
     s, m = run.state, run.last_metrics
-    total, trainable = count_parameters(s.model)
+    total, trainable = s.model.parameter_counts()
     if run.resumed_from:
         console.print(f"resumed from {run.resumed_from} (step {run.start_step})", highlight=False)
     if not m:

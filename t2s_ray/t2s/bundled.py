@@ -86,12 +86,11 @@ def score(state, session: Session) -> None:
     """The finished trial's metrics (losses, size, time, memory and every `eval/*` metric) and its samples beside
     the real clips of the same prompts."""
     from t2s_ray.data import build_dataset
-    from t2s_ray.metrics.efficiency import count_parameters
     from t2s_ray.metrics.memory import cpu_rss_peak_gb
     from t2s_ray.t2s.evaluation import evaluate as evaluate_state
     from t2s_ray.t2s.training import validation_loss
 
-    total, trainable = count_parameters(state.model)
+    total, trainable = state.model.parameter_counts()
     val = build_dataset(state.cfg.data, "val")
     # mem/gpu_peak_gb (training peak) is already in the last training report: evaluation resets the counter
     metrics = {

@@ -90,6 +90,7 @@ def test_param_groups(text_encoder, tiny_bert_path):
     total, trainable = count_parameters(frozen)
     assert trainable == sum(p.numel() for p in frozen.dit.parameters())
     assert total - trainable == 22_713_216 - 384 * 384 - 384  # all-MiniLM-L6-v2 without its unused pooler
+    assert frozen.parameter_counts() == (total, trainable)
 
     tuned = build_model(tiny_cfg(freeze=False, path=tiny_bert_path))
     groups = {g["name"]: g for g in tuned.param_groups(lr=1e-3, text_lr=1e-5, weight_decay=0.01)}
@@ -180,3 +181,74 @@ def test_prefill_encodes_a_split_in_chunks_deterministically(monkeypatch):
     assert all(torch.equal(again._cache[t], enc._cache[t]) for t in enc._cache)
     assert TextEncoder(cache_size=4).prefill(texts) == 0  # more captions than the cache holds: no prefill
     assert TextEncoder(freeze=False).prefill(texts) == 0
+
+
+# --- the caption store: a frozen encoder's encodings on disk ------------------------------------------------
+
+TRAIN = ["good morning", "thank you very much", "where is the station", "hello"]
+
+
+def _encode_all(enc: TextEncoder) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """What a trial asks of its encoder: the training captions prefilled, then an unseen caption alone."""
+    added = enc.prefill(TRAIN)
+    return added, enc(TRAIN).tokens, enc(["an evaluation caption", ""]).tokens
+
+
+def test_a_warm_caption_store_gives_the_same_bits_without_loading_the_model(tmp_path):
+    cold = TextEncoder(store=tmp_path)
+    assert not cold.loaded and cold.hidden_size == 384  # read from config.json
+    cold_out = _encode_all(cold)
+    assert cold.loaded
+    warm = TextEncoder(store=tmp_path)
+    warm_out = _encode_all(warm)
+    assert not warm.loaded, "every encoding was in the store, yet the model was loaded"
+    assert warm_out[0] == cold_out[0] == len(TRAIN)
+    assert torch.equal(warm_out[1], cold_out[1]) and torch.equal(warm_out[2], cold_out[2])
+    assert warm.parameter_counts() == cold.parameter_counts() == (22_713_216 - 384 * 384 - 384, 0)
+    assert not warm.loaded  # counted from the store
+    plain = TextEncoder()  # no store: what the store must reproduce
+    assert torch.equal(_encode_all(plain)[1], cold_out[1]) and torch.equal(_encode_all(plain)[2], cold_out[2])
+
+
+def test_the_store_keeps_apart_what_changes_the_bits(tmp_path):
+    _encode_all(TextEncoder(store=tmp_path))
+    other_length = TextEncoder(max_length=8, store=tmp_path)  # another tokenisation
+    _encode_all(other_length)
+    assert other_length.loaded
+    padded = TextEncoder(store=tmp_path)
+    padded.pad_to = 32  # a compiled model's static padding
+    _encode_all(padded)
+    assert padded.loaded
+    other_set = TextEncoder(store=tmp_path)
+    other_set.prefill(TRAIN[:2])  # another caption set: other chunks, so its own entry
+    assert other_set.loaded
+    assert len(list(tmp_path.iterdir())) == 3  # one folder per identity (tokenisation, padding)
+
+
+def test_a_damaged_store_entry_is_encoded_again_and_rewritten(tmp_path, caplog):
+    cold_out = _encode_all(TextEncoder(store=tmp_path))
+    (entry,) = tmp_path.glob("*/prefill-*.pt")
+    entry.write_bytes(entry.read_bytes()[:100])  # cut short
+    again = TextEncoder(store=tmp_path)
+    out = _encode_all(again)
+    assert again.loaded and torch.equal(out[1], cold_out[1])
+    assert f"caption store entry {entry} does not load" in caplog.text
+    assert torch.load(entry, weights_only=True)["captions"] == sorted(TRAIN)  # rewritten whole
+    warm = TextEncoder(store=tmp_path)
+    assert torch.equal(_encode_all(warm)[1], cold_out[1]) and not warm.loaded
+
+
+def test_an_unwritable_store_only_costs_the_encoding(tmp_path, caplog):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    enc = TextEncoder(store=blocked)
+    added, tokens, _ = _encode_all(enc)
+    assert added == len(TRAIN) and enc.loaded
+    assert "caption store" in caplog.text and "not written" in caplog.text
+
+
+def test_a_finetuned_encoder_ignores_the_store(tiny_bert_path, tmp_path):
+    enc = TextEncoder(tiny_bert_path, freeze=False, store=tmp_path)
+    assert enc.store is None and enc.loaded
+    enc(TRAIN)
+    assert not list(tmp_path.iterdir())

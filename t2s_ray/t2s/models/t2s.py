@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from t2s_ray.data.cache import cache_root
+from t2s_ray.metrics.efficiency import count_parameters
 from t2s_ray.t2s.config import Config
 from t2s_ray.t2s.models.dit import VideoDiT
 from t2s_ray.t2s.models.sizes import DIT_SIZES
@@ -26,6 +28,12 @@ class T2SModel(nn.Module):
         """Denoiser prediction for noisy clips `x` (B, C, T, H, W) at timesteps `t` (B,)."""
         return self.dit(x, t, text)
 
+    def parameter_counts(self) -> tuple[int, int]:
+        """(total, trainable) parameters, the text encoder's counted whether it is loaded or not."""
+        dit, dit_trainable = count_parameters(self.dit)
+        text, text_trainable = self.text_encoder.parameter_counts()
+        return dit + text, dit_trainable + text_trainable
+
     def param_groups(self, lr: float, text_lr: float, weight_decay: float) -> list[dict]:
         """Optimizer groups: "dit" at `lr`, plus "text_encoder" at `text_lr` when it is finetuned."""
         groups = [
@@ -43,10 +51,19 @@ class T2SModel(nn.Module):
 
 
 def build_model(cfg: Config, text_encoder: TextEncoder | None = None) -> T2SModel:
-    """T2SModel from `cfg.model`, `cfg.data` and `cfg.text_encoder`; `text_encoder` reuses a loaded one."""
+    """T2SModel from `cfg.model`, `cfg.data` and `cfg.text_encoder`; `text_encoder` reuses a loaded one.
+
+    A frozen encoder keeps its caption encodings in the data cache (`<cache>/captions`): a trial whose captions
+    were encoded before on the same kind of device does not load the encoder."""
     tc = cfg.text_encoder
     if text_encoder is None:
-        text_encoder = TextEncoder(tc.path, freeze=tc.freeze, max_length=tc.max_length, cache_size=tc.cache_size)
+        text_encoder = TextEncoder(
+            tc.path,
+            freeze=tc.freeze,
+            max_length=tc.max_length,
+            cache_size=tc.cache_size,
+            store=cache_root(cfg.data) / "captions",
+        )
     else:
         _check_encoder_matches(text_encoder, tc)
     dit = VideoDiT(

