@@ -137,6 +137,18 @@ def test_frozen_cache_matches_encoding_each_caption_alone(text_encoder):
         torch.testing.assert_close(cached.pooled[i], alone.pooled[0])
 
 
+def test_a_caption_first_met_with_static_padding_is_cached_without_it():
+    """A compiled model pads every caption to max_length; the cache keeps a caption's real tokens only, so the
+    padding never counts as tokens (the mask, the pooled mean), then or later without the padding."""
+    enc = TextEncoder()
+    enc.pad_to = 32
+    padded = enc(["hello", ""])
+    assert padded.tokens.shape[1] == 32 and padded.mask.sum(1).tolist() == [3, 2]  # [CLS] hello [SEP]; [CLS] [SEP]
+    assert [len(enc._cache[t]) for t in ("hello", "")] == [3, 2]
+    enc.pad_to = None
+    assert enc(["hello", ""]).mask.sum(1).tolist() == [3, 2]
+
+
 def test_cache_is_lru_bounded_and_off_when_finetuned():
     enc = TextEncoder(cache_size=2)
     enc(["a", "b"])

@@ -329,15 +329,19 @@ class TextEncoder(nn.Module):
     def _alone(self, text: str) -> torch.Tensor:
         """`text` encoded alone (its unpadded token states), from the store when it has it."""
         if not self.store:
-            return self._encode([text]).tokens[0]
+            return self._encoded_alone(text)
         device = self._device.device
         autocast = str(torch.get_autocast_dtype(device.type)) if torch.is_autocast_enabled(device.type) else "fp32"
         name = f"alone-{autocast.removeprefix('torch.')}-{_digest(text)}.pt"
         tokens = self.store.read(self._identity(), name, device)
         if tokens is None:
-            tokens = self._encode([text]).tokens[0]
+            tokens = self._encoded_alone(text)
             self.store.write(self._identity(), name, tokens)
         return tokens
+
+    def _encoded_alone(self, text: str) -> torch.Tensor:
+        out = self._encode([text])
+        return out.tokens[0][out.mask[0]]  # without the padding to `pad_to`, which `forward` adds back as padding
 
     def _encode(self, texts: list[str]) -> TextOutput:
         model = self.model
