@@ -307,6 +307,7 @@ def test_config_validation():
 # --- it learns --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_classifier_beats_chance_on_a_tiny_run(tmp_path):
     # ~10 s on 2 CPU cores; measured: exact 0.20, per-gloss 0.34 (chance 1/68 per gloss, ~0 per sentence)
     cfg = tiny_data(tmp_path)

@@ -12,6 +12,7 @@ import math
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from t2s_ray.data.synthsign import GLOSSES, Style, render_clip
@@ -71,6 +72,7 @@ def overfit(
     return psnr(fake[0], to_model_input(data.videos[:1])[0]), time.perf_counter() - t0
 
 
+@pytest.mark.slow
 def test_x_prediction_memorises_one_clip(text_encoder):
     db, _ = overfit("x", steps=300, text_encoder=text_encoder)
     assert db >= 25, f"DDIM sample is {db:.1f} dB from the clip it was trained on alone (want >= 25)"

@@ -154,6 +154,7 @@ def _train_cmd(out: Path, steps: int, cache: Path, ablation: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ablation", ["baseline", "text_finetuned"])
 def test_resume_in_a_fresh_process_is_bit_exact(tmp_path, ablation):
     """k steps + save, then a new process loads and trains to N == N steps straight (CPU)."""
