@@ -98,18 +98,21 @@ def build_tuner(spec: SweepSpec, keep_checkpoints: int):
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             progress_reporter=_reporter(spec.quiet, list(spec.grid_axes)),
-            callbacks=_tracker_callbacks(spec),
+            callbacks=_callbacks(spec),
             verbose=1,
         ),
     )
 
 
-def _tracker_callbacks(spec: SweepSpec) -> list:
-    if not spec.log_to:
-        return []
-    from t2s_ray.tracker_callbacks import tracker_callbacks  # imports Ray: only once the sweep builds its Tuner
+def _callbacks(spec: SweepSpec) -> list:
+    """`KeepReportedRows` first (before Tune's own loggers open the files it brings back), then the trackers."""
+    from t2s_ray.sweep.keep_rows import KeepReportedRows  # imports Ray: only once the sweep builds its Tuner
 
-    return tracker_callbacks(spec.log_to, experiment=spec.name, storage=spec.experiment_dir)
+    if not spec.log_to:
+        return [KeepReportedRows()]
+    from t2s_ray.tracker_callbacks import tracker_callbacks
+
+    return [KeepReportedRows(), *tracker_callbacks(spec.log_to, experiment=spec.name, storage=spec.experiment_dir)]
 
 
 @dataclass
