@@ -139,11 +139,11 @@ def test_a_missing_bucket_fails_up_front_with_exit_2_and_writes_nothing(s3, tmp_
 
 
 @pytest.mark.slow
-def test_sweep_to_s3_then_analyze_and_resume_from_the_uri(s3, tmp_path, monkeypatch):
+def test_sweep_to_s3_then_analyze_and_resume_from_the_uri(s3, tmp_path, monkeypatch, data_cache):
     s3_client(s3).create_bucket(Bucket="t2s")
     work = tmp_path / "work"
     work.mkdir()
-    env = {**s3, "T2S_RAY_CACHE": str(tmp_path / "cache")}  # data, evaluator and local copies of experiments
+    env = {**s3, "T2S_RAY_CACHE": str(tmp_path / "cache")}  # local copies of experiments (the data: data_cache)
     sweep = [
         "sweep",
         "--gpus",
@@ -161,7 +161,7 @@ def test_sweep_to_s3_then_analyze_and_resume_from_the_uri(s3, tmp_path, monkeypa
         "--no-dashboard",
         "--quiet",
     ]
-    for item in TINY:
+    for item in (*TINY, f"data.cache_dir={data_cache}"):
         sweep += ["--set", item]
     r = _cli(sweep, env, work, timeout_s=420)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
