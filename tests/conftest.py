@@ -13,11 +13,22 @@ def text_encoder():
     return TextEncoder()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers) the slow tests go first, so that the long ones start early
+    and the fast ones fill the gaps at the end."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: not item.get_closest_marker("slow"))  # stable: file order within each part
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory):
-    """One `data.cache_dir` for the session: a data config's clips and gloss evaluator are built once, by the first
-    test that needs them, and reused by every later test of the same config (the cache is content-keyed and
-    written under file locks, as on a cluster)."""
+    """One `data.cache_dir` for the session: a data config's clips, gloss evaluator and caption encodings are built
+    once, by the first test that needs them, and reused by every later test of the same config (the cache is
+    content-keyed and written under file locks, as on a cluster). Under pytest-xdist the workers share it."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "data-cache"
+        shared.mkdir(exist_ok=True)
+        return shared
     return tmp_path_factory.mktemp("data-cache")
 
 
