@@ -20,14 +20,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/t2s-ray sweep --gpus 0 --scale smoke --storage ./results --name demo-$$(date +%Y%m%d-%H%M%S)
 
-# The full suite (what CI runs), in TEST_WORKERS processes (pytest-xdist; 0 runs it in this one); test-fast, the
-# inner loop, leaves out the end-to-end tests marked slow (those that start Ray or train for more than a few
-# seconds). Both list their 15 slowest tests.
+# The full suite (what CI runs), in TEST_WORKERS processes (pytest-xdist; 0 runs it in this one), handed out two
+# tests at a time so that the slow tests, which come first, spread over the workers; test-fast, the inner loop,
+# leaves out the end-to-end tests marked slow (those that start Ray or train for more than a few seconds). Both
+# list their 15 slowest tests.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15; rc=$$?; \
+	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --maxschedchunk 2 --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (a failure)" >&2; fi; exit $$rc
 
 test-fast: $(STAMP)
