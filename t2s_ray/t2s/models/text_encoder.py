@@ -13,7 +13,6 @@ the folder only costs the encoding again.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -101,10 +100,6 @@ def _load(path: str):
         if bars_were_on:
             hf_logging.enable_progress_bar()
     return tokenizer, model
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:24]
 
 
 def _device_kind(device: torch.device) -> str:
@@ -288,8 +283,9 @@ class TextEncoder(nn.Module):
         unique = sorted(set(texts) - set(self._cache))
         if not self.cache_size or not unique or len(unique) + len(self._cache) > self.cache_size:
             return 0
-        name = f"prefill-{_digest(unique)}.pt"
-        stored = self.store.read(self._identity(), name, self._device.device) if self.store else None
+        name = f"prefill-{content_hash({'captions': unique})}.pt"
+        folder = self._identity() if self.store else ""
+        stored = self.store.read(folder, name, self._device.device) if self.store else None
         if stored is None or stored.get("captions") != unique:
             stored = {"captions": unique, "tokens": []}
             for start in range(0, len(unique), self.PREFILL_CHUNK):
@@ -297,7 +293,7 @@ class TextEncoder(nn.Module):
                 # unpadded, as a caption encoded alone is stored
                 stored["tokens"] += [tokens[mask].clone() for tokens, mask in zip(out.tokens, out.mask)]
             if self.store:
-                self.store.write(self._identity(), name, stored)
+                self.store.write(folder, name, stored)
         self._cache.update(zip(unique, stored["tokens"]))
         return len(unique)
 
@@ -333,11 +329,12 @@ class TextEncoder(nn.Module):
             return self._encoded_alone(text)
         device = self._device.device
         autocast = str(torch.get_autocast_dtype(device.type)) if torch.is_autocast_enabled(device.type) else "fp32"
-        name = f"alone-{autocast.removeprefix('torch.')}-{_digest(text)}.pt"
-        tokens = self.store.read(self._identity(), name, device)
+        name = f"alone-{autocast.removeprefix('torch.')}-{content_hash({'caption': text})}.pt"
+        folder = self._identity()  # one listing of the model's folder per caption met, not one per read and write
+        tokens = self.store.read(folder, name, device)
         if tokens is None:
             tokens = self._encoded_alone(text)
-            self.store.write(self._identity(), name, tokens)
+            self.store.write(folder, name, tokens)
         return tokens
 
     def _encoded_alone(self, text: str) -> torch.Tensor:
