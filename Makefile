@@ -22,8 +22,8 @@ demo: $(STAMP)
 
 # The full suite (what CI runs), in TEST_WORKERS processes (pytest-xdist; 0 runs it in this one), handed out two
 # tests at a time so that the slow tests, which come first, spread over the workers; test-fast, the inner loop,
-# leaves out the end-to-end tests marked slow (those that start Ray or train for more than a few seconds). Both
-# list their 15 slowest tests.
+# leaves out the end-to-end tests marked slow (those that start Ray or train for more than a few seconds), in as
+# many processes. Both list their 15 slowest tests.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -34,7 +34,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@$(BIN)/python -m pytest -q -m "not slow" --durations=15; rc=$$?; \
+	@$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --maxschedchunk 2 --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests (a failure)" >&2; fi; exit $$rc
 
 # The known-effect check: baseline vs the no_text control x 3 seeds at the small scale (2 CPU cores: ~12 min).

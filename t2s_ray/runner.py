@@ -78,9 +78,11 @@ def node_facts(device: torch.device, gpu_ids: list) -> dict[str, Any]:
     }
 
 
-def study_trial(params: dict[str, Any]) -> None:
-    """Ray Tune function trainable: run the study's `train(cfg, session)` for (params["ablation"], params["seed"])."""
-    started_at = time.time()
+def study_trial(params: dict[str, Any], started_at: float | None = None) -> None:
+    """Ray Tune function trainable: run the study's `train(cfg, session)` for (params["ablation"], params["seed"]).
+    Tune is given `t2s_ray.sweep.trainable.study_trial`, which calls this with the time the trial started
+    (`node/started_at`), before this module's imports."""
+    started_at = time.time() if started_at is None else started_at
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     study = load_study(params.get(STUDY_PARAM) or DEFAULT_STUDY)
     cfg = study.trial_config(params)

@@ -271,7 +271,7 @@ def test_retraining_reproduces_the_shipped_smoke_evaluator(tmp_path):
     # must match the shipped report's to float precision
     data, ecfg = scale_evaluator("smoke", tmp_path)
     key = evaluator_key(data, ecfg)
-    shipped = evaluator._read_report(evaluator.SHIPPED_DIR / key)
+    shipped = evaluator.cached_report(evaluator.SHIPPED_DIR / key)
     losses = []
 
     class FirstEpochDone(Exception):

@@ -17,6 +17,8 @@ from tests.helpers import SWEEP_RUN
 
 runner = CliRunner()
 
+SKIP_CENSUS = "from t2s_ray.sweep.run import skip_callback_census; skip_callback_census()"
+
 
 def _baseline_and_no_ema(tmp_path_factory, data_cache, name: str, grid: tuple[str, ...] = ()):
     """baseline + no_ema (one shared training per seed and grid point), 1 seed; (outcome, lines said)."""
@@ -418,3 +420,26 @@ def test_seeds_default_to_three_where_a_verdict_is_possible(tmp_path):
     assert BundledSweepSpec(scale="full", storage=tmp_path).seeds == 3
     assert BundledSweepSpec(scale="smoke", storage=tmp_path).seeds == 1
     assert BundledSweepSpec(scale="small", seeds=5, storage=tmp_path).seeds == 5
+
+
+CENSUS = """
+import sys
+from ray.air._internal import usage
+from t2s_ray.sweep.keep_rows import KeepReportedRows
+{skip}
+usage.tag_callbacks([KeepReportedRows()])
+print(sorted(m for m in ("wandb", "mlflow") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("skip, imported", [("", "['mlflow', 'wandb']"), (SKIP_CENSUS, "[]")])
+def test_the_driver_does_not_import_wandb_and_mlflow_to_count_its_callbacks(skip, imported):
+    """Tune's callback census imports W&B and MLflow (installed with the dev extras) for a usage tag; a sweep's
+    driver skips it (~4 s of CPU on 2 cores). The first case shows the census does import them, so the second
+    can fail."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", CENSUS.format(skip=skip)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == imported

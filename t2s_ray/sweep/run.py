@@ -29,9 +29,28 @@ from t2s_ray.sweep.validate import _validate_gpus
 
 
 def quiet_tune_env() -> None:
-    """Tune's legacy reporter (a table with our columns) and no warnings about routine snapshots."""
+    """Tune's legacy reporter (a table with our columns), no warnings about routine snapshots, and no census of
+    the callbacks (`skip_callback_census`)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    skip_callback_census()
+
+
+def skip_callback_census() -> None:
+    """Tune's `fit()` counts the callbacks it is given by class for Ray's usage statistics, and imports W&B's,
+    MLflow's, Comet's and Aim's integrations to get the classes it counts: every sweep and resume (their callbacks
+    always include `KeepReportedRows`) imported W&B and MLflow where they are installed, ~4 s of CPU in the
+    driver before the first trial starts (docs/PERFORMANCE.md, P2), to record a count nothing here reads. The
+    count is skipped; Tune's other usage tags are untouched."""
+    from ray.air._internal import usage
+
+    if getattr(usage, "tag_callbacks", None) is not None:  # a Ray without it has nothing to skip
+        usage.tag_callbacks = _no_census
+
+
+def _no_census(callbacks) -> bool:
+    """`ray.air._internal.usage.tag_callbacks` that records nothing (and so imports nothing)."""
+    return False
 
 
 def _trial_dirname(trial) -> str:
@@ -45,10 +64,11 @@ def _resources(spec: SweepSpec) -> dict[str, float]:
 
 
 def trainable_with_resources(resources: dict[str, float]):
-    """The one function trainable of every study (`runner.study_trial`; the trial's params name its study)."""
+    """The one function trainable of every study (`runner.study_trial`, through `sweep.trainable`, which imports it
+    only in the trial's process; the trial's params name its study)."""
     from ray import tune
 
-    from t2s_ray.runner import study_trial
+    from t2s_ray.sweep.trainable import study_trial
 
     return tune.with_resources(study_trial, resources)
 
@@ -132,7 +152,10 @@ class SweepOutcome:
 def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutcome:
     """Validate, start Ray, run the grid, return counts. Raises before writing anything if invalid."""
     existing = existing_cluster_gpus()
-    available = existing if existing is not None else (None if spec.address else detect_local_gpus())
+    # only a number of GPUs asked for is checked against this machine's (the count costs a torch import, ~3 s of
+    # a CPU-only driver that imports no torch otherwise); --gpus 0 needs none, the default counts them at Ray's start
+    count = existing is None and spec.address is None and bool(spec.gpus)
+    available = existing if existing is not None else (detect_local_gpus() if count else None)
     configs = spec.validate(available)
     validate_dashboard(spec.ray_options())
     for line in spec.plan_lines():

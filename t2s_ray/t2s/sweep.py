@@ -226,25 +226,30 @@ def prepare_data(configs, say: Callable[[str], None]) -> None:
 def prepare_evaluators(configs, say: Callable[[str], None]) -> None:
     """Train (or find cached) the SynthSign gloss evaluator of each data config once, in the driver.
 
-    Otherwise the first trial would train it on its one CPU while the others wait on its lock.
+    Otherwise the first trial would train it on its one CPU while the others wait on its lock. A cached one is
+    only read (the driver imports no torch for it).
     """
-    from t2s_ray.t2s.gloss_evaluator import evaluator_config, evaluator_dir, shipped_evaluators, train_evaluator
+    from t2s_ray.t2s.gloss_evaluator_cache import MAX_GLOSSES, cached_report, evaluator_config, evaluator_dir
 
     seen = set()
     for cfg in configs:
-        if cfg.data.spec != "synthsign" or cfg.data.frames < 3:
+        if cfg.data.spec != "synthsign" or cfg.data.frames < MAX_GLOSSES:
             continue
         ecfg = evaluator_config(cfg.eval)
         folder = evaluator_dir(cfg.data, ecfg)
         if folder in seen:
             continue
         seen.add(folder)
-        if not (folder / "report.json").exists() and folder.name not in shipped_evaluators():
-            say(
-                f"training the SynthSign gloss evaluator for eval/fvd_synthsign and eval/text_alignment "
-                f"(once per data config, cached in {folder})"
-            )
-        report = train_evaluator(cfg.data, ecfg)
+        report = cached_report(folder)
+        if report is None:
+            from t2s_ray.t2s.gloss_evaluator import shipped_evaluators, train_evaluator
+
+            if folder.name not in shipped_evaluators():
+                say(
+                    f"training the SynthSign gloss evaluator for eval/fvd_synthsign and eval/text_alignment "
+                    f"(once per data config, cached in {folder})"
+                )
+            report = train_evaluator(cfg.data, ecfg)
         say(
             f"gloss evaluator ({report.source}): exact-sentence accuracy {report.exact_accuracy:.2f} on SynthSign "
             f"test clips"
