@@ -72,7 +72,7 @@ def node_facts(device: torch.device, gpu_ids: list) -> dict[str, Any]:
         "node/device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
-        "node/torch": torch.__version__,
+        "node/torch": str(torch.__version__),  # a TorchVersion: the driver would import torch to unpickle it
         "node/ray": ray.__version__,
         "node/python": platform.python_version(),
     }

@@ -290,6 +290,7 @@ from t2s_ray.t2s.sweep import BundledSweepSpec
 o = run_sweep(BundledSweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
                                name=sys.argv[2], quiet=True, max_failures=2, overrides=tuple(sys.argv[3:])))
 print(f"swept: {o.num_finished} finished, {o.num_errors} errored")
+print(f"driver imported torch: {'torch' in sys.modules}")
 """
 
 
@@ -358,6 +359,8 @@ def test_a_trial_killed_while_its_checkpoint_is_copied_finishes_with_the_uninter
     )
     assert (tmp_path / "cut.marker").exists(), "the copy was never cut: " + r.stderr[-3000:]
     assert r.returncode == 0 and "swept: 1 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    # the data and the gloss evaluator are cached (by `reference`): a CPU sweep's driver has no use for torch
+    assert "driver imported torch: False" in r.stdout
     fs, trial, names = _trial_in_storage(storage, "cut")
     assert f"checkpoint_{index:06d}.corrupt" in names, names
     with fs.open_input_stream(f"{trial}/result.json") as f:

@@ -443,3 +443,18 @@ def test_the_driver_does_not_import_wandb_and_mlflow_to_count_its_callbacks(skip
     r = subprocess.run([sys.executable, "-c", CENSUS.format(skip=skip)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == imported
+
+
+def test_a_trials_node_facts_are_plain_values_the_driver_unpickles_without_torch(monkeypatch):
+    """The driver unpickles every result a trial reports; a torch type among them (torch.__version__ is a
+    TorchVersion) made it import torch (~3 s of CPU) for a version string."""
+    import types
+
+    import torch
+
+    from t2s_ray import runner
+
+    monkeypatch.setattr(runner.ray, "get_runtime_context", lambda: types.SimpleNamespace(get_node_id=lambda: "n1"))
+    facts = runner.node_facts(torch.device("cpu"), [])
+    assert {k: type(v) for k, v in facts.items() if type(v) not in (str, int, float)} == {}
+    assert facts["node/torch"] == torch.__version__

@@ -23,7 +23,7 @@ from t2s_ray.storage import (
     normalize,
     read_bytes,
 )
-from t2s_ray.sweep.run import SweepOutcome, _outcome, quiet_tune_env, trainable_with_resources
+from t2s_ray.sweep.run import SweepOutcome, _outcome, prepare_tune, trainable_with_resources
 from t2s_ray.sweep.spec import SweepError
 
 
@@ -108,7 +108,7 @@ def resume_sweep(
     info = start_ray(RayOptions(address=address, quiet=quiet, dashboard=dashboard, runtime_env=runtime_env), say)
     from ray import tune  # after init_ray: Ray reads its network settings at import
 
-    quiet_tune_env()
+    prepare_tune()
     try:
         # trials already created keep the resources stored in the experiment state; trials Ray creates after the
         # restore (pending ones, under a concurrency cap) get these: the sweep's own
