@@ -1,6 +1,8 @@
 """Shared test fixtures."""
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -25,11 +27,7 @@ def data_cache(tmp_path_factory):
     """One `data.cache_dir` for the session: a data config's clips, gloss evaluator and caption encodings are built
     once, by the first test that needs them, and reused by every later test of the same config (the cache is
     content-keyed and written under file locks, as on a cluster). Under pytest-xdist the workers share it."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = tmp_path_factory.getbasetemp().parent / "data-cache"
-        shared.mkdir(exist_ok=True)
-        return shared
-    return tmp_path_factory.mktemp("data-cache")
+    return _xdist_shared(tmp_path_factory, "data-cache") or tmp_path_factory.mktemp("data-cache")
 
 
 @pytest.fixture(scope="session")
@@ -43,23 +41,52 @@ def fake_gpu_ray():
     ray.shutdown()
 
 
+def _xdist_shared(tmp_path_factory, name: str) -> Path | None:
+    """A folder `name` that every pytest-xdist worker of this run sees (None outside xdist)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    shared = tmp_path_factory.getbasetemp().parent / name
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
 @pytest.fixture(scope="session")
 def finished_sweep_root(tmp_path_factory):
     """The folder of `finished_sweep`: results/, and the trackers' wandb-dir/ and mlruns/."""
-    return tmp_path_factory.mktemp("finished")
+    return _xdist_shared(tmp_path_factory, "finished") or tmp_path_factory.mktemp("finished")
 
 
 @pytest.fixture(scope="session")
 def finished_sweep(fake_gpu_ray, finished_sweep_root, data_cache):
     """One finished sweep for every test that only reads a finished experiment (its folder, Ray's tools, the
     analysis, TensorBoard, W&B and MLflow): baseline, text_finetuned and no_ema, separate training, 1 seed, on 3
-    fake GPUs, logged to W&B (offline) and MLflow (a local file store) too."""
+    fake GPUs, logged to W&B (offline) and MLflow (a local file store) too. Under pytest-xdist the first worker
+    that needs it runs it and the others wait for it and read the same folder (each has its own Ray, which Ray's
+    tools in the tests use)."""
+    from t2s_ray.data.cache import locked
+    from t2s_ray.sweep.run import SweepOutcome
+
+    root = finished_sweep_root
+    opted_in = "MLFLOW_ALLOW_FILE_STORE" in os.environ
+    record = root / "outcome.json"
+    with locked(root / "build.lock"):
+        if record.exists():  # another xdist worker ran it
+            body = json.loads(record.read_text())
+            outcome = SweepOutcome(**{**body, "experiment_dir": Path(body["experiment_dir"])})
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # as the MLflow callback did there
+        else:
+            outcome = _run_finished_sweep(root, data_cache)
+            record.write_text(json.dumps({**vars(outcome), "experiment_dir": str(outcome.experiment_dir)}))
+    yield outcome
+    if not opted_in:  # the MLflow callback opted in to MLflow 3's file store for the sweep; the read-backs need it too
+        os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
+
+
+def _run_finished_sweep(root: Path, data_cache: Path):
     from t2s_ray.sweep import run_sweep
     from t2s_ray.t2s.sweep import BundledSweepSpec
     from tests.helpers import SWEEP_RUN
 
-    root = finished_sweep_root
-    opted_in = "MLFLOW_ALLOW_FILE_STORE" in os.environ
     with pytest.MonkeyPatch.context() as env:
         env.setenv("WANDB_MODE", "offline")  # nothing leaves the machine
         env.setenv("WANDB_SILENT", "true")
@@ -84,9 +111,7 @@ def finished_sweep(fake_gpu_ray, finished_sweep_root, data_cache):
         said = []
         outcome = run_sweep(spec, say=said.append)
     assert spec.cpus_per_trial == 0.66 and any("--cpus-per-trial auto: 0.66" in line for line in said), said
-    yield outcome
-    if not opted_in:  # the MLflow callback opted in to MLflow 3's file store for the sweep; the read-backs need it too
-        os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
+    return outcome
 
 
 @pytest.fixture(scope="session")
