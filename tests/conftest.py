@@ -1,10 +1,11 @@
 """Shared test fixtures."""
 
-import json
 import os
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import once_per_run, shared_tmp
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +28,7 @@ def data_cache(tmp_path_factory):
     """One `data.cache_dir` for the session: a data config's clips, gloss evaluator and caption encodings are built
     once, by the first test that needs them, and reused by every later test of the same config (the cache is
     content-keyed and written under file locks, as on a cluster). Under pytest-xdist the workers share it."""
-    return _xdist_shared(tmp_path_factory, "data-cache") or tmp_path_factory.mktemp("data-cache")
+    return shared_tmp(tmp_path_factory, "data-cache")
 
 
 @pytest.fixture(scope="session")
@@ -41,19 +42,10 @@ def fake_gpu_ray():
     ray.shutdown()
 
 
-def _xdist_shared(tmp_path_factory, name: str) -> Path | None:
-    """A folder `name` that every pytest-xdist worker of this run sees (None outside xdist)."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return None
-    shared = tmp_path_factory.getbasetemp().parent / name
-    shared.mkdir(exist_ok=True)
-    return shared
-
-
 @pytest.fixture(scope="session")
 def finished_sweep_root(tmp_path_factory):
     """The folder of `finished_sweep`: results/, and the trackers' wandb-dir/ and mlruns/."""
-    return _xdist_shared(tmp_path_factory, "finished") or tmp_path_factory.mktemp("finished")
+    return shared_tmp(tmp_path_factory, "finished")
 
 
 @pytest.fixture(scope="session")
@@ -63,21 +55,17 @@ def finished_sweep(fake_gpu_ray, finished_sweep_root, data_cache):
     fake GPUs, logged to W&B (offline) and MLflow (a local file store) too. Under pytest-xdist the first worker
     that needs it runs it and the others wait for it and read the same folder (each has its own Ray, which Ray's
     tools in the tests use)."""
-    from t2s_ray.data.cache import locked
     from t2s_ray.sweep.run import SweepOutcome
 
-    root = finished_sweep_root
     opted_in = "MLFLOW_ALLOW_FILE_STORE" in os.environ
-    record = root / "outcome.json"
-    with locked(root / "build.lock"):
-        if record.exists():  # another xdist worker ran it
-            body = json.loads(record.read_text())
-            outcome = SweepOutcome(**{**body, "experiment_dir": Path(body["experiment_dir"])})
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # as the MLflow callback did there
-        else:
-            outcome = _run_finished_sweep(root, data_cache)
-            record.write_text(json.dumps({**vars(outcome), "experiment_dir": str(outcome.experiment_dir)}))
-    yield outcome
+
+    def build(root: Path) -> dict:
+        outcome = _run_finished_sweep(root, data_cache)
+        return {**vars(outcome), "experiment_dir": str(outcome.experiment_dir)}
+
+    body = once_per_run(finished_sweep_root, build)
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # as the MLflow callback did where the sweep ran
+    yield SweepOutcome(**{**body, "experiment_dir": Path(body["experiment_dir"])})
     if not opted_in:  # the MLflow callback opted in to MLflow 3's file store for the sweep; the read-backs need it too
         os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
 

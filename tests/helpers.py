@@ -17,6 +17,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from t2s_ray.data.cache import locked
+
 T = TypeVar("T")
 
 
@@ -113,6 +115,28 @@ def kill_tree(pid: int) -> None:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# --------------------------------------------------------------------------- shared between xdist workers
+
+
+def shared_tmp(tmp_path_factory, name: str) -> Path:
+    """A folder `name` of this test run that every pytest-xdist worker sees (a fresh `mktemp` outside xdist)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.mktemp(name)
+    shared = tmp_path_factory.getbasetemp().parent / name
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
+def once_per_run(folder: Path, build: Callable[[Path], dict]) -> dict:
+    """The record of `build(folder)` (a JSON-able dict), run once per test run: under pytest-xdist, with a
+    `shared_tmp` folder, by the first worker that asks, under a file lock, while the others wait and read it."""
+    record = folder / "record.json"
+    with locked(folder / "build.lock"):
+        if not record.exists():
+            record.write_text(json.dumps(build(folder)))
+        return json.loads(record.read_text())
 
 
 # --------------------------------------------------------------------------- tiny runs

@@ -14,7 +14,16 @@ import torch
 from t2s_ray.checkpoint import CheckpointDamaged, list_checkpoints, read_checkpoint
 from t2s_ray.sweep import run_sweep
 from t2s_ray.t2s.sweep import BundledSweepSpec
-from tests.helpers import descendants, one_trial_sweep, run_process_tree, s3_client, tiny_overrides, wait_for
+from tests.helpers import (
+    descendants,
+    once_per_run,
+    one_trial_sweep,
+    run_process_tree,
+    s3_client,
+    shared_tmp,
+    tiny_overrides,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -93,12 +102,17 @@ def sets(data_cache) -> tuple[str, ...]:
 
 @pytest.fixture(scope="module")
 def reference(fake_gpu_ray, tmp_path_factory, sets):
-    """An uninterrupted run of the same (ablation, seed)."""
-    root = tmp_path_factory.mktemp("resume")
-    outcome = run_sweep(_spec(root, "reference", sets))
-    assert outcome.num_finished == 1
-    trial = _trial_dir(outcome.experiment_dir)
-    return root, _final_weights(trial), _rows(trial)[-1]["final_loss"]
+    """An uninterrupted run of the same (ablation, seed): (the folder the tests' own experiments go in, its final
+    weights, its final loss). Run once per test run (the pytest-xdist workers share it)."""
+
+    def build(root: Path) -> dict:
+        outcome = run_sweep(_spec(root, "reference", sets))
+        assert outcome.num_finished == 1
+        return {"final_loss": _rows(_trial_dir(outcome.experiment_dir))[-1]["final_loss"]}
+
+    root = shared_tmp(tmp_path_factory, "resume")
+    loss = once_per_run(root, build)["final_loss"]
+    return root, _final_weights(_trial_dir(root / "reference")), loss
 
 
 def test_sigkilled_trial_is_retried_from_its_checkpoint_and_matches(reference, sets):

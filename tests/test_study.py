@@ -514,10 +514,13 @@ ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_t
          runtime_env={"worker_process_setup_hook": "tests.faults.cut_checkpoint_copy"})
 from t2s_ray.sweep.study import StudySweepSpec
 from t2s_ray.sweep import run_sweep
-o = run_sweep(StudySweepSpec(study="examples.own_model.study:study", ablations=tuple(sys.argv[3].split(",")),
-                             seeds=int(sys.argv[4]), scale="tiny", gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
-                             name=sys.argv[2], quiet=True, max_failures=2, overrides=tuple(sys.argv[5:])))
-print(f"swept: {o.num_finished} finished, {o.num_errors} errored")
+storage, cache = sys.argv[1:3]
+for sweep in sys.argv[3:]:  # name:ablations:seeds, one after the other on this Ray
+    name, ablations, seeds = sweep.split(":")
+    o = run_sweep(StudySweepSpec(study="examples.own_model.study:study", ablations=tuple(ablations.split(",")),
+                                 seeds=int(seeds), scale="tiny", gpus=0, cpus_per_trial=0.5, storage=storage,
+                                 name=name, quiet=True, max_failures=2, overrides=(cache,)))
+    print(f"{name} swept: {o.num_finished} finished, {o.num_errors} errored")
 """
 
 
@@ -540,25 +543,25 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
         "T2S_FAULT_TRIAL": "baseline_seed0_",
     }
     cache = f"cache_dir={tmp_path / 'cache'}"
+    # the reference, uninterrupted, runs after the cut: the fault hook copies whole once its marker exists
+    sweeps = ["own:baseline,text_finetuned,no_ema:3", "ref:baseline:1"]
     r = run_process_tree(
-        [sys.executable, "-c", STUDY_DRIVER, str(tmp_path), "own", "baseline,text_finetuned,no_ema", "3", cache],
+        [sys.executable, "-c", STUDY_DRIVER, str(tmp_path), cache, *sweeps],
         900,
         env=env,
         cwd=REPO,
     )
     # baseline and no_ema differ only in train.ema (evaluation_only): 3 training runs per seed x 2 = 6 trials
-    assert r.returncode == 0 and "swept: 6 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0 and "own swept: 6 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     assert "baseline + no_ema: trained once" in r.stdout
     assert (tmp_path / "cut.marker").exists(), "no trial was killed"
+    assert str(tmp_path / "own") in (tmp_path / "cut.marker").read_text()  # the cut was in the swept, not the reference
     exp = tmp_path / "own"
     (killed,) = exp.glob("baseline_seed0_*")
     assert (killed / "checkpoint_000002.corrupt").is_dir()  # its third checkpoint was cut mid-copy, then resumed
-
+    assert "ref swept: 1 finished, 0 errored" in r.stdout
+    assert not list((tmp_path / "ref").glob("*/*.corrupt"))
     clean = {k: v for k, v in env.items() if not k.startswith("T2S_FAULT_")}
-    r = run_process_tree(
-        [sys.executable, "-c", STUDY_DRIVER, str(tmp_path), "ref", "baseline", "1", cache], 600, env=clean, cwd=REPO
-    )
-    assert r.returncode == 0 and "swept: 1 finished, 0 errored" in r.stdout, r.stderr[-3000:]
     (reference,) = (tmp_path / "ref").glob("baseline_seed0_*")
     a, b = _final_state(killed), _final_state(reference)
     for part in ("model", "ema"):
