@@ -458,3 +458,22 @@ def test_a_trials_node_facts_are_plain_values_the_driver_unpickles_without_torch
     facts = runner.node_facts(torch.device("cpu"), [])
     assert {k: type(v) for k, v in facts.items() if type(v) not in (str, int, float)} == {}
     assert facts["node/torch"] == torch.__version__
+
+
+def test_tensorboardx_is_imported_without_torch_and_torch_stays_importable():
+    """Tune's TensorBoard logger imports tensorboardX, which imports torch when it can (~3 s of a CPU-only
+    driver's CPU, for type hints); the driver imports it with torch hidden, and can still import torch after."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from t2s_ray.sweep.run import import_tensorboardx_without_torch\n"
+        "import_tensorboardx_without_torch()\n"
+        "print('tensorboardX' in sys.modules, 'torch' in sys.modules)\n"
+        "import torch, tensorboardX\n"
+        "print(torch.ones(1).item(), tensorboardX.SummaryWriter.__name__)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[:2] == ["True False", "1.0 SummaryWriter"]
