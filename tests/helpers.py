@@ -131,11 +131,19 @@ def shared_tmp(tmp_path_factory, name: str) -> Path:
 
 def once_per_run(folder: Path, build: Callable[[Path], dict]) -> dict:
     """The record of `build(folder)` (a JSON-able dict), run once per test run: under pytest-xdist, with a
-    `shared_tmp` folder, by the first worker that asks, under a file lock, while the others wait and read it."""
-    record = folder / "record.json"
+    `shared_tmp` folder, by the first worker that asks, under a file lock, while the others wait and read it.
+    A build that raised is not run again (its folder is half written): the later workers fail naming it."""
+    record, failed = folder / "record.json", folder / "build-failed.txt"
     with locked(folder / "build.lock"):
+        if failed.exists():
+            raise AssertionError(f"the shared build in {folder} failed in another test process: {failed.read_text()}")
         if not record.exists():
-            record.write_text(json.dumps(build(folder)))
+            try:
+                body = build(folder)
+            except BaseException as e:
+                failed.write_text(f"{type(e).__name__}: {e}"[:2000])
+                raise
+            record.write_text(json.dumps(body))
         return json.loads(record.read_text())
 
 
