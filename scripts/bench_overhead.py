@@ -123,6 +123,16 @@ def in_ray(root: Path, steps: int, report_every: int, env: dict | None = None) -
     }
 
 
+_TRIAL_SETUP = """import torch
+torch.set_num_threads(1)  # as a trial reserving one CPU
+from t2s_ray.data import build_dataset
+from t2s_ray.t2s.ablations import resolve
+from t2s_ray.t2s.models.text_encoder import TextEncoder
+from t2s_ray.t2s.training import Prefetcher, build_state, train_inputs_step
+cfg = resolve("baseline", "smoke", 0, ["device=cpu", "data.cache_dir=" + os.environ["P2_CACHE"]])
+"""
+"""What both piece scripts do after their imports: a one-thread baseline config on the cache under test."""
+
 _PIECES = """
 import json, os, time
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -133,13 +143,7 @@ t["ray start"] = time.time() - t0
 ray.shutdown()
 t0 = time.time(); import t2s_ray.runner, t2s_ray.t2s.bundled, t2s_ray.t2s.training
 t["worker imports"] = time.time() - t0
-import torch
-torch.set_num_threads(1)  # as a trial reserving one CPU
-from t2s_ray.data import build_dataset
-from t2s_ray.t2s.ablations import resolve
-from t2s_ray.t2s.models.text_encoder import TextEncoder
-from t2s_ray.t2s.training import Prefetcher, build_state, train_inputs_step
-cfg = resolve("baseline", "smoke", 0, ["device=cpu", "data.cache_dir=" + os.environ["P2_CACHE"]])
+%(setup)s
 data = build_dataset(cfg.data, "train")
 store = os.path.join(os.environ["P2_CACHE"], "captions")
 t0 = time.time(); TextEncoder(); t["text encoder load (transformers' import included)"] = time.time() - t0
@@ -159,13 +163,7 @@ import json, os, time
 t = {}
 t0 = time.time(); import t2s_ray.runner, t2s_ray.t2s.bundled, t2s_ray.t2s.training
 t["warm trial: imports"] = time.time() - t0
-import torch
-torch.set_num_threads(1)
-from t2s_ray.data import build_dataset
-from t2s_ray.t2s.ablations import resolve
-from t2s_ray.t2s.models.text_encoder import TextEncoder
-from t2s_ray.t2s.training import Prefetcher, build_state, train_inputs_step
-cfg = resolve("baseline", "smoke", 0, ["device=cpu", "data.cache_dir=" + os.environ["P2_CACHE"]])
+%(setup)s
 t0 = time.time(); data = build_dataset(cfg.data, "train"); t["warm trial: data from the cache"] = time.time() - t0
 t0 = time.time(); enc = TextEncoder(store=os.path.join(os.environ["P2_CACHE"], "captions")); enc.prefill(data.texts)
 t["warm trial: caption prefill from the store"] = time.time() - t0
@@ -181,7 +179,7 @@ def p2_pieces(root: Path) -> dict:
     """The pieces of P2, each timed alone in a fresh process (smoke scale, one CPU thread); then a warm trial's
     own pieces in another fresh process, its caption encodings stored by the first (the encoder never loads)."""
     pieces = {}
-    for script in (_PIECES, _WARM_TRIAL):
+    for script in (_PIECES % {"setup": _TRIAL_SETUP}, _WARM_TRIAL % {"setup": _TRIAL_SETUP}):
         proc = subprocess.run(
             [sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "P2_CACHE": str(root)}
         )

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import once_per_run, shared_tmp
+from tests.helpers import SWEEP_RUN, once_per_run, shared_tmp
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +73,6 @@ def finished_sweep(fake_gpu_ray, finished_sweep_root, data_cache):
 def _run_finished_sweep(root: Path, data_cache: Path):
     from t2s_ray.sweep import run_sweep
     from t2s_ray.t2s.sweep import BundledSweepSpec
-    from tests.helpers import SWEEP_RUN
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("WANDB_MODE", "offline")  # nothing leaves the machine

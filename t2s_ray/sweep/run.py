@@ -173,7 +173,7 @@ def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutco
     existing = existing_cluster_gpus()
     # only a number of GPUs asked for is checked against this machine's (the count costs a torch import, ~3 s of
     # a CPU-only driver that imports no torch otherwise); --gpus 0 needs none, the default counts them at Ray's start
-    count = existing is None and spec.address is None and bool(spec.gpus)
+    count = spec.address is None and bool(spec.gpus)
     available = existing if existing is not None else (detect_local_gpus() if count else None)
     configs = spec.validate(available)
     validate_dashboard(spec.ray_options())

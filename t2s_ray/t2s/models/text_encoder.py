@@ -284,15 +284,15 @@ class TextEncoder(nn.Module):
         if not self.cache_size or not unique or len(unique) + len(self._cache) > self.cache_size:
             return 0
         name = f"prefill-{content_hash({'captions': unique})}.pt"
-        folder = self._identity() if self.store else ""
-        stored = self.store.read(folder, name, self._device.device) if self.store else None
+        folder = self._identity() if self.store else None
+        stored = self.store.read(folder, name, self._device.device) if folder else None
         if stored is None or stored.get("captions") != unique:
             stored = {"captions": unique, "tokens": []}
             for start in range(0, len(unique), self.PREFILL_CHUNK):
                 out = self._encode(unique[start : start + self.PREFILL_CHUNK])
                 # unpadded, as a caption encoded alone is stored
                 stored["tokens"] += [tokens[mask].clone() for tokens, mask in zip(out.tokens, out.mask)]
-            if self.store:
+            if folder:
                 self.store.write(folder, name, stored)
         self._cache.update(zip(unique, stored["tokens"]))
         return len(unique)
