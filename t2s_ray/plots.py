@@ -2,19 +2,16 @@
 and the headline metrics per ablation.
 
 Pure functions of the frames the `analysis` package computes; matplotlib's Agg backend (no display).
-Each `*_figure` returns a figure (None when there is nothing to draw); `plot_*` save one as PNG and
-`png_bytes` gives one's PNG for inlining.
+Each `*_figure` returns a figure (None when there is nothing to draw) and `png_bytes` gives one's PNG: the
+report inlines it and `write_outputs` writes the same bytes as its PNG files, so each figure is drawn once.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 
 import pandas as pd
-
-from t2s_ray.io import atomic_path
 
 
 def _pyplot():
@@ -26,12 +23,6 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path, suffix=path.suffix) as tmp:  # a reader never sees half a PNG
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    return path
-
-
 def png_bytes(fig) -> bytes:
     """The figure as PNG bytes; the figure is closed."""
     plt = _pyplot()
@@ -41,15 +32,6 @@ def png_bytes(fig) -> bytes:
         return buf.getvalue()
     finally:
         plt.close(fig)
-
-
-def _save_closed(fig, path: Path) -> Path | None:
-    if fig is None:
-        return None
-    try:
-        return _save(fig, path)
-    finally:
-        _pyplot().close(fig)
 
 
 def smooth(values: pd.Series, weight: float) -> pd.Series:
@@ -88,11 +70,6 @@ def training_curves_figure(curves: pd.DataFrame, metric: str = "loss", smoothing
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def plot_training_curves(curves: pd.DataFrame, path: Path, metric: str = "loss") -> Path | None:
-    """`training_curves_figure` (raw) as a PNG at `path`; None when there is nothing to draw."""
-    return _save_closed(training_curves_figure(curves, metric), path)
 
 
 def lr_figure(curves: pd.DataFrame):
@@ -185,11 +162,6 @@ def metrics_figure(summary: pd.DataFrame, metrics: list[str], labels: dict[str, 
     return fig
 
 
-def plot_metrics(summary: pd.DataFrame, metrics: list[str], labels: dict[str, str], path: Path) -> Path | None:
-    """`metrics_figure` (±1 std whiskers) as a PNG at `path`; None when no metric has a value."""
-    return _save_closed(metrics_figure(summary, metrics, labels), path)
-
-
 def guidance_curve_figure(curve: pd.DataFrame):
     """FVD-SynthSign against text alignment, one line per ablation through its guidance scales in increasing
     order (means over seeds, from `analysis.guidance.guidance_curve`), each point labelled by its scale, the
@@ -225,8 +197,3 @@ def guidance_curve_figure(curve: pd.DataFrame):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
-
-
-def plot_guidance_curve(curve: pd.DataFrame, path: Path) -> Path | None:
-    """`guidance_curve_figure` as a PNG at `path`; None when there is nothing to draw."""
-    return _save_closed(guidance_curve_figure(curve), path)

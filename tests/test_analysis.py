@@ -1,5 +1,6 @@
 """analysis: pure tables on hand-made frames, then a fake experiment dir end to end."""
 
+import base64
 import json
 import math
 import subprocess
@@ -489,6 +490,9 @@ def test_write_outputs_end_to_end(exp, tmp_path):
             "metrics.png",
         ]
     )  # no temp files left
+    html = paths["html"].read_text()
+    for png in ("curves_png", "metrics_png"):  # the report's own figures, drawn once: the same bytes inlined
+        assert f"data:image/png;base64,{base64.b64encode(paths[png].read_bytes()).decode()}" in html, png
     stats = pd.read_csv(paths["stats"])
     assert {"ablation", "metric", "n", "diff", "ci_low", "ci_high", "p", "p_holm", "verdict"} <= set(stats.columns)
     table = pd.read_csv(paths["csv"]).set_index("ablation")

@@ -25,7 +25,10 @@ from t2s_ray.t2s.sweep import prepare_cluster_data
 from tests.helpers import descendants, set_args, tiny_overrides, wait_for
 
 BIN = Path(sys.executable).parent
-TINY = tiny_overrides("training.warmup_steps=1", "training.checkpoint_every=2", "eval.evaluator_clips=32")
+# where trials run is the subject: no back-translation metrics
+TINY = tiny_overrides(
+    "training.warmup_steps=1", "training.checkpoint_every=2", "eval.evaluator_clips=32", "eval.back_translator=none"
+)
 
 RAY_START_ON_LOOPBACK = """
 import sys, types

@@ -37,6 +37,7 @@ OVERRIDES = tiny_overrides(
     "training.report_every=5",
     "training.checkpoint_every=5",
     "training.keep_checkpoints=3",
+    "eval.back_translator=none",  # checkpoints and weights are the subject: no back-translation metrics
 )
 
 

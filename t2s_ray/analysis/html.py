@@ -70,10 +70,8 @@ def clip_gif(clip: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _fig_uri(fig) -> str | None:
-    from t2s_ray.plots import png_bytes
-
-    return None if fig is None else data_uri(png_bytes(fig), "image/png")
+def _png_uri(png: bytes | None) -> str | None:
+    return None if png is None else data_uri(png, "image/png")
 
 
 # --------------------------------------------------------------------------- configs and header
@@ -245,29 +243,47 @@ def _memory_frame(selected: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _plots(history: pd.DataFrame, summary: pd.DataFrame, selected: pd.DataFrame) -> list[dict]:
-    from t2s_ray.plots import lr_figure, memory_figure, metrics_figure, training_curves_figure
+def report_figures(
+    history: pd.DataFrame, summary: pd.DataFrame, selected: pd.DataFrame, curve: pd.DataFrame
+) -> dict[str, bytes]:
+    """Every figure of the report as PNG bytes, each drawn once (`write_outputs` writes the same bytes as
+    training_curves.png, metrics.png and guidance_curve.png): `curves`, `lr`, `memory`, `metrics`, `guidance`;
+    one with nothing to draw is left out. `curve` is `guidance_curve(selected)`."""
+    from t2s_ray.plots import (
+        guidance_curve_figure,
+        lr_figure,
+        memory_figure,
+        metrics_figure,
+        png_bytes,
+        training_curves_figure,
+    )
 
     labels = {m: header_label(m) for m in HEADLINE}
-    plots = [
-        (
-            "Training loss",
-            "mean ± std over seeds per ablation; left raw, right smoothed",
-            training_curves_figure(training_curves(history), smoothing=SMOOTHING),
-        ),
-        ("Learning rate", "per ablation (the schedule as run)", lr_figure(training_curves(history, "lr"))),
-        (
-            "Memory over time",
-            "every trial's memory sampler (gpu_memory.csv), one line per seed",
-            memory_figure(_memory_frame(selected)),
-        ),
-        (
-            "Headline metrics",
-            "mean over finished seeds with the 95 % t-interval of the mean",
-            metrics_figure(summary, list(HEADLINE), labels, whiskers="ci"),
-        ),
+    figures = {
+        "curves": training_curves_figure(training_curves(history), smoothing=SMOOTHING),
+        "lr": lr_figure(training_curves(history, "lr")),
+        "memory": memory_figure(_memory_frame(selected)),
+        "metrics": metrics_figure(summary, list(HEADLINE), labels, whiskers="ci"),
+        "guidance": guidance_curve_figure(curve),
+    }
+    return {name: png_bytes(fig) for name, fig in figures.items() if fig is not None}
+
+
+PLOTS = {
+    "curves": ("Training loss", "mean ± std over seeds per ablation; left raw, right smoothed"),
+    "lr": ("Learning rate", "per ablation (the schedule as run)"),
+    "memory": ("Memory over time", "every trial's memory sampler (gpu_memory.csv), one line per seed"),
+    "metrics": ("Headline metrics", "mean over finished seeds with the 95 % t-interval of the mean"),
+}
+"""The report's plots section in order: figure name -> (title, caption)."""
+
+
+def _plots(figures: dict[str, bytes]) -> list[dict]:
+    return [
+        {"title": title, "caption": caption, "src": _png_uri(figures[name])}
+        for name, (title, caption) in PLOTS.items()
+        if name in figures
     ]
-    return [{"title": t, "caption": c, "src": _fig_uri(fig)} for t, c, fig in plots if fig is not None]
 
 
 # --------------------------------------------------------------------------- samples
@@ -332,18 +348,16 @@ def _samples(summary: pd.DataFrame, selected: pd.DataFrame) -> dict:
     return {"columns": columns, "rows": rows, "whole_gifs": whole_gifs, "notes": notes, "px": SAMPLE_PX}
 
 
-def _guidance_section(selected: pd.DataFrame, curve: pd.DataFrame) -> dict | None:
-    """The guidance curve (figure and per-scale table; `curve` = `guidance_curve(selected)`) when some ablation
-    evaluated a list of guidance scales."""
-    from t2s_ray.plots import guidance_curve_figure
-
+def _guidance_section(selected: pd.DataFrame, curve: pd.DataFrame, png: bytes | None) -> dict | None:
+    """The guidance curve (figure `png` and per-scale table; `curve` = `guidance_curve(selected)`) when some
+    ablation evaluated a list of guidance scales."""
     missing = missing_curves(selected)
     if curve.empty and not missing:
         return None
     return {
         "table": guidance_cells(curve) if not curve.empty else None,
         "missing": missing,
-        "src": _fig_uri(guidance_curve_figure(curve)),
+        "src": _png_uri(png),
     }
 
 
@@ -371,11 +385,15 @@ def render_html(
     baseline: str = "baseline",
     source: str | None = None,
     curve: pd.DataFrame | None = None,
+    figures: dict[str, bytes] | None = None,
 ) -> str:
     """The report page as a string (see the module docstring). `out_dir`: where it will be written (the
     links to trial folders are relative to it); `source`: the experiment's storage URI when `exp_dir` is a
-    local copy of it; `curve`: `guidance_curve(selected)` when the caller has it."""
+    local copy of it; `curve`: `guidance_curve(selected)` and `figures`: `report_figures(...)`, when the caller
+    has them."""
     exp = Path(exp_dir)
+    curve = guidance_curve(selected) if curve is None else curve
+    figures = report_figures(history, summary, selected, curve) if figures is None else figures
     params = {}
     for _, r in selected.iterrows():
         # a trial that shared its training holds its trainer's params: the row's ablation is the member
@@ -392,11 +410,11 @@ def render_html(
         "missing": parts["missing"],
         "no_information": [line.removeprefix("- ") for line in parts["no_information"]],
         "guidance": parts["guidance"],
-        "curve": _guidance_section(selected, guidance_curve(selected) if curve is None else curve),
+        "curve": _guidance_section(selected, curve, figures.get("guidance")),
         "references": [line.strip() for line in _reference_section(selected)],
         "nan_notes": nan_notes(selected),
         "notes": [line.strip() for line in _notes_section(selected, summary, baseline)],
-        "plots": _plots(history, summary, selected),
+        "plots": _plots(figures),
         "samples": _samples(summary, selected),
         "ablations": _ablation_sections(summary, selected, params, configs, baseline, Path(out_dir)),
     }

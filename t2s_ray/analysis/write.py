@@ -8,17 +8,15 @@ import math
 import os
 from pathlib import Path
 
-import pandas as pd
-
 from t2s_ray import stats
-from t2s_ray.analysis.catalog import HEADLINE, primary_metrics, study_directions
+from t2s_ray.analysis.catalog import primary_metrics, study_directions
 from t2s_ray.analysis.guidance import guidance_curve
-from t2s_ray.analysis.html import render_html
+from t2s_ray.analysis.html import render_html, report_figures
 from t2s_ray.analysis.read import _history_frame, _scan, _trials_frame, select_trials
-from t2s_ray.analysis.render import comparison_markdown, header_label, render_report, to_csv
+from t2s_ray.analysis.render import comparison_markdown, render_report, to_csv
 from t2s_ray.analysis.tables import comparison_stats, summarize, training_curves
 from t2s_ray.guidance import GUIDANCE_CSV
-from t2s_ray.io import write_text_atomic
+from t2s_ray.io import write_bytes_atomic, write_text_atomic
 from t2s_ray.outputs import (
     COMPARISON_STATS_CSV,
     CURVES_CSV,
@@ -122,11 +120,12 @@ def write_outputs(
     """Analyze an experiment dir and write its tables and report into out_dir (default exp_dir).
 
     Writes comparison_table.csv (fmt csv/both), comparison_table.md (fmt md/both),
-    and comparison_stats.csv (fmt csv/both), ABLATION_RESULTS_REPORT.txt, training_curves.csv and
-    the figures training_curves.png and metrics.png, and the self-contained page report.html, each
-    atomically; with a guidance curve (`eval.guidance_scale` a list) also guidance_curve.csv and .png. Returns
-    {"csv", "stats", "md", "report", "curves", "html", "curves_png", "metrics_png"[, "guidance", "guidance_png"]}
-    -> path for the files written. `interval`: the paired differences' 95 % interval, `t` or `bootstrap`.
+    and comparison_stats.csv (fmt csv/both), ABLATION_RESULTS_REPORT.txt, training_curves.csv, the report's
+    figures training_curves.png (raw and smoothed) and metrics.png (95 % t-interval whiskers), and the
+    self-contained page report.html, each atomically; with a guidance curve (`eval.guidance_scale` a list)
+    also guidance_curve.csv and .png. Returns {"csv", "stats", "md", "report", "curves", "html", "curves_png",
+    "metrics_png"[, "guidance", "guidance_png"]} -> path for the files written. `interval`: the paired
+    differences' 95 % interval, `t` or `bootstrap`.
     `source`: where the experiment lives when `exp_dir` is a local copy of it (a storage URI), for the report.
     """
     fmt = getattr(fmt, "value", fmt)  # a str Enum from the CLI
@@ -151,24 +150,31 @@ def write_outputs(
     guidance = guidance_curve(selected)
     if not guidance.empty:  # some ablation evaluated a list of guidance scales
         texts["guidance"] = (GUIDANCE_CSV, guidance.to_csv(index=False))
+    figures = report_figures(history, summary, selected, guidance)  # drawn once: inlined and written as PNGs
     texts["html"] = (
         REPORT_HTML,
         render_html(
-            exp_dir, attempts, selected, summary, comparisons, history, out, baseline, source=source, curve=guidance
+            exp_dir,
+            attempts,
+            selected,
+            summary,
+            comparisons,
+            history,
+            out,
+            baseline,
+            source=source,
+            curve=guidance,
+            figures=figures,
         ),
     )
     paths = {key: write_text_atomic(out / name, text) for key, (name, text) in texts.items()}
-    return {**paths, **_write_plots(curves, summary, guidance, out)}
+    pngs = {key: (name, figures[figure]) for key, (name, figure) in PNG_FILES.items() if figure in figures}
+    return {**paths, **{key: write_bytes_atomic(out / name, png) for key, (name, png) in pngs.items()}}
 
 
-def _write_plots(curves: pd.DataFrame, summary: pd.DataFrame, guidance: pd.DataFrame, out: Path) -> dict[str, Path]:
-    """training_curves.png, metrics.png and guidance_curve.png (each only when there is something to draw)."""
-    from t2s_ray.plots import plot_guidance_curve, plot_metrics, plot_training_curves
-
-    labels = {m: header_label(m) for m in HEADLINE}
-    plots = {
-        "curves_png": plot_training_curves(curves, out / "training_curves.png"),
-        "metrics_png": plot_metrics(summary, list(HEADLINE), labels, out / "metrics.png"),
-        "guidance_png": plot_guidance_curve(guidance, out / "guidance_curve.png"),
-    }
-    return {k: v for k, v in plots.items() if v is not None}
+PNG_FILES = {
+    "curves_png": ("training_curves.png", "curves"),
+    "metrics_png": ("metrics.png", "metrics"),
+    "guidance_png": ("guidance_curve.png", "guidance"),
+}
+"""`write_outputs`' PNG files: key -> (file name, the report figure it holds), each written when drawn."""
