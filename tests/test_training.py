@@ -156,9 +156,9 @@ def _train_cmd(out: Path, steps: int, cache: Path, ablation: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("ablation", ["baseline", "text_finetuned"])
-def test_resume_in_a_fresh_process_is_bit_exact(tmp_path, ablation):
+def test_resume_in_a_fresh_process_is_bit_exact(tmp_path, ablation, data_cache):
     """k steps + save, then a new process loads and trains to N == N steps straight (CPU)."""
-    cache = tmp_path / "cache"
+    cache = data_cache  # the clips and caption encodings built once for both ablations
     _train_cli((tmp_path / "split", 3), (tmp_path / "straight", 6), cache=cache, ablation=ablation)
     _train_cli((tmp_path / "split", 6), cache=cache, ablation=ablation)
     a, _ = read_checkpoint(list_checkpoints(tmp_path / "split" / "checkpoints")[-1])
