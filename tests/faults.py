@@ -2,20 +2,29 @@
 
 `cut_checkpoint_copy` is a `worker_process_setup_hook` (Ray's runtime_env): every worker the test's Ray
 starts runs it. It replaces the function Ray's `StorageContext.persist_current_checkpoint` copies with
-(`ray.train._internal.storage._pyarrow_fs_copy_files`) by one that, for the checkpoint numbered
-`T2S_FAULT_INDEX`, copies the files in name order up to `T2S_FAULT_FRACTION` of their bytes (the file in
-flight is cut there), writes the marker file `T2S_FAULT_MARKER` and then, by `T2S_FAULT_THEN`:
+(`ray.train._internal.storage._pyarrow_fs_copy_files`) by one that applies the cuts listed in `T2S_FAULTS`
+(JSON, `fault_env` writes it). A cut names the checkpoint `index` whose copy it cuts, in a destination whose
+path contains `only` (an experiment's `/<name>/`, a trial's name); it copies the files in name order up to
+`fraction` of their bytes (the file in flight is cut there), writes the file `marker` and then, by `then`:
 `die` SIGKILLs its own process (a trial lost mid-copy), `hold` sleeps, so the test can kill the whole sweep
-during the copy. Once the marker exists every copy is whole again (the retry and the resume). With
-`T2S_FAULT_TRIAL` set, only a destination whose path contains it is cut.
+during the copy. Once its marker exists a cut copies whole again (the retry and the resume).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import signal
 import time
+
+ENV = "T2S_FAULTS"
+
+
+def fault_env(*cuts: dict) -> dict[str, str]:
+    """The environment variable that asks the workers for `cuts`: dicts of index, fraction, marker, and
+    optionally then (`die`) and only (`""`: any destination)."""
+    return {ENV: json.dumps([{"then": "die", "only": "", **c} for c in cuts])}
 
 
 def _cut_copy(source: str, destination: str, fs, fraction: float) -> None:
@@ -34,19 +43,26 @@ def _cut_copy(source: str, destination: str, fs, fraction: float) -> None:
 
 def cut_checkpoint_copy() -> None:
     """Install the cut copy in this worker when the test's environment asks for one."""
-    if "T2S_FAULT_INDEX" not in os.environ:
+    if ENV not in os.environ:
         return
     import ray.train._internal.storage as ray_storage
 
-    index = int(os.environ["T2S_FAULT_INDEX"])
-    fraction = float(os.environ["T2S_FAULT_FRACTION"])
-    marker, then = os.environ["T2S_FAULT_MARKER"], os.environ.get("T2S_FAULT_THEN", "die")
+    cuts = json.loads(os.environ[ENV])
     whole_copy = ray_storage._pyarrow_fs_copy_files
 
     def copy(source, destination, source_filesystem=None, destination_filesystem=None, **kwargs):
         target = posixpath.basename(str(destination).rstrip("/"))
-        only = os.environ.get("T2S_FAULT_TRIAL", "")
-        if target != f"checkpoint_{index:06d}" or os.path.exists(marker) or only not in str(destination):
+        cut = next(
+            (
+                c
+                for c in cuts
+                if target == f"checkpoint_{c['index']:06d}"
+                and c["only"] in str(destination)
+                and not os.path.exists(c["marker"])
+            ),
+            None,
+        )
+        if cut is None:
             return whole_copy(
                 source,
                 destination,
@@ -54,10 +70,10 @@ def cut_checkpoint_copy() -> None:
                 destination_filesystem=destination_filesystem,
                 **kwargs,
             )
-        _cut_copy(source, destination, destination_filesystem, fraction)
-        with open(marker, "w") as f:
+        _cut_copy(source, destination, destination_filesystem, cut["fraction"])
+        with open(cut["marker"], "w") as f:
             f.write(f"{os.getpid()} {destination}\n")
-        if then == "hold":
+        if cut["then"] == "hold":
             time.sleep(3600)
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -14,6 +14,8 @@ import torch
 from t2s_ray.checkpoint import CheckpointDamaged, list_checkpoints, read_checkpoint
 from t2s_ray.sweep import run_sweep
 from t2s_ray.t2s.sweep import BundledSweepSpec
+from tests.faults import ENV as FAULTS
+from tests.faults import fault_env
 from tests.helpers import (
     descendants,
     once_per_run,
@@ -302,23 +304,22 @@ ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_t
          runtime_env={"worker_process_setup_hook": "tests.faults.cut_checkpoint_copy"})
 from t2s_ray.sweep import run_sweep
 from t2s_ray.t2s.sweep import BundledSweepSpec
-o = run_sweep(BundledSweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
-                               name=sys.argv[2], quiet=True, max_failures=2, overrides=tuple(sys.argv[3:])))
-print(f"swept: {o.num_finished} finished, {o.num_errors} errored")
+for name in sys.argv[2].split(","):  # one sweep after the other on this Ray
+    o = run_sweep(BundledSweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5,
+                                   storage=sys.argv[1], name=name, quiet=True, max_failures=2,
+                                   overrides=tuple(sys.argv[3:])))
+    print(f"{name} swept: {o.num_finished} finished, {o.num_errors} errored")
 print(f"driver imported torch: {'torch' in sys.modules}")
 """
 
 
-def _fault_env(tmp_path: Path, index: int, fraction: float, then: str, extra: dict | None = None) -> dict:
+def _fault_env(*cuts: dict, extra: dict | None = None) -> dict:
     return {
         **os.environ,
         **(extra or {}),
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
-        "T2S_FAULT_INDEX": str(index),
-        "T2S_FAULT_FRACTION": str(fraction),
-        "T2S_FAULT_THEN": then,
-        "T2S_FAULT_MARKER": str(tmp_path / "cut.marker"),
+        **fault_env(*cuts),
     }
 
 
@@ -339,56 +340,64 @@ def _weights_in_storage(fs, trial: str, tmp: Path) -> dict:
     import pyarrow.fs
 
     local = tmp / "final"
+    local.parent.mkdir(parents=True, exist_ok=True)
     pyarrow.fs.copy_files(trial, str(local), source_filesystem=fs)
     return _final_weights(local)
 
 
-@pytest.mark.parametrize(
-    "where, index, fraction",
-    [
-        ("local", 0, 0.5),  # the only checkpoint, cut mid-way through state.pt
-        ("local", 2, 0.05),  # a later one, cut early: the one before it is whole
-        ("s3", 0, 0.97),  # object storage: every object of the first checkpoint but the tail
-        ("s3", 2, 0.5),
-    ],
-)
-def test_a_trial_killed_while_its_checkpoint_is_copied_finishes_with_the_uninterrupted_weights(
-    reference, sets, request, tmp_path, monkeypatch, where, index, fraction
+CUTS = {
+    "local": ((0, 0.5), (2, 0.05)),  # the only checkpoint, cut mid-way through state.pt; a later one, cut early
+    "s3": ((0, 0.97), (2, 0.5)),  # object storage: every object of the first checkpoint but the tail; a later one
+}
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_trials_killed_while_their_checkpoint_is_copied_finish_with_the_uninterrupted_weights(
+    reference, sets, request, tmp_path, monkeypatch, where
 ):
-    """The trial's process dies part-way through Ray's copy of checkpoint `index` into storage. The retry sets
-    the cut copy aside (never loads it, never deletes it), resumes from the checkpoint before it, or starts
-    over when there is none, and ends with the weights and the loss of an uninterrupted run."""
+    """The trial's process dies part-way through Ray's copy of checkpoint `index` into storage, for each cut of
+    `CUTS[where]` (one sweep each, one after the other in one driver). The retry sets the cut copy aside (never
+    loads it, never deletes it), resumes from the checkpoint before it, or starts over when there is none, and
+    ends with the weights and the loss of an uninterrupted run."""
     _, ref_weights, ref_loss = reference
     extra, storage = {}, str(tmp_path / "store")
     if where == "s3":
         extra = request.getfixturevalue("s3")
         for key, value in extra.items():  # pyarrow in this process reads the bucket too
             monkeypatch.setenv(key, value)
-        bucket = f"faults{index}"
-        s3_client(extra).create_bucket(Bucket=bucket)
-        storage = f"s3://{bucket}/sweeps"
+        s3_client(extra).create_bucket(Bucket="faults")
+        storage = "s3://faults/sweeps"
+    cuts = {f"cut{index}": (index, fraction) for index, fraction in CUTS[where]}
     r = run_process_tree(
-        [sys.executable, "-c", FAULT_DRIVER, storage, "cut", *sets],
-        400,
-        env=_fault_env(tmp_path, index, fraction, "die", extra),
+        [sys.executable, "-c", FAULT_DRIVER, storage, ",".join(cuts), *sets],
+        600,
+        env=_fault_env(
+            *(
+                {"index": index, "fraction": fraction, "marker": str(tmp_path / f"{name}.marker"), "only": f"/{name}/"}
+                for name, (index, fraction) in cuts.items()
+            ),
+            extra=extra,
+        ),
     )
-    assert (tmp_path / "cut.marker").exists(), "the copy was never cut: " + r.stderr[-3000:]
-    assert r.returncode == 0 and "swept: 1 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     # the data and the gloss evaluator are cached (by `reference`): a CPU sweep's driver has no use for torch
-    assert "driver imported torch: False" in r.stdout
-    fs, trial, names = _trial_in_storage(storage, "cut")
-    assert f"checkpoint_{index:06d}.corrupt" in names, names
-    with fs.open_input_stream(f"{trial}/result.json") as f:
-        rows = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
-    restarts = [row for row in rows if row.get("iterations_since_restore") == 1]
-    # the retry's first row is there; the first attempt's may be too (its step-1 report comes before any
-    # checkpoint; on a loaded machine the driver's copy in storage may lack it), and nothing restarted a third time
-    assert 1 <= len(restarts) <= 2, [r["step"] for r in restarts]
-    # checkpoints land every 5 steps: the retry resumes after the last whole one (step 5 * index) and reports
-    # 5 steps later, or starts over at step 0 and reports after step 1
-    assert restarts[-1]["step"] == (5 * index + 5 if index else 1), restarts[-1]["step"]
-    _assert_same_weights(_weights_in_storage(fs, trial, tmp_path), ref_weights)
-    assert rows[-1]["final_loss"] == ref_loss
+    assert "driver imported torch: False" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    for name, (index, _) in cuts.items():
+        assert (tmp_path / f"{name}.marker").exists(), f"{name}: the copy was never cut: " + r.stderr[-3000:]
+        assert r.returncode == 0 and f"{name} swept: 1 finished, 0 errored" in r.stdout, r.stdout[-3000:]
+        fs, trial, names = _trial_in_storage(storage, name)
+        assert f"checkpoint_{index:06d}.corrupt" in names, (name, names)
+        with fs.open_input_stream(f"{trial}/result.json") as f:
+            rows = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+        restarts = [row for row in rows if row.get("iterations_since_restore") == 1]
+        # the retry's first row is there; the first attempt's may be too (its step-1 report comes before any
+        # checkpoint; on a loaded machine the driver's copy in storage may lack it), and nothing restarted a
+        # third time
+        assert 1 <= len(restarts) <= 2, (name, [r["step"] for r in restarts])
+        # checkpoints land every 5 steps: the retry resumes after the last whole one (step 5 * index) and reports
+        # 5 steps later, or starts over at step 0 and reports after step 1
+        assert restarts[-1]["step"] == (5 * index + 5 if index else 1), (name, restarts[-1]["step"])
+        _assert_same_weights(_weights_in_storage(fs, trial, tmp_path / name), ref_weights)
+        assert rows[-1]["final_loss"] == ref_loss, name
 
 
 def test_the_whole_sweep_killed_during_its_first_checkpoint_copy_resumes_to_the_uninterrupted_weights(
@@ -397,7 +406,7 @@ def test_the_whole_sweep_killed_during_its_first_checkpoint_copy_resumes_to_the_
     """The issue's case: everything SIGKILLed (driver and workers, as a lost machine) while the trial's only
     checkpoint is half copied. `t2s-ray resume` finishes with exit 0 and the uninterrupted run's weights."""
     _, ref_weights, ref_loss = reference
-    env = _fault_env(tmp_path, 0, 0.5, "hold")
+    env = _fault_env({"index": 0, "fraction": 0.5, "marker": str(tmp_path / "cut.marker"), "then": "hold"})
     driver = subprocess.Popen(
         [sys.executable, "-c", FAULT_DRIVER, str(tmp_path), "lost", *sets],
         env=env,
@@ -416,7 +425,7 @@ def test_the_whole_sweep_killed_during_its_first_checkpoint_copy_resumes_to_the_
     exp = tmp_path / "lost"
     trial = _trial_dir(exp)
     assert (trial / "checkpoint_000000" / "state.pt").exists() and not list_checkpoints(trial)  # cut, uncommitted
-    resume_env = {k: v for k, v in env.items() if not k.startswith("T2S_FAULT_")}
+    resume_env = {k: v for k, v in env.items() if k != FAULTS}
     r = run_process_tree(_cli("resume", str(exp), "--quiet", "--no-dashboard"), 300, env=resume_env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 finished, 0 errored" in r.stdout

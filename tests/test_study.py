@@ -19,6 +19,8 @@ import torch
 from t2s_ray import Session, Study, StudyError
 from t2s_ray.checkpoint import list_checkpoints, read_checkpoint
 from t2s_ray.study import load_study
+from tests.faults import ENV as FAULTS
+from tests.faults import fault_env
 from tests.helpers import run_process_tree
 
 REPO = Path(__file__).parents[1]
@@ -536,11 +538,7 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
         **os.environ,
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "PYTHONPATH": str(REPO),
-        "T2S_FAULT_INDEX": "2",
-        "T2S_FAULT_FRACTION": "0.5",
-        "T2S_FAULT_THEN": "die",
-        "T2S_FAULT_MARKER": str(tmp_path / "cut.marker"),
-        "T2S_FAULT_TRIAL": "baseline_seed0_",
+        **fault_env({"index": 2, "fraction": 0.5, "marker": str(tmp_path / "cut.marker"), "only": "baseline_seed0_"}),
     }
     cache = f"cache_dir={tmp_path / 'cache'}"
     # the reference, uninterrupted, runs after the cut: the fault hook copies whole once its marker exists
@@ -561,7 +559,7 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
     assert (killed / "checkpoint_000002.corrupt").is_dir()  # its third checkpoint was cut mid-copy, then resumed
     assert "ref swept: 1 finished, 0 errored" in r.stdout
     assert not list((tmp_path / "ref").glob("*/*.corrupt"))
-    clean = {k: v for k, v in env.items() if not k.startswith("T2S_FAULT_")}
+    clean = {k: v for k, v in env.items() if k != FAULTS}
     (reference,) = (tmp_path / "ref").glob("baseline_seed0_*")
     a, b = _final_state(killed), _final_state(reference)
     for part in ("model", "ema"):
