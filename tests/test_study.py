@@ -19,7 +19,6 @@ import torch
 from t2s_ray import Session, Study, StudyError
 from t2s_ray.checkpoint import list_checkpoints, read_checkpoint
 from t2s_ray.study import load_study
-from tests.faults import ENV as FAULTS
 from tests.faults import fault_env
 from tests.helpers import run_process_tree
 
@@ -495,15 +494,24 @@ def test_nine_hand_launched_ablation_runners_are_one_experiment_with_verdicts(tm
     assert [p.wait(300) for p in procs] == [0] * 8
     rows = [json.loads(line) for line in (tmp_path / "no_ema_seed2" / "result.json").read_text().splitlines()]
     assert sum(1 for r in rows if r.get("final")) == 1
-    r = subprocess.run(
-        [sys.executable, "-m", "t2s_ray.cli", "analyze", str(tmp_path)], capture_output=True, text=True, timeout=300
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = _cli("analyze", str(tmp_path))
+    assert r.exit_code == 0, r.output[-2000:]
     table = pd.read_csv(tmp_path / "comparison_stats.csv")
     mse = table[table["metric"] == "eval/pixel_mse"].set_index("ablation")
     assert set(mse.index) == {"text_finetuned", "no_ema"} and (mse["n"] == 3).all()
     assert mse["verdict"].notna().all()
-    assert "eval/pixel_mse ↓" in r.stdout  # the study's own metric leads the quality table, ranked
+    assert "eval/pixel_mse ↓" in r.output  # the study's own metric leads the quality table, ranked
+
+
+def _cli(*args: str):
+    """`t2s-ray ARGS` in this process (what it printed in `.output`, words joined by single spaces)."""
+    from typer.testing import CliRunner
+
+    from t2s_ray.cli import app
+
+    r = CliRunner().invoke(app, list(args))
+    r.said = " ".join(r.output.split())
+    return r
 
 
 # --- the example study through Ray: 3 ablations x 3 seeds, one trial SIGKILLed mid-run ---------------------------
@@ -559,7 +567,6 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
     assert (killed / "checkpoint_000002.corrupt").is_dir()  # its third checkpoint was cut mid-copy, then resumed
     assert "ref swept: 1 finished, 0 errored" in r.stdout
     assert not list((tmp_path / "ref").glob("*/*.corrupt"))
-    clean = {k: v for k, v in env.items() if k != FAULTS}
     (reference,) = (tmp_path / "ref").glob("baseline_seed0_*")
     a, b = _final_state(killed), _final_state(reference)
     for part in ("model", "ema"):
@@ -570,14 +577,8 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
         return [json.loads(line) for line in (trial / "result.json").read_text().splitlines()][-1]["final_loss"]
 
     assert final_loss(killed) == final_loss(reference)
-    r = subprocess.run(
-        [sys.executable, "-m", "t2s_ray.cli", "analyze", str(exp)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=clean,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = _cli("analyze", str(exp))
+    assert r.exit_code == 0, r.output[-2000:]
     stats = pd.read_csv(exp / "comparison_stats.csv")
     mse = stats[stats["metric"] == "eval/pixel_mse"].set_index("ablation")
     assert set(mse.index) == {"text_finetuned", "no_ema"} and (mse["n"] == 3).all() and mse["verdict"].notna().all()
@@ -588,16 +589,9 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
     assert no_ema["diff"] != 0  # scored on the raw weights, not baseline's EMA
 
     gif = tmp_path / "grid.gif"  # t2s-ray sample finds the study in the experiment's t2s_sweep.json
-    r = subprocess.run(
-        [sys.executable, "-m", "t2s_ray.cli", "sample", str(exp), "-t", "hello", "-t", "good morning", "-o", str(gif)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=clean,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "2 sentence(s) x 3 column(s)" in r.stdout and "no_ema: step 40, the study's weights" in r.stdout
+    r = _cli("sample", str(exp), "-t", "hello", "-t", "good morning", "-o", str(gif))
+    assert r.exit_code == 0, r.output
+    assert "2 sentence(s) x 3 column(s)" in r.said and "no_ema: step 40, the study's weights" in r.said
     assert gif.stat().st_size > 0
 
 
