@@ -504,7 +504,7 @@ def test_nine_hand_launched_ablation_runners_are_one_experiment_with_verdicts(tm
 
 
 def _cli(*args: str):
-    """`t2s-ray ARGS` in this process (what it printed in `.output`, words joined by single spaces)."""
+    """`t2s-ray ARGS` in this process: what it printed in `.output`, and in `.said` with single spaces."""
     from typer.testing import CliRunner
 
     from t2s_ray.cli import app
