@@ -138,9 +138,9 @@ def _ci_half_width(summary: pd.DataFrame, m: str) -> pd.Series:
     return (t * summary[f"{m}_std"] / n.pow(0.5)).fillna(0)
 
 
-def metrics_figure(summary: pd.DataFrame, metrics: list[str], labels: dict[str, str], whiskers: str = "std"):
-    """One bar panel per metric: mean per ablation with error bars, ±1 std (`whiskers="std"`) or the 95 %
-    t-interval of the mean over seeds (`"ci"`); NaN-only metrics left out."""
+def metrics_figure(summary: pd.DataFrame, metrics: list[str], labels: dict[str, str]):
+    """One bar panel per metric: mean per ablation with the 95 % t-interval of the mean over seeds as error
+    bars; NaN-only metrics left out."""
     shown = [m for m in metrics if f"{m}_mean" in summary and summary[f"{m}_mean"].notna().any()]
     if not shown:
         return None
@@ -149,15 +149,12 @@ def metrics_figure(summary: pd.DataFrame, metrics: list[str], labels: dict[str, 
     rows = math.ceil(len(shown) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
     for ax, m in zip(axes.flat, shown):
-        err = summary[f"{m}_std"].fillna(0) if whiskers == "std" else _ci_half_width(summary, m)
-        ax.bar(summary["ablation"], summary[f"{m}_mean"], yerr=err, capsize=3)
+        ax.bar(summary["ablation"], summary[f"{m}_mean"], yerr=_ci_half_width(summary, m), capsize=3)
         ax.set_title(labels.get(m, m), fontsize=10)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
-    fig.suptitle(
-        "mean over seeds; whiskers: " + ("±1 std" if whiskers == "std" else "95 % t-interval of the mean"), fontsize=9
-    )
+    fig.suptitle("mean over seeds; whiskers: 95 % t-interval of the mean", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -25,6 +25,15 @@ from tests.helpers import run_process_tree
 REPO = Path(__file__).parents[1]
 
 
+def _cli(*args: str):
+    """`t2s-ray ARGS` in this process (typer's test runner): its result, printed text in `.output`."""
+    from typer.testing import CliRunner
+
+    from t2s_ray.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
 @dataclasses.dataclass(frozen=True)
 class Inner:
     freeze: bool = True
@@ -417,10 +426,7 @@ def test_log_samples_keeps_the_real_clips_beside_and_writes_the_tensorboard_imag
 def test_the_report_shows_a_studys_configs_and_hash_from_its_trial_folders(tmp_path):
     """report.html needs no study code for configs: each trial folder holds its resolved config
     (t2s_config.json), so a user study's report has its config hash and each ablation's changes."""
-    from typer.testing import CliRunner
-
     from t2s_ray import AblationRunner
-    from t2s_ray.cli import app
 
     study = _study(metrics={"eval/score": "higher"})
     for seed in range(3):
@@ -431,7 +437,7 @@ def test_the_report_shows_a_studys_configs_and_hash_from_its_trial_folders(tmp_p
             runner.save_results()
     saved = json.loads((tmp_path / "text_finetuned_seed1" / "t2s_config.json").read_text())
     assert saved == {"steps": 4, "width": 8, "text": {"freeze": False, "lr": 1e-3}}
-    r = CliRunner().invoke(app, ["analyze", str(tmp_path)])
+    r = _cli("analyze", str(tmp_path))
     assert r.exit_code == 0, r.output
     html = (tmp_path / "report.html").read_text()
     assert re.search(r"Config hash</dt><dd><code>[0-9a-f]{12}</code>", html), "no config hash"
@@ -501,17 +507,6 @@ def test_nine_hand_launched_ablation_runners_are_one_experiment_with_verdicts(tm
     assert set(mse.index) == {"text_finetuned", "no_ema"} and (mse["n"] == 3).all()
     assert mse["verdict"].notna().all()
     assert "eval/pixel_mse ↓" in r.output  # the study's own metric leads the quality table, ranked
-
-
-def _cli(*args: str):
-    """`t2s-ray ARGS` in this process: what it printed in `.output`, and in `.said` with single spaces."""
-    from typer.testing import CliRunner
-
-    from t2s_ray.cli import app
-
-    r = CliRunner().invoke(app, list(args))
-    r.said = " ".join(r.output.split())
-    return r
 
 
 # --- the example study through Ray: 3 ablations x 3 seeds, one trial SIGKILLed mid-run ---------------------------
@@ -591,7 +586,8 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
     gif = tmp_path / "grid.gif"  # t2s-ray sample finds the study in the experiment's t2s_sweep.json
     r = _cli("sample", str(exp), "-t", "hello", "-t", "good morning", "-o", str(gif))
     assert r.exit_code == 0, r.output
-    assert "2 sentence(s) x 3 column(s)" in r.said and "no_ema: step 40, the study's weights" in r.said
+    said = " ".join(r.output.split())  # the console wraps long lines
+    assert "2 sentence(s) x 3 column(s)" in said and "no_ema: step 40, the study's weights" in said
     assert gif.stat().st_size > 0
 
 
@@ -649,14 +645,9 @@ def test_a_train_that_raises_or_logs_no_evaluation_errors_its_trial_and_the_othe
 
 
 def test_config_and_train_take_a_study_and_bad_input_is_exit_2(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    from t2s_ray.cli import app
-
-    runner = CliRunner()
     monkeypatch.chdir(REPO)
     ref = "examples.own_model.study:study"
-    r = runner.invoke(app, ["config", "text_finetuned", "--study", ref, "--scale", "tiny"])
+    r = _cli("config", "text_finetuned", "--study", ref, "--scale", "tiny")
     assert r.exit_code == 0 and "1 key(s) differ from baseline: text.freeze" in r.output, r.output
     for args, message in [
         (["config", "baseline", "--study", ref, "--set", "text.nope=1"], "unknown key 'text.nope'"),
@@ -664,25 +655,22 @@ def test_config_and_train_take_a_study_and_bad_input_is_exit_2(tmp_path, monkeyp
         (["sweep", "--study", ref, "--scale", "huge", "--gpus", "0"], "has the scales cpu, tiny"),
         (["train", "zzz", "--study", ref], "has no ablation 'zzz'"),
     ]:
-        r = runner.invoke(app, args)
+        r = _cli(*args)
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (args, r.output)
     out = tmp_path / "run"
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            "no_ema",
-            "--study",
-            ref,
-            "--scale",
-            "tiny",
-            "--out",
-            str(out),
-            "--set",
-            f"cache_dir={tmp_path / 'cache'}",
-            "--set",
-            "train.steps=12",
-        ],
+    r = _cli(
+        "train",
+        "no_ema",
+        "--study",
+        ref,
+        "--scale",
+        "tiny",
+        "--out",
+        str(out),
+        "--set",
+        f"cache_dir={tmp_path / 'cache'}",
+        "--set",
+        "train.steps=12",
     )
     assert r.exit_code == 0, r.output
     assert "eval/pixel_mse = " in r.output

@@ -263,7 +263,7 @@ def report_figures(
         "curves": training_curves_figure(training_curves(history), smoothing=SMOOTHING),
         "lr": lr_figure(training_curves(history, "lr")),
         "memory": memory_figure(_memory_frame(selected)),
-        "metrics": metrics_figure(summary, list(HEADLINE), labels, whiskers="ci"),
+        "metrics": metrics_figure(summary, list(HEADLINE), labels),
         "guidance": guidance_curve_figure(curve),
     }
     return {name: png_bytes(fig) for name, fig in figures.items() if fig is not None}
