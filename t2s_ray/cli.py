@@ -706,7 +706,7 @@ def _finish(outcome) -> Path:
     console.print(
         f"\nexperiment: {exp}\ntrials: {outcome.num_finished} finished, {outcome.num_errors} errored, "
         f"{unfinished} interrupted or not started (of {outcome.num_trials}); wall {outcome.wall_s:.0f} s, "
-        f"Ray start-up {outcome.ray_start_s:.1f} s",
+        + ("Ray not started" if math.isnan(outcome.ray_start_s) else f"Ray start-up {outcome.ray_start_s:.1f} s"),
         highlight=False,
     )
     local = exp if isinstance(exp, Path) else cache_dir(exp)

@@ -189,6 +189,16 @@ def read_bytes(location: Location) -> bytes:
         return f.read()
 
 
+def names(location: Location) -> list[str]:
+    """The names of the files and folders directly in the folder at `location`, sorted; [] when there is none."""
+    import pyarrow.fs
+
+    if isinstance(location, Path):
+        return sorted(p.name for p in location.iterdir()) if location.is_dir() else []
+    fs, path = filesystem(location)
+    return sorted(i.base_name for i in fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True)))
+
+
 def write_bytes(location: str, data: bytes) -> str:
     """Write `data` as the object at the URI `location` (replaced whole: object stores have no partial writes)."""
     fs, path = filesystem(location)

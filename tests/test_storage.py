@@ -199,10 +199,12 @@ def test_sweep_to_s3_then_analyze_and_resume_from_the_uri(s3, tmp_path, monkeypa
     assert "data:image/gif;base64," in html and "no samples in" not in html  # samples.npz came from the bucket
     assert not (work / "results").exists() and list(work.iterdir()) == []
 
-    # resume from the URI: the finished trial is not run again
+    # resume from the URI: the bucket's experiment state and result.json say the trial finished: no Ray, no rerun
     r = _cli(["resume", "s3://t2s/sweeps/tiny", "--quiet", "--no-dashboard"], env, work, timeout_s=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "trials: 1 finished, 0 errored, 0 interrupted or not started (of 1)" in r.stdout
+    said = " ".join(r.stdout.split())
+    assert "every trial of s3://t2s/sweeps/tiny has finished (1 of 1): nothing to resume, Ray not started" in said
+    assert "trials: 1 finished, 0 errored, 0 interrupted or not started (of 1)" in said
     r = runner.invoke(app, ["resume", "s3://t2s/sweeps/nothing-here"])
     assert r.exit_code == 2 and "is not a t2s-ray experiment (no tuner.pkl)" in r.output, r.output
     print(f"analyze from s3: {analyze_s:.1f} s")

@@ -319,6 +319,73 @@ def test_resume_address_joins_that_cluster_and_says_when_nothing_answers(tmp_pat
     assert f"--address 127.0.0.1:{port}: nothing answers there" in r.stdout + r.stderr
 
 
+def test_resume_of_a_finished_experiment_starts_no_ray_and_writes_the_tables(finished_sweep, tmp_path):
+    import shutil
+
+    exp = shutil.copytree(finished_sweep.experiment_dir, tmp_path / "exp")
+    assert not (exp / "comparison_table.csv").exists()  # run_sweep wrote no tables; the CLI writes them
+    trial_files = {p: p.stat().st_mtime_ns for p in exp.glob("*/**/*") if p.is_file()}
+    r = runner.invoke(app, ["resume", str(exp), "--quiet"])
+    said = " ".join(r.output.split())
+    assert r.exit_code == 0, said
+    assert f"every trial of {exp} has finished (3 of 3): nothing to resume, Ray not started" in said
+    assert "trials: 3 finished, 0 errored, 0 interrupted or not started (of 3)" in said and "Ray not started" in said
+    assert (exp / "comparison_table.csv").is_file() and (exp / "report.html").is_file()
+    assert {p: p.stat().st_mtime_ns for p in exp.glob("*/**/*") if p.is_file()} == trial_files  # trials untouched
+
+
+def _experiment(root: Path, trials: dict[str, tuple[str, list[dict]]]) -> Path:
+    """A folder shaped as Tune 2.60 leaves one: experiment_state-*.json listing each trial folder with its status
+    (trial_data pairs of JSON strings), and the folders' result.json rows (None: no folder yet)."""
+    exp = root / "exp"
+    exp.mkdir()
+    state = [
+        [json.dumps({"trial_id": f"t_{i:05d}", "relative_logdir": name, "status": status}), "{}"]
+        for i, (name, (status, _)) in enumerate(trials.items())
+    ]
+    (exp / "experiment_state-2026-12-07_09-00-00.json").write_text(json.dumps({"trial_data": state}))
+    for name, (_, rows) in trials.items():
+        if rows is not None:
+            (exp / name).mkdir()
+            (exp / name / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return exp
+
+
+DONE = [{"step": 1, "loss": 1.0}, {"step": 2, "final": 1, "final_loss": 0.5}]
+
+
+@pytest.mark.parametrize(
+    "trials, expected",
+    [
+        ({"a": ("TERMINATED", DONE), "b": ("TERMINATED", DONE)}, 2),
+        ({"a": ("TERMINATED", DONE), "b": ("PENDING", None)}, None),  # not started: no folder yet
+        ({"a": ("TERMINATED", DONE), "b": ("RUNNING", DONE[:1])}, None),  # a killed driver
+        ({"a": ("TERMINATED", DONE), "b": ("TERMINATED", DONE[:1])}, None),  # stopped by Ctrl+C: no final report
+        ({"a": ("TERMINATED", DONE), "b": ("ERROR", DONE[:1])}, None),
+        ({"a": ("TERMINATED", DONE), "b": ("TERMINATED", None)}, None),  # its result.json never reached storage
+        ({}, None),
+    ],
+)
+def test_finished_trials_counts_only_an_experiment_with_nothing_left_to_run(tmp_path, trials, expected):
+    from t2s_ray.sweep.resume import finished_trials
+
+    assert finished_trials(_experiment(tmp_path, trials)) == expected
+
+
+def test_finished_trials_reads_no_further_than_a_cut_or_missing_record(tmp_path):
+    from t2s_ray.sweep.resume import finished_trials
+
+    exp = _experiment(tmp_path, {"a": ("TERMINATED", DONE)})
+    with open(exp / "a" / "result.json", "a") as f:
+        f.write('{"step": 3, "fin')  # a writer killed mid-line: Ray decides, not this check
+    assert finished_trials(exp) is None
+    (exp / "a" / "result.json").write_text("")
+    assert finished_trials(exp) is None
+    for state in exp.glob("experiment_state-*.json"):
+        state.unlink()
+    assert finished_trials(exp) is None  # no experiment state: the grid is unknown
+
+
 def test_check_passes_on_this_machine(tmp_path, monkeypatch):
     import t2s_ray.preflight as pf
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from t2s_ray import storage
 from t2s_ray.analysis.catalog import META_COLUMNS, guidance_columns, metric_columns
 from t2s_ray.outputs import (
     ARMS_PARAM,
@@ -27,6 +28,7 @@ from t2s_ray.outputs import (
     shared_key,
     shared_members,
 )
+from t2s_ray.storage import Location
 
 # Keys of the final row that are Tune bookkeeping or per-step snapshots, not final metrics.
 TUNE_KEYS = frozenset(
@@ -91,14 +93,15 @@ class _Attempt:
     """What was wrong with the trial's result.json and what was recovered (None: nothing)."""
 
 
-def ray_statuses(exp_dir: Path) -> dict[str, str]:
-    """Trial folder name -> status, from the newest experiment state Tune wrote (read as JSON: no Ray needed);
-    {} when there is none or it cannot be read (the trial folders are then the only record)."""
-    states = sorted(exp_dir.glob("experiment_state-*.json"))
+def ray_statuses(exp_dir: Location) -> dict[str, str]:
+    """Trial folder name -> status, from the newest experiment state Tune wrote in `exp_dir` (a folder or a URI;
+    read as JSON: no Ray needed); {} when there is none or it cannot be read (the trial folders are then the only
+    record)."""
+    states = [n for n in storage.names(exp_dir) if n.startswith("experiment_state-") and n.endswith(".json")]
     if not states:
         return {}
     try:
-        trials = json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]
+        trials = json.loads(storage.read_bytes(storage.join(exp_dir, states[-1])))["trial_data"]
         return {t["relative_logdir"]: t["status"] for t in (json.loads(pair[0]) for pair in trials)}
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return {}

@@ -4,11 +4,13 @@ resources and study its sweep recorded."""
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from t2s_ray.analysis.read import ray_statuses
 from t2s_ray.cluster import (
     RayOptions,
     start_ray,
@@ -79,6 +81,24 @@ def _check_tuner_pkl(exp: Location) -> None:
         ) from None
 
 
+def finished_trials(exp: Location) -> Optional[int]:
+    """The number of trials of `exp` when every one has finished, None otherwise: Tune's newest experiment state
+    lists every trial of the grid (those not yet started too) as terminated, and each one's result.json ends with
+    its final report (a trial Tune stopped on Ctrl+C is terminated too, without one)."""
+    statuses = ray_statuses(exp)
+    if not statuses or set(statuses.values()) != {"TERMINATED"}:
+        return None
+    for folder in statuses:
+        try:
+            lines = read_bytes(join(exp, folder, "result.json")).decode("utf-8", errors="replace").splitlines()
+            last = json.loads(next(line for line in reversed(lines) if line.strip()))
+        except (OSError, StopIteration, ValueError):
+            return None
+        if not (isinstance(last, dict) and last.get("final")):
+            return None
+    return len(statuses)
+
+
 def resume_sweep(
     experiment_dir: str | Path,
     restart_errored: bool = False,
@@ -105,6 +125,9 @@ def resume_sweep(
             raise SweepError(f"cannot resume {exp}: {e}") from None
         runtime_env = study_runtime_env(study)
     t0 = time.perf_counter()
+    if (n := finished_trials(exp)) is not None:
+        say(f"every trial of {exp} has finished ({n} of {n}): nothing to resume, Ray not started")
+        return SweepOutcome(exp, n, 0, n, time.perf_counter() - t0, math.nan)
     info = start_ray(RayOptions(address=address, quiet=quiet, dashboard=dashboard, runtime_env=runtime_env), say)
     from ray import tune  # after init_ray: Ray reads its network settings at import
 

@@ -166,6 +166,7 @@ class SweepOutcome:
     """Trials with their final report (their evaluation): Tune calls a trial it stopped on Ctrl+C terminated too."""
     wall_s: float
     ray_start_s: float
+    """Seconds Ray took to start or join; NaN when it was not started (a resume with nothing left to run)."""
 
 
 def run_sweep(spec: SweepSpec, say: Callable[[str], None] = print) -> SweepOutcome:
