@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_path", "content_hash", "write_text_atomic"]
+__all__ = ["atomic_dir", "atomic_path", "content_hash", "copy_files_whole", "write_text_atomic"]
 
 
 def _sibling(final: Path, suffix: str) -> Path:
@@ -58,6 +58,23 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def copy_files_whole(source: str | os.PathLike, dest: str | os.PathLike) -> int:
+    """Copy `source` (a file, or every file under a folder) to `dest` (the same layout under it), each file
+    written beside its destination and renamed over it: a reader, or a copy killed part-way, finds every file old
+    or new, never cut. Returns the number of files copied."""
+    source, dest = Path(source), Path(dest)
+    pairs = (
+        [(source, dest)]
+        if source.is_file()
+        else [(Path(d) / f, dest / Path(d).relative_to(source) / f) for d, _, files in os.walk(source) for f in files]
+    )
+    for src, dst in pairs:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+    return len(pairs)
 
 
 def _fsync_tree(root: Path) -> None:

@@ -105,3 +105,43 @@ def test_atomic_dir_failure_without_an_old_dir_creates_nothing(tmp_path):
             (tmp / "state.pt").write_text("half")
             raise Boom
     assert list(tmp_path.iterdir()) == []
+
+
+def test_copy_files_whole_writes_each_file_beside_and_renames_it(tmp_path, monkeypatch):
+    import shutil
+
+    from t2s_ray.io import copy_files_whole
+
+    src, dst = tmp_path / "staging", tmp_path / "storage"
+    (src / "trial").mkdir(parents=True)
+    (src / "experiment_state-1.json").write_text('{"trial_data": [1, 2]}')
+    (src / "trial" / "result.json").write_text('{"step": 2}\n')
+    (dst / "trial").mkdir(parents=True)
+    (dst / "experiment_state-1.json").write_text('{"trial_data": [1]}')
+    (dst / "trial" / "result.json").write_text('{"step": 1}\n')
+    (dst / "trial" / "checkpoint_000000").mkdir()  # what the copy does not bring stays
+
+    real = shutil.copyfile
+    copied = []
+
+    def killed_after_the_first(a, b):  # the second copy dies half-way through writing its file
+        if copied:
+            open(b, "w").write(open(a).read()[:5])
+            raise KeyboardInterrupt
+        copied.append(a)
+        return real(a, b)
+
+    monkeypatch.setattr(shutil, "copyfile", killed_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        copy_files_whole(src, dst)
+    after = {p.relative_to(dst).as_posix(): p.read_text() for p in dst.rglob("*") if p.is_file()}
+    # one file new, the other old: each whole, and no temp left
+    assert sorted(after) == ["experiment_state-1.json", "trial/result.json"]
+    assert {after["experiment_state-1.json"], after["trial/result.json"]} & {'{"trial_data": [1, 2]}', '{"step": 2}\n'}
+    assert {after["experiment_state-1.json"], after["trial/result.json"]} & {'{"trial_data": [1]}', '{"step": 1}\n'}
+    monkeypatch.setattr(shutil, "copyfile", real)
+    assert copy_files_whole(src, dst) == 2
+    assert (dst / "experiment_state-1.json").read_text() == '{"trial_data": [1, 2]}'
+    assert (dst / "trial" / "checkpoint_000000").is_dir()
+    assert copy_files_whole(src / "trial" / "result.json", dst / "one" / "result.json") == 1  # a single file
+    assert (dst / "one" / "result.json").read_text() == '{"step": 2}\n'

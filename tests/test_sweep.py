@@ -297,6 +297,7 @@ def test_resume_address_joins_that_cluster_and_says_when_nothing_answers(tmp_pat
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "tuner.pkl").write_bytes(pickle.dumps({}))
+    (exp / "experiment_state-2026-12-07_09-00-00.json").write_text('{"trial_data": []}')
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -384,6 +385,76 @@ def test_finished_trials_reads_no_further_than_a_cut_or_missing_record(tmp_path)
     for state in exp.glob("experiment_state-*.json"):
         state.unlink()
     assert finished_trials(exp) is None  # no experiment state: the grid is unknown
+
+
+def test_tunes_driver_files_reach_local_storage_whole_and_other_storage_through_ray(tmp_path, monkeypatch):
+    import pyarrow.fs
+    from ray.train._internal import storage as ray_storage
+
+    from t2s_ray.sweep import run as sweep_run
+
+    calls = []
+    monkeypatch.setattr(ray_storage, "_upload_to_fs_path", lambda **kw: calls.append(kw))
+    sweep_run.write_driver_files_whole()
+    sweep_run.write_driver_files_whole()  # once only: not wrapped twice
+    upload = ray_storage._upload_to_fs_path
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "experiment_state-1.json").write_text("{}")
+    upload(local_path=str(staging), fs=pyarrow.fs.LocalFileSystem(), fs_path=str(tmp_path / "exp"), exclude=None)
+    assert (tmp_path / "exp" / "experiment_state-1.json").read_text() == "{}" and calls == []
+    subtree = pyarrow.fs.SubTreeFileSystem("/", pyarrow.fs.LocalFileSystem())  # not a plain local one: Ray's own
+    upload(local_path=str(staging), fs=subtree, fs_path="x", exclude=None)
+    upload(local_path=str(staging), fs=pyarrow.fs.LocalFileSystem(), fs_path="y", exclude=["*.png"])
+    assert [c["fs_path"] for c in calls] == ["x", "y"]
+
+
+def test_resume_sets_aside_a_cut_experiment_state_and_restores_from_the_one_before(tmp_path):
+    import pickle
+
+    from t2s_ray.sweep.resume import set_aside_cut_state
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    searcher = pickle.dumps({"_iterators": [], "_finished": False})  # the searcher's state is a pickle
+    for run, text in (("2026-12-06_10-00-00", '{"trial_data": []}'), ("2026-12-07_09-00-00", "")):
+        (exp / f"experiment_state-{run}.json").write_text(text)
+        (exp / f"basic-variant-state-{run}.json").write_bytes(searcher)
+    said = []
+    set_aside_cut_state(exp, said.append)
+    assert sorted(p.name for p in exp.iterdir()) == [
+        "basic-variant-state-2026-12-06_10-00-00.json",
+        "basic-variant-state-2026-12-07_09-00-00.json.corrupt",
+        "experiment_state-2026-12-06_10-00-00.json",
+        "experiment_state-2026-12-07_09-00-00.json.corrupt",
+    ]
+    assert "experiment_state-2026-12-07_09-00-00.json is cut short" in said[0] and "1 other state file" in said[0]
+    set_aside_cut_state(exp, said.append)  # whole now: nothing more to do
+    assert len(said) == 1
+
+
+@pytest.mark.parametrize("older", [None, "{not json"])
+def test_resume_with_no_whole_experiment_state_is_a_clear_error_that_renames_nothing(tmp_path, older):
+    import pickle
+
+    from t2s_ray.sweep.resume import set_aside_cut_state
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "experiment_state-2026-12-07_09-00-00.json").write_text('{"trial_data": []}')
+    searcher = pickle.dumps({"_iterators": [], "_finished": False})
+    # the searcher's pickle cut: the run's state cannot be restored either
+    (exp / "basic-variant-state-2026-12-07_09-00-00.json").write_bytes(searcher[: len(searcher) // 2])
+    if older is not None:
+        (exp / "experiment_state-2026-12-06_10-00-00.json").write_text(older)
+    before = sorted(p.name for p in exp.iterdir())
+    with pytest.raises(SweepError, match="cut short .* no earlier ones are whole; the trial folders"):
+        set_aside_cut_state(exp, print)
+    assert sorted(p.name for p in exp.iterdir()) == before
+    for state in exp.glob("experiment_state-*"):
+        state.unlink()
+    with pytest.raises(SweepError, match="holds no experiment_state-"):
+        set_aside_cut_state(exp, print)
 
 
 def test_check_passes_on_this_machine(tmp_path, monkeypatch):

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
+import pickletools
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from t2s_ray import storage
 from t2s_ray.analysis.read import ray_statuses
 from t2s_ray.cluster import (
     RayOptions,
@@ -81,6 +84,80 @@ def _check_tuner_pkl(exp: Location) -> None:
         ) from None
 
 
+STATE_FILES = ("experiment_state-", "basic-variant-state-")
+"""Tune's files of one driver run, `<prefix><start time>.json`: the trials and the searcher's place in the grid."""
+
+
+def set_aside_cut_state(exp: Location, say: Callable[[str], None]) -> None:
+    """Tune restores from the newest driver run's state files (`STATE_FILES`). One cut by a killed driver (empty,
+    or a JSON document or a pickle that ends early: copied in place by an earlier t2s-ray) cannot be read, and
+    Tune then starts the grid over, which fails. Set aside each newer run whose files are not all whole (renamed
+    `<name>.corrupt`, never deleted) so that Tune restores from the newest whole one; `SweepError`, before
+    anything is renamed, when none is whole or when there is no state at all."""
+    names = storage.names(exp)
+    runs = sorted(n.removeprefix(STATE_FILES[0]) for n in names if n.startswith(STATE_FILES[0]) and n.endswith(".json"))
+    if not runs:
+        raise SweepError(
+            f"cannot resume {exp}: it holds no {STATE_FILES[0]}*.json, Tune's record of which trials exist (the "
+            "driver stopped before Tune first saved it); start the sweep again under a new --name"
+        )
+
+    def files(run: str) -> list[str]:
+        return [f"{prefix}{run}" for prefix in STATE_FILES if f"{prefix}{run}" in names]
+
+    def cut(run: str) -> list[str]:
+        bad = []
+        for name in files(run):
+            try:
+                whole = _whole_state(read_bytes(join(exp, name)))
+            except OSError:
+                whole = False
+            if not whole:
+                bad.append(name)
+        return bad
+
+    newer = []
+    for run in reversed(runs):
+        if not (damaged := cut(run)):
+            break
+        newer.append((run, damaged))
+    else:
+        raise SweepError(
+            f"cannot resume {exp}: Tune's state files {', '.join(newer[0][1])} are cut short (a driver killed "
+            "while they were copied) and no earlier ones are whole; the trial folders and their checkpoints are "
+            "intact, but which trials the grid holds cannot be read: start the sweep again under a new --name"
+        )
+    if newer and not isinstance(exp, Path):  # object stores replace files whole: Tune did not cut these
+        raise SweepError(
+            f"cannot resume {exp}: {', '.join(newer[0][1])} cannot be read; move it out of the experiment to "
+            "resume from the state saved before it"
+        )
+    for run, damaged in newer:
+        for name in files(run):
+            os.replace(exp / name, exp / f"{name}.corrupt")
+        say(
+            f"{exp / damaged[0]} is cut short (a driver killed while it was copied): set aside, with "
+            f"{len(files(run)) - 1} other state file(s) of that driver run, as .corrupt; resuming from the state "
+            "saved before it"
+        )
+
+
+def _whole_state(data: bytes) -> bool:
+    """True for a JSON document (the experiment state) or a whole pickle (the searcher's state, despite its .json
+    name), told by walking its opcodes to the final STOP without running any of them."""
+    try:
+        json.loads(data)
+        return True
+    except ValueError:
+        pass
+    try:
+        for _ in pickletools.genops(data):
+            pass
+        return bool(data)
+    except ValueError:
+        return False
+
+
 def finished_trials(exp: Location) -> Optional[int]:
     """The number of trials of `exp` when every one has finished, None otherwise: Tune's newest experiment state
     lists every trial of the grid (those not yet started too) as terminated, and each one's result.json ends with
@@ -124,6 +201,7 @@ def resume_sweep(
         except StudyError as e:
             raise SweepError(f"cannot resume {exp}: {e}") from None
         runtime_env = study_runtime_env(study)
+    set_aside_cut_state(exp, say)
     t0 = time.perf_counter()
     if (n := finished_trials(exp)) is not None:
         say(f"every trial of {exp} has finished ({n} of {n}): nothing to resume, Ray not started")

@@ -17,7 +17,7 @@ from t2s_ray.cluster import (
     start_ray,
     validate_dashboard,
 )
-from t2s_ray.io import write_text_atomic
+from t2s_ray.io import copy_files_whole, write_text_atomic
 from t2s_ray.outputs import GRID_PARAM, SWEEP_FILE
 from t2s_ray.storage import (
     Location,
@@ -36,6 +36,31 @@ def prepare_tune() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     skip_callback_census()
     import_tensorboardx_without_torch()
+    write_driver_files_whole()
+
+
+def write_driver_files_whole() -> None:
+    """Tune copies the driver's files into storage (the experiment state and the searcher's, and each trial's
+    result.json, progress.csv and params.json) by rewriting them in place, every few seconds: a driver killed
+    during a copy left them cut, e.g. an empty experiment_state-*.json, from which `Tuner.restore` cannot read
+    the trials (it starts the grid over instead). Into a local (or mounted) folder each file is now written
+    beside its destination and renamed over it (`io.copy_files_whole`), so storage holds the old file or the new
+    one whole; object stores replace an object whole already. Tune's own upload does everything else."""
+    from ray.train._internal import storage as ray_storage
+
+    if getattr(ray_storage._upload_to_fs_path, "writes_whole_files", False):
+        return
+    upload = ray_storage._upload_to_fs_path
+
+    def upload_whole(local_path: str, fs, fs_path: str, exclude=None) -> None:
+        import pyarrow.fs
+
+        if exclude or not isinstance(fs, pyarrow.fs.LocalFileSystem):
+            return upload(local_path=local_path, fs=fs, fs_path=fs_path, exclude=exclude)
+        copy_files_whole(local_path, fs_path)
+
+    upload_whole.writes_whole_files = True
+    ray_storage._upload_to_fs_path = upload_whole
 
 
 def import_tensorboardx_without_torch() -> None:
