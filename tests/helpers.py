@@ -53,6 +53,24 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def wait_for_trials_to_end(timeout_s: float = 60) -> None:
+    """Wait until no trial process (Tune's `ray::ImplicitFunc` actor) runs under this test process's Ray: after a
+    driver that joined it (`ray_address`) is killed, Ray ends that job's trials, and a resume must not run beside
+    one that is still writing."""
+
+    def trials() -> list[int]:
+        found = []
+        for pid in descendants(os.getpid()):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    wait_for(lambda: not trials(), timeout_s, "the killed driver's trials to end")
+
+
 def free_port() -> int:
     """A TCP port nothing listens on at 127.0.0.1 right now."""
     with socket.socket() as s:

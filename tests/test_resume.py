@@ -25,9 +25,12 @@ from tests.helpers import (
     shared_tmp,
     tiny_overrides,
     wait_for,
+    wait_for_trials_to_end,
 )
 
 pytestmark = pytest.mark.slow
+
+REPO_PATH = str(Path(__file__).parents[1])
 
 # Long enough (40 steps) that a kill lands between the first checkpoint and the end.
 OVERRIDES = tiny_overrides(
@@ -193,7 +196,7 @@ def test_sigkilled_driver_then_resume_finishes_without_losing_progress(reference
     checkpointed = max(_valid_steps(_trial_dir(exp)))
     r = run_process_tree(_cli("resume", str(exp), "--quiet", "--no-dashboard"), 300, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "1 finished, 0 errored" in r.stdout
+    assert "1 finished, 0 errored" in r.stdout and "Ray dashboard" not in r.stdout  # --no-dashboard
     trial = _trial_dir(exp)
     rows = _rows(trial)
     restarts = [row for row in rows if row.get("iterations_since_restore") == 1]
@@ -207,12 +210,13 @@ FAKE_GPU_DRIVER = """
 import os, sys
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 import ray
-ray.init(address="local", num_cpus=2, num_gpus=3, include_dashboard=False, log_to_driver=False)
+from tests.drivers import joined_runtime_env
+ray.init(address=sys.argv[1], log_to_driver=False, runtime_env=joined_runtime_env())  # the test's Ray: 3 fake GPUs
 from pathlib import Path
 from t2s_ray.sweep import resume_sweep, run_sweep
 from t2s_ray.t2s.sweep import BundledSweepSpec
-root, what = Path(sys.argv[1]), sys.argv[2]
-overrides = tuple(sys.argv[3:])
+root, what = Path(sys.argv[2]), sys.argv[3]
+overrides = tuple(sys.argv[4:])
 if what == "sweep":
     run_sweep(BundledSweepSpec(ablations=("baseline",), seeds=2, scale="smoke", gpus=3, gpus_per_trial=1,
                                cpus_per_trial=0.5, max_concurrent=1, storage=root, name="gpus", quiet=True,
@@ -223,17 +227,18 @@ else:
 """
 
 
-def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path, sets):
+def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path, sets, ray_address):
     """Two GPU trials, one at a time; the driver is killed while the second is pending. After `resume` the
     second trial, created by Ray only then, must hold a (fake) GPU like the first, not train on CPU.
 
     A started trial is told by its folder in storage, which the trial itself creates: the driver writes
     `params.json` and `result.json` into its own staging folder and Ray syncs them into storage with the
     experiment state (every ~10 s), so at the kill the trial's checkpoint can be in storage while neither file
-    is. After the resume every trial, that one included, must hold its final result."""
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    is. After the resume every trial, that one included, must hold its final result. Both drivers join the test's
+    own Ray (`ray_address`), whose 3 fake GPUs the trials share."""
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": REPO_PATH}
     driver = subprocess.Popen(
-        [sys.executable, "-c", FAKE_GPU_DRIVER, str(tmp_path), "sweep", *sets],
+        [sys.executable, "-c", FAKE_GPU_DRIVER, ray_address, str(tmp_path), "sweep", *sets],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -247,10 +252,11 @@ def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path, sets):
         driver.wait(10)
     finally:
         _kill(descendants(driver.pid) | locals().get("started", set()))
+    wait_for_trials_to_end()
     assert json.loads((exp / "t2s_sweep.json").read_text())["resources"] == {"cpu": 0.5, "gpu": 1}
     before = {p.name for p in exp.glob("baseline_seed*_*") if p.is_dir()}
     assert len(before) == 1, f"expected only the first trial to have started before the kill: {before}"
-    r = run_process_tree([sys.executable, "-c", FAKE_GPU_DRIVER, str(tmp_path), "resume"], 400, env=env)
+    r = run_process_tree([sys.executable, "-c", FAKE_GPU_DRIVER, ray_address, str(tmp_path), "resume"], 400, env=env)
     assert r.returncode == 0 and "resumed: 2 finished, 0 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     late = [p for p in exp.glob("baseline_seed*_*") if p.is_dir() and p.name not in before]
     assert len(late) == 1
@@ -260,10 +266,10 @@ def test_resume_gives_trials_started_after_it_the_sweeps_gpus(tmp_path, sets):
     assert final["node/gpu_ids"] != "", final["node/gpu_ids"]  # it held a GPU
 
 
-def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference, sets):
+def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference, sets, ray_address):
     """SIGINT (Ctrl+C) to a sweep after the first checkpoint: Tune stops and returns normally, and the CLI
     still tells the truth: the trial is counted as interrupted, the resume command is ours, the exit code 130;
-    then `t2s-ray resume` finishes it with the uninterrupted run's weights."""
+    then `t2s-ray resume --address` (on the test's own Ray) finishes it with the uninterrupted run's weights."""
     root, ref_weights, ref_loss = reference
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     driver = subprocess.Popen(
@@ -285,10 +291,11 @@ def test_ctrl_c_says_what_is_unfinished_exits_130_and_resume_matches(reference, 
     assert driver.returncode == 130, said[-3000:]
     assert "trials: 0 finished, 0 errored, 1 interrupted or not started (of 1)" in said, said[-3000:]
     assert f"continue with: t2s-ray resume {exp}" in said
-    r = run_process_tree(_cli("resume", str(exp), "--quiet", "--no-dashboard"), 300, env=env)
+    wait_for_trials_to_end()
+    r = run_process_tree(_cli("resume", str(exp), "--quiet", "--address", ray_address), 300, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "1 finished, 0 errored, 0 interrupted" in " ".join(r.stdout.split())
-    assert "Ray dashboard" not in said + r.stdout  # --no-dashboard, to the sweep and to the resume
+    assert "Ray dashboard" not in said  # --no-dashboard
     trial = _trial_dir(exp)
     _assert_same_weights(_final_weights(trial), ref_weights)
     assert _rows(trial)[-1]["final_loss"] == ref_loss
@@ -300,14 +307,17 @@ FAULT_DRIVER = """
 import os, sys
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 import ray
-ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
-         runtime_env={"worker_process_setup_hook": "tests.faults.cut_checkpoint_copy"})
+from tests.drivers import joined_runtime_env
+address, storage, names = sys.argv[1:4]  # address: "local" (a Ray of its own) or the test's Ray to join
+local = dict(num_cpus=2, num_gpus=0, include_dashboard=False) if address == "local" else {}
+ray.init(address=address, log_to_driver=False, **local,
+         runtime_env=joined_runtime_env(worker_process_setup_hook="tests.faults.cut_checkpoint_copy"))
 from t2s_ray.sweep import run_sweep
 from t2s_ray.t2s.sweep import BundledSweepSpec
-for name in sys.argv[2].split(","):  # one sweep after the other on this Ray
+for name in names.split(","):  # one sweep after the other on this Ray
     o = run_sweep(BundledSweepSpec(ablations=("baseline",), scale="smoke", gpus=0, cpus_per_trial=0.5,
-                                   storage=sys.argv[1], name=name, quiet=True, max_failures=2,
-                                   overrides=tuple(sys.argv[3:])))
+                                   storage=storage, name=name, quiet=True, max_failures=2,
+                                   overrides=tuple(sys.argv[4:])))
     print(f"{name} swept: {o.num_finished} finished, {o.num_errors} errored")
 print(f"driver imported torch: {'torch' in sys.modules}")
 """
@@ -318,7 +328,7 @@ def _fault_env(*cuts: dict, extra: dict | None = None) -> dict:
         **os.environ,
         **(extra or {}),
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([REPO_PATH, os.environ.get("PYTHONPATH", "")]),
         **fault_env(*cuts),
     }
 
@@ -353,12 +363,12 @@ CUTS = {
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_trials_killed_while_their_checkpoint_is_copied_finish_with_the_uninterrupted_weights(
-    reference, sets, request, tmp_path, monkeypatch, where
+    reference, sets, request, tmp_path, monkeypatch, where, ray_address
 ):
     """The trial's process dies part-way through Ray's copy of checkpoint `index` into storage, for each cut of
-    `CUTS[where]` (one sweep each, one after the other in one driver). The retry sets the cut copy aside (never
-    loads it, never deletes it), resumes from the checkpoint before it, or starts over when there is none, and
-    ends with the weights and the loss of an uninterrupted run."""
+    `CUTS[where]` (one sweep each, one after the other in one driver, on the test's own Ray). The retry sets the
+    cut copy aside (never loads it, never deletes it), resumes from the checkpoint before it, or starts over when
+    there is none, and ends with the weights and the loss of an uninterrupted run."""
     _, ref_weights, ref_loss = reference
     extra, storage = {}, str(tmp_path / "store")
     if where == "s3":
@@ -369,7 +379,7 @@ def test_trials_killed_while_their_checkpoint_is_copied_finish_with_the_uninterr
         storage = "s3://faults/sweeps"
     cuts = {f"cut{index}": (index, fraction) for index, fraction in CUTS[where]}
     r = run_process_tree(
-        [sys.executable, "-c", FAULT_DRIVER, storage, ",".join(cuts), *sets],
+        [sys.executable, "-c", FAULT_DRIVER, ray_address, storage, ",".join(cuts), *sets],
         600,
         env=_fault_env(
             *(
@@ -408,7 +418,7 @@ def test_the_whole_sweep_killed_during_its_first_checkpoint_copy_resumes_to_the_
     _, ref_weights, ref_loss = reference
     env = _fault_env({"index": 0, "fraction": 0.5, "marker": str(tmp_path / "cut.marker"), "then": "hold"})
     driver = subprocess.Popen(
-        [sys.executable, "-c", FAULT_DRIVER, str(tmp_path), "lost", *sets],
+        [sys.executable, "-c", FAULT_DRIVER, "local", str(tmp_path), "lost", *sets],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -515,12 +515,13 @@ STUDY_DRIVER = """
 import os, sys
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 import ray
-ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
-         runtime_env={"worker_process_setup_hook": "tests.faults.cut_checkpoint_copy"})
+from tests.drivers import joined_runtime_env
+ray.init(address=sys.argv[1], log_to_driver=False,  # the test's Ray
+         runtime_env=joined_runtime_env(worker_process_setup_hook="tests.faults.cut_checkpoint_copy"))
 from t2s_ray.sweep.study import StudySweepSpec
 from t2s_ray.sweep import run_sweep
-storage, cache = sys.argv[1:3]
-for sweep in sys.argv[3:]:  # name:ablations:seeds, one after the other on this Ray
+storage, cache = sys.argv[2:4]
+for sweep in sys.argv[4:]:  # name:ablations:seeds, one after the other on this Ray
     name, ablations, seeds = sweep.split(":")
     o = run_sweep(StudySweepSpec(study="examples.own_model.study:study", ablations=tuple(ablations.split(",")),
                                  seeds=int(seeds), scale="tiny", gpus=0, cpus_per_trial=0.5, storage=storage,
@@ -536,7 +537,7 @@ def _final_state(trial: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdicts(tmp_path):
+def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdicts(tmp_path, ray_address):
     env = {
         **os.environ,
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -547,7 +548,7 @@ def test_the_example_study_sweeps_through_ray_survives_a_sigkill_and_gets_verdic
     # the reference, uninterrupted, runs after the cut: the fault hook copies whole once its marker exists
     sweeps = ["own:baseline,text_finetuned,no_ema:3", "ref:baseline:1"]
     r = run_process_tree(
-        [sys.executable, "-c", STUDY_DRIVER, str(tmp_path), cache, *sweeps],
+        [sys.executable, "-c", STUDY_DRIVER, ray_address, str(tmp_path), cache, *sweeps],
         900,
         env=env,
         cwd=REPO,
@@ -615,20 +616,26 @@ FAULTY_DRIVER = """
 import os, sys
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 import ray
-ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
-from t2s_ray.sweep.study import StudySweepSpec
+from t2s_ray.sweep.study import StudySweepSpec, study_runtime_env
 from t2s_ray.sweep import run_sweep
-o = run_sweep(StudySweepSpec(study="faulty_study:study", seeds=1, gpus=0, cpus_per_trial=0.5, storage=sys.argv[1],
+from t2s_ray.study import load_study
+sys.path.insert(0, os.getcwd())  # where the study module is, as `--study` does
+load_study("faulty_study:study")
+# the test's Ray, with the study's module shipped to the trials as `sweep --study` ships it
+ray.init(address=sys.argv[1], log_to_driver=False, runtime_env=study_runtime_env("faulty_study:study"))
+o = run_sweep(StudySweepSpec(study="faulty_study:study", seeds=1, gpus=0, cpus_per_trial=0.5, storage=sys.argv[2],
                              name="faulty", quiet=True, max_failures=0))
 print(f"swept: {o.num_finished} finished, {o.num_errors} errored")
 """
 
 
 @pytest.mark.slow
-def test_a_train_that_raises_or_logs_no_evaluation_errors_its_trial_and_the_others_go_on(tmp_path):
+def test_a_train_that_raises_or_logs_no_evaluation_errors_its_trial_and_the_others_go_on(tmp_path, ray_address):
     (tmp_path / "faulty_study.py").write_text(FAULTY_STUDY)  # a single-module study, shipped to the trials
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(REPO)}
-    r = run_process_tree([sys.executable, "-c", FAULTY_DRIVER, str(tmp_path / "results")], 600, env=env, cwd=tmp_path)
+    r = run_process_tree(
+        [sys.executable, "-c", FAULTY_DRIVER, ray_address, str(tmp_path / "results")], 600, env=env, cwd=tmp_path
+    )
     assert r.returncode == 0 and "swept: 1 finished, 2 errored" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     exp = tmp_path / "results" / "faulty"
     (boom,) = exp.glob("boom_seed0_*")
