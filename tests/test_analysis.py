@@ -22,6 +22,28 @@ def frame(rows):
     return pd.DataFrame([{"ablation": a, "seed": s, **m} for a, s, m in rows])
 
 
+# --------------------------------------------------------------------------- the package's exports
+
+
+def test_exports_load_on_first_use_and_unknown_names_fail():
+    for name in an.__all__:
+        assert getattr(an, name) is not None, name
+    assert an.summarize.__module__ == "t2s_ray.analysis.tables"
+    assert an.stats.__name__ == "t2s_ray.stats"
+    assert set(an.__all__) <= set(dir(an))
+    with pytest.raises(AttributeError, match="no attribute 'summarise'"):
+        an.summarise  # noqa: B018
+
+
+def test_the_cli_imports_no_scipy_or_torch():
+    """`t2s-ray sweep` imports the reading layer (to resume) before Ray starts; the rest of the package, scipy's
+    statistics (~0.5 s) and torch load only when a command uses them."""
+    code = "import sys, t2s_ray.cli\nprint(sorted(m for m in ('scipy', 'torch', 'matplotlib') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"
+
+
 # --------------------------------------------------------------------------- summarize
 
 
