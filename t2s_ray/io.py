@@ -116,6 +116,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)  # only still there after a failure
 
 
-def content_hash(fields: dict) -> str:
-    """16 hex digits of a sha256 over `fields` as JSON with sorted keys: the same for equal fields in any order."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+def content_hash(fields: dict, digits: int = 16) -> str:
+    """`digits` hex digits of a sha256 over `fields` as JSON with sorted keys (values JSON cannot hold as their
+    str): the same for equal fields in any order."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:digits]

@@ -145,3 +145,21 @@ def test_copy_files_whole_writes_each_file_beside_and_renames_it(tmp_path, monke
     assert (dst / "trial" / "checkpoint_000000").is_dir()
     assert copy_files_whole(src / "trial" / "result.json", dst / "one" / "result.json") == 1  # a single file
     assert (dst / "one" / "result.json").read_text() == '{"step": 2}\n'
+
+
+def test_content_hash_ignores_key_order_and_keeps_the_report_config_hash():
+    import hashlib
+    import json
+    from pathlib import PurePosixPath
+
+    from t2s_ray.analysis.html import config_hash
+    from t2s_ray.io import content_hash
+
+    fields = {"b": [1, 2], "a": {"y": 1.5, "x": PurePosixPath("/data")}}
+    assert content_hash(fields) == content_hash({"a": {"x": PurePosixPath("/data"), "y": 1.5}, "b": [1, 2]})
+    assert len(content_hash(fields)) == 16 and content_hash(fields, digits=12) == content_hash(fields)[:12]
+    assert content_hash(fields) != content_hash({**fields, "b": [2, 1]})
+    # the report's config hash, written by hand before it used content_hash: the same 12 digits
+    by_hand = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert config_hash(fields) == by_hand
+    assert config_hash({"a": "no config: t2s_config.json missing"}).startswith("n/a (")

@@ -10,7 +10,6 @@ sampler's CSV, samples.npz).
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import math
@@ -35,6 +34,7 @@ from t2s_ray.analysis.render import (
     nan_notes,
 )
 from t2s_ray.analysis.tables import training_curves
+from t2s_ray.io import content_hash
 from t2s_ray.outputs import (
     ARMS_PARAM,
     DEFAULT_STUDY,
@@ -110,8 +110,7 @@ def config_hash(configs: dict[str, dict | str]) -> str:
     bad = next((v for v in configs.values() if isinstance(v, str)), None)
     if bad is not None:
         return f"n/a ({bad})"
-    blob = json.dumps(configs, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    return content_hash(configs, digits=12)
 
 
 def _when(ts: float | None) -> str:
