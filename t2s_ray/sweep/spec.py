@@ -1,7 +1,7 @@
-"""What the user asked for, before anything runs: `SweepSpec`, the options every study's sweep has, and the hooks a
-study's spec fills in (the bundled study's: `t2s_ray.t2s.sweep.BundledSweepSpec`; a user study's:
-`sweep.study.StudySweepSpec`): how its ablations resolve and group, what the driver prepares, how a trial is
-probed. Also the experiment's name and paths and the `--grid` axes typed by the config schema."""
+"""What the user asked for: `SweepSpec`, the options every study's sweep has (`run_sweep` fills in what it decides
+once Ray is up), and the hooks a study's spec fills in (the bundled study's: `t2s_ray.t2s.sweep.BundledSweepSpec`;
+a user study's: `sweep.study.StudySweepSpec`): how its ablations resolve and group, what the driver prepares, how
+a trial is probed. Also the experiment's name and paths and the `--grid` axes typed by the config schema."""
 
 from __future__ import annotations
 
