@@ -26,6 +26,7 @@ def frame(rows):
 
 
 def test_exports_load_on_first_use_and_unknown_names_fail():
+    assert sorted(an.__all__) == sorted(an._SOURCES)  # each export has a module, and no module entry is unlisted
     for name in an.__all__:
         assert getattr(an, name) is not None, name
     assert an.summarize.__module__ == "t2s_ray.analysis.tables"
