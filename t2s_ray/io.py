@@ -47,10 +47,7 @@ def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Write `text` to `path` atomically (newlines written as given); return the path."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding=encoding, newline="") as f:
-            f.write(text)
-    return Path(path)
+    return write_bytes_atomic(path, text.encode(encoding))
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

@@ -105,20 +105,15 @@ def set_aside_cut_state(exp: Location, say: Callable[[str], None]) -> None:
     def files(run: str) -> list[str]:
         return [f"{prefix}{run}" for prefix in STATE_FILES if f"{prefix}{run}" in names]
 
-    def cut(run: str) -> list[str]:
-        bad = []
-        for name in files(run):
-            try:
-                whole = _whole_state(read_bytes(join(exp, name)))
-            except OSError:
-                whole = False
-            if not whole:
-                bad.append(name)
-        return bad
+    def whole(name: str) -> bool:
+        try:
+            return _whole_state(read_bytes(join(exp, name)))
+        except OSError:
+            return False
 
     newer = []
     for run in reversed(runs):
-        if not (damaged := cut(run)):
+        if not (damaged := [name for name in files(run) if not whole(name)]):
             break
         newer.append((run, damaged))
     else:
